@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# down.sh DIR — stop every server up.sh started, by the pids it recorded.
+set -uo pipefail
+DIR=${1:-/tmp/remora-testenv}
+here=$(cd "$(dirname "$0")" && pwd)
+for svc in "$here"/svc-*.sh; do
+  [ -e "$svc" ] || continue
+  bash "$svc" down "$DIR" || true
+done
