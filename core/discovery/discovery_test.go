@@ -107,8 +107,6 @@ func TestEmbeddedListVerifies(t *testing.T) {
 	}
 }
 
-
-
 func TestWebFileAndRollbackAcrossSources(t *testing.T) {
 	pub, priv := testKeys(t)
 	id := testPeer(t)
