@@ -1,0 +1,103 @@
+package transport
+
+import (
+	"slices"
+	"sort"
+
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
+)
+
+// Addrs returns this transport's addresses, each with its kind: interface
+// addresses (lan or public), addresses peers observed (with the number of
+// distinct observers; libp2p's own threshold of 4 is too high for a small
+// circle, so every report counts and the node decides), port mappings, and
+// relay addresses of live reservations. LAN addresses must never be
+// published to a channel.
+func (t *Transport) Addrs() []Addr {
+	iface := map[string]bool{}
+	ifaceAddrs, _ := t.h.Network().InterfaceListenAddresses()
+	for _, a := range ifaceAddrs {
+		iface[string(a.Bytes())] = true
+	}
+	seen := map[string]bool{}
+	var out []Addr
+	add := func(a Addr) {
+		k := string(a.Multiaddr.Bytes())
+		if seen[k] {
+			return
+		}
+		seen[k] = true
+		out = append(out, a)
+	}
+	for _, a := range ifaceAddrs {
+		add(Addr{Multiaddr: a, Kind: classify(a, true)})
+	}
+	t.mu.Lock()
+	for _, o := range t.observed {
+		a := Addr{Multiaddr: o.addr, Kind: classify(o.addr, false), Observers: len(o.observers)}
+		for _, at := range o.observers {
+			if at.After(a.ObservedAt) {
+				a.ObservedAt = at
+			}
+		}
+		add(a)
+	}
+	var relayAddrs []ma.Multiaddr
+	for _, as := range t.rsvp {
+		relayAddrs = append(relayAddrs, as...)
+	}
+	t.mu.Unlock()
+	// What libp2p advertises: interface and observed addresses again, plus
+	// NAT port mappings, which are the only ones left unclassified.
+	for _, a := range t.h.Addrs() {
+		if isRelayAddr(a) {
+			continue // ours come from our own reservations below
+		}
+		k := classify(a, false)
+		if k == AddrObserved {
+			k = AddrMapped
+		}
+		add(Addr{Multiaddr: a, Kind: k})
+	}
+	for _, a := range relayAddrs {
+		add(Addr{Multiaddr: a, Kind: AddrRelay})
+	}
+	sort.SliceStable(out, func(i, j int) bool { return kindRank(out[i].Kind) < kindRank(out[j].Kind) })
+	return out
+}
+
+func kindRank(k AddrKind) int {
+	return slices.Index([]AddrKind{AddrLAN, AddrPublic, AddrMapped, AddrObserved, AddrRelay}, k)
+}
+
+// classify names an address's kind; onInterface says it is bound locally.
+func classify(a ma.Multiaddr, onInterface bool) AddrKind {
+	switch {
+	case isRelayAddr(a):
+		return AddrRelay
+	case !manet.IsPublicAddr(a):
+		return AddrLAN
+	case onInterface:
+		return AddrPublic
+	default:
+		return AddrObserved
+	}
+}
+
+func isRelayAddr(a ma.Multiaddr) bool {
+	_, err := a.ValueForProtocol(ma.P_CIRCUIT)
+	return err == nil
+}
+
+// holePunchAddrs feeds DCUtR: every public direct address we know,
+// including observed ones with a single observer.
+func (t *Transport) holePunchAddrs() []ma.Multiaddr {
+	var out []ma.Multiaddr
+	for _, a := range t.Addrs() {
+		if a.Kind != AddrLAN && a.Kind != AddrRelay && manet.IsPublicAddr(a.Multiaddr) {
+			out = append(out, a.Multiaddr)
+		}
+	}
+	return out
+}

@@ -1,0 +1,282 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// Timeouts of the connect strategy.
+const (
+	directDialTimeout = 5 * time.Second
+	relayDialTimeout  = 10 * time.Second
+	mdnsAddrTTL       = 10 * time.Minute
+)
+
+// upgradeBackoff is the wait before each application-driven DCUtR retry on a
+// relayed path (libp2p runs DCUtR once, when the relayed connection appears).
+var upgradeBackoff = []time.Duration{2 * time.Second, 5 * time.Second, 15 * time.Second, 45 * time.Second}
+
+// Connect makes sure a live path to p exists, trying in DESIGN.md's order:
+// an existing connection; the direct addresses known for p (LAN and public,
+// dialed together, best first); then its relay addresses. A relayed path is
+// returned at once and upgraded to direct in the background (DCUtR, retried
+// by the transport); EventPathChanged tells when. Addresses come from
+// AddAddrs. Errors: ErrNotAllowed, ErrNoAddrs, ErrClosed, or the dial errors.
+func (t *Transport) Connect(ctx context.Context, p peer.ID) (Path, error) {
+	path, err := t.connect(ctx, p)
+	if err != nil {
+		return PathNone, fmt.Errorf("transport: connect %s: %w", shortID(p), t.closedOr(err))
+	}
+	return path, nil
+}
+
+func (t *Transport) connect(ctx context.Context, p peer.ID) (Path, error) {
+	if t.closed.Load() {
+		return PathNone, ErrClosed
+	}
+	if p == t.self {
+		return PathNone, errors.New("cannot connect to self")
+	}
+	if !t.admitted(p) {
+		return PathNone, ErrNotAllowed
+	}
+	if path := t.PathTo(p); path.IsDirect() {
+		return path, nil
+	}
+	var direct, relayed []ma.Multiaddr
+	for _, a := range t.h.Peerstore().Addrs(p) {
+		if isRelayAddr(a) {
+			relayed = append(relayed, a)
+		} else {
+			direct = append(direct, a)
+		}
+	}
+	if len(direct) == 0 && len(relayed) == 0 && !t.PathTo(p).Live() {
+		return PathNone, ErrNoAddrs
+	}
+	var errs []error
+	if len(direct) > 0 {
+		dctx, cancel := context.WithTimeout(network.WithForceDirectDial(ctx, "remora direct"), directDialTimeout)
+		err := t.h.Connect(dctx, peer.AddrInfo{ID: p, Addrs: direct})
+		cancel()
+		if path := t.PathTo(p); path.IsDirect() {
+			return path, nil
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("direct: %w", err))
+		}
+		if ctx.Err() != nil {
+			return PathNone, errors.Join(errs...)
+		}
+	}
+	if path := t.PathTo(p); path == PathRelayed {
+		t.startUpgrade(p)
+		return path, nil
+	}
+	if len(relayed) > 0 {
+		rctx, cancel := context.WithTimeout(network.WithAllowLimitedConn(ctx, "remora relay"), relayDialTimeout)
+		err := t.h.Connect(rctx, peer.AddrInfo{ID: p, Addrs: relayed})
+		cancel()
+		if path := t.PathTo(p); path.Live() {
+			if path == PathRelayed {
+				t.startUpgrade(p)
+			}
+			return path, nil
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("relay: %w", err))
+		}
+	}
+	if len(errs) == 0 {
+		errs = append(errs, ErrNoAddrs)
+	}
+	return PathNone, errors.Join(errs...)
+}
+
+// SimultaneousConnect dials p's direct addresses while p dials ours, for a
+// probe window agreed over a channel (DESIGN.md "Connect"): both sides call
+// it at the same moment and keep trying until ctx ends. The lower peer ID is
+// the QUIC client; the other side sprays packets to open its NAT and waits
+// for the client's handshake. Needs EnableHolePunching.
+func (t *Transport) SimultaneousConnect(ctx context.Context, p peer.ID) (Path, error) {
+	path, err := t.simConnect(ctx, p)
+	if err != nil {
+		return PathNone, fmt.Errorf("transport: simultaneous connect %s: %w", shortID(p), t.closedOr(err))
+	}
+	return path, nil
+}
+
+func (t *Transport) simConnect(ctx context.Context, p peer.ID) (Path, error) {
+	if !t.punch {
+		return PathNone, errors.New("hole punching is disabled (Options.EnableHolePunching)")
+	}
+	if !t.admitted(p) {
+		return PathNone, ErrNotAllowed
+	}
+	var direct []ma.Multiaddr
+	for _, a := range t.h.Peerstore().Addrs(p) {
+		if !isRelayAddr(a) {
+			direct = append(direct, a)
+		}
+	}
+	if len(direct) == 0 {
+		return PathNone, ErrNoAddrs
+	}
+	isClient := t.self < p
+	var last error
+	for attempt := 0; ; attempt++ {
+		if path := t.PathTo(p); path.IsDirect() {
+			return path, nil
+		}
+		if t.closed.Load() {
+			return PathNone, ErrClosed
+		}
+		actx, cancel := context.WithTimeout(ctx, directDialTimeout)
+		actx = network.WithForceDirectDial(actx, "remora punch")
+		actx = network.WithSimultaneousConnect(actx, isClient, "remora punch")
+		err := t.h.Connect(actx, peer.AddrInfo{ID: p, Addrs: direct})
+		cancel()
+		if path := t.PathTo(p); path.IsDirect() {
+			if path == PathDirect {
+				t.setPunched(p)
+				path = PathPunched
+			}
+			return path, nil
+		}
+		if err != nil {
+			last = err
+		}
+		t.log.Debug("simultaneous connect attempt failed", "peer", p, "attempt", attempt, "client", isClient, "err", err)
+		select {
+		case <-ctx.Done():
+			return PathNone, errors.Join(ctx.Err(), last)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// startUpgrade runs, at most once per peer at a time, DCUtR retries on a
+// relayed path until it is direct, the peer is gone, or the backoff ends.
+func (t *Transport) startUpgrade(p peer.ID) {
+	if t.hps == nil || t.closed.Load() {
+		return
+	}
+	t.mu.Lock()
+	if t.upgrading[p] {
+		t.mu.Unlock()
+		return
+	}
+	t.upgrading[p] = true
+	t.mu.Unlock()
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		defer func() {
+			t.mu.Lock()
+			delete(t.upgrading, p)
+			t.mu.Unlock()
+		}()
+		for i, wait := range upgradeBackoff {
+			select {
+			case <-t.ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			if t.PathTo(p) != PathRelayed {
+				return // upgraded (libp2p's own DCUtR run) or gone
+			}
+			if !t.dcutrReady() {
+				t.log.Debug("dcutr not ready: no public address of ours known yet", "peer", p)
+				continue
+			}
+			err := t.hps.DirectConnect(p)
+			if err == nil && t.PathTo(p).IsDirect() {
+				t.setPunched(p)
+				t.log.Info("relayed path upgraded", "peer", p, "attempt", i+1)
+				return
+			}
+			t.log.Debug("dcutr retry failed", "peer", p, "attempt", i+1, "err", err)
+		}
+		t.log.Info("relayed path stays relayed", "peer", p, "attempts", len(upgradeBackoff))
+	}()
+}
+
+// dcutrReady reports whether the DCUtR service registered its handler, which
+// it does only once we know a public address of ours (DirectConnect would
+// block until then).
+func (t *Transport) dcutrReady() bool {
+	for _, id := range t.h.Mux().Protocols() {
+		if id == "/libp2p/dcutr" {
+			return true
+		}
+	}
+	return false
+}
+
+// reserveLoop holds a reservation on one static relay, refreshing it before
+// it expires and retrying with backoff; the relay addresses it yields are
+// ours (kind relay) while it lasts.
+func (t *Transport) reserveLoop(r peer.AddrInfo) {
+	defer t.wg.Done()
+	backoff := time.Second
+	for {
+		ctx, cancel := context.WithTimeout(t.ctx, relayDialTimeout)
+		rsvp, err := client.Reserve(ctx, t.h, r)
+		cancel()
+		wait := backoff
+		if err != nil {
+			t.setReservation(r.ID, nil)
+			t.log.Debug("relay reservation failed", "relay", r.ID, "err", err, "retry", backoff)
+			backoff = min(backoff*2, 5*time.Minute)
+		} else {
+			backoff = time.Second
+			t.setReservation(r.ID, circuitAddrs(r, rsvp.Addrs))
+			wait = time.Until(rsvp.Expiration) * 3 / 4
+			if wait < 10*time.Second {
+				wait = 10 * time.Second
+			}
+			t.log.Info("relay reservation", "relay", r.ID, "expires", rsvp.Expiration)
+		}
+		select {
+		case <-t.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (t *Transport) setReservation(relay peer.ID, addrs []ma.Multiaddr) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if addrs == nil {
+		delete(t.rsvp, relay)
+	} else {
+		t.rsvp[relay] = addrs
+	}
+}
+
+// circuitAddrs builds our /p2p-circuit addresses through relay r from the
+// relay's addresses (those it sent in the reservation, else the configured ones).
+func circuitAddrs(r peer.AddrInfo, fromRsvp []ma.Multiaddr) []ma.Multiaddr {
+	base := fromRsvp
+	if len(base) == 0 {
+		base = r.Addrs
+	}
+	circuit := ma.StringCast("/p2p/" + r.ID.String() + "/p2p-circuit")
+	var out []ma.Multiaddr
+	for _, a := range base {
+		tr, _ := peer.SplitAddr(a)
+		if tr == nil {
+			continue
+		}
+		out = append(out, tr.Encapsulate(circuit))
+	}
+	return out
+}

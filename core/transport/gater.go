@@ -1,0 +1,39 @@
+package transport
+
+import (
+	"github.com/libp2p/go-libp2p/core/control"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// gater admits only members (Options.Allow) and the configured static relays,
+// in both directions. For a relayed connection the peer checked is the far
+// end, not the relay, so relay traffic is admitted only for members.
+type gater struct{ t *Transport }
+
+func (g gater) InterceptPeerDial(p peer.ID) bool { return g.t.admitted(p) }
+
+func (g gater) InterceptAddrDial(p peer.ID, _ ma.Multiaddr) bool { return g.t.admitted(p) }
+
+// InterceptAccept runs before the handshake, when the peer is not known yet.
+func (g gater) InterceptAccept(network.ConnMultiaddrs) bool { return true }
+
+func (g gater) InterceptSecured(dir network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
+	ok := g.t.admitted(p)
+	if !ok {
+		g.t.log.Debug("gater: refused non-member", "peer", p, "dir", dir)
+	}
+	return ok
+}
+
+func (g gater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) { return true, 0 }
+
+// relayACL lets only members reserve slots on, and connect through, our relay.
+type relayACL struct{ t *Transport }
+
+func (a relayACL) AllowReserve(p peer.ID, _ ma.Multiaddr) bool { return a.t.allow(p) }
+
+func (a relayACL) AllowConnect(src peer.ID, _ ma.Multiaddr, dest peer.ID) bool {
+	return a.t.allow(src) && a.t.allow(dest)
+}
