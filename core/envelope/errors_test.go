@@ -1,0 +1,8 @@
+package envelope
+
+import "errors"
+
+func isErr(err, target error) bool {
+	var oe *OpenError
+	return errors.Is(err, target) && (err == nil || errors.As(err, &oe))
+}
