@@ -1,0 +1,59 @@
+package matrix
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/remora-p2p/remora/sdk"
+	"github.com/remora-p2p/remora/sdk/channeltest"
+)
+
+// harness gives the kit two fresh users joined to one fresh room per case.
+type harness struct {
+	hs    homeserver
+	users []user
+	room  id.RoomID
+	dirs  []string
+}
+
+func newHarness(t *testing.T) channeltest.Harness {
+	hs := needHomeserver(t)
+	a, b := hs.register(t), hs.register(t)
+	room := createRoom(t, a, []user{b}, nil)
+	return &harness{hs: hs, users: []user{a, b}, room: room, dirs: []string{t.TempDir(), t.TempDir()}}
+}
+
+func (h *harness) Open(ctx context.Context, t *testing.T, a sdk.Adapter, m int) (sdk.Channel, error) {
+	u := h.users[m]
+	return a.Configure(ctx, sdk.ConfigureRequest{
+		ChannelID: "kit",
+		Config:    h.hs.config(u, h.room, nil),
+		Secrets:   map[string]string{SecretPassword: u.password},
+		StateDir:  h.dirs[m],
+		Logger:    testLogger(t),
+	})
+}
+
+func (h *harness) Members() int       { return len(h.users) }
+func (h *harness) Address(int) string { return "" }
+
+// InvalidateCursor: a homeserver never invalidates a sync token or an event
+// ID the way a force-push invalidates a git ref; a token it rejects is
+// covered by TestCursorRejected.
+func (h *harness) InvalidateCursor(context.Context, *testing.T) error {
+	return sdk.Errorf(sdk.CodeUnsupported, "a Matrix homeserver does not invalidate sync tokens; see TestCursorRejected")
+}
+
+// InsertBackdated: a room's order is the homeserver's stream order; no
+// client (and no appservice, which only changes origin_server_ts) can put
+// an event before ones already delivered.
+func (h *harness) InsertBackdated(context.Context, *testing.T, int, []byte) error {
+	return sdk.Errorf(sdk.CodeUnsupported, "a Matrix room is ordered by the homeserver; nothing can be inserted before delivered events")
+}
+
+func TestConformance(t *testing.T) {
+	channeltest.Run(t, New(), newHarness, channeltest.Timeout(2*time.Minute), channeltest.Settle(time.Second))
+}
