@@ -1,0 +1,170 @@
+package api
+
+import (
+	"context"
+	"time"
+)
+
+// Backend is what the daemon provides; core/node implements it.
+type Backend interface {
+	Status(ctx context.Context) (Status, error)
+	Send(ctx context.Context, req SendRequest) (SendResult, error)
+	// Messages returns inbox entries with Seq > after, at most limit. A
+	// negative after means "after the acked cursor".
+	Messages(ctx context.Context, after int64, limit int) ([]Message, error)
+	// WaitMessages blocks until an entry with Seq > after exists or ctx ends.
+	WaitMessages(ctx context.Context, after int64) error
+	Ack(ctx context.Context, seq int64) error
+	Peers(ctx context.Context) ([]Peer, error)
+	Channels(ctx context.Context) ([]Channel, error)
+	Events(ctx context.Context, after int64) ([]Event, error)
+	WaitEvents(ctx context.Context, after int64) error
+	CreateCircle(ctx context.Context, req CreateCircleRequest) (Circle, error)
+	Invite(ctx context.Context, req InviteRequest) (InviteResult, error)
+	Join(ctx context.Context, req JoinRequest) (Circle, error)
+}
+
+// Status describes the daemon.
+type Status struct {
+	PeerID       string    `json:"peer_id"`
+	Version      string    `json:"version"`
+	Ready        bool      `json:"ready"`
+	Started      time.Time `json:"started"`
+	ListenAddrs  []string  `json:"listen_addrs"`
+	Reachability string    `json:"reachability"` // public|private|unknown
+	NAT          string    `json:"nat"`          // public|cone|symmetric|unknown
+	Circles      []Circle  `json:"circles"`
+	Fingerprint  string    `json:"fingerprint"`
+}
+
+// Circle is a circle this node is a member of.
+type Circle struct {
+	ID      string   `json:"id"`
+	Name    string   `json:"name"`
+	Members []Member `json:"members,omitempty"`
+	Epoch   string   `json:"epoch,omitempty"`
+}
+
+// Member is one device in a circle's roster.
+type Member struct {
+	PeerID string `json:"peer_id"`
+	Name   string `json:"name"`
+	Role   string `json:"role"`
+}
+
+// SendRequest sends a message to a circle: to everyone (To empty, one
+// broadcast envelope) or to some members (direct envelopes).
+type SendRequest struct {
+	Circle string   `json:"circle"`
+	To     []string `json:"to,omitempty"`
+	Text   string   `json:"text,omitempty"`
+	Body   []byte   `json:"body,omitempty"` // base64 in JSON
+	// TTL bounds delivery; undeliverable after it (default 7 days).
+	TTL Duration `json:"ttl,omitempty"`
+}
+
+// SendResult is returned once the message is durable in the outbox.
+type SendResult struct {
+	ID       string    `json:"id"`
+	Accepted time.Time `json:"accepted"`
+}
+
+// Message is one inbox entry.
+type Message struct {
+	Seq      int64     `json:"seq"`
+	ID       string    `json:"id"`
+	Circle   string    `json:"circle"`
+	From     string    `json:"from"`
+	FromName string    `json:"from_name,omitempty"`
+	Direct   bool      `json:"direct"`
+	Sent     time.Time `json:"sent"`
+	Received time.Time `json:"received"`
+	// SenderSeq orders messages of one sender; there is no order across senders.
+	SenderSeq uint64 `json:"sender_seq"`
+	Path      string `json:"path"` // how it arrived: direct|relayed|lan|channel:NAME
+	Text      string `json:"text,omitempty"`
+	Body      []byte `json:"body,omitempty"`
+}
+
+// Peer is one circle member as this node sees it.
+type Peer struct {
+	PeerID   string    `json:"peer_id"`
+	Name     string    `json:"name"`
+	Circles  []string  `json:"circles"`
+	Path     string    `json:"path"` // lan|direct|punched|relayed|channel|none
+	LastSeen time.Time `json:"last_seen"`
+	FoundBy  string    `json:"found_by"` // mdns|cache|pex|channel:NAME|dns|web|bootstrap
+	Addrs    []string  `json:"addrs,omitempty"`
+	NAT      string    `json:"nat,omitempty"`
+}
+
+// Channel is one configured channel.
+type Channel struct {
+	Name     string           `json:"name"`
+	Adapter  string           `json:"adapter"`
+	State    string           `json:"state"` // ok|degraded|down
+	Message  string           `json:"message,omitempty"`
+	Advice   string           `json:"advice,omitempty"`
+	Board    bool             `json:"board"`
+	Push     bool             `json:"push"`
+	Counters map[string]int64 `json:"counters,omitempty"`
+}
+
+// Event is something the app should know about.
+type Event struct {
+	Seq     int64     `json:"seq"`
+	Time    time.Time `json:"time"`
+	Kind    string    `json:"kind"` // undeliverable|needs_user_action|peer_connected|...
+	Message string    `json:"message"`
+	Ref     string    `json:"ref,omitempty"` // message ID, channel name, peer ID
+}
+
+type CreateCircleRequest struct {
+	Name string `json:"name"`
+}
+
+type InviteRequest struct {
+	Circle string   `json:"circle"`
+	Hint   string   `json:"hint,omitempty"` // the channel to rendezvous on (default: the first)
+	TTL    Duration `json:"ttl,omitempty"`
+}
+
+type InviteResult struct {
+	Invite      string    `json:"invite"`
+	QR          string    `json:"qr,omitempty"`
+	Expires     time.Time `json:"expires"`
+	Fingerprint string    `json:"fingerprint"`
+}
+
+type JoinRequest struct {
+	Invite string `json:"invite"`
+	Name   string `json:"name,omitempty"`
+}
+
+// Duration is a time.Duration written as "90s" in JSON.
+type Duration time.Duration
+
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Error is the JSON error body; it also travels back to Go clients.
+type Error struct {
+	Status  int    `json:"-"`
+	Message string `json:"error"`
+	Advice  string `json:"advice,omitempty"`
+}
+
+func (e *Error) Error() string {
+	if e.Advice != "" {
+		return e.Message + " (" + e.Advice + ")"
+	}
+	return e.Message
+}
