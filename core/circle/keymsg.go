@@ -1,0 +1,113 @@
+package circle
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// KeyMsgKind is the kind of a key-management message.
+type KeyMsgKind uint8
+
+// Key-management message kinds. The node carries each in a direct envelope
+// (sealed to one member, signed by the sender), so these messages carry no
+// signature of their own: the envelope's sender is the authority.
+const (
+	// MsgSenderKey hands out the sender's chain key for an epoch.
+	MsgSenderKey KeyMsgKind = 1
+	// MsgContribution hands out the secret contribution of a remove op.
+	MsgContribution KeyMsgKind = 2
+	// MsgKeyRequest asks the recipient to resend its chain key for an epoch
+	// (Epoch set) or a remove op's contribution (Op set).
+	MsgKeyRequest KeyMsgKind = 3
+)
+
+// KeyMsg is a key hand-out or request.
+type KeyMsg struct {
+	Kind   KeyMsgKind
+	Circle ID
+	Epoch  Epoch    // sender key, request for a sender key
+	Day    uint32   // sender key: the day Key belongs to (days since 1970-01-01 UTC)
+	Key    [32]byte // sender key: chain key for Day; contribution: the secret
+	Op     Hash     // contribution, request for a contribution
+}
+
+const keyMsgVersion = 1
+
+// ErrMalformedKeyMsg means a key message could not be decoded.
+var ErrMalformedKeyMsg = errors.New("circle: malformed key message")
+
+// Marshal encodes m: version ‖ kind ‖ circle (16) ‖ then per kind
+// sender key: epoch (32) ‖ day (4, big endian) ‖ key (32);
+// contribution: op (32) ‖ key (32); request: 0x01 ‖ epoch (32) or 0x02 ‖ op (32).
+func (m KeyMsg) Marshal() []byte {
+	b := []byte{keyMsgVersion, byte(m.Kind)}
+	b = append(b, m.Circle[:]...)
+	switch m.Kind {
+	case MsgSenderKey:
+		b = append(b, m.Epoch[:]...)
+		b = binary.BigEndian.AppendUint32(b, m.Day)
+		b = append(b, m.Key[:]...)
+	case MsgContribution:
+		b = append(b, m.Op[:]...)
+		b = append(b, m.Key[:]...)
+	case MsgKeyRequest:
+		if m.Op != (Hash{}) {
+			b = append(b, 2)
+			b = append(b, m.Op[:]...)
+		} else {
+			b = append(b, 1)
+			b = append(b, m.Epoch[:]...)
+		}
+	}
+	return b
+}
+
+// ParseKeyMsg decodes a key message.
+func ParseKeyMsg(b []byte) (KeyMsg, error) {
+	var m KeyMsg
+	if len(b) < 18 || b[0] != keyMsgVersion {
+		return m, fmt.Errorf("%w: too short or unknown version", ErrMalformedKeyMsg)
+	}
+	m.Kind = KeyMsgKind(b[1])
+	copy(m.Circle[:], b[2:18])
+	rest := b[18:]
+	switch m.Kind {
+	case MsgSenderKey:
+		if len(rest) != 32+4+32 {
+			return m, fmt.Errorf("%w: sender key length %d", ErrMalformedKeyMsg, len(rest))
+		}
+		copy(m.Epoch[:], rest)
+		m.Day = binary.BigEndian.Uint32(rest[32:])
+		copy(m.Key[:], rest[36:])
+	case MsgContribution:
+		if len(rest) != 64 {
+			return m, fmt.Errorf("%w: contribution length %d", ErrMalformedKeyMsg, len(rest))
+		}
+		copy(m.Op[:], rest)
+		copy(m.Key[:], rest[32:])
+	case MsgKeyRequest:
+		if len(rest) != 33 || (rest[0] != 1 && rest[0] != 2) {
+			return m, fmt.Errorf("%w: request", ErrMalformedKeyMsg)
+		}
+		if rest[0] == 1 {
+			copy(m.Epoch[:], rest[1:])
+		} else {
+			copy(m.Op[:], rest[1:])
+			if m.Op == (Hash{}) {
+				return m, fmt.Errorf("%w: request for the zero op", ErrMalformedKeyMsg)
+			}
+		}
+	default:
+		return m, fmt.Errorf("%w: unknown kind %d", ErrMalformedKeyMsg, m.Kind)
+	}
+	return m, nil
+}
+
+// Outgoing is a key message the node must seal in a direct envelope to To.
+type Outgoing struct {
+	To  peer.ID
+	Msg KeyMsg
+}

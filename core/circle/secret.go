@@ -1,0 +1,67 @@
+package circle
+
+import (
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base32"
+	"fmt"
+	"strings"
+)
+
+// EpochSecret is the circle secret for one epoch. It is used only for
+// routing tags, sender hints and board key names, never to encrypt content.
+//
+//	ikm    = root secret ‖ contribution of each applied remove op, in op-hash order
+//	secret = HKDF-SHA256(ikm, salt = epoch, info = "remora/v1/epoch-secret")
+//
+// The root secret is made by the creator and handed to each joiner; each
+// remove op's author makes a fresh 32-byte contribution and hands it to the
+// members that remain, so a removed member cannot compute later secrets.
+type EpochSecret struct {
+	Circle ID
+	Epoch  Epoch
+	secret [32]byte
+}
+
+func deriveEpochSecret(circle ID, epoch Epoch, root [32]byte, contributions [][32]byte) EpochSecret {
+	ikm := append([]byte(nil), root[:]...)
+	for _, c := range contributions {
+		ikm = append(ikm, c[:]...)
+	}
+	k, err := hkdf.Key(sha256.New, ikm, epoch[:], "remora/v1/epoch-secret", 32)
+	if err != nil {
+		panic("circle: hkdf: " + err.Error()) // cannot happen for 32 bytes of SHA-256
+	}
+	s := EpochSecret{Circle: circle, Epoch: epoch}
+	copy(s.secret[:], k)
+	return s
+}
+
+func (s EpochSecret) derive(label string) []byte {
+	k, err := hkdf.Expand(sha256.New, s.secret[:], label, 32)
+	if err != nil {
+		panic("circle: hkdf: " + err.Error())
+	}
+	return k
+}
+
+// TagKey is the key for routing tags: tag = HMAC-SHA256(tag key, channel ID ‖
+// nonce) truncated to 16 bytes (computed by core/envelope).
+func (s EpochSecret) TagKey() []byte { return s.derive("remora/v1/tag-key") }
+
+// HintKey is the key for sender hints: HMAC-SHA256(hint key, sender ‖ nonce).
+func (s EpochSecret) HintKey() []byte { return s.derive("remora/v1/hint-key") }
+
+// BoardKey names a board entry (e.g. "presence/<peer ID>") so that the service
+// sees an opaque key: lowercase base32 of the first 20 bytes of
+// HMAC-SHA256(board key, name), prefixed "r".
+func (s EpochSecret) BoardKey(name string) string {
+	m := hmac.New(sha256.New, s.derive("remora/v1/board-key"))
+	m.Write([]byte(name))
+	sum := m.Sum(nil)[:20]
+	return "r" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum))
+}
+
+// String never reveals the secret.
+func (s EpochSecret) String() string { return fmt.Sprintf("EpochSecret(%s/%s)", s.Circle, s.Epoch) }

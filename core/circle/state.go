@@ -1,0 +1,644 @@
+package circle
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/remora-p2p/remora/core/identity"
+)
+
+// Errors about keys. ErrNoSenderKey and ErrMissingSecret are transient: the
+// node holds the envelope, asks for the key (see [Circle.Requests]) and
+// retries until the envelope expires.
+var (
+	ErrNoSenderKey   = errors.New("circle: sender key not received yet")
+	ErrMissingSecret = errors.New("circle: epoch secret incomplete: a remove op's contribution has not arrived")
+	ErrKeyExpired    = errors.New("circle: key deleted after its maximum age")
+	ErrUnknownEpoch  = errors.New("circle: unknown epoch")
+	ErrEpochExpired  = errors.New("circle: old epoch past its grace window")
+	ErrNotMember     = errors.New("circle: sender is not in the roster")
+)
+
+// Defaults for Options.
+const (
+	DefaultEpochGrace = 24 * time.Hour
+	DefaultMaxAge     = 14 * 24 * time.Hour
+)
+
+// Options configure a Circle. The zero value is usable.
+type Options struct {
+	Now        func() time.Time // time.Now when nil
+	Rand       io.Reader        // crypto/rand when nil
+	EpochGrace time.Duration    // old-epoch envelopes accepted this long after a newer epoch; DefaultEpochGrace
+	MaxAge     time.Duration    // maximum envelope age: keys older than this are deleted; DefaultMaxAge
+	Logger     *slog.Logger
+}
+
+func (o *Options) fill() {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Rand == nil {
+		o.Rand = rand.Reader
+	}
+	if o.EpochGrace <= 0 {
+		o.EpochGrace = DefaultEpochGrace
+	}
+	if o.MaxAge <= 0 {
+		o.MaxAge = DefaultMaxAge
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+type chainID struct {
+	Epoch Epoch
+	Owner peer.ID
+}
+
+type epochRecord struct {
+	Epoch      Epoch     `json:"epoch"`
+	Seen       time.Time `json:"seen"`
+	Superseded time.Time `json:"superseded,omitzero"`
+	Secret     []byte    `json:"secret,omitempty"` // cached epoch secret once complete
+}
+
+// Circle is one circle as this device holds it: the verified roster log, the
+// epoch secrets, the sender keys and the open invites. It is safe for
+// concurrent use.
+type Circle struct {
+	mu      sync.Mutex
+	keys    *identity.Keyring
+	opts    Options
+	log     *Log
+	root    [32]byte
+	contrib map[Hash][32]byte
+	epochs  []epochRecord // oldest first; the last is current
+	chains  map[chainID]*chain
+	invites map[TokenID]*inviteRecord
+}
+
+// Update tells the node what changed after a roster operation.
+type Update struct {
+	Op           *Op  // the new operation (nil if it was already known)
+	EpochChanged bool // the membership changed: a new epoch is current
+	Epoch        Epoch
+	Send         []Outgoing // key hand-outs to seal and send, one direct envelope each
+}
+
+// Create makes a new circle with the device as its first admin.
+func Create(k *identity.Keyring, name, displayName string, history bool, opts Options) (*Circle, *Update, error) {
+	opts.fill()
+	id, err := NewID(opts.Rand)
+	if err != nil {
+		return nil, nil, err
+	}
+	self := k.Identity()
+	o := &Op{Circle: id, Kind: OpCreate, Time: opts.Now(), Target: self.PeerID(), Prekey: k.Current(),
+		Name: displayName, CircleName: name, History: history}
+	if err := o.sign(self); err != nil {
+		return nil, nil, fmt.Errorf("circle: create: %w", err)
+	}
+	log, err := NewLog(o.raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("circle: create: %w", err)
+	}
+	c := newCircle(k, log, opts)
+	if _, err := io.ReadFull(opts.Rand, c.root[:]); err != nil {
+		return nil, nil, fmt.Errorf("circle: create: %w", err)
+	}
+	u := &Update{Op: o}
+	c.enterEpoch(u, nil)
+	return c, u, nil
+}
+
+func newCircle(k *identity.Keyring, log *Log, opts Options) *Circle {
+	return &Circle{keys: k, opts: opts, log: log, contrib: map[Hash][32]byte{}, chains: map[chainID]*chain{},
+		invites: map[TokenID]*inviteRecord{}}
+}
+
+// ID is the circle ID.
+func (c *Circle) ID() ID { return c.log.circle }
+
+// Self is the local device's peer ID.
+func (c *Circle) Self() peer.ID { return c.keys.Identity().PeerID() }
+
+// Roster is the current verified roster.
+func (c *Circle) Roster() *Roster {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.log.Roster()
+}
+
+// Epoch is the current epoch.
+func (c *Circle) Epoch() Epoch { return c.Roster().Epoch }
+
+// Ops returns the roster log in canonical order, for storage and sync.
+func (c *Circle) Ops() [][]byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.log.Ops()
+}
+
+// HasOp reports whether the log holds an operation.
+func (c *Circle) HasOp(h Hash) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.log.Has(h)
+}
+
+// ApplyOp verifies a roster operation received from another member and adds
+// it. ErrMissingParent means the node must fetch its parents first.
+func (c *Circle) ApplyOp(raw []byte) (*Update, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	before := c.log.Roster()
+	added, err := c.log.Add(raw)
+	if err != nil {
+		return nil, fmt.Errorf("circle %s: apply op: %w", c.log.circle, err)
+	}
+	u := &Update{}
+	if added {
+		o, _ := ParseOp(raw)
+		u.Op, _ = c.log.Op(o.hash)
+	}
+	c.afterChange(u, before)
+	return u, nil
+}
+
+// author signs a new op on top of the current heads and applies it.
+func (c *Circle) author(o Op) (*Update, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	before := c.log.Roster()
+	self := c.keys.Identity()
+	selfLeave := o.Kind == OpRemove && o.Target == self.PeerID() && before.IsMember(o.Target)
+	if !before.IsAdmin(self.PeerID()) && !selfLeave {
+		return nil, fmt.Errorf("circle %s: %s: %w: only admins sign roster operations", c.log.circle, o.Kind, ErrUnauthorized)
+	}
+	o.Circle = c.log.circle
+	o.Parents = before.Heads
+	o.Time = c.opts.Now()
+	if err := o.sign(self); err != nil {
+		return nil, fmt.Errorf("circle %s: %s: %w", c.log.circle, o.Kind, err)
+	}
+	if _, err := c.log.Add(o.raw); err != nil {
+		return nil, fmt.Errorf("circle %s: %s: %w", c.log.circle, o.Kind, err)
+	}
+	op, _ := c.log.Op(o.hash)
+	u := &Update{Op: op}
+	if o.Kind == OpRemove {
+		// A fresh contribution to the epoch secret, for the members that remain.
+		var s [32]byte
+		if _, err := io.ReadFull(c.opts.Rand, s[:]); err != nil {
+			return nil, err
+		}
+		c.contrib[o.hash] = s
+	}
+	c.afterChange(u, before)
+	return u, nil
+}
+
+// AddMember signs the addition of a member (admins only). The prekey must be
+// signed by the member.
+func (c *Circle) AddMember(p peer.ID, prekey identity.Prekey, name string, role Role) (*Update, error) {
+	return c.author(Op{Kind: OpAdd, Target: p, Prekey: prekey, Name: name, Role: role})
+}
+
+// RemoveMember signs the removal of a member (admins only, or the member itself).
+func (c *Circle) RemoveMember(p peer.ID) (*Update, error) {
+	return c.author(Op{Kind: OpRemove, Target: p})
+}
+
+// SetRole signs a role change (admins only).
+func (c *Circle) SetRole(p peer.ID, role Role) (*Update, error) {
+	return c.author(Op{Kind: OpRole, Target: p, Role: role})
+}
+
+// SetChannel adds or replaces a channel description (admins only).
+func (c *Circle) SetChannel(ch Channel) (*Update, error) {
+	return c.author(Op{Kind: OpChannelSet, Channel: ch})
+}
+
+// RemoveChannel removes a channel description (admins only).
+func (c *Circle) RemoveChannel(id string) (*Update, error) {
+	return c.author(Op{Kind: OpChannelRemove, Channel: Channel{ID: id}})
+}
+
+// SetSettings renames the circle (when name is not empty) and sets whether
+// new members read history from before they joined (admins only).
+func (c *Circle) SetSettings(name string, history bool) (*Update, error) {
+	return c.author(Op{Kind: OpSettings, CircleName: name, History: history})
+}
+
+// afterChange records a new epoch and produces the hand-outs it needs.
+// Called with c.mu held.
+func (c *Circle) afterChange(u *Update, before *Roster) {
+	r := c.log.Roster()
+	u.Epoch = r.Epoch
+	self := c.Self()
+	// Contributions of my own new remove ops go to every remaining member.
+	if u.Op != nil && u.Op.Kind == OpRemove && u.Op.Author == self {
+		if s, ok := c.contrib[u.Op.hash]; ok {
+			for _, m := range r.Members() {
+				if m.Peer != self {
+					u.Send = append(u.Send, Outgoing{To: m.Peer, Msg: KeyMsg{Kind: MsgContribution, Circle: r.Circle, Op: u.Op.hash, Key: s}})
+				}
+			}
+		}
+	}
+	if r.Epoch == before.Epoch {
+		return
+	}
+	c.enterEpoch(u, before)
+}
+
+// enterEpoch makes the roster's epoch current, creates the device's chain
+// key for it and hands it to every other member. Called with c.mu held.
+func (c *Circle) enterEpoch(u *Update, before *Roster) {
+	r := c.log.Roster()
+	now := c.opts.Now()
+	u.EpochChanged = true
+	u.Epoch = r.Epoch
+	if n := len(c.epochs); n > 0 && c.epochs[n-1].Superseded.IsZero() {
+		c.epochs[n-1].Superseded = now
+	}
+	c.epochs = append(c.epochs, epochRecord{Epoch: r.Epoch, Seen: now})
+	self := c.Self()
+	if !r.IsMember(self) {
+		c.opts.Logger.Info("circle: this device is no longer in the roster", "circle", r.Circle.String())
+		return
+	}
+	ch := &chain{Day: DayOf(now)}
+	if _, err := io.ReadFull(c.opts.Rand, ch.Key[:]); err != nil {
+		c.opts.Logger.Error("circle: no randomness for a chain key", "err", err)
+		return
+	}
+	c.chains[chainID{r.Epoch, self}] = ch
+	for _, m := range r.Members() {
+		if m.Peer != self {
+			u.Send = append(u.Send, Outgoing{To: m.Peer, Msg: c.senderKeyMsg(r.Epoch, ch)})
+		}
+	}
+}
+
+func (c *Circle) senderKeyMsg(e Epoch, ch *chain) KeyMsg {
+	return KeyMsg{Kind: MsgSenderKey, Circle: c.log.circle, Epoch: e, Day: ch.Day, Key: ch.Key}
+}
+
+// epochRec finds an epoch record. Called with c.mu held.
+func (c *Circle) epochRec(e Epoch) (*epochRecord, bool) {
+	for i := len(c.epochs) - 1; i >= 0; i-- {
+		if c.epochs[i].Epoch == e {
+			return &c.epochs[i], true
+		}
+	}
+	return nil, false
+}
+
+// acceptable checks that envelopes of epoch e from sender may be accepted
+// now. Called with c.mu held.
+func (c *Circle) acceptable(e Epoch, sender peer.ID) error {
+	r := c.log.Roster()
+	if !r.IsMember(sender) {
+		return fmt.Errorf("%w: %s", ErrNotMember, sender)
+	}
+	if e == r.Epoch {
+		return nil
+	}
+	rec, ok := c.epochRec(e)
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrUnknownEpoch, e)
+	}
+	if c.opts.Now().Sub(rec.Superseded) > c.opts.EpochGrace {
+		return fmt.Errorf("%w: %s superseded at %s", ErrEpochExpired, e, rec.Superseded.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// SendKey returns the key to seal a broadcast envelope with now: always the
+// device's chain key of the current epoch, ratcheted to today, so nothing is
+// ever sent under an epoch once a newer one is known.
+func (c *Circle) SendKey() (SenderKey, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.log.Roster()
+	self := c.Self()
+	if !r.IsMember(self) {
+		return SenderKey{}, fmt.Errorf("circle %s: send: %w: this device was removed", r.Circle, ErrNotMember)
+	}
+	if _, err := c.epochSecret(r.Epoch); err != nil {
+		return SenderKey{}, fmt.Errorf("circle %s: send: %w", r.Circle, err)
+	}
+	ch, ok := c.chains[chainID{r.Epoch, self}]
+	if !ok {
+		return SenderKey{}, fmt.Errorf("circle %s: send: %w", r.Circle, ErrNoSenderKey)
+	}
+	day := DayOf(c.opts.Now())
+	ch.advance(day) // forward secrecy for what was sent on earlier days
+	k, err := ch.at(day)
+	if err != nil {
+		return SenderKey{}, fmt.Errorf("circle %s: send: %w", r.Circle, err)
+	}
+	return SenderKey{Epoch: r.Epoch, Day: day, Key: messageKey(k)}, nil
+}
+
+// ReceiveKey returns the message key of sender for an epoch and day. It
+// enforces the roster rules: the sender must be in the current roster, and an
+// old epoch is accepted only within the grace window. ErrNoSenderKey means
+// the key has not arrived: hold the envelope and send [Circle.Requests].
+func (c *Circle) ReceiveKey(e Epoch, sender peer.ID, day uint32) ([32]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.acceptable(e, sender); err != nil {
+		return [32]byte{}, fmt.Errorf("circle %s: receive: %w", c.log.circle, err)
+	}
+	now := c.opts.Now()
+	if day > DayOf(now)+1 {
+		return [32]byte{}, fmt.Errorf("circle %s: receive: %w: day %d is in the future", c.log.circle, ErrKeyExpired, day)
+	}
+	ch, ok := c.chains[chainID{e, sender}]
+	if !ok {
+		return [32]byte{}, fmt.Errorf("circle %s: receive from %s: %w", c.log.circle, sender, ErrNoSenderKey)
+	}
+	k, err := ch.at(day)
+	if err != nil {
+		return [32]byte{}, fmt.Errorf("circle %s: receive from %s: %w", c.log.circle, sender, err)
+	}
+	return messageKey(k), nil
+}
+
+// epochSecret derives the secret of epoch e. Called with c.mu held.
+func (c *Circle) epochSecret(e Epoch) (EpochSecret, error) {
+	rec, ok := c.epochRec(e)
+	if !ok {
+		return EpochSecret{}, fmt.Errorf("%w: %s", ErrUnknownEpoch, e)
+	}
+	if len(rec.Secret) == 32 {
+		s := EpochSecret{Circle: c.log.circle, Epoch: e}
+		copy(s.secret[:], rec.Secret)
+		return s, nil
+	}
+	if e != c.log.Roster().Epoch {
+		return EpochSecret{}, fmt.Errorf("%w: secret of old epoch %s was never complete", ErrMissingSecret, e)
+	}
+	var parts [][32]byte
+	for _, h := range c.log.Roster().Removals() {
+		s, ok := c.contrib[h]
+		if !ok {
+			return EpochSecret{}, fmt.Errorf("%w: op %s", ErrMissingSecret, h)
+		}
+		parts = append(parts, s)
+	}
+	s := deriveEpochSecret(c.log.circle, e, c.root, parts)
+	rec.Secret = append([]byte(nil), s.secret[:]...)
+	return s, nil
+}
+
+// EpochSecrets returns the secrets to match routing tags against: the
+// current epoch's first, then older epochs still inside the grace window.
+// The current one is missing (and ErrMissingSecret returned with the others)
+// while a contribution has not arrived.
+func (c *Circle) EpochSecrets() ([]EpochSecret, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.opts.Now()
+	var out []EpochSecret
+	cur, err := c.epochSecret(c.log.Roster().Epoch)
+	if err == nil {
+		out = append(out, cur)
+	}
+	for i := len(c.epochs) - 1; i >= 0; i-- {
+		rec := &c.epochs[i]
+		if rec.Superseded.IsZero() || now.Sub(rec.Superseded) > c.opts.EpochGrace || len(rec.Secret) != 32 {
+			continue
+		}
+		s := EpochSecret{Circle: c.log.circle, Epoch: rec.Epoch}
+		copy(s.secret[:], rec.Secret)
+		out = append(out, s)
+	}
+	return out, err
+}
+
+// HandleKeyMsg processes a key message that arrived in a direct envelope
+// from a member. It returns what to send back (answers to requests).
+func (c *Circle) HandleKeyMsg(from peer.ID, m KeyMsg) ([]Outgoing, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.log.Roster()
+	if m.Circle != r.Circle {
+		return nil, fmt.Errorf("%w: key message for %s", ErrWrongCircle, m.Circle)
+	}
+	if !r.IsMember(from) {
+		return nil, fmt.Errorf("circle %s: key message: %w: %s", r.Circle, ErrNotMember, from)
+	}
+	switch m.Kind {
+	case MsgSenderKey:
+		if err := c.acceptable(m.Epoch, from); err != nil {
+			return nil, fmt.Errorf("circle %s: sender key: %w", r.Circle, err)
+		}
+		id := chainID{m.Epoch, from}
+		if old, ok := c.chains[id]; ok && old.Day <= m.Day {
+			return nil, nil // keep the older start: it opens more
+		}
+		oldest := DayOf(c.opts.Now().Add(-c.opts.MaxAge))
+		ch := &chain{Day: m.Day, Key: m.Key}
+		ch.advance(oldest)
+		c.chains[id] = ch
+		return nil, nil
+	case MsgContribution:
+		o, ok := c.log.Op(m.Op)
+		if !ok || o.Kind != OpRemove {
+			return nil, fmt.Errorf("circle %s: contribution for unknown remove op %s", r.Circle, m.Op)
+		}
+		if from != o.Author && !r.IsAdmin(from) {
+			return nil, fmt.Errorf("circle %s: contribution for %s: %w: from %s, not its author or an admin", r.Circle, m.Op, ErrUnauthorized, from)
+		}
+		if _, ok := c.contrib[m.Op]; !ok {
+			c.contrib[m.Op] = m.Key
+		}
+		return nil, nil
+	case MsgKeyRequest:
+		if m.Op != (Hash{}) {
+			s, ok := c.contrib[m.Op]
+			if !ok {
+				return nil, nil
+			}
+			return []Outgoing{{To: from, Msg: KeyMsg{Kind: MsgContribution, Circle: r.Circle, Op: m.Op, Key: s}}}, nil
+		}
+		if err := c.acceptable(m.Epoch, from); err != nil {
+			return nil, fmt.Errorf("circle %s: key request: %w", r.Circle, err)
+		}
+		ch, ok := c.chains[chainID{m.Epoch, c.Self()}]
+		if !ok {
+			return nil, nil
+		}
+		return []Outgoing{{To: from, Msg: c.senderKeyMsg(m.Epoch, ch)}}, nil
+	}
+	return nil, fmt.Errorf("%w: kind %d", ErrMalformedKeyMsg, m.Kind)
+}
+
+// Requests returns key requests for what is missing in the current epoch:
+// contributions of remove ops (asked of their authors) and sender keys of
+// members (asked of each). The node sends them with backoff.
+func (c *Circle) Requests() []Outgoing {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.log.Roster()
+	self := c.Self()
+	var out []Outgoing
+	for _, h := range r.Removals() {
+		if _, ok := c.contrib[h]; ok {
+			continue
+		}
+		o, _ := c.log.Op(h)
+		to := o.Author
+		if to == self || !r.IsMember(to) {
+			// ask any admin who may hold it
+			for _, m := range r.Members() {
+				if m.Role == RoleAdmin && m.Peer != self {
+					to = m.Peer
+					break
+				}
+			}
+		}
+		if to != self {
+			out = append(out, Outgoing{To: to, Msg: KeyMsg{Kind: MsgKeyRequest, Circle: r.Circle, Op: h}})
+		}
+	}
+	for _, m := range r.Members() {
+		if m.Peer == self {
+			continue
+		}
+		if _, ok := c.chains[chainID{r.Epoch, m.Peer}]; !ok {
+			out = append(out, Outgoing{To: m.Peer, Msg: KeyMsg{Kind: MsgKeyRequest, Circle: r.Circle, Epoch: r.Epoch}})
+		}
+	}
+	return out
+}
+
+// Maintain ratchets chains forward and deletes keys past their maximum age,
+// old epochs past their grace window and expired invites. Call it hourly.
+func (c *Circle) Maintain() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.opts.Now()
+	oldest := DayOf(now.Add(-c.opts.MaxAge))
+	self := c.Self()
+	cur := c.log.Roster().Epoch
+	keep := map[Epoch]bool{cur: true}
+	kept := c.epochs[:0]
+	for _, rec := range c.epochs {
+		if rec.Epoch == cur || now.Sub(rec.Superseded) <= c.opts.MaxAge {
+			kept = append(kept, rec)
+			keep[rec.Epoch] = true
+		}
+	}
+	c.epochs = kept
+	for id, ch := range c.chains {
+		if !keep[id.Epoch] {
+			delete(c.chains, id)
+			continue
+		}
+		if id.Owner == self {
+			ch.advance(DayOf(now))
+		} else {
+			ch.advance(oldest)
+		}
+	}
+	for t, inv := range c.invites {
+		if now.After(inv.Expires.Add(c.opts.MaxAge)) {
+			delete(c.invites, t)
+		}
+	}
+}
+
+// state is the secret part of a circle, persisted by the node (store keys
+// bucket) next to the roster log.
+type state struct {
+	Version int                   `json:"version"`
+	Root    []byte                `json:"root"`
+	Contrib map[string][]byte     `json:"contributions"`
+	Epochs  []epochRecord         `json:"epochs"`
+	Chains  []chainJSON           `json:"chains"`
+	Invites map[string]inviteJSON `json:"invites,omitempty"`
+}
+
+type chainJSON struct {
+	Epoch Epoch   `json:"epoch"`
+	Owner peer.ID `json:"owner"`
+	chain
+}
+
+// State returns the circle's secret state (root secret, contributions, epoch
+// history, sender keys, invites) for the store. Persist it together with
+// Ops after every Update and HandleKeyMsg.
+func (c *Circle) State() ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := state{Version: 1, Root: c.root[:], Contrib: map[string][]byte{}, Epochs: c.epochs, Invites: map[string]inviteJSON{}}
+	for h, v := range c.contrib {
+		s.Contrib[h.String()] = append([]byte(nil), v[:]...)
+	}
+	for id, ch := range c.chains {
+		s.Chains = append(s.Chains, chainJSON{Epoch: id.Epoch, Owner: id.Owner, chain: *ch})
+	}
+	for t, inv := range c.invites {
+		s.Invites[t.String()] = inv.json()
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		return nil, fmt.Errorf("circle %s: state: %w", c.log.circle, err)
+	}
+	return b, nil
+}
+
+// Load rebuilds a circle from its stored roster log (verified again) and
+// secret state.
+func Load(k *identity.Keyring, ops [][]byte, secret []byte, opts Options) (*Circle, error) {
+	opts.fill()
+	log, err := VerifyLog(ops)
+	if err != nil {
+		return nil, fmt.Errorf("circle: load: %w", err)
+	}
+	var s state
+	if err := json.Unmarshal(secret, &s); err != nil || s.Version != 1 || len(s.Root) != 32 {
+		return nil, fmt.Errorf("circle %s: load: secret state unreadable (version %d): %v", log.circle, s.Version, err)
+	}
+	c := newCircle(k, log, opts)
+	copy(c.root[:], s.Root)
+	for hs, v := range s.Contrib {
+		var h Hash
+		if err := unhex(h[:], hs); err != nil || len(v) != 32 {
+			return nil, fmt.Errorf("circle %s: load: bad contribution %q", log.circle, hs)
+		}
+		c.contrib[h] = [32]byte(v)
+	}
+	c.epochs = s.Epochs
+	for _, cj := range s.Chains {
+		ch := cj.chain
+		c.chains[chainID{cj.Epoch, cj.Owner}] = &ch
+	}
+	for ts, ij := range s.Invites {
+		var t TokenID
+		if err := unhex(t[:], ts); err != nil {
+			return nil, fmt.Errorf("circle %s: load: bad invite %q", log.circle, ts)
+		}
+		c.invites[t] = ij.record()
+	}
+	// The log may hold ops the secret state predates (saved separately).
+	if n := len(c.epochs); n == 0 || c.epochs[n-1].Epoch != log.Roster().Epoch {
+		u := &Update{}
+		c.enterEpoch(u, nil)
+	}
+	return c, nil
+}
