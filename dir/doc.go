@@ -1,0 +1,49 @@
+// Package dir is the remora adapter for a shared folder: any folder that
+// friends already keep in sync (Syncthing, Nextcloud, NFS, a USB stick)
+// becomes a channel. It is the SDK's worked example; docs/adapter-guide.md
+// walks through it.
+//
+// # Layout
+//
+// The folder holds only files that sync tools copy as they are:
+//
+//	.remora-folder            the folder's random identity (hex)
+//	board/<key>               one file per board key, the latest value
+//	log/<YYYYMMDDHH>/<key>    one file per envelope, named by its
+//	                          idempotency key, in the UTC hour bucket
+//	                          in which it was published
+//
+// Every file is written atomically: a temporary file (".remora-tmp-…") in
+// the same folder, fsync, rename, fsync of the folder. Readers ignore
+// temporary files (ours and the sync tools': ".syncthing.*.tmp",
+// "~syncthing~*", "*.part", ".~lock*", …) and any other foreign file, and
+// count them in Health. Because a file name is its idempotency key, a repeated
+// key can never make a second item: idempotency is strong.
+//
+// # Cursor
+//
+// Sync tools deliver files out of order: a friend's laptop that was
+// offline for three days brings files in buckets three days old, and names
+// within a bucket are random keys. No (bucket, name) high-water mark can
+// order that. Instead each channel keeps a local index in its state dir
+// that gives every file a sequence number when the channel first sees it
+// (like an IMAP UID assigned by the reader). The cursor is (index ID,
+// sequence): 1 version byte, the 16-byte index ID and a uvarint, so it stays
+// about 20 bytes however many files the folder holds, and resuming
+// delivers exactly the files indexed after it, including late ones in old
+// buckets.
+//
+// The index ID changes when the index starts over: its state dir was lost,
+// or the folder was replaced or wiped (its .remora-folder identity changed).
+// A cursor of another index is then sdk.ErrCursorInvalid, and the host
+// resubscribes from the start and dedupes.
+//
+// # Polling and pruning
+//
+// Subscribe scans at poll_interval (no busy loop). A scan lists the hour
+// buckets within retention; a bucket whose directory modification time is
+// unchanged and older than a few seconds is not re-read, except on a full
+// rescan once a minute (for filesystems with coarse or unreliable
+// directory times). Buckets older than retention are removed; Delete
+// removes named items.
+package dir

@@ -1,0 +1,140 @@
+package dir
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// tmpPrefix starts the name of every temporary file dir writes.
+const tmpPrefix = ".remora-tmp-"
+
+// folderIDFile holds the folder's identity.
+const folderIDFile = ".remora-folder"
+
+// bucketLayout names the UTC hour buckets under log/.
+const bucketLayout = "2006010215"
+
+func bucketOf(t time.Time) string { return t.UTC().Format(bucketLayout) }
+
+// validBucket reports whether name is an hour bucket written by dir.
+func validBucket(name string) bool {
+	if len(name) != len(bucketLayout) {
+		return false
+	}
+	_, err := time.Parse(bucketLayout, name)
+	return err == nil
+}
+
+// validKey reports whether s is an idempotency or board key, which dir
+// uses as a file name: 1 to 64 characters of [A-Za-z0-9_-].
+func validKey(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// kind classifies a directory entry.
+type kind int
+
+const (
+	kindItem    kind = iota // one of ours
+	kindTemp                // a temporary file, ours or a sync tool's
+	kindForeign             // anything else
+)
+
+// classify tells items from temporary and foreign files by name.
+func classify(name string, isDir bool) kind {
+	switch {
+	case strings.HasPrefix(name, tmpPrefix),
+		strings.HasPrefix(name, ".syncthing.") && strings.HasSuffix(name, ".tmp"), // Syncthing
+		strings.HasPrefix(name, "~syncthing~"),                                   // Syncthing on Windows
+		strings.HasPrefix(name, ".~lock."),                                       // LibreOffice, Nextcloud
+		strings.HasSuffix(name, ".part"), strings.HasSuffix(name, ".partial"),     // Nextcloud, rsync, browsers
+		strings.HasPrefix(name, ".") && strings.HasSuffix(name, ".tmp"):
+		return kindTemp
+	case isDir || !validKey(name):
+		return kindForeign
+	}
+	return kindItem
+}
+
+// writeFile writes data to dir/name atomically: a temporary file in dir,
+// fsync, rename. The caller fsyncs dir afterwards (once per batch).
+func writeFile(dir, name string, data []byte) (err error) {
+	f, err := os.CreateTemp(dir, tmpPrefix+"*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if _, err = f.Write(data); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), filepath.Join(dir, name))
+}
+
+// syncDir fsyncs a directory so that renames in it survive a crash.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
+		return err
+	}
+	return nil
+}
+
+func randomID() [idLen]byte {
+	var id [idLen]byte
+	rand.Read(id[:])
+	return id
+}
+
+// folderID reads the folder's identity, creating it when the folder has
+// none yet. A folder whose identity changes was replaced or wiped.
+func folderID(root string) ([idLen]byte, error) {
+	var id [idLen]byte
+	path := filepath.Join(root, folderIDFile)
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if n, derr := hex.Decode(id[:], []byte(strings.TrimSpace(string(b)))); derr == nil && n == idLen {
+			return id, nil
+		}
+		// Unreadable (a torn write, an edit): start a new identity.
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return id, fmt.Errorf("read %s: %w", folderIDFile, err)
+	}
+	id = randomID()
+	if err := writeFile(root, folderIDFile, []byte(hex.EncodeToString(id[:])+"\n")); err != nil {
+		return id, fmt.Errorf("write %s: %w", folderIDFile, err)
+	}
+	if err := syncDir(root); err != nil {
+		return id, fmt.Errorf("write %s: %w", folderIDFile, err)
+	}
+	return id, nil
+}
