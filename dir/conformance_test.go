@@ -34,7 +34,7 @@ func newHarness(t *testing.T) channeltest.Harness {
 	}
 }
 
-func (h *harness) Members() int         { return len(h.state) }
+func (h *harness) Members() int       { return len(h.state) }
 func (h *harness) Address(int) string { return "" }
 
 func (h *harness) Open(ctx context.Context, t *testing.T, a sdk.Adapter, m int) (sdk.Channel, error) {

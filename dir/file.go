@@ -60,8 +60,8 @@ func classify(name string, isDir bool) kind {
 	switch {
 	case strings.HasPrefix(name, tmpPrefix),
 		strings.HasPrefix(name, ".syncthing.") && strings.HasSuffix(name, ".tmp"), // Syncthing
-		strings.HasPrefix(name, "~syncthing~"),                                   // Syncthing on Windows
-		strings.HasPrefix(name, ".~lock."),                                       // LibreOffice, Nextcloud
+		strings.HasPrefix(name, "~syncthing~"),                                    // Syncthing on Windows
+		strings.HasPrefix(name, ".~lock."),                                        // LibreOffice, Nextcloud
 		strings.HasSuffix(name, ".part"), strings.HasSuffix(name, ".partial"),     // Nextcloud, rsync, browsers
 		strings.HasPrefix(name, ".") && strings.HasSuffix(name, ".tmp"):
 		return kindTemp
