@@ -45,7 +45,7 @@ func TestCreateJoinSend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(sa[0].TagKey()) != string(sb[0].TagKey()) || sa[0].BoardKey("x") != sb[0].BoardKey("x") {
+	if string(sa[0].Bytes()) != string(sb[0].Bytes()) || sa[0].BoardKey("x") != sb[0].BoardKey("x") {
 		t.Fatal("epoch secrets differ")
 	}
 }

@@ -10,7 +10,8 @@ import (
 )
 
 // EpochSecret is the circle secret for one epoch. It is used only for
-// routing tags, sender hints and board key names, never to encrypt content.
+// routing tags and sender hints (envelope.NewEpochKeys derives their keys
+// from it) and board key names, never to encrypt content.
 //
 //	ikm    = root secret ‖ contribution of each applied remove op, in op-hash order
 //	secret = HKDF-SHA256(ikm, salt = epoch, info = "remora/v1/epoch-secret")
@@ -46,12 +47,9 @@ func (s EpochSecret) derive(label string) []byte {
 	return k
 }
 
-// TagKey is the key for routing tags: tag = HMAC-SHA256(tag key, channel ID ‖
-// nonce) truncated to 16 bytes (computed by core/envelope).
-func (s EpochSecret) TagKey() []byte { return s.derive("remora/v1/tag-key") }
-
-// HintKey is the key for sender hints: HMAC-SHA256(hint key, sender ‖ nonce).
-func (s EpochSecret) HintKey() []byte { return s.derive("remora/v1/hint-key") }
+// Bytes returns the 32-byte secret, for envelope.NewEpochKeys (which
+// derives the tag and hint keys from it). Never log it.
+func (s EpochSecret) Bytes() []byte { return append([]byte(nil), s.secret[:]...) }
 
 // BoardKey names a board entry (e.g. "presence/<peer ID>") so that the service
 // sees an opaque key: lowercase base32 of the first 20 bytes of

@@ -12,6 +12,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/remora-p2p/remora/core/envelope"
 	"github.com/remora-p2p/remora/core/identity"
 )
 
@@ -70,6 +71,7 @@ type epochRecord struct {
 	Seen       time.Time `json:"seen"`
 	Superseded time.Time `json:"superseded,omitzero"`
 	Secret     []byte    `json:"secret,omitempty"` // cached epoch secret once complete
+	Members    []peer.ID `json:"members"`          // the roster of this epoch
 }
 
 // Circle is one circle as this device holds it: the verified roster log, the
@@ -85,6 +87,7 @@ type Circle struct {
 	epochs  []epochRecord // oldest first; the last is current
 	chains  map[chainID]*chain
 	invites map[TokenID]*inviteRecord
+	ek      map[Epoch]*envelope.EpochKeys // cache for the envelope.Keys methods
 }
 
 // Update tells the node what changed after a roster operation.
@@ -123,7 +126,7 @@ func Create(k *identity.Keyring, name, displayName string, history bool, opts Op
 
 func newCircle(k *identity.Keyring, log *Log, opts Options) *Circle {
 	return &Circle{keys: k, opts: opts, log: log, contrib: map[Hash][32]byte{}, chains: map[chainID]*chain{},
-		invites: map[TokenID]*inviteRecord{}}
+		invites: map[TokenID]*inviteRecord{}, ek: map[Epoch]*envelope.EpochKeys{}}
 }
 
 // ID is the circle ID.
@@ -272,7 +275,11 @@ func (c *Circle) enterEpoch(u *Update, before *Roster) {
 	if n := len(c.epochs); n > 0 && c.epochs[n-1].Superseded.IsZero() {
 		c.epochs[n-1].Superseded = now
 	}
-	c.epochs = append(c.epochs, epochRecord{Epoch: r.Epoch, Seen: now})
+	rec := epochRecord{Epoch: r.Epoch, Seen: now}
+	for _, m := range r.Members() {
+		rec.Members = append(rec.Members, m.Peer)
+	}
+	c.epochs = append(c.epochs, rec)
 	self := c.Self()
 	if !r.IsMember(self) {
 		c.opts.Logger.Info("circle: this device is no longer in the roster", "circle", r.Circle.String())
