@@ -11,8 +11,9 @@ import (
 //	prefix ‖ base64url(envelope, no padding) ‖ "."
 //
 // The prefix is chosen per channel (a fixed one would let filters spot
-// remora traffic everywhere at once); the final "." ends the block, so text
-// may follow it directly. Find tolerates what text services do to a block:
+// remora traffic everywhere at once); draw it at random (for example 6
+// base32 characters) so that it does not occur in ordinary text. The final
+// "." ends the block, so text may follow it directly. Find tolerates what text services do to a block:
 // surrounding text, line wrapping (spaces, tabs, CR, LF inside the block),
 // mail quoting ("> " after a line break) and several blocks per body.
 type Armor struct {
@@ -68,9 +69,11 @@ func (a Armor) MaxEnvelope(maxChars int) int {
 }
 
 // Find returns every envelope armored with a's prefix in text, in order.
-// A block must start at the beginning of text or after a character that
-// cannot be part of base64url, and end with "."; blocks that are cut short
-// or hold other characters are skipped (Open would reject them anyway).
+// A block starts at the beginning of text or after a character that cannot
+// be part of base64url, with a base64url character right after the prefix,
+// and ends with "."; blocks that are cut short, hold
+// other characters, or do not decode to something shaped like an envelope
+// of this version are skipped. Find runs in time linear in len(text).
 func (a Armor) Find(text string) [][]byte {
 	var out [][]byte
 	for i := 0; i < len(text); {
@@ -83,18 +86,26 @@ func (a Armor) Find(text string) [][]byte {
 		if start > 0 && (isB64(text[start-1]) || text[start-1] == ':') {
 			continue
 		}
-		env, end, ok := decodeBlock(text, start+len(a.prefix))
-		if ok {
+		if at := start + len(a.prefix); at >= len(text) || !isB64(text[at]) {
+			continue // Encode never separates the prefix from the block
+		}
+		env, next, ok := decodeBlock(text, start+len(a.prefix))
+		if ok && len(env) >= HeaderSize && env[0] == Version {
 			out = append(out, env)
-			i = end
+		}
+		// Every later start before next would read the same characters up
+		// to the same end, so skipping to it keeps Find linear.
+		if next > i {
+			i = next
 		}
 	}
 	return out
 }
 
 // decodeBlock reads base64url characters from text[pos:], skipping line
-// wrapping, up to the closing ".". It returns the decoded bytes and the
-// index after the ".".
+// wrapping, up to the closing ".". It returns the decoded bytes, the index
+// where reading stopped (after the "." or at the offending character) and
+// whether a block was decoded.
 func decodeBlock(text string, pos int) ([]byte, int, bool) {
 	var b strings.Builder
 	lineStart := false
@@ -106,11 +117,11 @@ func decodeBlock(text string, pos int) ([]byte, int, bool) {
 			lineStart = false
 		case c == '.':
 			if b.Len() == 0 {
-				return nil, 0, false
+				return nil, i, false
 			}
 			env, err := base64.RawURLEncoding.DecodeString(b.String())
 			if err != nil {
-				return nil, 0, false
+				return nil, i + 1, false
 			}
 			return env, i + 1, true
 		case c == '\n' || c == '\r':
@@ -119,10 +130,10 @@ func decodeBlock(text string, pos int) ([]byte, int, bool) {
 		case c == '>' && lineStart:
 			// a mail quote marker at the start of a wrapped line
 		default:
-			return nil, 0, false
+			return nil, i, false
 		}
 	}
-	return nil, 0, false
+	return nil, len(text), false
 }
 
 func isB64(c byte) bool {

@@ -210,7 +210,12 @@ func (o *Opener) Open(channel string, raw []byte) (*Message, error) {
 
 	signed := slice
 	if count > 1 {
-		key := make([]byte, 0, 32+32+1+8+1+len(candidates[0].ID)+16+2)
+		// Fragments join only with fragments of the same message sealed for
+		// the same channel (a message sealed for two channels of different
+		// sizes is sliced differently) by the same sender in the same epoch.
+		key := make([]byte, 0, 2+len(channel)+32+32+1+8+1+len(candidates[0].ID)+16+2)
+		key = binary.BigEndian.AppendUint16(key, uint16(len(channel)))
+		key = append(key, channel...)
 		key = append(key, ek.Circle[:]...)
 		key = append(key, ek.Epoch[:]...)
 		key = append(key, byte(suite))

@@ -55,9 +55,7 @@ func (w *Window) Remember(key []byte, until time.Time) (bool, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	now := w.now()
-	for len(w.byTime) > 0 && !w.byTime[0].until.After(now) {
-		w.pop()
-	}
+	w.expire(now)
 	k := string(key)
 	if u, ok := w.entries[k]; ok && u.After(now) {
 		return true, nil
@@ -73,11 +71,18 @@ func (w *Window) Remember(key []byte, until time.Time) (bool, error) {
 	return false, nil
 }
 
-// Len returns the number of entries remembered.
+// Len returns the number of entries remembered and not yet expired.
 func (w *Window) Len() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.expire(w.now())
 	return len(w.entries)
+}
+
+func (w *Window) expire(now time.Time) {
+	for len(w.byTime) > 0 && !w.byTime[0].until.After(now) {
+		w.pop()
+	}
 }
 
 func (w *Window) pop() {
