@@ -44,7 +44,7 @@ func TestReassembler(t *testing.T) {
 		}, 0, 1},
 		{"pending count limit evicts the oldest", Limits{MaxPending: 2}, []add{
 			{"a", 0, 2, "a0", "", nil}, {"b", 0, 2, "b0", "", nil}, {"c", 0, 2, "c0", "", nil},
-			{"a", 1, 2, "a1", "", nil}, // a was evicted: this starts it again
+			{"a", 1, 2, "a1", "", nil},     // a was evicted: this starts it again
 			{"c", 1, 2, "c1", "c0c1", nil}, // b was evicted to make room for a again
 		}, 1, 2},
 		{"pending bytes limit evicts the oldest", Limits{MaxPendingBytes: 10}, []add{
