@@ -1,0 +1,231 @@
+package host
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	"github.com/remora-p2p/remora/sdk"
+	"github.com/remora-p2p/remora/sdk/internal/wire"
+)
+
+// Config says how to start one adapter process.
+type Config struct {
+	// Cmd is the unstarted adapter command. Launch runs it as given: the
+	// caller resolves the path (nothing is looked up in PATH here). When
+	// Cmd.Env is nil the adapter gets only a few variables of the host's
+	// environment (PATH, HOME, TMPDIR, locale, TZ), never its secrets.
+	Cmd *exec.Cmd
+	// Name is the adapter name used in logs (adapter=NAME) and errors.
+	Name string
+	// Logger receives the adapter's log lines and go-plugin's own
+	// (default slog.Default()).
+	Logger *slog.Logger
+	// Checksum, if set, is the SHA-256 the executable must have; a
+	// mismatch refuses to start it (ErrChecksum).
+	Checksum []byte
+	// StartTimeout bounds the start up to the handshake and Info
+	// (default 10s).
+	StartTimeout time.Duration
+	// StopTimeout is how long Close waits after SIGTERM before it kills the
+	// process (default 5s).
+	StopTimeout time.Duration
+}
+
+// ErrChecksum is returned by Launch when the executable's SHA-256 is not
+// the pinned one: the file changed since it was installed.
+var ErrChecksum = errors.New("adapter executable does not match its pinned SHA-256")
+
+// envAllow is the part of the host's environment an adapter inherits when
+// Config.Cmd.Env is nil.
+var envAllow = []string{"PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "SSL_CERT_FILE", "SSL_CERT_DIR"}
+
+// Launch starts the adapter process, performs the go-plugin handshake with
+// AutoMTLS, and reads its Info. ctx bounds the start only; the process
+// lives until Close or until it exits (Done).
+func Launch(ctx context.Context, cfg Config) (*Client, error) {
+	if cfg.Cmd == nil {
+		return nil, errors.New("host: launch: no command")
+	}
+	if cfg.Name == "" {
+		cfg.Name = cfg.Cmd.Path
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = 10 * time.Second
+	}
+	if cfg.StopTimeout <= 0 {
+		cfg.StopTimeout = 5 * time.Second
+	}
+	fail := func(err error) (*Client, error) {
+		return nil, fmt.Errorf("host: launch adapter %s: %w", cfg.Name, err)
+	}
+	logger := cfg.Logger.With("adapter", cfg.Name)
+	cmd := cfg.Cmd
+
+	if cmd.Env == nil {
+		for _, k := range envAllow {
+			if v, ok := os.LookupEnv(k); ok {
+				cmd.Env = append(cmd.Env, k+"="+v)
+			}
+		}
+	}
+	cmd.Env = append(cmd.Env, wire.EnvLogLevel+"="+levelOf(logger).String())
+
+	// The lifeline: the adapter holds the read end and exits on EOF, which
+	// happens however the host ends (go-plugin gives the adapter the host's
+	// own stdin, so stdin cannot serve).
+	lifeR, lifeW, err := os.Pipe()
+	if err != nil {
+		return fail(err)
+	}
+	cmd.ExtraFiles = append(cmd.ExtraFiles, lifeR)
+	cmd.Env = append(cmd.Env, wire.EnvLifeline+"="+strconv.Itoa(2+len(cmd.ExtraFiles)))
+
+	var secure *plugin.SecureConfig
+	if len(cfg.Checksum) > 0 {
+		secure = &plugin.SecureConfig{Checksum: cfg.Checksum, Hash: sha256.New()}
+	}
+	stderrTail := &tail{}
+	cp := &clientPlugin{}
+	pc := plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig: plugin.HandshakeConfig{
+			MagicCookieKey:   wire.MagicCookieKey,
+			MagicCookieValue: wire.MagicCookieValue,
+		},
+		VersionedPlugins: map[int]plugin.PluginSet{
+			sdk.ProtocolVersion: {wire.PluginName: cp},
+		},
+		Cmd:              cmd,
+		SecureConfig:     secure,
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		AutoMTLS:         true,
+		StartTimeout:     cfg.StartTimeout,
+		Logger:           newHCLog(logger),
+		Stderr:           stderrTail,
+		SyncStdout:       newLineWriter(logger.With("stream", "stdout"), slog.LevelDebug),
+		SyncStderr:       newLineWriter(logger.With("stream", "stderr"), slog.LevelDebug),
+		SkipHostEnv:      true,
+		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(wire.MaxMessageSize),
+			grpc.MaxCallSendMsgSize(wire.MaxMessageSize),
+		)},
+	})
+
+	type started struct {
+		conn *grpc.ClientConn
+		done context.Context
+		err  error
+	}
+	ch := make(chan started, 1)
+	go func() {
+		rpc, err := pc.Client()
+		if err != nil {
+			ch <- started{err: err}
+			return
+		}
+		raw, err := rpc.Dispense(wire.PluginName)
+		if err != nil {
+			ch <- started{err: err}
+			return
+		}
+		d := raw.(*dispensed)
+		ch <- started{conn: d.conn, done: d.done}
+	}()
+	var st started
+	select {
+	case st = <-ch:
+	case <-ctx.Done():
+		pc.Kill()
+		<-ch
+		st = started{err: ctx.Err()}
+	}
+	_ = lifeR.Close()
+	if st.err != nil {
+		pc.Kill()
+		_ = lifeW.Close()
+		return fail(startError(st.err, stderrTail.String()))
+	}
+
+	pid := 0
+	if cmd.Process != nil {
+		pid = cmd.Process.Pid
+	}
+	closeFn := func() error {
+		defer func() { _ = lifeW.Close() }()
+		if cmd.Process != nil {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-st.done.Done():
+			case <-time.After(cfg.StopTimeout):
+				logger.Warn("adapter did not exit after SIGTERM; killing it", "grace", cfg.StopTimeout)
+			}
+		}
+		pc.Kill() // go-plugin shutdown, then SIGKILL; waits for the process
+		return nil
+	}
+	infoCtx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
+	defer cancel()
+	c, err := newClient(infoCtx, cfg.Name, st.conn, st.done.Done(), pid, closeFn)
+	if err != nil {
+		_ = closeFn()
+		return fail(err)
+	}
+	return c, nil
+}
+
+// startError explains a failed start, with the adapter's last stderr lines.
+func startError(err error, stderr string) error {
+	if errors.Is(err, plugin.ErrChecksumsDoNotMatch) {
+		return fmt.Errorf("%w (reinstall it with `remora adapter install`)", ErrChecksum)
+	}
+	if stderr != "" {
+		return fmt.Errorf("%w; adapter stderr:\n%s", err, indent(stderr))
+	}
+	return err
+}
+
+func indent(s string) string { return "\t" + strings.ReplaceAll(s, "\n", "\n\t") }
+
+// levelOf is the lowest level l logs at.
+func levelOf(l *slog.Logger) slog.Level {
+	for _, lv := range []slog.Level{slog.LevelDebug, slog.LevelInfo, slog.LevelWarn} {
+		if l.Enabled(context.Background(), lv) {
+			return lv
+		}
+	}
+	return slog.LevelError
+}
+
+// clientPlugin is the host side of the go-plugin plugin; sdk.Serve holds
+// the adapter side.
+type clientPlugin struct {
+	plugin.NetRPCUnsupportedPlugin
+}
+
+type dispensed struct {
+	conn *grpc.ClientConn
+	done context.Context
+}
+
+func (p *clientPlugin) GRPCServer(*plugin.GRPCBroker, *grpc.Server) error {
+	return errors.New("host: the host side serves nothing")
+}
+
+// GRPCClient is called by Dispense; done ends when the process exits.
+func (p *clientPlugin) GRPCClient(done context.Context, _ *plugin.GRPCBroker, conn *grpc.ClientConn) (any, error) {
+	return &dispensed{conn: conn, done: done}, nil
+}

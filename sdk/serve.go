@@ -1,0 +1,307 @@
+package sdk
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	"github.com/remora-p2p/remora/sdk/internal/wire"
+)
+
+// ServeOption configures Serve and ServeListener.
+type ServeOption func(*serveConfig)
+
+type serveConfig struct {
+	args   []string
+	argSet bool
+	logger *slog.Logger
+	stdout io.Writer
+	grace  time.Duration
+}
+
+// WithArgs sets the command-line arguments Serve interprets (default
+// os.Args[1:]). A binary that serves an adapter behind a subcommand, such as
+// `remora adapter dir describe`, passes the arguments after its own.
+func WithArgs(args []string) ServeOption {
+	return func(c *serveConfig) { c.args, c.argSet = args, true }
+}
+
+// WithLogger replaces the base logger channels log to. By default Serve logs
+// JSON lines to stderr, which the host re-emits into its own log.
+func WithLogger(l *slog.Logger) ServeOption {
+	return func(c *serveConfig) { c.logger = l }
+}
+
+// WithOutput sets where `describe` prints (default os.Stdout).
+func WithOutput(w io.Writer) ServeOption {
+	return func(c *serveConfig) { c.stdout = w }
+}
+
+// WithGracePeriod bounds how long a stopping Serve waits for calls in flight
+// before cutting them off (default 2s).
+func WithGracePeriod(d time.Duration) ServeOption {
+	return func(c *serveConfig) { c.grace = d }
+}
+
+// describeOutput is what `describe` prints: Info plus the wire version.
+type describeOutput struct {
+	ProtocolVersion int `json:"protocol_version"`
+	Info
+}
+
+// ErrNotPlugin is returned by Serve when the process was not started by a
+// remora host (the handshake cookie is missing).
+var ErrNotPlugin = errors.New("sdk: not started by a remora host")
+
+// Serve runs adapter a as a remora adapter process and returns when the host
+// stops it (or on SIGTERM, or when the host is gone). main should exit
+// non-zero when it returns an error.
+//
+// Serve owns the go-plugin handshake (a private cookie and
+// VersionedPlugins keyed by ProtocolVersion), gRPC with the mTLS the host
+// negotiates (AutoMTLS), a JSON slog handler on stderr (each channel's
+// Logger adds channel=ID), and clean exit: every open channel is closed
+// before Serve returns. With the single argument "describe" it prints Info
+// as indented JSON to stdout and returns. Run by hand, it says what it is
+// and returns ErrNotPlugin.
+//
+// One process hosts every channel the host configures on it.
+func Serve(a Adapter, opts ...ServeOption) error {
+	cfg := newServeConfig(opts)
+	switch {
+	case len(cfg.args) == 1 && cfg.args[0] == "describe":
+		return describe(cfg.stdout, a.Info())
+	case len(cfg.args) > 0:
+		return fmt.Errorf("sdk: serve: unexpected arguments %q: the only argument an adapter takes is \"describe\"", cfg.args)
+	}
+	info := a.Info()
+	if os.Getenv(wire.MagicCookieKey) != wire.MagicCookieValue {
+		fmt.Fprintf(os.Stderr, "This is the remora adapter %q (version %s, adapter protocol %d).\n"+
+			"remora starts it itself; it is not meant to be run by hand.\n"+
+			"Run it with the argument \"describe\" to see what it offers.\n",
+			info.Name, info.Version, ProtocolVersion)
+		return ErrNotPlugin
+	}
+
+	// go-plugin replaces os.Stderr with a pipe it forwards over gRPC; logs
+	// go to the real stderr, which the host parses line by line.
+	stderr := os.Stderr
+	level := levelFromEnv()
+	logger := cfg.logger
+	if logger == nil {
+		logger = slog.New(NewLogHandler(stderr, level))
+	}
+	srv := newGRPCServer(a, logger)
+	defer srv.closeAll()
+
+	stopper := &stopper{grace: cfg.grace, idle: srv.idle}
+	stop := func(why string) {
+		logger.Debug("adapter stopping", "reason", why)
+		srv.cancelStreams()
+		stopper.stop()
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-sigs:
+			stop("SIGTERM")
+		case <-done:
+		}
+	}()
+	if fd := os.Getenv(wire.EnvLifeline); fd != "" {
+		if n, err := strconv.Atoi(fd); err == nil {
+			if f := os.NewFile(uintptr(n), "lifeline"); f != nil {
+				go func() {
+					_, _ = io.Copy(io.Discard, f)
+					stop("host gone (lifeline closed)")
+				}()
+			}
+		}
+	}
+
+	plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig: plugin.HandshakeConfig{
+			ProtocolVersion:  ProtocolVersion,
+			MagicCookieKey:   wire.MagicCookieKey,
+			MagicCookieValue: wire.MagicCookieValue,
+		},
+		VersionedPlugins: map[int]plugin.PluginSet{
+			ProtocolVersion: {wire.PluginName: &grpcPlugin{srv: srv}},
+		},
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			gs := grpc.NewServer(append(opts, srv.serverOptions()...)...)
+			stopper.set(gs)
+			return gs
+		},
+		Logger: hclog.New(&hclog.LoggerOptions{
+			Name:       "go-plugin",
+			Output:     stderr,
+			JSONFormat: true,
+			Level:      hclog.LevelFromString(strings.ToLower(level.String())),
+		}),
+	})
+	return nil
+}
+
+// ServeListener serves adapter a over plain gRPC on l (no handshake, no
+// TLS) until ctx ends, then closes every open channel. It is for tests,
+// benchmarks and debugging in one process; sdk/host dials it.
+func ServeListener(ctx context.Context, l net.Listener, a Adapter, opts ...ServeOption) error {
+	cfg := newServeConfig(opts)
+	logger := cfg.logger
+	if logger == nil {
+		logger = slog.New(NewLogHandler(os.Stderr, levelFromEnv()))
+	}
+	srv := newGRPCServer(a, logger)
+	defer srv.closeAll()
+	gs := grpc.NewServer(srv.serverOptions()...)
+	wire.RegisterAdapterServer(gs, srv)
+	st := &stopper{grace: cfg.grace, idle: srv.idle}
+	st.set(gs)
+	stop := context.AfterFunc(ctx, func() {
+		srv.cancelStreams()
+		st.stop()
+	})
+	defer stop()
+	if err := gs.Serve(l); err != nil {
+		return fmt.Errorf("sdk: serve: %w", err)
+	}
+	return nil
+}
+
+func newServeConfig(opts []ServeOption) serveConfig {
+	cfg := serveConfig{stdout: os.Stdout, grace: 2 * time.Second}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if !cfg.argSet {
+		cfg.args = os.Args[1:]
+	}
+	return cfg
+}
+
+func (s *grpcServer) serverOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(wire.MaxMessageSize),
+		grpc.MaxSendMsgSize(wire.MaxMessageSize),
+		grpc.ChainUnaryInterceptor(s.track),
+	}
+}
+
+func describe(w io.Writer, info Info) error {
+	b, err := json.MarshalIndent(describeOutput{ProtocolVersion: ProtocolVersion, Info: info}, "", "  ")
+	if err != nil {
+		return fmt.Errorf("sdk: describe: %w", err)
+	}
+	if _, err := w.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("sdk: describe: %w", err)
+	}
+	return nil
+}
+
+// stopper stops a gRPC server once the calls in flight are done (idle), or
+// after a grace period. It does not use GracefulStop, which would wait for
+// go-plugin's own never-ending streams. A stop requested before the server
+// exists stops it as soon as it does.
+type stopper struct {
+	grace   time.Duration
+	idle    func() bool
+	mu      sync.Mutex
+	gs      *grpc.Server
+	stopped bool
+}
+
+func (s *stopper) set(gs *grpc.Server) {
+	s.mu.Lock()
+	s.gs = gs
+	stopped := s.stopped
+	s.mu.Unlock()
+	if stopped {
+		gs.Stop()
+	}
+}
+
+func (s *stopper) stop() {
+	s.mu.Lock()
+	gs := s.gs
+	s.stopped = true
+	s.mu.Unlock()
+	if gs == nil {
+		return
+	}
+	deadline := time.Now().Add(s.grace)
+	for !s.idle() && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	gs.Stop()
+}
+
+// levelFromEnv reads the log level the host asked for (default INFO).
+func levelFromEnv() slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(os.Getenv(wire.EnvLogLevel))); err != nil {
+		return slog.LevelInfo
+	}
+	return l
+}
+
+// hclogTime is the timestamp layout go-plugin's host parses.
+const hclogTime = "2006-01-02T15:04:05.000000Z07:00"
+
+// NewLogHandler returns the handler Serve logs through: one JSON object per
+// line, with the message, level and time under go-plugin's keys "@message",
+// "@level" (trace, debug, info, warn, error) and "@timestamp", and every
+// attribute as its own key. The host re-emits each line into its own log
+// with its level and attributes.
+func NewLogHandler(w io.Writer, level slog.Leveler) slog.Handler {
+	return slog.NewJSONHandler(w, &slog.HandlerOptions{
+		Level: level,
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) > 0 {
+				return a
+			}
+			switch a.Key {
+			case slog.TimeKey:
+				return slog.String("@timestamp", a.Value.Time().Format(hclogTime))
+			case slog.LevelKey:
+				return slog.String("@level", levelName(a.Value.Any().(slog.Level)))
+			case slog.MessageKey:
+				return slog.String("@message", a.Value.String())
+			}
+			return a
+		},
+	})
+}
+
+func levelName(l slog.Level) string {
+	switch {
+	case l < slog.LevelDebug:
+		return "trace"
+	case l < slog.LevelInfo:
+		return "debug"
+	case l < slog.LevelWarn:
+		return "info"
+	case l < slog.LevelError:
+		return "warn"
+	}
+	return "error"
+}
