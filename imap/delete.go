@@ -1,0 +1,227 @@
+package imap
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-message"
+	"github.com/emersion/go-message/textproto"
+
+	"github.com/remora-p2p/remora/sdk"
+)
+
+// Delete removes items from this account's watched folders, as "consumed"
+// says: "delete" flags the mail \Deleted and expunges it, "move" files it
+// into consumed_folder. When only some items of a batch mail are deleted,
+// the mail is rewritten without them (APPENDed anew, the old one removed),
+// so the remaining items keep their IDs and may be delivered again (core
+// dedupes). Mail sent by SMTP lives in every recipient's mailbox: Delete
+// only ever touches this account's copy.
+func (ch *channel) Delete(ctx context.Context, req sdk.DeleteRequest) (sdk.DeleteResponse, error) {
+	res := sdk.DeleteResponse{Errors: make([]error, len(req.IDs))}
+	if ch.cfg.Consumed == ConsumedKeep {
+		for i := range res.Errors {
+			res.Errors[i] = sdk.Errorf(sdk.CodeUnsupported, `imap: delete: this channel keeps consumed mail (config "consumed" is "keep")`)
+		}
+		return res, nil
+	}
+	if ch.isClosed() {
+		return res, errClosed
+	}
+	drop := map[string]bool{} // keys to remove
+	var keys []string
+	type uidTarget struct {
+		folder string
+		uidv   uint32
+		uid    imap.UID
+	}
+	var byUID []uidTarget
+	for i, id := range req.IDs {
+		if k, ok := keyOf(id); ok {
+			if !drop[k] {
+				keys = append(keys, k)
+			}
+			drop[k] = true
+			continue
+		}
+		p, err := parseItemID(id)
+		if err != nil {
+			res.Errors[i] = sdk.Errorf(sdk.CodeNotFound, "%v", err)
+			continue
+		}
+		byUID = append(byUID, uidTarget{p.Folder, p.UIDValidity, p.UID})
+	}
+	if len(keys) == 0 && len(byUID) == 0 {
+		return res, nil
+	}
+	err := ch.withPub(ctx, func(c *imapclient.Client) error {
+		for _, folder := range ch.cfg.folders() {
+			sel, err := c.Select(folder, nil).Wait()
+			if err != nil {
+				if sdk.CodeOf(classify("", "", err)) == sdk.CodeNotFound {
+					continue
+				}
+				return classify("open folder "+folder, "", err)
+			}
+			var whole imap.UIDSet
+			for _, t := range byUID {
+				if t.folder == folder && t.uidv == sel.UIDValidity {
+					whole.AddNum(t.uid)
+				}
+			}
+			var found []imap.UID
+			for chunk := range slices.Chunk(keys, 32) {
+				data, err := c.UIDSearch(orHeader(headerKeys, chunk), nil).Wait()
+				if err != nil {
+					return classify("search "+folder, "", err)
+				}
+				found = append(found, data.AllUIDs()...)
+			}
+			var partial []imap.UID
+			if len(found) > 0 {
+				sect := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{headerKeys}, Peek: true}
+				msgs, err := c.Fetch(imap.UIDSetNum(found...), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{sect}}).Collect()
+				if err != nil {
+					return classify("fetch from "+folder, "", err)
+				}
+				for _, m := range msgs {
+					hi, _ := parseHeaderOnly(m.FindBodySection(sect))
+					n := 0
+					for _, k := range hi.keys {
+						if drop[k] {
+							n++
+						}
+					}
+					switch {
+					case n == 0: // a substring match of another key
+					case n == len(hi.keys):
+						whole.AddNum(m.UID)
+					default:
+						partial = append(partial, m.UID)
+					}
+				}
+			}
+			for _, uid := range partial {
+				if err := ch.rewrite(c, folder, uid, drop); err != nil {
+					return err
+				}
+				whole.AddNum(uid)
+			}
+			if len(whole) > 0 {
+				if err := ch.removeUIDs(c, folder, whole); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		for i := range res.Errors {
+			if res.Errors[i] == nil {
+				res.Errors[i] = err
+			}
+		}
+	}
+	ch.noteErr(err)
+	return res, nil
+}
+
+// rewrite appends a copy of mail uid in folder without the items whose keys
+// are in drop. The caller removes the original.
+func (ch *channel) rewrite(c *imapclient.Client, folder string, uid imap.UID, drop map[string]bool) error {
+	msgs, err := c.Fetch(imap.UIDSetNum(uid), &imap.FetchOptions{UID: true, InternalDate: true, BodySection: []*imap.FetchItemBodySection{fetchWhole}}).Collect()
+	if err != nil {
+		return classify("fetch from "+folder, "", err)
+	}
+	if len(msgs) == 0 {
+		return nil // gone meanwhile
+	}
+	raw := msgs[0].FindBodySection(fetchWhole)
+	out, err := rewriteMail(raw, drop, ch.cfg.MaxMailBytes)
+	if err != nil {
+		ch.log.Warn("imap: cannot rewrite a batch mail; keeping it whole", "folder", folder, "uid", uid, "err", err)
+		return nil
+	}
+	cmd := c.Append(folder, int64(len(out)), &imap.AppendOptions{Flags: []imap.Flag{imap.FlagSeen}, Time: msgs[0].InternalDate})
+	if _, err := cmd.Write(out); err != nil {
+		cmd.Close()
+		return classify("append to "+folder, "", err)
+	}
+	if err := cmd.Close(); err != nil {
+		return classify("append to "+folder, "", err)
+	}
+	if _, err := cmd.Wait(); err != nil {
+		return classify("append to "+folder, "", err)
+	}
+	return nil
+}
+
+// rewriteMail returns raw without the items whose keys are in drop, keeping
+// the other header fields (List-Id, From, Date) as they were.
+func rewriteMail(raw []byte, drop map[string]bool, limit int64) ([]byte, error) {
+	p, err := parseMail(bytes.NewReader(raw), limit)
+	if err != nil {
+		return nil, err
+	}
+	if len(p.Keys) != len(p.Items) {
+		return nil, fmt.Errorf("%w: %d keys for %d items", errMalformed, len(p.Keys), len(p.Items))
+	}
+	var keys []string
+	var items [][]byte
+	for i, k := range p.Keys {
+		if !drop[k] {
+			keys = append(keys, k)
+			items = append(items, p.Items[i])
+		}
+	}
+	if len(items) == 0 {
+		return nil, fmt.Errorf("%w: nothing left", errMalformed)
+	}
+	e, err := message.Read(bytes.NewReader(raw))
+	if err != nil && e == nil {
+		return nil, err
+	}
+	h := e.Header.Copy()
+	h.Set("Message-Id", "<"+messageID(keys)+">")
+	h.Set("Content-Type", "text/plain; charset=us-ascii")
+	h.Set("Content-Transfer-Encoding", "7bit")
+	h.Set(headerItems, strconv.Itoa(len(items)))
+	h.Set(headerKeys, strings.Join(keys, " "))
+	var buf bytes.Buffer
+	if err := textproto.WriteHeader(&buf, h.Header); err != nil {
+		return nil, err
+	}
+	for _, it := range items {
+		writeBlock(&buf, it)
+	}
+	return buf.Bytes(), nil
+}
+
+// removeUIDs moves or deletes uids in the selected folder.
+func (ch *channel) removeUIDs(c *imapclient.Client, folder string, uids imap.UIDSet) error {
+	if ch.cfg.Consumed == ConsumedMove {
+		if _, err := c.Move(uids, ch.cfg.ConsumedFolder).Wait(); err != nil {
+			return classify("move consumed mail to "+ch.cfg.ConsumedFolder, "", err)
+		}
+		return nil
+	}
+	if err := c.Store(uids, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
+		return classify("flag consumed mail in "+folder, "", err)
+	}
+	var err error
+	if c.Caps().Has(imap.CapUIDPlus) || c.Caps().Has(imap.CapIMAP4rev2) {
+		err = c.UIDExpunge(uids).Close()
+	} else {
+		err = c.Expunge().Close()
+	}
+	if err != nil {
+		return classify("expunge consumed mail in "+folder, "", err)
+	}
+	return nil
+}

@@ -1,0 +1,355 @@
+package imap
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/mail"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-smtp"
+
+	"github.com/remora-p2p/remora/sdk"
+)
+
+var keyRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// keyID is the ID of the item published with idempotency key k: the same
+// in every mailbox the mail reaches, across UIDVALIDITY changes and after
+// Delete rewrote a batch mail.
+func keyID(k string) string { return "k:" + k }
+
+// keyOf is the inverse of keyID.
+func keyOf(id string) (string, bool) {
+	k, ok := strings.CutPrefix(id, "k:")
+	return k, ok && keyRE.MatchString(k)
+}
+
+// mailPlan is one mail to send: which request items it carries.
+type mailPlan struct {
+	to    []string
+	items []int
+}
+
+// Publish sends the batch as few mails as fit: items to the same recipients
+// share a mail up to max_items_per_mail and max_mail_bytes.
+func (ch *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.PublishResponse, error) {
+	if ch.isClosed() {
+		return sdk.PublishResponse{}, errClosed
+	}
+	res := sdk.PublishResponse{Results: make([]sdk.PublishResult, len(req.Items))}
+	limit := maxPayload(ch.cfg)
+	first := map[string]int{} // key -> first index in this batch
+	var todo []int
+	for i, it := range req.Items {
+		if err := ch.checkItem(it, limit); err != nil {
+			res.Results[i].Err = err
+			continue
+		}
+		if id, ok := ch.recall(it.IdempotencyKey); ok {
+			res.Results[i].ID = id
+			continue
+		}
+		if _, dup := first[it.IdempotencyKey]; dup {
+			continue // filled from the first copy below
+		}
+		first[it.IdempotencyKey] = i
+		todo = append(todo, i)
+	}
+	if ch.cfg.Mode == ModeShared && len(todo) > 0 {
+		keys := make([]string, len(todo))
+		for j, i := range todo {
+			keys[j] = req.Items[i].IdempotencyKey
+		}
+		found, err := ch.findKeys(ctx, keys)
+		if err != nil {
+			return res, err
+		}
+		todo = slices.DeleteFunc(todo, func(i int) bool {
+			id, ok := found[req.Items[i].IdempotencyKey]
+			if ok {
+				res.Results[i].ID = id
+				ch.remember(req.Items[i].IdempotencyKey, id)
+			}
+			return ok
+		})
+	}
+	plans := ch.plan(req.Items, todo)
+	var err error
+	switch ch.cfg.Mode {
+	case ModeShared:
+		err = ch.publishAppend(ctx, req.Items, plans, res.Results)
+	default:
+		err = ch.publishSMTP(ctx, req.Items, plans, res.Results)
+	}
+	for i, it := range req.Items { // copies of a key repeated in the batch
+		if j, ok := first[it.IdempotencyKey]; ok && j != i && res.Results[i].Err == nil && res.Results[i].ID == "" {
+			res.Results[i] = res.Results[j]
+		}
+	}
+	return res, err
+}
+
+func (ch *channel) checkItem(it sdk.PublishItem, limit int) error {
+	if !keyRE.MatchString(it.IdempotencyKey) {
+		return sdk.Errorf(sdk.CodeUnknown, "imap: idempotency key %q must be 1-64 characters of [A-Za-z0-9_-]", it.IdempotencyKey)
+	}
+	if len(it.Data) == 0 {
+		return sdk.Errorf(sdk.CodeUnknown, "imap: item %s is empty", it.IdempotencyKey)
+	}
+	if n := utf8.RuneCount(it.Data); n > limit {
+		return sdk.Errorf(sdk.CodeTooLarge, "imap: item %s has %d characters, this channel takes at most %d (max_mail_bytes)", it.IdempotencyKey, n, limit)
+	}
+	if ch.cfg.Mode == ModeDirect {
+		if len(it.To) == 0 {
+			return sdk.Errorf(sdk.CodeUnknown, "imap: item %s has no recipient: direct mode sends to PublishItem.To", it.IdempotencyKey)
+		}
+		for _, a := range it.To {
+			if _, err := mail.ParseAddress(a); err != nil {
+				return sdk.Errorf(sdk.CodeUnknown, "imap: item %s: recipient %q is not a mail address", it.IdempotencyKey, a)
+			}
+		}
+	}
+	return nil
+}
+
+// plan groups items by recipients and packs them into mails.
+func (ch *channel) plan(items []sdk.PublishItem, todo []int) []mailPlan {
+	groups := map[string][]int{}
+	var order []string
+	rcpt := map[string][]string{}
+	for _, i := range todo {
+		var to []string
+		switch ch.cfg.Mode {
+		case ModeList:
+			to = []string{ch.cfg.ListAddress}
+		case ModeShared:
+			to = []string{ch.cfg.Address}
+		case ModeDirect:
+			to = slices.Clone(items[i].To)
+			slices.Sort(to)
+			to = slices.Compact(to)
+		}
+		k := strings.Join(to, "\x00")
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+			rcpt[k] = to
+		}
+		groups[k] = append(groups[k], i)
+	}
+	budget := int(ch.cfg.MaxMailBytes) - 8<<10
+	var plans []mailPlan
+	for _, k := range order {
+		cur := mailPlan{to: rcpt[k]}
+		size := 0
+		for _, i := range groups[k] {
+			n := len(items[i].Data)*4/3 + len(items[i].Data)/lineWidth*2 + 80 + len(items[i].IdempotencyKey)
+			if len(cur.items) > 0 && (len(cur.items) >= ch.cfg.MaxItemsPerMail || size+n > budget) {
+				plans = append(plans, cur)
+				cur, size = mailPlan{to: rcpt[k]}, 0
+			}
+			cur.items = append(cur.items, i)
+			size += n
+		}
+		plans = append(plans, cur)
+	}
+	return plans
+}
+
+// render builds the mail for a plan.
+func (ch *channel) render(items []sdk.PublishItem, p mailPlan) ([]byte, string, error) {
+	m := outMail{From: ch.cfg.Address, To: p.to, Date: time.Now()}
+	for _, i := range p.items {
+		m.Keys = append(m.Keys, items[i].IdempotencyKey)
+		m.Items = append(m.Items, items[i].Data)
+	}
+	return buildMail(m)
+}
+
+func (ch *channel) publishSMTP(ctx context.Context, items []sdk.PublishItem, plans []mailPlan, results []sdk.PublishResult) error {
+	var c *smtp.Client
+	defer func() {
+		if c != nil {
+			c.Quit()
+		}
+	}()
+	for _, p := range plans {
+		msg, _, err := ch.render(items, p)
+		if err == nil {
+			if c == nil {
+				c, err = ch.dialSMTP(ctx)
+			}
+			if err == nil {
+				err = ch.sendOne(ctx, c, p.to, msg)
+				if err != nil && sdk.CodeOf(err) == sdk.CodeUnavailable {
+					c.Close() // the session may be broken: re-dial for the next mail
+					c = nil
+				}
+			}
+		}
+		ch.noteErr(err)
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		for _, i := range p.items {
+			if err != nil {
+				results[i].Err = err
+				continue
+			}
+			results[i].ID = keyID(items[i].IdempotencyKey)
+			ch.remember(items[i].IdempotencyKey, results[i].ID)
+		}
+		if err != nil && c != nil {
+			if c.Reset() != nil {
+				c.Close()
+				c = nil
+			}
+		}
+		if err != nil && sdk.CodeOf(err) == sdk.CodeAuthFailed {
+			return err // nothing else will get through
+		}
+	}
+	return nil
+}
+
+func (ch *channel) sendOne(ctx context.Context, c *smtp.Client, to []string, msg []byte) error {
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	op := "send mail via " + ch.cfg.SMTP
+	if err := c.Mail(ch.cfg.Address, &smtp.MailOptions{Size: int64(len(msg))}); err != nil {
+		return classify(op, ch.cfg.SMTPTLS, err)
+	}
+	for _, r := range to {
+		if err := c.Rcpt(r, nil); err != nil {
+			return classify(op+" to "+r, ch.cfg.SMTPTLS, err)
+		}
+	}
+	w, err := c.Data()
+	if err != nil {
+		return classify(op, ch.cfg.SMTPTLS, err)
+	}
+	if _, err := w.Write(msg); err != nil {
+		w.Close()
+		return classify(op, ch.cfg.SMTPTLS, err)
+	}
+	if err := w.Close(); err != nil {
+		return classify(op, ch.cfg.SMTPTLS, err)
+	}
+	return nil
+}
+
+func (ch *channel) publishAppend(ctx context.Context, items []sdk.PublishItem, plans []mailPlan, results []sdk.PublishResult) error {
+	for _, p := range plans {
+		msg, _, err := ch.render(items, p)
+		if err == nil {
+			err = ch.withPub(ctx, func(c *imapclient.Client) error {
+				cmd := c.Append(ch.cfg.Folder, int64(len(msg)), &imap.AppendOptions{Flags: []imap.Flag{imap.FlagSeen}})
+				if _, err := cmd.Write(msg); err != nil {
+					cmd.Close()
+					return classify("append to "+ch.cfg.Folder, "", err)
+				}
+				if err := cmd.Close(); err != nil {
+					return classify("append to "+ch.cfg.Folder, "", err)
+				}
+				if _, err := cmd.Wait(); err != nil {
+					return classify("append to "+ch.cfg.Folder, "", err)
+				}
+				return nil
+			})
+		}
+		ch.noteErr(err)
+		for _, i := range p.items {
+			if err != nil {
+				results[i].Err = err
+				continue
+			}
+			results[i].ID = keyID(items[i].IdempotencyKey)
+			ch.remember(items[i].IdempotencyKey, results[i].ID)
+		}
+		if err != nil && (ctx.Err() != nil || sdk.CodeOf(err) == sdk.CodeAuthFailed) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// findKeys searches the shared folder for mails that already carry any of
+// keys (a retry after a lost reply, or another process with the same key)
+// and returns their delivery IDs.
+func (ch *channel) findKeys(ctx context.Context, keys []string) (map[string]string, error) {
+	found := map[string]string{}
+	want := map[string]bool{}
+	for _, k := range keys {
+		want[k] = true
+	}
+	err := ch.withPub(ctx, func(c *imapclient.Client) error {
+		if _, err := c.Select(ch.cfg.Folder, &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
+			return classify("open folder "+ch.cfg.Folder, "", err)
+		}
+		for chunk := range slices.Chunk(keys, 32) {
+			crit := orHeader(headerKeys, chunk)
+			data, err := c.UIDSearch(crit, nil).Wait()
+			if err != nil {
+				return classify("search "+ch.cfg.Folder, "", err)
+			}
+			uids := data.AllUIDs()
+			if len(uids) == 0 {
+				continue
+			}
+			sect := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{"Message-ID", headerKeys}, Peek: true}
+			msgs, err := c.Fetch(imap.UIDSetNum(uids...), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{sect}}).Collect()
+			if err != nil {
+				return classify("fetch from "+ch.cfg.Folder, "", err)
+			}
+			for _, m := range msgs {
+				p, _ := parseHeaderOnly(m.FindBodySection(sect))
+				for _, k := range p.keys {
+					if want[k] {
+						found[k] = keyID(k)
+					}
+				}
+			}
+		}
+		return nil
+	})
+	return found, err
+}
+
+// orHeader is a SEARCH criterion matching mails whose header field has any
+// of values (a substring match, as IMAP defines HEADER).
+func orHeader(field string, values []string) *imap.SearchCriteria {
+	leaf := func(v string) imap.SearchCriteria {
+		return imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: field, Value: v}}}
+	}
+	c := leaf(values[0])
+	for _, v := range values[1:] {
+		c = imap.SearchCriteria{Or: [][2]imap.SearchCriteria{{c, leaf(v)}}}
+	}
+	return &c
+}
+
+type headerInfo struct {
+	msgID string
+	keys  []string
+}
+
+// parseHeaderOnly reads Message-ID and X-Remora-Keys from a header block.
+func parseHeaderOnly(b []byte) (headerInfo, error) {
+	var hi headerInfo
+	if len(b) == 0 {
+		return hi, errors.New("empty header")
+	}
+	p, err := parseMail(bytes.NewReader(append(bytes.Clone(b), "\r\n"...)), 0)
+	if err != nil && !errors.Is(err, errMalformed) {
+		return hi, err
+	}
+	hi.msgID = p.MessageID
+	hi.keys = p.Keys
+	return hi, nil
+}

@@ -1,0 +1,347 @@
+package imap
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/remora-p2p/remora/sdk"
+)
+
+// sinkError marks an error returned by the host's sink: it ends Subscribe
+// unchanged instead of causing a reconnect.
+type sinkError struct{ err error }
+
+func (e sinkError) Error() string { return e.err.Error() }
+func (e sinkError) Unwrap() error { return e.err }
+
+// Subscribe delivers the items of every watched folder from req.Cursor on,
+// then waits with IDLE (or polls) for more. A lost connection is re-dialed
+// with backoff and resumed from the last delivered cursor; only errors
+// retrying cannot fix end it.
+func (ch *channel) Subscribe(ctx context.Context, req sdk.SubscribeRequest, sink sdk.Sink) error {
+	if ch.isClosed() {
+		return errClosed
+	}
+	cur, err := decodeCursor(req.Cursor)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-ch.closed:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	backoff := 500 * time.Millisecond
+	for {
+		started := time.Now()
+		err := ch.follow(ctx, &cur, sink)
+		if ctx.Err() != nil {
+			if ch.isClosed() {
+				return errClosed
+			}
+			return ctx.Err()
+		}
+		var se sinkError
+		if errors.As(err, &se) {
+			return se.err
+		}
+		switch sdk.CodeOf(err) {
+		case sdk.CodeUnavailable, sdk.CodeUnknown:
+		default:
+			ch.noteErr(err)
+			return err // auth, TLS, cursor invalid, missing folder: retrying will not help
+		}
+		ch.noteErr(err)
+		if time.Since(started) > time.Minute {
+			backoff = 500 * time.Millisecond
+		}
+		ch.log.Warn("imap: subscription interrupted, reconnecting", "err", err, "in", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+// follow runs one connection: catch up on every folder, then IDLE on the
+// main folder, polling the extra folders every poll_interval.
+func (ch *channel) follow(ctx context.Context, cur *cursor, sink sdk.Sink) error {
+	wake := make(chan struct{}, 1)
+	handler := &imapclient.UnilateralDataHandler{
+		Mailbox: func(d *imapclient.UnilateralDataMailbox) {
+			if d.NumMessages != nil {
+				select {
+				case wake <- struct{}{}:
+				default:
+				}
+			}
+		},
+	}
+	c, err := ch.dialIMAP(ctx, handler)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	push := c.Caps().Has(imap.CapIdle) || c.Caps().Has(imap.CapIMAP4rev2)
+
+	main := ch.cfg.Folder
+	for _, f := range ch.cfg.ExtraFolders {
+		if err := ch.catchUp(ctx, c, cur, f, sink); err != nil {
+			if sdk.CodeOf(err) == sdk.CodeNotFound {
+				ch.log.Warn("imap: extra folder missing, skipped", "folder", f)
+				continue
+			}
+			return err
+		}
+	}
+	if err := ch.catchUp(ctx, c, cur, main, sink); err != nil {
+		return err
+	}
+	ch.noteErr(nil)
+	lastExtra := time.Now()
+	for {
+		wait := ch.cfg.IdleRestart.D()
+		if !push || len(ch.cfg.ExtraFolders) > 0 {
+			wait = min(wait, ch.cfg.PollInterval.D())
+		}
+		if push {
+			idle, err := c.Idle()
+			if err != nil {
+				return classify("IDLE on "+main, "", err)
+			}
+			timer := time.NewTimer(wait)
+			select {
+			case <-wake:
+			case <-timer.C:
+			case <-ctx.Done():
+			case <-c.Closed():
+			}
+			timer.Stop()
+			if err := idle.Close(); err != nil {
+				return classify("end IDLE on "+main, "", err)
+			}
+			if err := idle.Wait(); err != nil {
+				return classify("IDLE on "+main, "", err)
+			}
+		} else {
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+			}
+			if ctx.Err() == nil {
+				if err := c.Noop().Wait(); err != nil {
+					return classify("NOOP", "", err)
+				}
+			}
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if len(ch.cfg.ExtraFolders) > 0 && time.Since(lastExtra) >= ch.cfg.PollInterval.D() {
+			lastExtra = time.Now()
+			moved := false
+			for _, f := range ch.cfg.ExtraFolders {
+				changed, err := ch.extraChanged(c, cur, f)
+				if err != nil {
+					if sdk.CodeOf(err) == sdk.CodeNotFound {
+						continue
+					}
+					return err
+				}
+				if changed {
+					moved = true
+					if err := ch.catchUp(ctx, c, cur, f, sink); err != nil {
+						return err
+					}
+				}
+			}
+			if moved {
+				if err := ch.catchUp(ctx, c, cur, main, sink); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		if err := ch.drain(ctx, c, cur, main, sink); err != nil {
+			return err
+		}
+	}
+}
+
+// extraChanged reports with STATUS whether folder has mail past the cursor.
+func (ch *channel) extraChanged(c *imapclient.Client, cur *cursor, folder string) (bool, error) {
+	st, err := c.Status(folder, &imap.StatusOptions{UIDNext: true, UIDValidity: true}).Wait()
+	if err != nil {
+		return false, classify("status of "+folder, "", err)
+	}
+	fc := cur.folder(folder)
+	return fc == nil || fc.UIDValidity != st.UIDValidity || uint32(st.UIDNext) > fc.UID, nil
+}
+
+// catchUp selects folder, checks its UIDVALIDITY against the cursor and
+// delivers everything past it.
+func (ch *channel) catchUp(ctx context.Context, c *imapclient.Client, cur *cursor, folder string, sink sdk.Sink) error {
+	sel, err := c.Select(folder, &imap.SelectOptions{ReadOnly: true}).Wait()
+	if err != nil {
+		return classify("open folder "+folder, "", err)
+	}
+	fc := cur.folder(folder)
+	if fc == nil {
+		cur.set(folderCursor{Name: folder, UIDValidity: sel.UIDValidity, UID: 1})
+	} else if fc.UIDValidity != sel.UIDValidity {
+		return sdk.Errorf(sdk.CodeCursorInvalid, "imap: folder %s was rebuilt by the server (UIDVALIDITY %d, cursor has %d): rescanning it from the oldest mail", folder, sel.UIDValidity, fc.UIDValidity)
+	}
+	if sel.UIDNext != 0 && uint32(sel.UIDNext) <= cur.folder(folder).UID {
+		return nil
+	}
+	return ch.drain(ctx, c, cur, folder, sink)
+}
+
+// fetchHeader is what the first FETCH asks for: enough to skip foreign or
+// huge mail without downloading it.
+var fetchHeader = &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{headerMarker}, Peek: true}
+
+// fetchWhole is the whole mail, without setting \Seen.
+var fetchWhole = &imap.FetchItemBodySection{Peek: true}
+
+// drain delivers every mail of the selected folder past the cursor.
+func (ch *channel) drain(ctx context.Context, c *imapclient.Client, cur *cursor, folder string, sink sdk.Sink) error {
+	for {
+		fc := *cur.folder(folder)
+		var set imap.UIDSet
+		set.AddRange(imap.UID(fc.UID), 0)
+		metas, err := c.Fetch(set, &imap.FetchOptions{
+			UID: true, RFC822Size: true, InternalDate: true,
+			BodySection: []*imap.FetchItemBodySection{fetchHeader},
+		}).Collect()
+		if err != nil {
+			return classify("fetch from "+folder, "", err)
+		}
+		metas = slices.DeleteFunc(metas, func(m *imapclient.FetchMessageBuffer) bool { return uint32(m.UID) < fc.UID })
+		if len(metas) == 0 {
+			return nil
+		}
+		slices.SortFunc(metas, func(a, b *imapclient.FetchMessageBuffer) int { return int(a.UID) - int(b.UID) })
+		// Download candidates in groups of about 8 MiB.
+		for start := 0; start < len(metas); {
+			end, size := start, int64(0)
+			var want imap.UIDSet
+			for end < len(metas) && (end == start || size < 8<<20) {
+				m := metas[end]
+				if ch.candidate(m) {
+					want.AddNum(m.UID)
+					size += m.RFC822Size
+				}
+				end++
+			}
+			bodies := map[imap.UID][]byte{}
+			if len(want) > 0 {
+				msgs, err := c.Fetch(want, &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{fetchWhole}}).Collect()
+				if err != nil {
+					return classify("fetch from "+folder, "", err)
+				}
+				for _, m := range msgs {
+					bodies[m.UID] = m.FindBodySection(fetchWhole)
+				}
+			}
+			for _, m := range metas[start:end] {
+				if err := ch.deliverMail(ctx, cur, folder, m, bodies[m.UID], sink); err != nil {
+					return err
+				}
+			}
+			start = end
+		}
+	}
+}
+
+// candidate reports whether m may be ours and is small enough to download.
+func (ch *channel) candidate(m *imapclient.FetchMessageBuffer) bool {
+	if m.RFC822Size > ch.cfg.MaxMailBytes {
+		return false
+	}
+	return bytes.Contains(bytes.ToLower(m.FindBodySection(fetchHeader)), []byte(strings.ToLower(headerMarker)))
+}
+
+// deliverMail hands the items of one mail to the sink, or, for a mail that
+// is not ours, one empty delivery that moves the cursor past it.
+func (ch *channel) deliverMail(ctx context.Context, cur *cursor, folder string, m *imapclient.FetchMessageBuffer, body []byte, sink sdk.Sink) error {
+	fc := *cur.folder(folder)
+	var p parsedMail
+	switch {
+	case m.RFC822Size > ch.cfg.MaxMailBytes:
+		p.Reason = reasonTooLarge
+	case body == nil:
+		p.Reason = reasonForeign
+	default:
+		var err error
+		p, err = parseMail(bytes.NewReader(body), ch.cfg.MaxMailBytes)
+		if err != nil {
+			ch.log.Debug("imap: unreadable mail skipped", "folder", folder, "uid", m.UID, "err", err)
+		}
+		if p.Reason == "" && ch.cfg.Mode == ModeList && p.ListID != ch.cfg.ListID {
+			p.Reason = reasonNotList
+		}
+	}
+	next := fc
+	next.UID, next.Index = uint32(m.UID)+1, 0
+	if p.Reason != "" {
+		ch.count(p.Reason, 1)
+		cur.set(next)
+		return ch.deliver(ctx, sink, sdk.Delivery{ID: itemID(folder, fc.UIDValidity, m.UID, 0, 1), Cursor: cur.encode(), Time: m.InternalDate})
+	}
+	if p.BadBlocks > 0 && (fc.UID != uint32(m.UID) || fc.Index == 0) {
+		ch.count(counterBadBlocks, int64(p.BadBlocks))
+	}
+	from := 0
+	if fc.UID == uint32(m.UID) {
+		from = min(fc.Index, len(p.Items))
+	}
+	keyed := len(p.Keys) == len(p.Items)
+	for i := from; i < len(p.Items); i++ {
+		pos := fc
+		pos.UID, pos.Index = uint32(m.UID), i+1
+		if i == len(p.Items)-1 {
+			pos = next
+		}
+		id := itemID(folder, fc.UIDValidity, m.UID, i, len(p.Items))
+		if keyed && keyRE.MatchString(p.Keys[i]) {
+			id = keyID(p.Keys[i])
+		}
+		cur.set(pos)
+		d := sdk.Delivery{ID: id, Data: p.Items[i], Cursor: cur.encode(), From: p.From, Time: m.InternalDate}
+		if err := ch.deliver(ctx, sink, d); err != nil {
+			return err
+		}
+	}
+	if from >= len(p.Items) { // every item was delivered before; just move on
+		cur.set(next)
+	}
+	ch.count("delivered_mails", 1)
+	return nil
+}
+
+func (ch *channel) deliver(ctx context.Context, sink sdk.Sink, d sdk.Delivery) error {
+	if err := sink.Deliver(ctx, d); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return sinkError{fmt.Errorf("imap: deliver %s: %w", d.ID, err)}
+	}
+	return nil
+}
