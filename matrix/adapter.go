@@ -131,10 +131,7 @@ func (adapter) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.Cha
 	if err != nil {
 		return nil, err
 	}
-	log := req.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	log := logger(req.Logger)
 	cli, st, err := login(ctx, cfg, req.Secrets, req.StateDir, log)
 	if err != nil {
 		return nil, err
