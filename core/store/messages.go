@@ -24,6 +24,9 @@ type OutboxItem struct {
 	// Attempts and NextTry are the delivery's own bookkeeping.
 	Attempts int       `json:"attempts"`
 	NextTry  time.Time `json:"next_try,omitzero"`
+	// State is the sender's delivery bookkeeping (mode, sequence, epoch,
+	// channels posted to), opaque to the store.
+	State []byte `json:"state,omitempty"`
 
 	Seq uint64 `json:"-"` // assigned by OutboxPut: order of acceptance
 }
@@ -150,6 +153,11 @@ type InboxMessage struct {
 	SenderSeq uint64    `json:"sender_seq"` // the sender's sequence number (order, gaps)
 	Timestamp time.Time `json:"timestamp"`
 	Body      []byte    `json:"body"`
+	// Direct is true for a message sealed to this device alone; Path is how
+	// it arrived (lan, direct, relayed, channel:NAME); Received is when.
+	Direct   bool      `json:"direct,omitempty"`
+	Path     string    `json:"path,omitempty"`
+	Received time.Time `json:"received,omitzero"`
 
 	// DedupeKey and DedupeUntil come from envelope.Message: the pair is
 	// remembered until then, and a second copy is a duplicate.
