@@ -31,6 +31,9 @@ func (t *Transport) Addrs() []Addr {
 		out = append(out, a)
 	}
 	for _, a := range ifaceAddrs {
+		if isRelayAddr(a) {
+			continue // the relay transport's bare /p2p-circuit listener
+		}
 		add(Addr{Multiaddr: a, Kind: classify(a, true)})
 	}
 	t.mu.Lock()

@@ -21,7 +21,7 @@ const (
 
 // upgradeBackoff is the wait before each application-driven DCUtR retry on a
 // relayed path (libp2p runs DCUtR once, when the relayed connection appears).
-var upgradeBackoff = []time.Duration{2 * time.Second, 5 * time.Second, 15 * time.Second, 45 * time.Second}
+var upgradeBackoff = []time.Duration{1 * time.Second, 5 * time.Second, 15 * time.Second, 45 * time.Second}
 
 // Connect makes sure a live path to p exists, trying in DESIGN.md's order:
 // an existing connection; the direct addresses known for p (LAN and public,
@@ -162,10 +162,12 @@ func (t *Transport) simConnect(ctx context.Context, p peer.ID) (Path, error) {
 	}
 }
 
-// startUpgrade runs, at most once per peer at a time, DCUtR retries on a
-// relayed path until it is direct, the peer is gone, or the backoff ends.
+// startUpgrade runs, at most once per peer at a time, upgrade attempts on a
+// relayed path until it is direct, the peer is gone, or the backoff ends:
+// each round dials the peer's known direct addresses, then (with hole
+// punching on) retries DCUtR over the relayed connection.
 func (t *Transport) startUpgrade(p peer.ID) {
-	if t.hps == nil || t.closed.Load() {
+	if t.closed.Load() {
 		return
 	}
 	t.mu.Lock()
@@ -192,6 +194,15 @@ func (t *Transport) startUpgrade(p peer.ID) {
 			if t.PathTo(p) != PathRelayed {
 				return // upgraded (libp2p's own DCUtR run) or gone
 			}
+			// Addresses learned since (identify over the relayed conn,
+			// presence) may simply be dialable: LAN peers, public hosts.
+			if t.dialDirect(p) {
+				t.log.Info("relayed path upgraded by a direct dial", "peer", p, "attempt", i+1)
+				return
+			}
+			if t.hps == nil {
+				continue
+			}
 			if !t.dcutrReady() {
 				t.log.Debug("dcutr not ready: no public address of ours known yet", "peer", p)
 				continue
@@ -206,6 +217,23 @@ func (t *Transport) startUpgrade(p peer.ID) {
 		}
 		t.log.Info("relayed path stays relayed", "peer", p, "attempts", len(upgradeBackoff))
 	}()
+}
+
+// dialDirect tries p's known direct addresses once and reports success.
+func (t *Transport) dialDirect(p peer.ID) bool {
+	var direct []ma.Multiaddr
+	for _, a := range t.h.Peerstore().Addrs(p) {
+		if !isRelayAddr(a) {
+			direct = append(direct, a)
+		}
+	}
+	if len(direct) == 0 {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(network.WithForceDirectDial(t.ctx, "remora upgrade"), directDialTimeout)
+	defer cancel()
+	err := t.h.Connect(ctx, peer.AddrInfo{ID: p, Addrs: direct})
+	return err == nil && t.PathTo(p).IsDirect()
 }
 
 // dcutrReady reports whether the DCUtR service registered its handler, which

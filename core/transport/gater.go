@@ -14,7 +14,23 @@ type gater struct{ t *Transport }
 
 func (g gater) InterceptPeerDial(p peer.ID) bool { return g.t.admitted(p) }
 
-func (g gater) InterceptAddrDial(p peer.ID, _ ma.Multiaddr) bool { return g.t.admitted(p) }
+func (g gater) InterceptAddrDial(p peer.ID, a ma.Multiaddr) bool {
+	if !g.t.admitted(p) {
+		return false
+	}
+	if g.t.dialOK == nil {
+		return true
+	}
+	if isRelayAddr(a) {
+		// what is dialed is the relay: judge its address
+		before, _ := ma.SplitFunc(a, func(c ma.Component) bool { return c.Protocol().Code == ma.P_CIRCUIT })
+		a, _ = peer.SplitAddr(before)
+		if a == nil {
+			return false
+		}
+	}
+	return g.t.dialOK(a)
+}
 
 // InterceptAccept runs before the handshake, when the peer is not known yet.
 func (g gater) InterceptAccept(network.ConnMultiaddrs) bool { return true }

@@ -97,12 +97,13 @@ type msgStream struct {
 func (ms *msgStream) exchange(ctx context.Context, msg []byte) error {
 	stop := context.AfterFunc(ctx, func() { ms.s.Reset() })
 	defer stop()
-	if d, ok := ctx.Deadline(); ok {
-		ms.s.SetDeadline(d)
-	} else {
-		ms.s.SetDeadline(time.Time{})
-	}
 	if err := writeMsg(ms.w, msg); err != nil {
+		// The receiver may have refused the length before we finished
+		// writing: its verdict is what the caller needs.
+		ms.s.SetReadDeadline(time.Now().Add(time.Second))
+		if rerr := readResponse(ms.r); errors.Is(rerr, ErrTooLarge) {
+			return rerr
+		}
 		return ctxErr(ctx, fmt.Errorf("write: %w", err))
 	}
 	if err := readResponse(ms.r); err != nil {

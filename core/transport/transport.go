@@ -51,6 +51,10 @@ type Options struct {
 	// that members can reach it through them. They are admitted by the
 	// gater even when Allow does not list them.
 	StaticRelays []peer.AddrInfo
+	// DialFilter, when set, vetoes dialing an address (return false to
+	// refuse), e.g. private ranges on a public relay host. Relay addresses
+	// are checked as the relay's own address.
+	DialFilter func(ma.Multiaddr) bool
 	// EnableHolePunching turns on DCUtR (with application retries) and
 	// simultaneous connect.
 	EnableHolePunching bool
@@ -120,6 +124,7 @@ type Transport struct {
 	allow   func(peer.ID) bool
 	maxMsg  int
 	punch   bool
+	dialOK  func(ma.Multiaddr) bool
 	relays  map[peer.ID]peer.AddrInfo
 	hps     *holepunch.Service
 	mdnsSvc mdns.Service
@@ -173,6 +178,7 @@ func New(ctx context.Context, o Options) (*Transport, error) {
 		allow:     o.Allow,
 		maxMsg:    o.MaxMessageSize,
 		punch:     o.EnableHolePunching,
+		dialOK:    o.DialFilter,
 		relays:    map[peer.ID]peer.AddrInfo{},
 		events:    make(chan Event, 256),
 		paths:     map[peer.ID]Path{},

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -148,5 +149,323 @@ func TestConnectAndSend(t *testing.T) {
 	}
 	if p := b.PathTo(a.ID()); p != transport.PathLAN {
 		t.Errorf("b.PathTo(a) = %s, want lan", p)
+	}
+}
+
+func TestGaterRejectsNonMember(t *testing.T) {
+	m := newMembers()
+	a := newTransport(t, m, nil)
+	b := newTransport(t, m, nil)
+	stranger := newTransport(t, newMembers(), func(o *transport.Options) {
+		o.Allow = func(peer.ID) bool { return true } // the stranger would talk to anyone
+	})
+	m.add(a.ID(), b.ID())
+	b.Handle(func(context.Context, peer.ID, []byte) error { return nil })
+	stranger.Handle(func(context.Context, peer.ID, []byte) error { return nil })
+	introduce(a, stranger)
+	introduce(stranger, b)
+	ctx := ctxT(t, 20*time.Second)
+
+	t.Run("outbound to non-member", func(t *testing.T) {
+		_, err := a.Connect(ctx, stranger.ID())
+		if !errors.Is(err, transport.ErrNotAllowed) {
+			t.Fatalf("Connect to stranger: err = %v, want ErrNotAllowed", err)
+		}
+		if err := a.Send(ctx, stranger.ID(), []byte("x")); !errors.Is(err, transport.ErrNotAllowed) {
+			t.Fatalf("Send to stranger: err = %v, want ErrNotAllowed", err)
+		}
+	})
+	t.Run("inbound from non-member", func(t *testing.T) {
+		_, err := stranger.Connect(ctx, b.ID())
+		if err == nil {
+			t.Fatal("stranger connected to a member")
+		}
+		if err := stranger.Send(ctx, b.ID(), []byte("x")); err == nil {
+			t.Fatal("stranger's message was accepted")
+		}
+		if p := b.PathTo(stranger.ID()); p.Live() {
+			t.Fatalf("b has a %s path to the stranger", p)
+		}
+		if n := len(b.Host().Network().ConnsToPeer(stranger.ID())); n != 0 {
+			t.Fatalf("b keeps %d connections to the stranger", n)
+		}
+	})
+	t.Run("members still connect", func(t *testing.T) {
+		introduce(a, b)
+		if err := a.Send(ctx, b.ID(), []byte("hi")); err != nil {
+			t.Fatalf("member Send: %v", err)
+		}
+	})
+}
+
+func TestHandlerErrorIsNACK(t *testing.T) {
+	a, b, _ := pair(t, nil)
+	b.Handle(func(_ context.Context, _ peer.ID, msg []byte) error {
+		if string(msg) == "bad" {
+			return errors.New("envelope: bad signature")
+		}
+		return nil
+	})
+	ctx := ctxT(t, 20*time.Second)
+	err := a.Send(ctx, b.ID(), []byte("bad"))
+	var re *transport.RemoteError
+	if !errors.Is(err, transport.ErrRejected) || !errors.As(err, &re) {
+		t.Fatalf("Send(bad): err = %v, want a *RemoteError matching ErrRejected", err)
+	}
+	if re.Reason != "envelope: bad signature" {
+		t.Errorf("reason = %q, want the handler's error text", re.Reason)
+	}
+	// The stream survives a NACK: the next message is ACKed.
+	if err := a.Send(ctx, b.ID(), []byte("good")); err != nil {
+		t.Fatalf("Send(good) after a NACK: %v", err)
+	}
+	// No handler at all is a NACK too, not a hang.
+	b.Handle(nil)
+	if err := a.Send(ctx, b.ID(), []byte("good")); !errors.Is(err, transport.ErrRejected) {
+		t.Fatalf("Send with no remote handler: err = %v, want ErrRejected", err)
+	}
+}
+
+func TestHandlerPanicIsNACK(t *testing.T) {
+	a, b, _ := pair(t, nil)
+	b.Handle(func(context.Context, peer.ID, []byte) error { panic("boom") })
+	err := a.Send(ctxT(t, 20*time.Second), b.ID(), []byte("x"))
+	if !errors.Is(err, transport.ErrRejected) {
+		t.Fatalf("err = %v, want ErrRejected", err)
+	}
+}
+
+func TestMessageSizeLimit(t *testing.T) {
+	const limit = 64 << 10
+	m := newMembers()
+	a := newTransport(t, m, func(o *transport.Options) { o.MaxMessageSize = 4 * limit })
+	b := newTransport(t, m, func(o *transport.Options) { o.MaxMessageSize = limit })
+	m.add(a.ID(), b.ID())
+	introduce(a, b)
+	introduce(b, a)
+	var got [][]byte
+	var mu sync.Mutex
+	b.Handle(func(_ context.Context, _ peer.ID, msg []byte) error {
+		mu.Lock()
+		got = append(got, msg)
+		mu.Unlock()
+		return nil
+	})
+	ctx := ctxT(t, 30*time.Second)
+	tests := []struct {
+		name    string
+		from    *transport.Transport
+		to      *transport.Transport
+		size    int
+		wantErr error
+	}{
+		{"at the limit", a, b, limit, nil},
+		{"empty", a, b, 0, nil},
+		{"over the receiver's limit", a, b, limit + 1, transport.ErrTooLarge},
+		{"over the sender's limit", b, a, limit + 1, transport.ErrTooLarge},
+		{"fine again after a refusal", a, b, 1000, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			msg := bytes.Repeat([]byte{0xA5}, tt.size)
+			err := tt.from.Send(ctx, tt.to.ID(), msg)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("Send(%d bytes): err = %v, want %v", tt.size, err, tt.wantErr)
+			}
+		})
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 3 || len(got[0]) != limit || len(got[1]) != 0 || len(got[2]) != 1000 {
+		sizes := []int{}
+		for _, g := range got {
+			sizes = append(sizes, len(g))
+		}
+		t.Fatalf("handler saw sizes %v, want [%d 0 1000]", sizes, limit)
+	}
+}
+
+func TestCloseWhileSending(t *testing.T) {
+	a, b, _ := pair(t, nil)
+	entered := make(chan struct{}, 1)
+	b.Handle(func(ctx context.Context, _ peer.ID, _ []byte) error {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		<-ctx.Done() // hold the ack until b closes
+		return ctx.Err()
+	})
+	ctx := ctxT(t, 30*time.Second)
+	if _, err := a.Connect(ctx, b.ID()); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("receiver closes", func(t *testing.T) {
+		errc := make(chan error, 1)
+		go func() { errc <- a.Send(ctx, b.ID(), bytes.Repeat([]byte("x"), 1<<20)) }()
+		<-entered
+		b.Close()
+		select {
+		case err := <-errc:
+			if err == nil {
+				t.Fatal("Send returned nil although the receiver closed before acking")
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatal("Send did not return after the receiver closed")
+		}
+	})
+	t.Run("sender closes", func(t *testing.T) {
+		c, d, _ := pair(t, nil)
+		d.Handle(func(ctx context.Context, _ peer.ID, _ []byte) error { <-ctx.Done(); return nil })
+		errc := make(chan error, 8)
+		for range 8 {
+			go func() { errc <- c.Send(ctx, d.ID(), []byte("x")) }()
+		}
+		time.Sleep(300 * time.Millisecond)
+		if err := c.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		for range 8 {
+			select {
+			case err := <-errc:
+				if !errors.Is(err, transport.ErrClosed) {
+					t.Errorf("Send during Close: err = %v, want ErrClosed", err)
+				}
+			case <-time.After(15 * time.Second):
+				t.Fatal("Send did not return after Close")
+			}
+		}
+		if err := c.Send(ctx, d.ID(), []byte("x")); !errors.Is(err, transport.ErrClosed) {
+			t.Errorf("Send after Close: err = %v, want ErrClosed", err)
+		}
+		if err := c.Close(); err != nil {
+			t.Errorf("second Close: %v", err)
+		}
+	})
+}
+
+func TestSendCancelled(t *testing.T) {
+	a, b, _ := pair(t, nil)
+	release := make(chan struct{})
+	b.Handle(func(ctx context.Context, _ peer.ID, _ []byte) error {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	})
+	defer close(release)
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := a.Send(ctx, b.ID(), []byte("slow"))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want context.DeadlineExceeded", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("Send took %v after its deadline", d)
+	}
+}
+
+func TestConcurrentSends(t *testing.T) {
+	a, b, _ := pair(t, nil)
+	var mu sync.Mutex
+	seen := map[string]int{}
+	b.Handle(func(_ context.Context, _ peer.ID, msg []byte) error {
+		mu.Lock()
+		seen[string(msg)]++
+		mu.Unlock()
+		return nil
+	})
+	ctx := ctxT(t, 60*time.Second)
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 25 {
+				if err := a.Send(ctx, b.ID(), fmt.Appendf(nil, "%d-%d", w, i)); err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 200 {
+		t.Fatalf("handler saw %d distinct messages, want 200", len(seen))
+	}
+}
+
+func TestEvents(t *testing.T) {
+	a, b, _ := pair(t, nil)
+	b.Handle(func(context.Context, peer.ID, []byte) error { return nil })
+	ctx := ctxT(t, 20*time.Second)
+	if _, err := a.Connect(ctx, b.ID()); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, a, transport.EventConnected, b.ID(), transport.PathLAN)
+	b.Close()
+	waitEvent(t, a, transport.EventDisconnected, b.ID(), transport.PathNone)
+	if p := a.PathTo(b.ID()); p != transport.PathNone {
+		t.Fatalf("PathTo after the peer closed = %s, want none", p)
+	}
+}
+
+func waitEvent(t *testing.T, tr *transport.Transport, kind transport.EventKind, p peer.ID, path transport.Path) transport.Event {
+	t.Helper()
+	timeout := time.After(15 * time.Second)
+	for {
+		select {
+		case e := <-tr.Events():
+			if e.Kind == kind && e.Peer == p {
+				if e.Path != path {
+					t.Fatalf("event %s for %s: path %s, want %s", kind, p, e.Path, path)
+				}
+				return e
+			}
+		case <-timeout:
+			t.Fatalf("no %s event for %s", kind, p)
+		}
+	}
+}
+
+func TestAddrKinds(t *testing.T) {
+	m := newMembers()
+	tr := newTransport(t, m, nil)
+	addrs := tr.Addrs()
+	if len(addrs) < 2 {
+		t.Fatalf("Addrs = %v, want a TCP and a QUIC address", addrs)
+	}
+	for _, a := range addrs {
+		if a.Kind != transport.AddrLAN {
+			t.Errorf("%s: kind %s, want lan (loopback must never be published)", a.Multiaddr, a.Kind)
+		}
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	tests := []struct {
+		name string
+		o    transport.Options
+	}{
+		{"no identity", transport.Options{Allow: func(peer.ID) bool { return true }}},
+		{"short ed25519 key", transport.Options{Identity: ed25519.PrivateKey{1, 2, 3}, Allow: func(peer.ID) bool { return true }}},
+		{"wrong key type", transport.Options{Identity: "secret", Allow: func(peer.ID) bool { return true }}},
+		{"no allow", transport.Options{Identity: newKey(t)}},
+		{"bad listen addr", transport.Options{Identity: newKey(t), Allow: func(peer.ID) bool { return true }, ListenAddrs: []string{"127.0.0.1:4001"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr, err := transport.New(context.Background(), tt.o)
+			if err == nil {
+				tr.Close()
+				t.Fatal("New accepted invalid options")
+			}
+		})
 	}
 }
