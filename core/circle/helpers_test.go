@@ -78,24 +78,23 @@ func join(t testing.TB, c *clock, inviter *Circle, name string, members map[stri
 		t.Fatal(err)
 	}
 	members[string(nc.Self())] = nc
+	sends := map[*Circle][]Outgoing{inviter: u.Send, nc: nu.Send}
 	for _, m := range members {
 		if m != inviter && m != nc {
-			if _, err := m.ApplyOp(u.Op.Raw()); err != nil {
+			mu, err := m.ApplyOp(u.Op.Raw())
+			if err != nil {
 				t.Fatal(err)
 			}
+			sends[m] = mu.Send
 		}
 	}
-	deliver(t, inviter, u.Send, members)
-	deliver(t, nc, nu.Send, members)
+	for m, out := range sends {
+		deliver(t, m, out, members)
+	}
 	for _, m := range members {
-		if m == inviter || m == nc {
-			continue
+		if r := m.Requests(); len(r) != 0 {
+			t.Fatalf("%s still misses keys after the join: %+v", m.Self(), r)
 		}
-		// the others entered the new epoch when they applied the op: their
-		// hand-outs are re-requested here.
-		deliver(t, nc, requestsOf(m), members)
 	}
 	return nc
 }
-
-func requestsOf(c *Circle) []Outgoing { return c.Requests() }

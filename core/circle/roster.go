@@ -375,9 +375,11 @@ type Roster struct {
 }
 
 // computeEpoch sets Epoch = SHA-256("remora/v1/epoch" ‖ circle ID ‖ for each
-// member in peer ID order: uvarint len ‖ peer ID ‖ since-hash). Roles,
-// channels and settings do not change the epoch; any change of who holds the
-// keys does, and a re-added member yields a new epoch (new since-hash).
+// member in peer ID order: uvarint len ‖ peer ID ‖ since-hash ‖ 0xff ‖ the
+// hash of each applied remove op, sorted). Roles, channels and settings do
+// not change the epoch; any change of who holds the keys does. The removals
+// are included so an epoch never repeats: removing the newest member would
+// otherwise return to the epoch before it joined, whose secret it knew.
 func (r *Roster) computeEpoch() {
 	h := sha256.New()
 	h.Write([]byte("remora/v1/epoch"))
@@ -386,6 +388,10 @@ func (r *Roster) computeEpoch() {
 		h.Write(uv(uint64(len(m.Peer))))
 		h.Write([]byte(m.Peer))
 		h.Write(m.Since[:])
+	}
+	h.Write([]byte{0xff})
+	for _, x := range r.Removals() {
+		h.Write(x[:])
 	}
 	copy(r.Epoch[:], h.Sum(nil))
 }

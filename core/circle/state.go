@@ -72,6 +72,7 @@ type epochRecord struct {
 	Superseded time.Time `json:"superseded,omitzero"`
 	Secret     []byte    `json:"secret,omitempty"` // cached epoch secret once complete
 	Members    []peer.ID `json:"members"`          // the roster of this epoch
+	Removals   []Hash    `json:"removals"`         // its applied remove ops: whose contributions make its secret
 }
 
 // Circle is one circle as this device holds it: the verified roster log, the
@@ -275,7 +276,7 @@ func (c *Circle) enterEpoch(u *Update, before *Roster) {
 	if n := len(c.epochs); n > 0 && c.epochs[n-1].Superseded.IsZero() {
 		c.epochs[n-1].Superseded = now
 	}
-	rec := epochRecord{Epoch: r.Epoch, Seen: now}
+	rec := epochRecord{Epoch: r.Epoch, Seen: now, Removals: r.Removals()}
 	for _, m := range r.Members() {
 		rec.Members = append(rec.Members, m.Peer)
 	}
@@ -395,11 +396,8 @@ func (c *Circle) epochSecret(e Epoch) (EpochSecret, error) {
 		copy(s.secret[:], rec.Secret)
 		return s, nil
 	}
-	if e != c.log.Roster().Epoch {
-		return EpochSecret{}, fmt.Errorf("%w: secret of old epoch %s was never complete", ErrMissingSecret, e)
-	}
 	var parts [][32]byte
-	for _, h := range c.log.Roster().Removals() {
+	for _, h := range rec.Removals {
 		s, ok := c.contrib[h]
 		if !ok {
 			return EpochSecret{}, fmt.Errorf("%w: op %s", ErrMissingSecret, h)
@@ -426,12 +424,12 @@ func (c *Circle) EpochSecrets() ([]EpochSecret, error) {
 	}
 	for i := len(c.epochs) - 1; i >= 0; i-- {
 		rec := &c.epochs[i]
-		if rec.Superseded.IsZero() || now.Sub(rec.Superseded) > c.opts.EpochGrace || len(rec.Secret) != 32 {
+		if rec.Superseded.IsZero() || now.Sub(rec.Superseded) > c.opts.EpochGrace || rec.Epoch == c.log.Roster().Epoch {
 			continue
 		}
-		s := EpochSecret{Circle: c.log.circle, Epoch: rec.Epoch}
-		copy(s.secret[:], rec.Secret)
-		out = append(out, s)
+		if s, err := c.epochSecret(rec.Epoch); err == nil {
+			out = append(out, s)
+		}
 	}
 	return out, err
 }
