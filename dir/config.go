@@ -104,6 +104,8 @@ func explainJSON(err error) string {
 	switch {
 	case errors.As(err, &te) && te.Field != "":
 		return fmt.Sprintf("%q must be a %s, got %s", te.Field, expected(te.Field), te.Value)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "not valid JSON: it ends too early"
 	case errors.As(err, &se):
 		return fmt.Sprintf("not valid JSON at byte %d: %v", se.Offset, err)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):

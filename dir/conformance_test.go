@@ -92,3 +92,13 @@ func (w testWriter) Write(p []byte) (int, error) {
 func TestConformance(t *testing.T) {
 	channeltest.Run(t, dir.New(), newHarness)
 }
+
+// TestConformanceSubprocess runs the kit against dir as a real adapter
+// process: this test binary re-executed, served by sdk.Serve, reached
+// through sdk/host over go-plugin with AutoMTLS.
+func TestConformanceSubprocess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an adapter process per case; run without -short")
+	}
+	channeltest.Run(t, dir.New(), newHarness, channeltest.Self())
+}
