@@ -38,6 +38,10 @@ type Config struct {
 	FailCode      sdk.Code     `json:"fail_code,omitempty"`
 	FailMessage   string       `json:"fail_message,omitempty"`
 	RetryAfter    sdk.Duration `json:"retry_after,omitempty"`
+	// FailReopen makes Configure fail as FailConfigure does, but only when
+	// the state directory already holds a log: on the reopen after a
+	// restart.
+	FailReopen bool `json:"fail_reopen,omitempty"`
 	// ItemFail makes Publish fail every item whose data is "fail" with
 	// FailCode (the others succeed).
 	ItemFail bool `json:"item_fail,omitempty"`
@@ -77,6 +81,11 @@ func (Adapter) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.Cha
 	if len(req.Config) > 0 {
 		if err := json.Unmarshal(req.Config, &cfg); err != nil {
 			return nil, sdk.Errorf(sdk.CodeBadConfig, "mem: config: %v", err)
+		}
+	}
+	if cfg.FailReopen && req.StateDir != "" {
+		if _, err := os.Stat(filepath.Join(req.StateDir, "mem.log")); err == nil {
+			cfg.FailConfigure = true
 		}
 	}
 	if cfg.FailConfigure {

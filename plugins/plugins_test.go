@@ -1,0 +1,401 @@
+package plugins_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/remora-p2p/remora/plugins"
+	"github.com/remora-p2p/remora/sdk"
+	"github.com/remora-p2p/remora/sdk/host"
+	"github.com/remora-p2p/remora/sdk/host/hosttest"
+)
+
+func newSupervisor(t *testing.T, opts plugins.Options) *plugins.Supervisor {
+	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = quietLogger()
+	}
+	if opts.MinBackoff == 0 {
+		opts.MinBackoff = 50 * time.Millisecond
+	}
+	s := plugins.New(opts)
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func mustJSON(t *testing.T, v any) json.RawMessage {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func publish(ctx context.Context, ch sdk.Channel, data ...string) (sdk.PublishResponse, error) {
+	var req sdk.PublishRequest
+	for _, d := range data {
+		req.Items = append(req.Items, sdk.PublishItem{Data: []byte(d)})
+	}
+	return ch.Publish(ctx, req)
+}
+
+func TestBuiltin(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := plugins.Builtin("dir")
+	if cmd.Err != nil || cmd.Path != exe || !slices.Equal(cmd.Args, []string{exe, "adapter", "dir"}) {
+		t.Fatalf("Builtin(dir) = %q %q (err %v), want %s adapter dir", cmd.Path, cmd.Args, cmd.Err, exe)
+	}
+}
+
+// TestUnknownAdapter: a name neither built in nor installed is an error
+// listing what is available; nothing is looked up in PATH.
+func TestUnknownAdapter(t *testing.T) {
+	s := newSupervisor(t, plugins.Options{Builtins: []string{"mem", "spy"}, Dir: t.TempDir()})
+	for _, name := range []string{"nope", "sh", "true"} {
+		_, err := s.Open(context.Background(), name, sdk.ConfigureRequest{ChannelID: "c"})
+		if !errors.Is(err, plugins.ErrUnknownAdapter) {
+			t.Fatalf("open %s: %v, want ErrUnknownAdapter", name, err)
+		}
+		if !strings.Contains(err.Error(), `"`+name+`"`) || !strings.Contains(err.Error(), "available: mem, spy") {
+			t.Fatalf("error %q does not name %s and list the available adapters", err, name)
+		}
+	}
+}
+
+// TestSecretsAndProcesses: one process per adapter kind hosts all its
+// channels; each process sees only its own channels' secrets and none of
+// the host's environment.
+func TestSecretsAndProcesses(t *testing.T) {
+	s := newSupervisor(t, plugins.Options{Builtins: []string{"mem", "spy"}})
+	ctx := context.Background()
+	open := func(kind, id string, secrets map[string]string) *plugins.Channel {
+		ch, err := s.Open(ctx, kind, sdk.ConfigureRequest{ChannelID: id, Secrets: secrets})
+		if err != nil {
+			t.Fatalf("open %s/%s: %v", kind, id, err)
+		}
+		return ch
+	}
+	a := open("spy", "a", map[string]string{"token": "A"})
+	open("mem", "b", map[string]string{"password": "B"})
+	open("spy", "c", map[string]string{"key": "C"})
+	h := a.Health(ctx)
+	if want := "secrets=key=C,token=A env="; h.Message != want {
+		t.Fatalf("spy saw %q, want %q", h.Message, want)
+	}
+	hs := s.Health(ctx)
+	if len(hs) != 2 || hs[0].Name != "mem" || hs[1].Name != "spy" {
+		t.Fatalf("health %+v: want mem and spy", hs)
+	}
+	if !hs[0].Running || !hs[1].Running || hs[0].Pid == 0 || hs[0].Pid == hs[1].Pid {
+		t.Fatalf("health %+v: want two running processes", hs)
+	}
+	if len(hs[1].Channels) != 2 || hs[1].Channels[0].ID != "a" || hs[1].Channels[1].ID != "c" || hs[1].Channels[0].State != sdk.HealthOK {
+		t.Fatalf("spy channels %+v", hs[1].Channels)
+	}
+}
+
+// TestCrashRestart: an adapter that dies is restarted; the channel handed
+// out stays valid; calls during the restart fail with ErrUnavailable; the
+// cut Subscribe returns ErrUnavailable and resumes from its cursor with
+// nothing lost.
+func TestCrashRestart(t *testing.T) {
+	s := newSupervisor(t, plugins.Options{Builtins: []string{"mem"}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ch, err := s.Open(ctx, "mem", sdk.ConfigureRequest{ChannelID: "c", StateDir: t.TempDir(),
+		Config: mustJSON(t, hosttest.Config{CrashOn: "die"})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := publish(ctx, ch, "a", "b"); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan sdk.Delivery, 10)
+	subErr := make(chan error, 1)
+	go func() {
+		subErr <- ch.Subscribe(ctx, sdk.SubscribeRequest{}, sdk.SinkFunc(func(_ context.Context, d sdk.Delivery) error {
+			got <- d
+			return nil
+		}))
+	}()
+	var cursor []byte
+	for range 2 {
+		cursor = (<-got).Cursor
+	}
+	pid := s.Health(ctx)[0].Pid
+
+	if _, err := publish(ctx, ch, "die"); !errors.Is(err, sdk.ErrUnavailable) {
+		t.Fatalf("publish that kills the adapter: %v, want ErrUnavailable", err)
+	}
+	if err := <-subErr; !errors.Is(err, sdk.ErrUnavailable) {
+		t.Fatalf("subscribe cut by the crash: %v, want ErrUnavailable", err)
+	}
+	if _, err := publish(ctx, ch, "during"); !errors.Is(err, sdk.ErrUnavailable) {
+		t.Fatalf("publish during the restart: %v, want ErrUnavailable", err)
+	}
+
+	// The same channel works again once the process is back.
+	for {
+		_, err := publish(ctx, ch, "c")
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, sdk.ErrUnavailable) {
+			t.Fatalf("publish after restart: %v", err)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("adapter not back: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	h := s.Health(ctx)[0]
+	if !h.Running || h.Restarts != 1 || h.Pid == pid || h.Pid == 0 {
+		t.Fatalf("health after restart %+v: want running, 1 restart, a new pid", h)
+	}
+
+	// Resume from the cursor: the next item is the one published after the
+	// restart; from the start, everything survived.
+	stop := errors.New("enough")
+	var resumed []string
+	err = ch.Subscribe(ctx, sdk.SubscribeRequest{Cursor: cursor}, sdk.SinkFunc(func(_ context.Context, d sdk.Delivery) error {
+		resumed = append(resumed, string(d.Data))
+		return stop
+	}))
+	if !errors.Is(err, stop) || !slices.Equal(resumed, []string{"c"}) {
+		t.Fatalf("resumed subscription got %q (%v), want [c]", resumed, err)
+	}
+	var all []string
+	err = ch.Subscribe(ctx, sdk.SubscribeRequest{}, sdk.SinkFunc(func(_ context.Context, d sdk.Delivery) error {
+		all = append(all, string(d.Data))
+		if len(all) == 3 {
+			return stop
+		}
+		return nil
+	}))
+	if !errors.Is(err, stop) || !slices.Equal(all, []string{"a", "b", "c"}) {
+		t.Fatalf("full subscription got %q (%v), want [a b c]", all, err)
+	}
+}
+
+// TestConfigErrorsNotRestarted: Configure's configuration errors reach the
+// caller and are never retried, at Open and after a restart.
+func TestConfigErrorsNotRestarted(t *testing.T) {
+	s := newSupervisor(t, plugins.Options{Builtins: []string{"mem"}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, code := range []sdk.Code{sdk.CodeBadConfig, sdk.CodeAuthFailed, sdk.CodeNeedsUserAction} {
+		_, err := s.Open(ctx, "mem", sdk.ConfigureRequest{ChannelID: "bad-" + code.String(),
+			Config: mustJSON(t, hosttest.Config{FailConfigure: true, FailCode: code, FailMessage: "fix field x"})})
+		if sdk.CodeOf(err) != code || !strings.Contains(err.Error(), "fix field x") {
+			t.Fatalf("open: %v, want %v with the adapter's message", err, code)
+		}
+	}
+	if h := s.Health(ctx)[0]; !h.Running || h.Restarts != 0 {
+		t.Fatalf("health %+v: a configuration error must not restart the adapter", h)
+	}
+
+	// After a crash the channel is reopened; now its credentials fail.
+	ch, err := s.Open(ctx, "mem", sdk.ConfigureRequest{ChannelID: "reopen", StateDir: t.TempDir(),
+		Config: mustJSON(t, hosttest.Config{FailReopen: true, FailCode: sdk.CodeAuthFailed, FailMessage: "token revoked", CrashOn: "die"})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := publish(ctx, ch, "x"); err != nil {
+		t.Fatal(err)
+	}
+	publish(ctx, ch, "die")
+	for {
+		_, err := publish(ctx, ch, "y")
+		if errors.Is(err, sdk.ErrAuthFailed) {
+			break
+		}
+		if !errors.Is(err, sdk.ErrUnavailable) {
+			t.Fatalf("publish after restart: %v, want ErrUnavailable then ErrAuthFailed", err)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("reopen error never reported")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // a wrongly retrying supervisor would act now
+	h := s.Health(ctx)[0]
+	if h.Restarts != 1 || !h.Running {
+		t.Fatalf("health %+v: want exactly one restart", h)
+	}
+	var ch0 plugins.ChannelHealth
+	for _, c := range h.Channels {
+		if c.ID == "reopen" {
+			ch0 = c
+		}
+	}
+	if ch0.State != sdk.HealthDown || !strings.Contains(ch0.Message, "token revoked") {
+		t.Fatalf("channel health %+v: want down with the adapter's message", ch0)
+	}
+}
+
+// TestStartFailures: children that never complete the handshake make Open
+// fail promptly with a clear error, reported in Health.
+func TestStartFailures(t *testing.T) {
+	tests := []struct {
+		name string
+		want string
+	}{
+		{"slow", "timeout while waiting for plugin to start"},
+		{"wrong-cookie", "This binary is a plugin"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newSupervisor(t, plugins.Options{Builtins: []string{tt.name}, StartTimeout: 700 * time.Millisecond, MinBackoff: time.Hour})
+			start := time.Now()
+			_, err := s.Open(context.Background(), tt.name, sdk.ConfigureRequest{ChannelID: "c"})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("open: %v, want an error containing %q", err, tt.want)
+			}
+			if d := time.Since(start); d > 15*time.Second {
+				t.Fatalf("open took %v", d)
+			}
+			h := s.Health(context.Background())
+			if len(h) != 1 || h[0].Running || h[0].LastError == nil || !strings.Contains(h[0].LastError.Error(), tt.want) {
+				t.Fatalf("health %+v: want not running with the start error", h)
+			}
+			// While waiting to retry, Open says when.
+			_, err = s.Open(context.Background(), tt.name, sdk.ConfigureRequest{ChannelID: "c"})
+			if !errors.Is(err, sdk.ErrUnavailable) || sdk.RetryAfterOf(err) <= 0 {
+				t.Fatalf("open during backoff: %v, want ErrUnavailable with a retry-after", err)
+			}
+		})
+	}
+}
+
+// wrapperScript writes an executable that runs this test binary as
+// adapter kind: a stand-in for a third-party adapter binary.
+func wrapperScript(t *testing.T, kind string) string {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "my-adapter")
+	script := "#!/bin/sh\nexec '" + exe + "' adapter " + kind + " \"$@\"\n"
+	if err := os.WriteFile(path, []byte(script), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestInstall(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "plugins")
+	s := newSupervisor(t, plugins.Options{Dir: dir, Builtins: []string{"mem"}})
+	ctx := context.Background()
+	src := wrapperScript(t, "spy")
+	in, err := s.Install(ctx, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(src)
+	sum := sha256.Sum256(b)
+	if in.Name != "spy" || in.Version != "test" || in.SHA256 != hex.EncodeToString(sum[:]) {
+		t.Fatalf("installed %+v, want spy pinned at %x", in, sum)
+	}
+	fi, err := os.Stat(filepath.Join(dir, in.File))
+	if err != nil || fi.Mode().Perm() != 0o755 {
+		t.Fatalf("installed file: %v, mode %v; want 0755", err, fi.Mode())
+	}
+	list, err := s.Installed()
+	if err != nil || len(list) != 1 || list[0] != in {
+		t.Fatalf("Installed() = %+v, %v", list, err)
+	}
+	if got := s.Adapters(); !slices.Equal(got, []string{"mem", "spy"}) {
+		t.Fatalf("Adapters() = %v", got)
+	}
+	ch, err := s.Open(ctx, "spy", sdk.ConfigureRequest{ChannelID: "c"})
+	if err != nil {
+		t.Fatalf("open installed adapter: %v", err)
+	}
+	if _, err := publish(ctx, ch, "hello"); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("refused", func(t *testing.T) {
+		notAdapter := filepath.Join(t.TempDir(), "tool")
+		os.WriteFile(notAdapter, []byte("#!/bin/sh\necho hello\n"), 0o700)
+		tests := []struct{ path, want string }{
+			{wrapperScript(t, "mem"), "name of a built-in adapter"},
+			{notAdapter, "is it a remora adapter"},
+			{filepath.Join(t.TempDir(), "missing"), "no such file"},
+		}
+		for _, tt := range tests {
+			if _, err := s.Install(ctx, tt.path); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("install %s: %v, want an error containing %q", tt.path, err, tt.want)
+			}
+		}
+	})
+
+	t.Run("tampered", func(t *testing.T) {
+		f, err := os.OpenFile(filepath.Join(dir, in.File), os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString("# changed\n")
+		f.Close()
+		s2 := newSupervisor(t, plugins.Options{Dir: dir, MinBackoff: 10 * time.Millisecond})
+		_, err = s2.Open(ctx, "spy", sdk.ConfigureRequest{ChannelID: "c"})
+		if !errors.Is(err, host.ErrChecksum) || !strings.Contains(err.Error(), "modified after it was installed") {
+			t.Fatalf("open tampered adapter: %v, want ErrChecksum", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+		h := s2.Health(ctx)
+		if len(h) != 1 || h[0].Failed == nil || h[0].Restarts != 0 {
+			t.Fatalf("health %+v: want failed, never restarted", h)
+		}
+	})
+}
+
+func TestClose(t *testing.T) {
+	s := newSupervisor(t, plugins.Options{Builtins: []string{"mem"}})
+	ctx := context.Background()
+	ch, err := s.Open(ctx, "mem", sdk.ConfigureRequest{ChannelID: "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Open(ctx, "mem", sdk.ConfigureRequest{ChannelID: "c"}); err == nil {
+		t.Fatal("opened the same channel ID twice")
+	}
+	subErr := make(chan error, 1)
+	go func() {
+		subErr <- ch.Subscribe(ctx, sdk.SubscribeRequest{}, sdk.SinkFunc(func(context.Context, sdk.Delivery) error { return nil }))
+	}()
+	time.Sleep(200 * time.Millisecond)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-subErr:
+		if err == nil {
+			t.Fatal("subscribe ended without an error when the supervisor closed")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("subscribe still running after Close")
+	}
+	if _, err := publish(ctx, ch, "x"); !errors.Is(err, plugins.ErrClosed) {
+		t.Fatalf("publish after close: %v, want ErrClosed", err)
+	}
+	if _, err := s.Open(ctx, "mem", sdk.ConfigureRequest{ChannelID: "d"}); !errors.Is(err, plugins.ErrClosed) {
+		t.Fatalf("open after close: %v, want ErrClosed", err)
+	}
+}
