@@ -105,6 +105,9 @@ func (o *Opener) Open(channel string, raw []byte) (*Message, error) {
 
 	var ek *EpochKeys
 	for _, e := range o.keys.Epochs() {
+		if e == nil || e.tag == nil {
+			continue
+		}
 		if hmac.Equal(e.routingTag(channel, nonce), tag) {
 			ek = e
 			break
@@ -150,11 +153,19 @@ func (o *Opener) Open(channel string, raw []byte) (*Message, error) {
 					continue
 				}
 				if p, err := aead.Open(nil, nonce, raw[HeaderSize:], header); err == nil {
-					pt, opened, candidates = p, true, []Member{m}
+					pt, opened = p, true
 					break
 				}
 			}
 			if opened {
+				// The sender is the one whose message key opened it.
+				var same []Member
+				for _, c := range candidates {
+					if c.ID == m.ID {
+						same = append(same, c)
+					}
+				}
+				candidates = same
 				break
 			}
 		}
@@ -232,7 +243,14 @@ func (o *Opener) Open(channel string, raw []byte) (*Message, error) {
 			return nil, fail(ErrPending, candidates[0].ID, "fragment %d of %d of message %v", index, count, id)
 		}
 		signed = whole
-		candidates = candidates[:1]
+		// The reassembly key named this sender.
+		var same []Member
+		for _, c := range candidates {
+			if c.ID == candidates[0].ID {
+				same = append(same, c)
+			}
+		}
+		candidates = same
 	}
 
 	// Verify before parsing: M ‖ signature, M exactly as carried.

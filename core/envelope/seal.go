@@ -145,8 +145,8 @@ func PaddedSize(n, maxSize int) int {
 type encryptFunc func(header, plaintext []byte) ([]byte, error)
 
 func (s *Sealer) seal(ek *EpochKeys, from Signer, suite Suite, rcpt peer.ID, keyID KeyID, d Draft, r Route, encrypt encryptFunc) (*Sealed, error) {
-	if ek == nil {
-		return nil, errors.New("no epoch keys")
+	if ek == nil || ek.tag == nil || ek.hint == nil {
+		return nil, errors.New("no epoch keys: build them with NewEpochKeys")
 	}
 	if err := checkPeerID(from.ID); err != nil {
 		return nil, fmt.Errorf("sender: %w", err)

@@ -479,3 +479,34 @@ func TestUnknownKindOpens(t *testing.T) {
 		t.Fatalf("m = %v, err = %v", m, err)
 	}
 }
+
+// TestBadKeysDoNotPanic: a Keys implementation returning nil or malformed
+// entries makes envelopes fail to open, not crash the node.
+func TestBadKeysDoNotPanic(t *testing.T) {
+	w := newWorld(t)
+	route := Route{Channel: testChannel, MaxSize: 1024}
+	bc, err := (&Sealer{}).Broadcast(w.cur, w.alice.signer(), w.alice.msgKey(w.cur.Epoch), w.draft([]byte("x")), route)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dc, err := (&Sealer{}).Direct(w.cur, w.alice.signer(), w.bob.recipient(), w.draft([]byte("x")), route)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := w.view(w.bob)
+	v.epochs = append([]*EpochKeys{nil, {}}, v.epochs...)
+	for e := range v.members {
+		v.members[e] = append([]Member{{}, {ID: w.alice.id, Key: []byte{1, 2}}}, v.members[e]...)
+	}
+	v.chains[w.cur.Epoch][w.alice.id] = [][]byte{nil, {1}, w.alice.msgKey(w.cur.Epoch)}
+	v.boxes = append([]hpke.PrivateKey{nil}, v.boxes...)
+	o := NewOpener(v, w.bob.id, OpenOptions{Now: w.clock()})
+	for _, env := range [][]byte{bc.Envelopes[0], dc.Envelopes[0]} {
+		if _, err := o.Open(testChannel, env); err != nil {
+			t.Fatalf("valid envelope next to bad keys: %v", err)
+		}
+	}
+	if _, err := (&Sealer{}).Broadcast(&EpochKeys{}, w.alice.signer(), w.alice.msgKey(w.cur.Epoch), w.draft(nil), route); err == nil {
+		t.Fatal("sealed under EpochKeys not made by NewEpochKeys")
+	}
+}
