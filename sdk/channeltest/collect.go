@@ -150,7 +150,14 @@ func (e *env) subscribe(ch sdk.Channel, cursor []byte, limit int) *subscription 
 		defer close(s.done)
 		s.err = ch.Subscribe(ctx, sdk.SubscribeRequest{Cursor: cursor}, s.c)
 	}()
-	e.t.Cleanup(func() { cancel(); <-s.done })
+	e.t.Cleanup(func() {
+		cancel()
+		select {
+		case <-s.done:
+		case <-time.After(prompt):
+			e.t.Errorf("Subscribe still running %v after its context was cancelled", prompt)
+		}
+	})
 	return s
 }
 
