@@ -69,7 +69,9 @@ func (a memAdapter) caps() sdk.Capabilities {
 		Delete: sdk.DeleteAny, Idempotency: sdk.Idempotency{Level: sdk.IdempotencyStrong}}
 }
 
-func (a memAdapter) Info() sdk.Info { return sdk.Info{Name: "mem", Version: "test", Defaults: a.caps()} }
+func (a memAdapter) Info() sdk.Info {
+	return sdk.Info{Name: "mem", Version: "test", Defaults: a.caps()}
+}
 
 func (a memAdapter) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.Channel, error) {
 	var cfg struct{ Store string }
