@@ -489,7 +489,7 @@ func testLeaks(e *env) {
 		e.t.Error("Publish after Close succeeded, want an error")
 	}
 	e.b.stop(e.t) // subprocess mode: the process and its client go away
-	if err := goleak.Find(snapshot); err != nil {
+	if err := goleak.Find(append([]goleak.Option{snapshot}, e.cfg.leak...)...); err != nil {
 		e.t.Errorf("goroutines left after Close: %v", err)
 	}
 }

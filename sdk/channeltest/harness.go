@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/remora-p2p/remora/sdk"
 )
 
@@ -49,6 +51,7 @@ type config struct {
 	redelivery int
 	skip       map[string]string
 	command    func() *exec.Cmd
+	leak       []goleak.Option
 }
 
 func defaults() config {
@@ -83,6 +86,13 @@ func Redelivery(n int) Option { return func(c *config) { c.redelivery = n } }
 // or declaring the capability honestly; Skip is for backends that truly
 // cannot run a case here.
 func Skip(name, reason string) Option { return func(c *config) { c.skip[name] = reason } }
+
+// IgnoreGoroutines passes goleak options (goleak.IgnoreTopFunction, ...)
+// to the Leaks case, for goroutines a third-party library keeps by design
+// beyond the channel's Close. Each one needs a reason in a comment.
+func IgnoreGoroutines(opts ...goleak.Option) Option {
+	return func(c *config) { c.leak = append(c.leak, opts...) }
+}
 
 // Run runs every conformance case against adapter as subtests of t.
 //
