@@ -312,8 +312,12 @@ func (p *proc) run() {
 			}
 			return
 		}
+		var wait time.Duration
 		if err != nil {
 			p.lastErr = err
+			wait = p.backoff(failures)
+			failures++
+			p.nextTry = time.Now().Add(wait)
 			if errors.Is(err, host.ErrChecksum) {
 				p.fatal = fmt.Errorf("plugins: adapter %s at %s was modified after it was installed and will not be run: %w",
 					p.name, p.spec.where, err)
@@ -351,23 +355,21 @@ func (p *proc) run() {
 				_ = c.Close()
 				return
 			}
-			_ = c.Close() // reap and release go-plugin's resources
-			p.mu.Lock()
-			p.client = nil
-			p.lastErr = fmt.Errorf("adapter %s (pid %d) exited unexpectedly", p.name, c.Pid())
-			p.mu.Unlock()
 			if time.Since(up) > p.s.opts.StableAfter {
 				failures = 0
 			}
+			wait = p.backoff(failures)
+			failures++
+			p.mu.Lock()
+			p.client = nil
+			p.lastErr = fmt.Errorf("adapter %s (pid %d) exited unexpectedly", p.name, c.Pid())
+			p.nextTry = time.Now().Add(wait)
+			p.mu.Unlock()
+			_ = c.Close() // reap and release go-plugin's resources
 		}
-		d := p.backoff(failures)
-		failures++
-		p.mu.Lock()
-		p.nextTry = time.Now().Add(d)
-		p.mu.Unlock()
-		logger.Warn("adapter down; restarting", "in", d.Round(time.Millisecond), "error", p.lastErrOf())
+		logger.Warn("adapter down; restarting", "in", wait.Round(time.Millisecond), "error", p.lastErrOf())
 		select {
-		case <-time.After(d):
+		case <-time.After(wait):
 		case <-p.stop:
 			return
 		}

@@ -19,6 +19,10 @@ import (
 // ErrClosed is returned by calls on a channel or client after Close.
 var ErrClosed = errors.New("host: closed")
 
+// deadlineSkew is how early a DeadlineExceeded from the adapter may arrive
+// and still be the caller's own deadline.
+const deadlineSkew = 100 * time.Millisecond
+
 // closeTimeout bounds Channel.Close, which has no context.
 const closeTimeout = 5 * time.Second
 
@@ -306,6 +310,11 @@ func (c *Client) callError(ctx context.Context, err error) error {
 	}
 	switch st.Code() {
 	case codes.Canceled, codes.DeadlineExceeded:
+		// The server's timer for the caller's deadline may fire a moment
+		// before the caller's own context notices it.
+		if dl, ok := ctx.Deadline(); ok && st.Code() == codes.DeadlineExceeded && time.Until(dl) < deadlineSkew {
+			<-ctx.Done()
+		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
