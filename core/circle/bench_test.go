@@ -1,0 +1,58 @@
+package circle
+
+import (
+	"testing"
+	"time"
+
+	"github.com/remora-p2p/remora/core/identity"
+)
+
+// benchLog builds a log of 200 ops leaving 50 members: 60 adds, 10
+// removals, 130 role/channel/settings changes, signed by the creator.
+func benchLog(b *testing.B) [][]byte {
+	c := &clock{time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)}
+	k, err := identity.Create(b.TempDir(), identity.Options{Now: c.Now, Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	a, _, err := Create(k, "bench", "admin", false, opts(c))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var ids []*identity.Identity
+	for i := 0; i < 60; i++ {
+		id, _ := identity.Generate(nil)
+		pre := id.SignPrekey(k.Current().Public, c.t, c.t.Add(time.Hour))
+		if _, err := a.AddMember(id.PeerID(), pre, "m", RoleMember); err != nil {
+			b.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	for i := 0; i < 11; i++ {
+		if _, err := a.RemoveMember(ids[i].PeerID()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for a.log.Len() < 200 {
+		if _, err := a.SetRole(ids[20+a.log.Len()%30].PeerID(), Role(1+a.log.Len()%2)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if n := a.Roster().Len(); n != 50 {
+		b.Fatalf("%d members, want 50", n)
+	}
+	return a.Ops()
+}
+
+// BenchmarkVerifyRoster verifies a 200-op log with 50 members from scratch:
+// every signature, parent link and authorization.
+func BenchmarkVerifyRoster(b *testing.B) {
+	ops := benchLog(b)
+	b.ResetTimer()
+	for b.Loop() {
+		l, err := VerifyLog(ops)
+		if err != nil || l.Roster().Len() != 50 {
+			b.Fatal(err)
+		}
+	}
+}
