@@ -1,6 +1,8 @@
 package envelope
 
 import (
+	"crypto/ed25519"
+	"crypto/hpke"
 	"fmt"
 	"testing"
 )
@@ -110,4 +112,32 @@ func TestOverheadFigures(t *testing.T) {
 	if got := len(sealed.Envelopes[0]); got != 512 { // 100 + 220 → 512 bucket
 		t.Fatalf("direct 100-byte body: %d wire bytes, want 512", got)
 	}
+}
+
+// BenchmarkBaseline measures the primitives an envelope costs, in the same
+// run, so figures from a loaded machine can be read as ratios.
+func BenchmarkBaseline(b *testing.B) {
+	w := newWorld(b)
+	msg := seeded("bench body", 1024+FieldsSize)
+	sig := ed25519.Sign(w.alice.sign, msg)
+	pub := w.alice.sign.Public().(ed25519.PublicKey)
+	b.Run("ed25519-sign/1KiB", func(b *testing.B) {
+		for b.Loop() {
+			ed25519.Sign(w.alice.sign, msg)
+		}
+	})
+	b.Run("ed25519-verify/1KiB", func(b *testing.B) {
+		for b.Loop() {
+			if !ed25519.Verify(pub, msg, sig) {
+				b.Fatal("verify")
+			}
+		}
+	})
+	b.Run("hpke-x25519-seal/1KiB", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := hpke.Seal(w.bob.box.PublicKey(), hpke.HKDFSHA256(), hpke.ChaCha20Poly1305(), nil, msg); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

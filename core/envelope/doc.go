@@ -50,9 +50,36 @@
 // ‖ box-key ID; the key ID is never carried: the recipient tries its current
 // and previous prekeys.
 //
-// # Keys
+// # Padding and fragments
 //
-// Open takes every key through the Keys interface (implemented by the node
-// from package circle and package identity); package envelope imports
-// neither.
+// Each envelope is padded (zeros inside the AEAD, after the explicit slice
+// length) to a bucket — 256 B, 512 B, … 64 KiB, then multiples of 64 KiB —
+// capped by the route's MaxSize. A message that does not fit one envelope
+// is split: every fragment is a complete envelope with its own nonce, tag,
+// hint (and HPKE encapsulation), carrying a slice of M ‖ signature; the
+// signature covers the message ID and fragment count, so the one signature
+// authenticates the reassembled message. A Reassembler holds fragments
+// within fixed Limits. For text channels, Armor.MaxEnvelope turns the
+// channel's limit in characters into Route.MaxSize.
+//
+// # Opening and errors
+//
+// Open takes every key through the Keys interface (implemented by package
+// circle over package identity's keys; package envelope imports neither)
+// and classifies every failure with a sentinel inside an *OpenError:
+// ErrNotForUs (ignore), ErrKeyNotYet (hold the raw envelope, retry when the
+// sender's key arrives), ErrPending (a fragment was stored; not a failure),
+// ErrNotMember, ErrForged, ErrMalformed, ErrUnsupported, ErrExpired,
+// ErrFuture, ErrReplay (drop and count). Open never panics on any input
+// (FuzzOpen) and never returns a message whose signature it did not verify
+// against the roster's key for the sender.
+//
+// # Replay
+//
+// A message is accepted only while its timestamp is within
+// [now − MaxAge − MaxSkew, now + MaxSkew] and now ≤ expiry + MaxSkew, so a
+// dedupe set of (sender, message ID) — DedupeKey — needs to keep each entry
+// only until Message.DedupeUntil. The node keeps it in its store, in the
+// same transaction as the inbox insert; Window is an in-memory ReplayStore.
+// Sequence numbers are signed and returned for gap detection only.
 package envelope
