@@ -11,6 +11,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 // Version is the record format version.
@@ -105,12 +106,17 @@ var (
 
 // ForChannel returns a copy without LAN addresses, for publishing to a
 // channel (a service operator must never learn home network addresses).
+// Loopback addresses are kept: they say nothing about anyone's network and
+// let nodes on one host (several users, tests, the demo) find each other.
 // relayOnly keeps relay addresses only, hiding the peer's own IPs.
 func (r *Record) ForChannel(relayOnly bool) *Record {
 	c := *r
 	c.Addrs = nil
 	for _, a := range r.Addrs {
-		if a.Kind == KindLAN || (relayOnly && a.Kind != KindRelay) {
+		if relayOnly && a.Kind != KindRelay {
+			continue
+		}
+		if a.Kind == KindLAN && !manet.IsIPLoopback(a.Addr) {
 			continue
 		}
 		c.Addrs = append(c.Addrs, a)

@@ -29,6 +29,7 @@ func testRecord(t testing.TB, key ed25519.PrivateKey) *Record {
 		Expiry:   t0.Add(time.Hour),
 		Addrs: []Address{
 			{Addr: ma.StringCast("/ip4/192.168.1.20/udp/4001/quic-v1"), Kind: KindLAN, ObservedAt: t0},
+			{Addr: ma.StringCast("/ip4/127.0.0.1/tcp/4001"), Kind: KindLAN, ObservedAt: t0},
 			{Addr: ma.StringCast("/ip4/198.51.100.7/tcp/4001"), Kind: KindObserved, Observers: 3, ObservedAt: t0},
 			{Addr: ma.StringCast("/ip4/203.0.113.9/tcp/4001/p2p/12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo/p2p-circuit"), Kind: KindRelay, ObservedAt: t0},
 		},
@@ -72,7 +73,7 @@ func TestForChannel(t *testing.T) {
 		relayOnly bool
 		want      []Kind
 	}{
-		{"no LAN addresses", false, []Kind{KindObserved, KindRelay}},
+		{"no LAN addresses but loopback", false, []Kind{KindLAN, KindObserved, KindRelay}},
 		{"relay only", true, []Kind{KindRelay}},
 	}
 	for _, tt := range tests {
@@ -85,7 +86,7 @@ func TestForChannel(t *testing.T) {
 			if !equalKinds(got, tt.want) {
 				t.Errorf("kinds %v, want %v", got, tt.want)
 			}
-			if len(r.Addrs) != 3 {
+			if len(r.Addrs) != 4 {
 				t.Error("ForChannel modified the original")
 			}
 		})

@@ -1,0 +1,263 @@
+package node
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/remora-p2p/remora/core/delivery"
+	"github.com/remora-p2p/remora/core/envelope"
+	"github.com/remora-p2p/remora/sdk"
+)
+
+// Channel is one configured channel the node carries envelopes on.
+type Channel struct {
+	// Name is the local name ("git-main"); cursors are stored under it.
+	Name string
+	// ID is the circle-wide channel ID, the same for every member (it is
+	// hashed into routing tags). Default: Name.
+	ID string
+	// Adapter is the adapter kind ("dir", "imap", ...), for display.
+	Adapter string
+	// Impl is the configured channel (in-process or through plugins).
+	Impl sdk.Channel
+	// ArmorPrefix is the armor prefix on text channels (default "rm1").
+	ArmorPrefix string
+}
+
+// channel is a running Channel.
+type channel struct {
+	Channel
+	caps   sdk.Capabilities
+	armor  envelope.Armor
+	pacer  *delivery.Pacer
+	maxEnv int // largest raw envelope, bytes
+
+	mu        sync.Mutex
+	lastErr   error
+	state     sdk.HealthState
+	boardSeen map[string][32]byte // board key -> hash of the value last processed
+
+	received, published, dropped atomic.Int64
+}
+
+func newChannel(c Channel) (*channel, error) {
+	if c.ID == "" {
+		c.ID = c.Name
+	}
+	if c.ArmorPrefix == "" {
+		c.ArmorPrefix = "rm1"
+	}
+	ch := &channel{Channel: c, caps: c.Impl.Capabilities(), state: sdk.HealthOK, boardSeen: map[string][32]byte{}}
+	if err := ch.caps.Validate(); err != nil {
+		return nil, fmt.Errorf("channel %s: %w", c.Name, err)
+	}
+	ch.maxEnv = ch.caps.MaxPayload
+	if ch.caps.Text {
+		a, err := envelope.NewArmor(c.ArmorPrefix)
+		if err != nil {
+			return nil, fmt.Errorf("channel %s: armor: %w", c.Name, err)
+		}
+		ch.armor = a
+		ch.maxEnv = a.MaxEnvelope(ch.caps.MaxPayload)
+	}
+	ch.pacer = delivery.NewPacer(delivery.PacerOptions{
+		RateLimit: ch.caps.RateLimit,
+		MaxBatch:  max(ch.caps.MaxBatch, 0),
+		Linger:    5 * time.Millisecond,
+	})
+	return ch, nil
+}
+
+func (c *channel) route() envelope.Route { return envelope.Route{Channel: c.ID, MaxSize: c.maxEnv} }
+
+// encode turns an envelope into what the channel carries.
+func (c *channel) encode(env []byte) []byte {
+	if c.caps.Text {
+		return []byte(c.armor.Encode(env))
+	}
+	return env
+}
+
+// decode finds the envelopes in an item as delivered.
+func (c *channel) decode(data []byte) [][]byte {
+	if len(data) == 0 {
+		return nil
+	}
+	if c.caps.Text {
+		return c.armor.Find(string(data))
+	}
+	return [][]byte{data}
+}
+
+// idempotencyKey is stable for an envelope, so a retried publish of the same
+// bytes is recognised by the service.
+func idempotencyKey(env []byte) string {
+	h := sha256.Sum256(env)
+	return base64.RawURLEncoding.EncodeToString(h[:18])
+}
+
+func (c *channel) setErr(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lastErr = err
+	switch {
+	case err == nil:
+		c.state = sdk.HealthOK
+	case sdk.CodeOf(err).Retryable():
+		c.state = sdk.HealthDegraded
+	default:
+		c.state = sdk.HealthDown
+	}
+}
+
+func (c *channel) health() (sdk.HealthState, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state, c.lastErr
+}
+
+// publish queues envelopes; done (optional) gets each result.
+func (c *channel) publish(envs [][]byte, prio delivery.Priority, replace string, to []string, done func(sdk.PublishResult)) {
+	for i, env := range envs {
+		rep := ""
+		if replace != "" && len(envs) == 1 {
+			rep = replace
+		} else if replace != "" {
+			rep = fmt.Sprintf("%s#%d", replace, i)
+		}
+		c.pacer.Enqueue(&delivery.Job{
+			Priority: prio,
+			Replace:  rep,
+			Item:     sdk.PublishItem{Data: c.encode(env), IdempotencyKey: idempotencyKey(env), To: to},
+			Done: func(r sdk.PublishResult) {
+				if r.Err == nil {
+					c.published.Add(1)
+				} else if !errors.Is(r.Err, delivery.ErrReplaced) {
+					c.setErr(r.Err)
+				}
+				if done != nil {
+					done(r)
+				}
+			},
+		})
+	}
+}
+
+// receiver is what a channel hands its envelopes to; it returns once the
+// envelope is durably handled (or deliberately dropped).
+type receiver func(ctx context.Context, c *channel, raw []byte) error
+
+// subscribe runs the channel's subscription until ctx ends, resuming from the
+// stored cursor, resubscribing after transient failures with backoff and from
+// scratch after a cursor-invalid error.
+func (c *channel) subscribe(ctx context.Context, log *slog.Logger, cursors cursorStore, recv receiver) {
+	backoff := 250 * time.Millisecond
+	for ctx.Err() == nil {
+		cur, err := cursors.Cursor(c.Name)
+		if err != nil {
+			log.Error("channel cursor unreadable", "channel", c.Name, "err", err)
+			return
+		}
+		err = c.Impl.Subscribe(ctx, sdk.SubscribeRequest{Cursor: cur}, sdk.SinkFunc(func(ctx context.Context, d sdk.Delivery) error {
+			for _, raw := range c.decode(d.Data) {
+				if err := recv(ctx, c, raw); err != nil {
+					return err
+				}
+			}
+			if d.Cursor != nil {
+				if err := cursors.PutCursor(c.Name, d.Cursor); err != nil {
+					return fmt.Errorf("save cursor: %w", err)
+				}
+			}
+			backoff = 250 * time.Millisecond
+			c.setErr(nil)
+			return nil
+		}))
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, sdk.ErrCursorInvalid) {
+			log.Warn("channel cursor invalid: rescanning from the earliest retained item", "channel", c.Name)
+			if err := cursors.PutCursor(c.Name, nil); err != nil {
+				log.Error("reset cursor", "channel", c.Name, "err", err)
+				return
+			}
+			continue
+		}
+		if err == nil {
+			err = errors.New("subscription ended")
+		}
+		c.setErr(err)
+		code := sdk.CodeOf(err)
+		if code == sdk.CodeAuthFailed || code == sdk.CodeBadConfig || code == sdk.CodeNeedsUserAction {
+			log.Error("channel needs the user", "channel", c.Name, "err", err)
+			backoff = 5 * time.Minute
+		} else {
+			log.Warn("channel subscription failed; retrying", "channel", c.Name, "err", err, "in", backoff)
+		}
+		wait := max(backoff, sdk.RetryAfterOf(err))
+		if !sleepJitter(ctx, wait) {
+			return
+		}
+		backoff = min(2*backoff, time.Minute)
+	}
+}
+
+// pollBoard reads every board entry and hands changed ones to recv.
+func (c *channel) pollBoard(ctx context.Context, recv receiver) error {
+	b, ok := c.Impl.(sdk.Board)
+	if !ok || !c.caps.Board {
+		return nil
+	}
+	resp, err := b.Get(ctx, sdk.GetRequest{})
+	if err != nil {
+		return fmt.Errorf("board get: %w", err)
+	}
+	for _, e := range resp.Entries {
+		h := sha256.Sum256(e.Value)
+		c.mu.Lock()
+		seen := c.boardSeen[e.Key] == h
+		c.mu.Unlock()
+		if seen {
+			continue
+		}
+		for _, raw := range c.decode(e.Value) {
+			if err := recv(ctx, c, raw); err != nil {
+				return err
+			}
+		}
+		c.mu.Lock()
+		c.boardSeen[e.Key] = h
+		c.mu.Unlock()
+	}
+	return nil
+}
+
+// sleepJitter sleeps d ± 20 %; false if ctx ended.
+func sleepJitter(ctx context.Context, d time.Duration) bool {
+	if d > 0 {
+		d += time.Duration(rand.Int64N(int64(d)/5+1)) - d/10
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// cursorStore persists channel cursors.
+type cursorStore interface {
+	Cursor(channel string) ([]byte, error)
+	PutCursor(channel string, cursor []byte) error
+}

@@ -1,0 +1,37 @@
+// Package node is the remora daemon's core: it joins identity, circles,
+// envelopes, the durable store, the libp2p transport and the channels into a
+// node that delivers every message exactly once to the app.
+//
+// # Paths
+//
+// A message goes out on the live path first (a libp2p stream, whose ack
+// means the recipient stored it durably), and to the channels when no live
+// path exists or no ack comes in time: one broadcast envelope per channel for
+// a group message, one direct envelope per recipient otherwise. A recipient
+// that reads a message from a channel answers with a signed ack (a direct
+// envelope of kind ack, batched), on the live path if it has one. Every copy
+// of a message carries the same message ID, so the recipient's inbox insert,
+// which dedupes by (sender, message ID) in the same transaction, stores it
+// once; the app reads the inbox through its own acked cursor.
+//
+// # Presence
+//
+// Each node publishes a signed presence record, sealed as a broadcast
+// envelope, to every channel of each circle on a jittered cadence: to the
+// channel's board under a key derived from the epoch secret where the
+// channel has one, else to its log (a queued record is replaced by a newer
+// one). Records on channels never hold LAN addresses; on the live path
+// members exchange full records (peer exchange). Received records feed the
+// transport's address book, and the node dials members it has no live path
+// to.
+//
+// # Joining
+//
+// A joiner holds no epoch secret, so its join request and the inviter's
+// welcome cannot carry a routing tag. They travel on the invite's rendezvous
+// channel in a frame of their own: version (1) ‖ frame type (1: 0x10 join
+// request, 0x11 welcome) ‖ the sealed blob from package circle (HPKE to the
+// recipient's box key, MACed with the invite token). Only a node with an open
+// invite or a pending join tries to open such frames; the frame type in
+// clear reveals to the service that a join happened, nothing more.
+package node

@@ -1,0 +1,182 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/remora-p2p/remora/core/circle"
+	"github.com/remora-p2p/remora/core/delivery"
+)
+
+// Join frame types (see the package documentation).
+const (
+	frameVersion = 1
+	frameJoin    = 0x10
+	frameWelcome = 0x11
+)
+
+func isJoinFrame(raw []byte) bool {
+	return len(raw) > 2 && raw[0] == frameVersion && (raw[1] == frameJoin || raw[1] == frameWelcome)
+}
+
+// pendingJoin is a join this node requested and waits to be welcomed into.
+type pendingJoin struct {
+	p    *circle.PendingJoin
+	done chan *circle.Circle
+}
+
+// NewCircle makes a new circle with this device as its admin.
+func (n *Node) NewCircle(name string) (*circle.Circle, error) {
+	c, _, err := circle.Create(n.opts.Keyring, name, n.opts.Name, false, n.circleOptions())
+	if err != nil {
+		return nil, fmt.Errorf("node: create circle: %w", err)
+	}
+	if err := n.saveCircle(c); err != nil {
+		return nil, err
+	}
+	n.addCircle(c)
+	n.log.Info("circle created", "circle", c.ID(), "name", name)
+	return c, nil
+}
+
+// NewInvite makes a single-use invite to a circle. hint names the channel ID the
+// joiner will rendezvous on (default: this node's first channel).
+func (n *Node) NewInvite(id circle.ID, hint string, ttl time.Duration) (circle.Invite, error) {
+	c, ok := n.circleOf(id)
+	if !ok {
+		return circle.Invite{}, fmt.Errorf("%w %s", ErrUnknownCircle, id)
+	}
+	if hint == "" {
+		if len(n.channels) == 0 {
+			return circle.Invite{}, errors.New("node: invite: no channel to rendezvous on; add one first (remora channel add)")
+		}
+		hint = n.channels[0].ID
+	}
+	if ttl <= 0 {
+		ttl = circle.MaxInviteTTL
+	}
+	inv, err := c.NewInvite(hint, ttl)
+	if err != nil {
+		return circle.Invite{}, err
+	}
+	if err := n.saveCircle(c); err != nil {
+		return circle.Invite{}, err
+	}
+	return inv, nil
+}
+
+// ErrNoRendezvous means the joiner has no channel the invite names.
+var ErrNoRendezvous = errors.New("node: join: no configured channel matches the invite's rendezvous hint")
+
+// JoinCircle asks to join the circle of an invite over the channel its hint names
+// and waits (until ctx ends) for the inviter's welcome.
+func (n *Node) JoinCircle(ctx context.Context, text string) (*circle.Circle, string, error) {
+	inv, err := circle.ParseInvite(strings.TrimSpace(text))
+	if err != nil {
+		return nil, "", err
+	}
+	req, pj, err := circle.RequestJoin(n.opts.Keyring, inv, n.opts.Name, n.opts.Now())
+	if err != nil {
+		return nil, "", err
+	}
+	var ch *channel
+	for _, c := range n.channels {
+		if c.ID == inv.Hint || c.Name == inv.Hint {
+			ch = c
+		}
+	}
+	if ch == nil {
+		var ids []string
+		for _, c := range n.channels {
+			ids = append(ids, c.ID)
+		}
+		return nil, "", fmt.Errorf("%w %q (configured: %s): add that channel first with `remora channel add`", ErrNoRendezvous, inv.Hint, strings.Join(ids, ", "))
+	}
+	wait := &pendingJoin{p: pj, done: make(chan *circle.Circle, 1)}
+	key := inv.Token.ID().String()
+	n.mu.Lock()
+	n.joins[key] = wait
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		delete(n.joins, key)
+		n.mu.Unlock()
+	}()
+	frame := append([]byte{frameVersion, frameJoin}, req...)
+	ch.publish([][]byte{frame}, delivery.PriorityControl, "", nil, nil)
+	n.log.Info("join requested; waiting for the inviter's welcome", "channel", ch.Name, "fingerprint", pj.Fingerprint())
+	select {
+	case c := <-wait.done:
+		return c, pj.Fingerprint(), nil
+	case <-ctx.Done():
+		return nil, pj.Fingerprint(), fmt.Errorf("node: join: no welcome yet (%w); the inviter's daemon must be running and reading %s", ctx.Err(), ch.Name)
+	}
+}
+
+// handleJoinFrame opens a join request (as inviter) or a welcome (as joiner).
+func (n *Node) handleJoinFrame(ctx context.Context, channelID string, raw []byte) error {
+	blob := raw[2:]
+	switch raw[1] {
+	case frameJoin:
+		for _, c := range n.allCircles() {
+			req, err := c.OpenJoin(blob)
+			if err != nil {
+				continue
+			}
+			before := c.Epoch()
+			welcome, u, err := c.Welcome(req)
+			if err != nil {
+				n.log.Warn("join request refused", "err", err)
+				n.event("join_refused", c.ID().String(), "a join request was refused: %v", err)
+				return nil
+			}
+			if err := n.saveCircle(c); err != nil {
+				return &storeError{err}
+			}
+			n.publishFrame(channelID, frameWelcome, welcome)
+			fp := req.Fingerprint(n.ID(), n.opts.Keyring.Current().Public)
+			n.log.Info("member joined", "circle", c.ID(), "member", req.Name, "fingerprint", fp)
+			n.event("member_joined", c.ID().String(), "%s joined; compare fingerprint %s with them", req.Name, fp)
+			n.afterUpdate(c, u, before)
+			return nil
+		}
+		n.count("ignored_join_request")
+	case frameWelcome:
+		n.mu.Lock()
+		var pending []*pendingJoin
+		for _, j := range n.joins {
+			pending = append(pending, j)
+		}
+		n.mu.Unlock()
+		for _, j := range pending {
+			c, u, err := circle.Join(n.opts.Keyring, j.p, blob, n.circleOptions())
+			if err != nil {
+				continue
+			}
+			if err := n.saveCircle(c); err != nil {
+				return &storeError{err}
+			}
+			n.addCircle(c)
+			n.afterUpdate(c, u, c.Epoch())
+			n.log.Info("joined circle", "circle", c.ID())
+			j.done <- c
+			n.poke()
+			return nil
+		}
+		n.count("ignored_welcome")
+	}
+	return nil
+}
+
+// publishFrame posts a join frame on the channel with the given ID.
+func (n *Node) publishFrame(channelID string, typ byte, blob []byte) {
+	for _, ch := range n.channels {
+		if ch.ID == channelID {
+			ch.publish([][]byte{append([]byte{frameVersion, typ}, blob...)}, delivery.PriorityControl, "", nil, nil)
+			return
+		}
+	}
+}

@@ -1,0 +1,364 @@
+package node
+
+import (
+	"context"
+	"crypto/hpke"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/remora-p2p/remora/core/circle"
+	"github.com/remora-p2p/remora/core/discovery"
+	"github.com/remora-p2p/remora/core/envelope"
+	"github.com/remora-p2p/remora/core/identity"
+	"github.com/remora-p2p/remora/core/presence"
+	"github.com/remora-p2p/remora/core/store"
+	"github.com/remora-p2p/remora/core/transport"
+)
+
+// Options configure a Node. Keyring and Store are required.
+type Options struct {
+	Keyring *identity.Keyring
+	Store   *store.DB
+	Logger  *slog.Logger
+	// Name is this device's display name in rosters.
+	Name string
+	// ListenAddrs are libp2p multiaddrs (default: TCP and QUIC on all interfaces).
+	ListenAddrs []string
+	Channels    []Channel
+	// MDNS announces this node on the LAN (trusted networks only).
+	MDNS bool
+	// Relay makes this node a circuit relay for its circles' members.
+	Relay *transport.RelayOptions
+	// ForceReachability overrides AutoNAT.
+	ForceReachability transport.Reachability
+	// PresenceInterval is the presence publishing cadence (jittered ±20 %).
+	PresenceInterval time.Duration
+	// BoardPollInterval is how often channel boards are read.
+	BoardPollInterval time.Duration
+	// LiveTimeout bounds a live-path attempt before a message goes to the channels.
+	LiveTimeout time.Duration
+	// AckDelay batches signed acks.
+	AckDelay time.Duration
+	// DefaultTTL is a message's life when the sender gives none.
+	DefaultTTL time.Duration
+	// MaxPendingPerPeer is the outbox quota per recipient.
+	MaxPendingPerPeer int
+	// Discovery sources beyond channels, PEX, mDNS and the cache (DNS, web, bootstrap).
+	Sources []discovery.Source
+	Now     func() time.Time
+}
+
+func (o *Options) fill() error {
+	if o.Keyring == nil || o.Store == nil {
+		return errors.New("node: Keyring and Store are required")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Name == "" {
+		o.Name = "device"
+	}
+	defaults := []struct {
+		d *time.Duration
+		v time.Duration
+	}{
+		{&o.PresenceInterval, 5 * time.Minute},
+		{&o.BoardPollInterval, 30 * time.Second},
+		{&o.LiveTimeout, 5 * time.Second},
+		{&o.AckDelay, 300 * time.Millisecond},
+		{&o.DefaultTTL, 7 * 24 * time.Hour},
+	}
+	for _, d := range defaults {
+		if *d.d <= 0 {
+			*d.d = d.v
+		}
+	}
+	if o.MaxPendingPerPeer <= 0 {
+		o.MaxPendingPerPeer = 10000
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return nil
+}
+
+// Node is a running remora node.
+type Node struct {
+	opts     Options
+	db       *store.DB
+	log      *slog.Logger
+	self     *identity.Identity
+	tr       *transport.Transport
+	opener   *envelope.Opener
+	sealer   envelope.Sealer
+	channels []*channel
+	disc     *discovery.Discovery
+	started  time.Time
+	ready    atomic.Bool
+
+	mu       sync.Mutex
+	circles  map[circle.ID]*circle.Circle
+	byEnv    map[envelope.CircleID]*circle.Circle
+	outbox   map[envelope.MessageID]*OutboxEntry
+	peers    map[peer.ID]*peerInfo
+	acks     map[ackKey][]envelope.MessageID // signed acks waiting to be batched
+	joins    map[string]*pendingJoin         // by invite token ID
+	notify   chan struct{}                   // closed and replaced when the inbox grows
+	events   []eventRec
+	evNotify chan struct{}
+	kick     chan peer.ID // deliver outbox entries pending for a peer now
+	wake     chan struct{}
+
+	counters sync.Map // name → *atomic.Int64
+}
+
+type ackKey struct {
+	circle circle.ID
+	to     peer.ID
+}
+
+type eventRec struct {
+	seq     int64
+	t       time.Time
+	kind    string
+	message string
+	ref     string
+}
+
+// peerInfo is what the node knows of one member.
+type peerInfo struct {
+	record   *presence.Record
+	raw      []byte // the signed record, for peer exchange
+	lastSeen time.Time
+	foundBy  string
+	dialing  bool
+}
+
+// New opens a node: its circles from the store, its transport, its channels.
+// Run starts its work.
+func New(ctx context.Context, opts Options) (*Node, error) {
+	if err := opts.fill(); err != nil {
+		return nil, err
+	}
+	n := &Node{
+		opts:     opts,
+		log:      opts.Logger,
+		self:     opts.Keyring.Identity(),
+		circles:  map[circle.ID]*circle.Circle{},
+		byEnv:    map[envelope.CircleID]*circle.Circle{},
+		outbox:   map[envelope.MessageID]*OutboxEntry{},
+		peers:    map[peer.ID]*peerInfo{},
+		acks:     map[ackKey][]envelope.MessageID{},
+		joins:    map[string]*pendingJoin{},
+		notify:   make(chan struct{}),
+		evNotify: make(chan struct{}),
+		kick:     make(chan peer.ID, 256),
+		wake:     make(chan struct{}, 1),
+		started:  opts.Now(),
+	}
+	n.sealer = envelope.Sealer{Now: opts.Now}
+	n.db = opts.Store
+	if err := n.loadCircles(); err != nil {
+		return nil, err
+	}
+	if err := n.loadOutbox(); err != nil {
+		return nil, err
+	}
+	for _, c := range opts.Channels {
+		ch, err := newChannel(c)
+		if err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+		n.channels = append(n.channels, ch)
+	}
+	n.opener = envelope.NewOpener(keys{n}, n.self.PeerID(), envelope.OpenOptions{Now: opts.Now})
+	n.disc = discovery.New(discovery.Options{Logger: n.log, Now: opts.Now}, n.discoverySources()...)
+	tr, err := transport.New(ctx, transport.Options{
+		Identity:           n.self.PrivateKey(),
+		ListenAddrs:        opts.ListenAddrs,
+		Allow:              n.isMember,
+		Logger:             n.log.With("subsystem", "transport"),
+		MDNS:               opts.MDNS,
+		RelayService:       opts.Relay,
+		EnableHolePunching: true,
+		ForceReachability:  opts.ForceReachability,
+		Clock:              opts.Now,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	n.tr = tr
+	tr.Handle(n.handleLive)
+	if err := n.loadPeerCache(); err != nil {
+		tr.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+func (n *Node) circleOptions() circle.Options {
+	return circle.Options{Now: n.opts.Now, Logger: n.log.With("subsystem", "circle")}
+}
+
+func (n *Node) addCircle(c *circle.Circle) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.circles[c.ID()] = c
+	n.byEnv[c.ID().EnvelopeID()] = c
+}
+
+// ID is this node's peer ID.
+func (n *Node) ID() peer.ID { return n.self.PeerID() }
+
+// Transport is the node's live path (for tests and diagnostics).
+func (n *Node) Transport() *transport.Transport { return n.tr }
+
+// isMember is the connection gater: a member of any of our circles.
+func (n *Node) isMember(p peer.ID) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, c := range n.circles {
+		if c.Roster().IsMember(p) {
+			return true
+		}
+	}
+	return false
+}
+
+// circleOf returns a circle by ID.
+func (n *Node) circleOf(id circle.ID) (*circle.Circle, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	c, ok := n.circles[id]
+	return c, ok
+}
+
+func (n *Node) allCircles() []*circle.Circle {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]*circle.Circle, 0, len(n.circles))
+	for _, c := range n.circles {
+		out = append(out, c)
+	}
+	return out
+}
+
+// saveCircle persists a circle after any change to its log or keys.
+func (n *Node) saveCircle(c *circle.Circle) error {
+	st, err := c.State()
+	if err != nil {
+		return fmt.Errorf("node: circle state: %w", err)
+	}
+	if err := n.db.SaveCircle(c.ID(), c.Ops(), st); err != nil {
+		return fmt.Errorf("node: save circle: %w", err)
+	}
+	return nil
+}
+
+// count bumps a named counter (dropped envelopes by reason, ...).
+func (n *Node) count(name string) {
+	v, _ := n.counters.LoadOrStore(name, new(atomic.Int64))
+	v.(*atomic.Int64).Add(1)
+}
+
+// Counters returns the node's counters.
+func (n *Node) Counters() map[string]int64 {
+	out := map[string]int64{}
+	n.counters.Range(func(k, v any) bool {
+		out[k.(string)] = v.(*atomic.Int64).Load()
+		return true
+	})
+	return out
+}
+
+func (n *Node) event(kind, ref, format string, args ...any) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.events = append(n.events, eventRec{seq: int64(len(n.events) + 1), t: n.opts.Now(), kind: kind, ref: ref, message: fmt.Sprintf(format, args...)})
+	if len(n.events) > 10000 {
+		n.events = n.events[len(n.events)-10000:]
+	}
+	close(n.evNotify)
+	n.evNotify = make(chan struct{})
+}
+
+// Run runs the node until ctx ends, then closes it.
+func (n *Node) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, ch := range n.channels {
+		wg.Go(func() { ch.pacer.Run(ctx, ch.Impl.Publish) })
+		wg.Go(func() { ch.subscribe(ctx, n.log, n.db, n.receiveFromChannel) })
+		if ch.caps.Board {
+			wg.Go(func() { n.pollBoardLoop(ctx, ch) })
+		}
+	}
+	wg.Go(func() { n.presenceLoop(ctx) })
+	wg.Go(func() { n.deliveryLoop(ctx) })
+	wg.Go(func() { n.eventLoop(ctx) })
+	wg.Go(func() { n.ackLoop(ctx) })
+	wg.Go(func() { n.maintainLoop(ctx) })
+	wg.Go(func() {
+		n.disc.Run(ctx, func(f discovery.Found) { n.learnAddrs(f) })
+	})
+	n.ready.Store(true)
+	n.log.Info("node ready", "peer", n.ID(), "circles", len(n.allCircles()), "channels", len(n.channels))
+	<-ctx.Done()
+	wg.Wait()
+	return n.Close()
+}
+
+// Ready reports whether Run has started every loop.
+func (n *Node) Ready() bool { return n.ready.Load() }
+
+// Close stops the transport. Run calls it.
+func (n *Node) Close() error {
+	return n.tr.Close()
+}
+
+// keys implements envelope.Keys over all of the node's circles.
+type keys struct{ n *Node }
+
+func (k keys) Epochs() []*envelope.EpochKeys {
+	var out []*envelope.EpochKeys
+	for _, c := range k.n.allCircles() {
+		out = append(out, c.Epochs()...)
+	}
+	return out
+}
+
+func (k keys) circle(id envelope.CircleID) *circle.Circle {
+	k.n.mu.Lock()
+	defer k.n.mu.Unlock()
+	return k.n.byEnv[id]
+}
+
+func (k keys) Members(id envelope.CircleID, e envelope.Epoch) []envelope.Member {
+	if c := k.circle(id); c != nil {
+		return c.Members(id, e)
+	}
+	return nil
+}
+
+func (k keys) MessageKeys(id envelope.CircleID, e envelope.Epoch, sender peer.ID) ([][]byte, bool) {
+	if c := k.circle(id); c != nil {
+		return c.MessageKeys(id, e, sender)
+	}
+	return nil, false
+}
+
+func (k keys) BoxKeys() []hpke.PrivateKey {
+	var out []hpke.PrivateKey
+	for _, bk := range k.n.opts.Keyring.BoxKeys() {
+		pk, err := hpke.NewDHKEMPrivateKey(bk.Private)
+		if err == nil {
+			out = append(out, pk)
+		}
+	}
+	return out
+}

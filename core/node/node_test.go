@@ -1,0 +1,218 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/remora-p2p/remora/core/api"
+	"github.com/remora-p2p/remora/core/identity"
+	"github.com/remora-p2p/remora/core/store"
+	"github.com/remora-p2p/remora/dir"
+	"github.com/remora-p2p/remora/sdk"
+)
+
+// testNode is one node with its own state folder, sharing a dir channel.
+type testNode struct {
+	t      *testing.T
+	name   string
+	state  string
+	shared string
+	n      *Node
+	db     *store.DB
+	ch     sdk.Channel
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func logger(t *testing.T, name string) *slog.Logger {
+	if os.Getenv("REMORA_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", name)
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func startNode(t *testing.T, name, state, shared string) *testNode {
+	t.Helper()
+	tn := &testNode{t: t, name: name, state: state, shared: shared}
+	tn.start()
+	return tn
+}
+
+func (tn *testNode) start() {
+	t := tn.t
+	t.Helper()
+	ctx := context.Background()
+	k, err := identity.Open(filepath.Join(tn.state, "keys"), identity.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn.db, err = store.Open(filepath.Join(tn.state, "remora.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := json.Marshal(map[string]string{"path": tn.shared, "poll_interval": "50ms"})
+	ch, err := dir.New().Configure(ctx, sdk.ConfigureRequest{ChannelID: "shared", Config: cfg,
+		StateDir: filepath.Join(tn.state, "adapter"), Logger: logger(t, tn.name)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn.ch = ch
+	tn.n, err = New(ctx, Options{
+		Keyring: k, Store: tn.db, Logger: logger(t, tn.name), Name: tn.name,
+		ListenAddrs:       []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"},
+		Channels:          []Channel{{Name: "shared", Adapter: "dir", Impl: ch}},
+		PresenceInterval:  time.Second,
+		BoardPollInterval: 100 * time.Millisecond,
+		LiveTimeout:       2 * time.Second,
+		AckDelay:          50 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	tn.cancel = cancel
+	tn.done = make(chan error, 1)
+	go func() { tn.done <- tn.n.Run(rctx) }()
+}
+
+func (tn *testNode) stop() {
+	tn.cancel()
+	if err := <-tn.done; err != nil {
+		tn.t.Errorf("%s: Run: %v", tn.name, err)
+	}
+	tn.ch.Close()
+	tn.db.Close()
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %s waiting for %s", d, what)
+}
+
+func inbox(t *testing.T, n *Node) []api.Message {
+	t.Helper()
+	msgs, err := n.Messages(context.Background(), 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msgs
+}
+
+func texts(msgs []api.Message) map[string]int {
+	out := map[string]int{}
+	for _, m := range msgs {
+		out[m.Text]++
+	}
+	return out
+}
+
+// join makes joiner a member of inviter's circle through the shared channel.
+func join(t *testing.T, inviter, joiner *testNode, circleID string) {
+	t.Helper()
+	ctx := context.Background()
+	inv, err := inviter.n.Invite(ctx, api.InviteRequest{Circle: circleID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	c, err := joiner.n.Join(jctx, api.JoinRequest{Invite: inv.Invite})
+	if err != nil {
+		t.Fatalf("%s joining: %v", joiner.name, err)
+	}
+	if c.ID != circleID {
+		t.Fatalf("joined %s, want %s", c.ID, circleID)
+	}
+}
+
+func TestThreeNodesOverDirChannel(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three libp2p nodes")
+	}
+	root := t.TempDir()
+	shared := filepath.Join(root, "shared")
+	os.MkdirAll(shared, 0o755)
+	a := startNode(t, "alice", filepath.Join(root, "a"), shared)
+	b := startNode(t, "bob", filepath.Join(root, "b"), shared)
+	c := startNode(t, "carol", filepath.Join(root, "c"), shared)
+	defer func() {
+		for _, n := range []*testNode{a, b} {
+			n.stop()
+		}
+	}()
+	ctx := context.Background()
+	ci, err := a.n.CreateCircle(ctx, api.CreateCircleRequest{Name: "friends"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	join(t, a, b, ci.ID)
+	join(t, a, c, ci.ID)
+
+	// Rendezvous: presence through the folder, then direct connections.
+	for _, pair := range [][2]*testNode{{a, b}, {a, c}, {b, c}} {
+		x, y := pair[0], pair[1]
+		waitFor(t, fmt.Sprintf("%s and %s connected directly", x.name, y.name), 60*time.Second, func() bool {
+			return x.n.tr.PathTo(y.n.ID()).Live() || y.n.tr.PathTo(x.n.ID()).Live()
+		})
+	}
+
+	// A broadcast reaches both others once.
+	if _, err := a.n.Send(ctx, api.SendRequest{Circle: ci.ID, Text: "hello all"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*testNode{b, c} {
+		waitFor(t, n.name+" got the broadcast", 30*time.Second, func() bool { return texts(inbox(t, n.n))["hello all"] == 1 })
+	}
+
+	// Carol goes offline; a direct message to her waits in the channel.
+	cID := c.n.ID()
+	c.stop()
+	if _, err := b.n.Send(ctx, api.SendRequest{Circle: ci.ID, To: []string{cID.String()}, Text: "while you were out"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the message posted to the channel", 30*time.Second, func() bool {
+		b.n.mu.Lock()
+		defer b.n.mu.Unlock()
+		for _, e := range b.n.outbox {
+			if e.Kind == 1 && len(e.Channels) > 0 {
+				return true
+			}
+		}
+		return false
+	})
+	c.start()
+	defer c.stop()
+	if c.n.ID() != cID {
+		t.Fatalf("carol came back as %s, want %s", c.n.ID(), cID)
+	}
+	waitFor(t, "carol got the offline message", 60*time.Second, func() bool { return texts(inbox(t, c.n))["while you were out"] >= 1 })
+	// Let every path (channel copy, live retry) settle, then count.
+	waitFor(t, "bob's outbox drained", 60*time.Second, func() bool {
+		b.n.mu.Lock()
+		defer b.n.mu.Unlock()
+		for _, e := range b.n.outbox {
+			if e.Kind == 1 {
+				return false
+			}
+		}
+		return true
+	})
+	got := texts(inbox(t, c.n))
+	if got["while you were out"] != 1 || got["hello all"] != 1 {
+		t.Fatalf("carol's inbox %v: want each message exactly once", got)
+	}
+}

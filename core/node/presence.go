@@ -1,0 +1,421 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
+
+	"github.com/remora-p2p/remora/core/circle"
+	"github.com/remora-p2p/remora/core/delivery"
+	"github.com/remora-p2p/remora/core/discovery"
+	"github.com/remora-p2p/remora/core/envelope"
+	"github.com/remora-p2p/remora/core/presence"
+	"github.com/remora-p2p/remora/core/store"
+	"github.com/remora-p2p/remora/core/transport"
+	"github.com/remora-p2p/remora/sdk"
+)
+
+func randRead(b []byte) (int, error) { return rand.Read(b) }
+
+// presenceLoop publishes this node's presence soon after start and then on a
+// jittered cadence, well before the previous record expires.
+func (n *Node) presenceLoop(ctx context.Context) {
+	if !sleepJitter(ctx, 500*time.Millisecond) {
+		return
+	}
+	for {
+		n.publishPresence(ctx)
+		if !sleepJitter(ctx, n.opts.PresenceInterval) {
+			return
+		}
+	}
+}
+
+// record builds this node's current presence record.
+func (n *Node) record() (*presence.Record, error) {
+	seq, err := n.db.NextPresenceSeq()
+	if err != nil {
+		return nil, err
+	}
+	now := n.opts.Now()
+	r := &presence.Record{
+		Peer:       n.ID(),
+		Seq:        seq,
+		IssuedAt:   now,
+		Expiry:     now.Add(3 * n.opts.PresenceInterval),
+		NAT:        natHint(n.tr),
+		RelayOffer: n.opts.Relay != nil,
+		BoxKey:     n.opts.Keyring.Current().Marshal(),
+	}
+	for _, a := range n.tr.Addrs() {
+		r.Addrs = append(r.Addrs, presence.Address{Addr: a.Multiaddr, Kind: addrKind(a.Kind), Observers: a.Observers, ObservedAt: a.ObservedAt})
+	}
+	if len(r.Addrs) > 32 {
+		r.Addrs = r.Addrs[:32]
+	}
+	return r, nil
+}
+
+func addrKind(k transport.AddrKind) presence.Kind {
+	switch k {
+	case transport.AddrPublic:
+		return presence.KindPublic
+	case transport.AddrObserved:
+		return presence.KindObserved
+	case transport.AddrMapped:
+		return presence.KindMapped
+	case transport.AddrRelay:
+		return presence.KindRelay
+	}
+	return presence.KindLAN
+}
+
+func natHint(t *transport.Transport) presence.NATHint {
+	if t.Reachability() == transport.ReachabilityPublic {
+		return presence.NATNone
+	}
+	switch t.NATType() {
+	case transport.NATCone:
+		return presence.NATCone
+	case transport.NATSymmetric:
+		return presence.NATSymmetric
+	}
+	return presence.NATUnknown
+}
+
+// lanHash lets two members notice they share a LAN without publishing LAN
+// addresses: a keyed hash of this node's private /24 (IPv4) and /64 (IPv6)
+// prefixes, keyed per circle epoch.
+func (n *Node) lanHash(secret circle.EpochSecret) []byte {
+	var prefixes []string
+	for _, a := range n.tr.Addrs() {
+		if a.Kind != transport.AddrLAN || manet.IsIPLoopback(a.Multiaddr) {
+			continue
+		}
+		ip, err := manet.ToIP(a.Multiaddr)
+		if err != nil {
+			continue
+		}
+		if v4 := ip.To4(); v4 != nil {
+			prefixes = append(prefixes, v4.Mask([]byte{255, 255, 255, 0}).String())
+		} else if len(ip) == 16 {
+			prefixes = append(prefixes, ip[:8].String())
+		}
+	}
+	if len(prefixes) == 0 {
+		return nil
+	}
+	sort.Strings(prefixes)
+	return []byte(secret.BoardKey("lan/" + strings.Join(slices.Compact(prefixes), ",")))
+}
+
+// publishPresence seals this node's record (without LAN addresses) for every
+// channel of every circle: to the board where the channel has one, else to
+// its log, replacing a record still queued.
+func (n *Node) publishPresence(ctx context.Context) {
+	rec, err := n.record()
+	if err != nil {
+		n.log.Warn("presence record", "err", err)
+		return
+	}
+	for _, c := range n.allCircles() {
+		secrets, err := c.EpochSecrets()
+		if err != nil || len(secrets) == 0 {
+			continue
+		}
+		if c.Roster().Len() < 2 {
+			continue // nobody to tell
+		}
+		pub := rec.ForChannel(false)
+		pub.LANHash = n.lanHash(secrets[0])
+		raw, err := presence.Sign(pub, n.self.PrivateKey())
+		if err != nil {
+			n.log.Warn("presence sign", "err", err)
+			continue
+		}
+		boardKey := secrets[0].BoardKey("presence/" + n.ID().String())
+		for _, ch := range n.channels {
+			n.publishPresenceOn(ctx, c, ch, raw, boardKey)
+		}
+	}
+}
+
+func (n *Node) publishPresenceOn(ctx context.Context, c *circle.Circle, ch *channel, raw []byte, boardKey string) {
+	ek, err := c.SendEpochKeys()
+	if err != nil {
+		return
+	}
+	sk, err := c.SendKey()
+	if err != nil {
+		return
+	}
+	now := n.opts.Now()
+	sealed, err := n.sealer.Broadcast(ek, n.signer(), sk.Key[:], envelope.Draft{
+		Kind: envelope.KindPresence, Timestamp: now, Expiry: now.Add(3 * n.opts.PresenceInterval), Body: raw,
+	}, ch.route())
+	if err != nil {
+		n.log.Warn("presence seal", "channel", ch.Name, "err", err)
+		return
+	}
+	if b, ok := ch.Impl.(sdk.Board); ok && ch.caps.Board && len(sealed.Envelopes) == 1 {
+		if err := b.Put(ctx, sdk.PutRequest{Key: boardKey, Value: ch.encode(sealed.Envelopes[0])}); err != nil {
+			n.log.Warn("presence to board failed; using the log", "channel", ch.Name, "err", err)
+			ch.setErr(err)
+		} else {
+			return
+		}
+	}
+	ch.publish(sealed.Envelopes, delivery.PriorityPresence, "presence/"+c.ID().String(), nil, nil)
+}
+
+func (n *Node) signer() envelope.Signer { return circle.Signer(n.self) }
+
+// pollBoardLoop reads the channel's board: at start, then on an interval.
+func (n *Node) pollBoardLoop(ctx context.Context, ch *channel) {
+	for {
+		if err := ch.pollBoard(ctx, n.receiveFromChannel); err != nil && ctx.Err() == nil {
+			n.log.Warn("board poll", "channel", ch.Name, "err", err)
+			ch.setErr(err)
+		}
+		if !sleepJitter(ctx, n.opts.BoardPollInterval) {
+			return
+		}
+	}
+}
+
+// handlePresence takes a presence record from a member (or, by peer
+// exchange, about a member) and dials the peer if there is no live path.
+func (n *Node) handlePresence(msg *envelope.Message, path string) {
+	rec, err := presence.Open(msg.Body, n.opts.Now())
+	if err != nil {
+		n.count("dropped_presence")
+		return
+	}
+	if rec.Peer == n.ID() {
+		return
+	}
+	c := keys{n}.circle(msg.Circle)
+	if c == nil || !c.Roster().IsMember(rec.Peer) {
+		n.count("dropped_presence_non_member")
+		return
+	}
+	source := path
+	if !strings.HasPrefix(path, "channel:") {
+		source = "pex"
+	}
+	n.mu.Lock()
+	pi := n.peers[rec.Peer]
+	if pi == nil {
+		pi = &peerInfo{}
+		n.peers[rec.Peer] = pi
+	}
+	fresh := rec.Newer(pi.record)
+	if fresh {
+		pi.record, pi.raw = rec, msg.Body
+	}
+	if pi.foundBy == "" {
+		pi.foundBy = source
+	}
+	n.mu.Unlock()
+	if !fresh {
+		return
+	}
+	var addrs []ma.Multiaddr
+	var strs []string
+	for _, a := range rec.Addrs {
+		addrs = append(addrs, a.Addr)
+		strs = append(strs, a.Addr.String())
+	}
+	n.tr.AddAddrs(rec.Peer, addrs, time.Until(rec.Expiry))
+	n.disc.Report(discovery.Found{Peer: rec.Peer, Addrs: addrs, Relay: rec.RelayOffer, Source: source})
+	if err := n.db.PutPeer(store.Peer{ID: rec.Peer.String(), Addrs: strs, LastSeen: n.opts.Now(), Source: source}); err != nil {
+		n.log.Warn("peer cache", "err", err)
+	}
+	n.dial(rec.Peer)
+}
+
+// dial connects to p in the background unless a live path exists or a dial
+// is under way; on success the outbox is retried for p.
+func (n *Node) dial(p peer.ID) {
+	if n.tr.PathTo(p).Live() {
+		return
+	}
+	n.mu.Lock()
+	pi := n.peers[p]
+	if pi == nil {
+		pi = &peerInfo{}
+		n.peers[p] = pi
+	}
+	if pi.dialing {
+		n.mu.Unlock()
+		return
+	}
+	pi.dialing = true
+	n.mu.Unlock()
+	go func() {
+		defer func() {
+			n.mu.Lock()
+			pi.dialing = false
+			n.mu.Unlock()
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		path, err := n.tr.Connect(ctx, p)
+		if err != nil {
+			n.log.Debug("dial failed", "peer", p, "err", err)
+			return
+		}
+		n.log.Info("connected", "peer", p, "path", path)
+	}()
+}
+
+// eventLoop follows the transport: a member connecting gets our full
+// presence (LAN addresses included) and what we know of others (peer
+// exchange), and pending messages for it are sent at once.
+func (n *Node) eventLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-n.tr.Events():
+			if !ok {
+				return
+			}
+			switch ev.Kind {
+			case transport.EventConnected, transport.EventPathChanged:
+				n.touch(ev.Peer, "")
+				select {
+				case n.kick <- ev.Peer:
+				default:
+				}
+				if ev.Kind == transport.EventConnected {
+					go n.exchangePeers(ctx, ev.Peer)
+					n.event("peer_connected", ev.Peer.String(), "%s connected (%s)", ev.Peer, ev.Path)
+				}
+			case transport.EventPeerFound:
+				n.disc.Report(discovery.Found{Peer: ev.Peer, Source: "mdns"})
+				n.touch(ev.Peer, "mdns")
+				n.dial(ev.Peer)
+			}
+		}
+	}
+}
+
+// exchangePeers sends p our full record and the latest records of the other
+// members of the circles we share.
+func (n *Node) exchangePeers(ctx context.Context, p peer.ID) {
+	rec, err := n.record()
+	if err != nil {
+		return
+	}
+	own, err := presence.Sign(rec, n.self.PrivateKey())
+	if err != nil {
+		return
+	}
+	for _, c := range n.allCircles() {
+		if !c.Roster().IsMember(p) {
+			continue
+		}
+		bodies := [][]byte{own}
+		n.mu.Lock()
+		for q, pi := range n.peers {
+			if q != p && pi.raw != nil && c.Roster().IsMember(q) {
+				bodies = append(bodies, pi.raw)
+			}
+		}
+		n.mu.Unlock()
+		ek, err := c.SendEpochKeys()
+		if err != nil {
+			continue
+		}
+		sk, err := c.SendKey()
+		if err != nil {
+			continue
+		}
+		for _, body := range bodies {
+			now := n.opts.Now()
+			sealed, err := n.sealer.Broadcast(ek, n.signer(), sk.Key[:], envelope.Draft{
+				Kind: envelope.KindPresence, Timestamp: now, Expiry: now.Add(3 * n.opts.PresenceInterval), Body: body,
+			}, envelope.Route{Channel: envelope.LiveChannel, MaxSize: 1 << 20})
+			if err != nil {
+				continue
+			}
+			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			for _, env := range sealed.Envelopes {
+				if err := n.tr.Send(sctx, p, env); err != nil {
+					n.log.Debug("peer exchange", "peer", p, "err", err)
+				}
+			}
+			cancel()
+		}
+	}
+}
+
+// loadPeerCache feeds the transport the addresses remembered from before.
+func (n *Node) loadPeerCache() error {
+	cached, err := n.db.Peers()
+	if err != nil {
+		return err
+	}
+	for _, cp := range cached {
+		id, err := peer.Decode(cp.ID)
+		if err != nil {
+			continue
+		}
+		var addrs []ma.Multiaddr
+		for _, s := range cp.Addrs {
+			if a, err := ma.NewMultiaddr(s); err == nil {
+				addrs = append(addrs, a)
+			}
+		}
+		n.tr.AddAddrs(id, addrs, time.Hour)
+		n.mu.Lock()
+		n.peers[id] = &peerInfo{lastSeen: cp.LastSeen, foundBy: "cache"}
+		n.mu.Unlock()
+	}
+	return nil
+}
+
+// discoverySources are the boxes the node runs itself; channels, peer
+// exchange and mDNS report into Discovery as they find peers.
+func (n *Node) discoverySources() []discovery.Source {
+	cache := discovery.Static{Label: "cache", Peers: func() []discovery.Found {
+		cached, err := n.db.Peers()
+		if err != nil {
+			return nil
+		}
+		var out []discovery.Found
+		for _, cp := range cached {
+			id, err := peer.Decode(cp.ID)
+			if err != nil {
+				continue
+			}
+			f := discovery.Found{Peer: id}
+			for _, s := range cp.Addrs {
+				if a, err := ma.NewMultiaddr(s); err == nil {
+					f.Addrs = append(f.Addrs, a)
+				}
+			}
+			out = append(out, f)
+		}
+		return out
+	}}
+	return append([]discovery.Source{cache}, n.opts.Sources...)
+}
+
+// learnAddrs takes a discovery result for a member.
+func (n *Node) learnAddrs(f discovery.Found) {
+	if !n.isMember(f.Peer) || len(f.Addrs) == 0 {
+		return
+	}
+	n.tr.AddAddrs(f.Peer, f.Addrs, time.Hour)
+	n.touch(f.Peer, f.Source)
+	n.dial(f.Peer)
+}

@@ -1,0 +1,319 @@
+package node
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/remora-p2p/remora/core/circle"
+	"github.com/remora-p2p/remora/core/envelope"
+	"github.com/remora-p2p/remora/core/store"
+)
+
+// handleLive receives a message on the live path. Returning nil acks it to
+// the sender, which then counts it delivered: so nil only once it is stored.
+func (n *Node) handleLive(ctx context.Context, from peer.ID, raw []byte) error {
+	path := string(n.tr.PathTo(from))
+	err := n.receive(ctx, envelope.LiveChannel, raw, path, from)
+	if err != nil {
+		return err
+	}
+	n.touch(from, "")
+	return nil
+}
+
+// receiveFromChannel receives one envelope read from a channel. Garbage and
+// foreign envelopes are dropped and counted, never returned as errors (that
+// would stop the subscription); only a failure to store is an error.
+func (n *Node) receiveFromChannel(ctx context.Context, ch *channel, raw []byte) error {
+	ch.received.Add(1)
+	err := n.receive(ctx, ch.ID, raw, "channel:"+ch.Name, "")
+	var se *storeError
+	if errors.As(err, &se) {
+		return err
+	}
+	return nil
+}
+
+// storeError marks failures to persist, which must not be acked.
+type storeError struct{ err error }
+
+func (e *storeError) Error() string { return e.err.Error() }
+func (e *storeError) Unwrap() error { return e.err }
+
+// receive opens raw (sealed for channelID) and handles it. liveFrom is the
+// live peer it came from, if any.
+func (n *Node) receive(ctx context.Context, channelID string, raw []byte, path string, liveFrom peer.ID) error {
+	if isJoinFrame(raw) {
+		return n.handleJoinFrame(ctx, channelID, raw)
+	}
+	msg, err := n.opener.Open(channelID, raw)
+	if err != nil {
+		return n.openFailed(channelID, raw, path, err)
+	}
+	if liveFrom != "" && msg.Sender != liveFrom {
+		// Forwarding is allowed (peer exchange, relays of envelopes): the
+		// signature names the author; the live peer is only the carrier.
+		n.count("forwarded")
+	}
+	return n.dispatch(ctx, msg, path)
+}
+
+// openFailed classifies an envelope that did not open.
+func (n *Node) openFailed(channelID string, raw []byte, path string, err error) error {
+	var oe *envelope.OpenError
+	errors.As(err, &oe)
+	switch {
+	case errors.Is(err, envelope.ErrPending):
+		return nil
+	case errors.Is(err, envelope.ErrReplay):
+		n.count("dropped_replay")
+		return nil
+	case errors.Is(err, envelope.ErrKeyNotYet):
+		n.count("held_key_not_yet")
+		h := &store.HeldEnvelope{Key: heldKey(raw), Channel: channelID, Path: path, Raw: raw, Until: n.opts.Now().Add(n.opts.DefaultTTL)}
+		if err := n.db.PutHeld(h); err != nil {
+			return &storeError{fmt.Errorf("node: hold envelope: %w", err)}
+		}
+		if oe != nil {
+			n.requestKeys(oe.Circle)
+		}
+		return nil
+	case errors.Is(err, envelope.ErrNotForUs):
+		n.count("ignored_not_for_us")
+	case errors.Is(err, envelope.ErrUnsupported):
+		n.count("ignored_unsupported")
+	case errors.Is(err, envelope.ErrNotMember):
+		n.count("dropped_not_member")
+	case errors.Is(err, envelope.ErrForged):
+		n.count("dropped_forged")
+	case errors.Is(err, envelope.ErrExpired), errors.Is(err, envelope.ErrFuture):
+		n.count("dropped_time")
+	default:
+		n.count("dropped_malformed")
+	}
+	n.log.Debug("envelope dropped", "channel", channelID, "err", err)
+	return err
+}
+
+func heldKey(raw []byte) string {
+	h := sha256.Sum256(raw)
+	return hex.EncodeToString(h[:16])
+}
+
+// dispatch handles an opened message by kind.
+func (n *Node) dispatch(ctx context.Context, msg *envelope.Message, path string) error {
+	c := keys{n}.circle(msg.Circle)
+	if c == nil {
+		n.count("ignored_not_for_us")
+		return nil
+	}
+	viaChannel := len(path) > 8 && path[:8] == "channel:"
+	switch msg.Kind {
+	case envelope.KindChat:
+		m := &store.InboxMessage{Circle: c.ID(), Sender: msg.Sender.String(), ID: msg.ID, Kind: uint16(msg.Kind),
+			SenderSeq: msg.Sequence.Number, Timestamp: msg.Timestamp, Body: msg.Body, Direct: msg.Mode == envelope.ModeDirect,
+			Path: path, Received: n.opts.Now(), DedupeKey: msg.DedupeKey(), DedupeUntil: msg.DedupeUntil}
+		dup, err := n.db.InboxPut(m)
+		if err != nil {
+			return &storeError{fmt.Errorf("node: inbox: %w", err)}
+		}
+		if dup {
+			n.count("duplicates_removed")
+		} else {
+			n.notifyInbox()
+		}
+	case envelope.KindAck:
+		ids, err := decodeAck(msg.Body)
+		if err != nil {
+			n.count("dropped_malformed")
+			return nil
+		}
+		for _, id := range ids {
+			n.acked(id, msg.Sender)
+		}
+		return nil // acks are not acked
+	case envelope.KindPresence:
+		n.handlePresence(msg, path)
+		return nil // presence is republished, not acked
+	case envelope.KindSenderKey, envelope.KindKeyQuery:
+		if err := n.handleKeyMsg(c, msg); err != nil {
+			n.log.Warn("key message", "from", msg.Sender, "err", err)
+		}
+	case envelope.KindRoster:
+		if err := n.handleRosterOp(c, msg.Body); err != nil {
+			n.log.Warn("roster operation", "from", msg.Sender, "err", err)
+		}
+	default:
+		n.count("ignored_unknown_kind")
+		return nil
+	}
+	if viaChannel && msg.Mode == envelope.ModeDirect || viaChannel && msg.Kind == envelope.KindChat {
+		n.queueAck(c.ID(), msg.Sender, msg.ID)
+	}
+	n.touch(msg.Sender, "")
+	return nil
+}
+
+func (n *Node) notifyInbox() {
+	n.mu.Lock()
+	close(n.notify)
+	n.notify = make(chan struct{})
+	n.mu.Unlock()
+}
+
+// handleKeyMsg applies a sender-key hand-out or answers a request, then
+// retries envelopes held for a key.
+func (n *Node) handleKeyMsg(c *circle.Circle, msg *envelope.Message) error {
+	km, err := circle.ParseKeyMsg(msg.Body)
+	if err != nil {
+		n.count("dropped_malformed")
+		return err
+	}
+	out, err := c.HandleKeyMsg(msg.Sender, km)
+	if err != nil {
+		return err
+	}
+	if err := n.saveCircle(c); err != nil {
+		return err
+	}
+	n.sendKeyMsgs(c, out)
+	n.retryHeld()
+	return nil
+}
+
+// handleRosterOp applies a roster operation from the log of another member.
+func (n *Node) handleRosterOp(c *circle.Circle, raw []byte) error {
+	before := c.Epoch()
+	u, err := c.ApplyOp(raw)
+	if err != nil {
+		return err
+	}
+	if err := n.saveCircle(c); err != nil {
+		return err
+	}
+	n.afterUpdate(c, u, before)
+	return nil
+}
+
+// afterUpdate sends what a roster change requires: the operation itself to
+// every member (sealed under the epoch they know), and key hand-outs.
+func (n *Node) afterUpdate(c *circle.Circle, u *circle.Update, before circle.Epoch) {
+	if u == nil {
+		return
+	}
+	if u.Op != nil && u.Op.Author == n.ID() {
+		// Our own operation: the other members need it, sealed under the
+		// epoch they still know. A member just added got the log in its
+		// welcome.
+		var to []peer.ID
+		for _, m := range c.Roster().Members() {
+			if m.Peer != n.ID() && !(u.Op.Kind == circle.OpAdd && m.Peer == u.Op.Target) {
+				to = append(to, m.Peer)
+			}
+		}
+		if len(to) > 0 {
+			ep := before
+			if _, err := n.enqueue(c.ID(), to, envelope.KindRoster, u.Op.Raw(), 0, &ep); err != nil {
+				n.log.Warn("roster op", "err", err)
+			}
+		}
+	}
+	n.sendKeyMsgs(c, u.Send)
+	n.retryHeld()
+}
+
+// sendKeyMsgs seals each key message in a direct envelope to its member.
+func (n *Node) sendKeyMsgs(c *circle.Circle, out []circle.Outgoing) {
+	for _, o := range out {
+		kind := envelope.KindSenderKey
+		if o.Msg.Kind == circle.MsgKeyRequest {
+			kind = envelope.KindKeyQuery
+		}
+		if _, err := n.enqueue(c.ID(), []peer.ID{o.To}, kind, o.Msg.Marshal(), 0, nil); err != nil {
+			n.log.Warn("key message", "to", o.To, "err", err)
+		}
+	}
+}
+
+// requestKeys asks members for sender keys that have not arrived.
+func (n *Node) requestKeys(id envelope.CircleID) {
+	c := keys{n}.circle(id)
+	if c == nil {
+		return
+	}
+	n.sendKeyMsgs(c, c.Requests())
+}
+
+// retryHeld feeds held envelopes to Open again; those that open are handled
+// and deleted, expired ones dropped.
+func (n *Node) retryHeld() {
+	held, err := n.db.Held()
+	if err != nil {
+		n.log.Error("held envelopes", "err", err)
+		return
+	}
+	now := n.opts.Now()
+	for _, h := range held {
+		if now.After(h.Until) {
+			n.db.DeleteHeld(h.Key)
+			n.count("dropped_undecryptable_expired")
+			continue
+		}
+		msg, err := n.opener.Open(h.Channel, h.Raw)
+		if errors.Is(err, envelope.ErrKeyNotYet) {
+			continue
+		}
+		if err == nil {
+			if err := n.dispatch(context.Background(), msg, h.Path); err != nil {
+				continue
+			}
+		}
+		n.db.DeleteHeld(h.Key)
+	}
+}
+
+// touch notes that p was heard from.
+func (n *Node) touch(p peer.ID, foundBy string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	pi := n.peers[p]
+	if pi == nil {
+		pi = &peerInfo{}
+		n.peers[p] = pi
+	}
+	pi.lastSeen = n.opts.Now()
+	if pi.foundBy == "" && foundBy != "" {
+		pi.foundBy = foundBy
+	}
+}
+
+// maintainLoop runs the circles' daily work (ratchets, key deletion,
+// prekey rotation) and key requests.
+func (n *Node) maintainLoop(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := n.opts.Keyring.Rotate(); err != nil {
+			n.log.Warn("prekey rotation", "err", err)
+		}
+		for _, c := range n.allCircles() {
+			c.Maintain()
+			n.sendKeyMsgs(c, c.Requests())
+			if err := n.saveCircle(c); err != nil {
+				n.log.Error("save circle", "err", err)
+			}
+		}
+		n.retryHeld()
+	}
+}

@@ -1,0 +1,406 @@
+package node
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/remora-p2p/remora/core/circle"
+	"github.com/remora-p2p/remora/core/delivery"
+	"github.com/remora-p2p/remora/core/envelope"
+	"github.com/remora-p2p/remora/sdk"
+)
+
+// Errors of Send.
+var (
+	ErrUnknownCircle = errors.New("node: unknown circle")
+	ErrNotAMember    = errors.New("node: recipient is not a member of the circle")
+	ErrQuota         = errors.New("node: outbox quota reached for a recipient")
+	ErrNoRecipients  = errors.New("node: the circle has no other members yet")
+)
+
+// SendRequest is a message for a circle: to every other member (To empty,
+// one broadcast envelope) or to some members (direct envelopes).
+type SendRequest struct {
+	Circle circle.ID
+	To     []peer.ID
+	Body   []byte
+	TTL    time.Duration
+}
+
+// SendMessage stores the message durably in the outbox and returns its ID; delivery
+// goes on in the background. An undeliverable message raises an event.
+func (n *Node) SendMessage(ctx context.Context, req SendRequest) (envelope.MessageID, error) {
+	e, err := n.enqueue(req.Circle, req.To, envelope.KindChat, req.Body, req.TTL, nil)
+	if err != nil {
+		return envelope.MessageID{}, err
+	}
+	return e.ID, nil
+}
+
+// enqueue builds, persists and schedules an outbox entry. epoch, when set,
+// seals under that (older) epoch: roster operations go to members who do not
+// know the new epoch yet.
+func (n *Node) enqueue(cid circle.ID, to []peer.ID, kind envelope.Kind, body []byte, ttl time.Duration, epoch *circle.Epoch) (*OutboxEntry, error) {
+	c, ok := n.circleOf(cid)
+	if !ok {
+		return nil, fmt.Errorf("%w %s", ErrUnknownCircle, cid)
+	}
+	roster := c.Roster()
+	direct := len(to) > 0
+	if !direct {
+		for _, m := range roster.Members() {
+			if m.Peer != n.ID() {
+				to = append(to, m.Peer)
+			}
+		}
+		if len(to) == 0 {
+			return nil, ErrNoRecipients
+		}
+	}
+	for _, p := range to {
+		if !roster.IsMember(p) || p == n.ID() {
+			return nil, fmt.Errorf("%w: %s", ErrNotAMember, p)
+		}
+	}
+	if ttl <= 0 {
+		ttl = n.opts.DefaultTTL
+	}
+	now := n.opts.Now()
+	var id envelope.MessageID
+	if _, err := randRead(id[:]); err != nil {
+		return nil, fmt.Errorf("node: message ID: %w", err)
+	}
+	counter := "b/" + cid.String()
+	if direct {
+		counter = "d/" + cid.String()
+	}
+	seq, err := n.nextSeq(counter)
+	if err != nil {
+		return nil, fmt.Errorf("node: sequence: %w", err)
+	}
+	e := &OutboxEntry{ID: id, Circle: cid, Kind: kind, Direct: direct, Pending: slices.Clone(to),
+		Body: body, Seq: seq, Created: now, Expiry: now.Add(ttl), Channels: map[string]time.Time{}}
+	if epoch != nil {
+		e.Epoch = *epoch
+	}
+	n.mu.Lock()
+	for _, p := range to {
+		if n.pendingFor(p) >= n.opts.MaxPendingPerPeer {
+			n.mu.Unlock()
+			return nil, fmt.Errorf("%w: %s has %d undelivered messages", ErrQuota, p, n.opts.MaxPendingPerPeer)
+		}
+	}
+	n.mu.Unlock()
+	if err := n.putOutbox(e); err != nil {
+		return nil, fmt.Errorf("node: outbox: %w", err)
+	}
+	n.mu.Lock()
+	n.outbox[e.ID] = e
+	n.mu.Unlock()
+	n.poke()
+	return e, nil
+}
+
+// pendingFor counts outbox entries waiting for p. Called with n.mu held.
+func (n *Node) pendingFor(p peer.ID) int {
+	c := 0
+	for _, e := range n.outbox {
+		if slices.Contains(e.Pending, p) {
+			c++
+		}
+	}
+	return c
+}
+
+func (n *Node) poke() {
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+// deliveryLoop attempts pending outbox entries: on every new entry, when a
+// member connects, and on a slow sweep (expiry, failed channel posts).
+func (n *Node) deliveryLoop(ctx context.Context) {
+	sweep := time.NewTicker(10 * time.Second)
+	defer sweep.Stop()
+	for {
+		only := peer.ID("")
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.wake:
+		case p := <-n.kick:
+			only = p
+		case <-sweep.C:
+			n.expire()
+		}
+		n.mu.Lock()
+		var due []*OutboxEntry
+		for _, e := range n.outbox {
+			if only == "" || slices.Contains(e.Pending, only) {
+				due = append(due, e)
+			}
+		}
+		n.mu.Unlock()
+		slices.SortFunc(due, func(a, b *OutboxEntry) int { return a.Created.Compare(b.Created) })
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 16)
+		for _, e := range due {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				n.attempt(ctx, e, only)
+			})
+		}
+		wg.Wait()
+	}
+}
+
+// attempt tries the live path to each pending recipient (only one, if set),
+// then posts to the channels for those the live path did not reach.
+func (n *Node) attempt(ctx context.Context, e *OutboxEntry, only peer.ID) {
+	c, ok := n.circleOf(e.Circle)
+	if !ok {
+		return
+	}
+	n.mu.Lock()
+	pending := slices.Clone(e.Pending)
+	n.mu.Unlock()
+	var missed []peer.ID
+	for _, p := range pending {
+		if only != "" && p != only {
+			continue
+		}
+		if n.tryLive(ctx, c, e, p) {
+			n.acked(e.ID, p)
+			continue
+		}
+		missed = append(missed, p)
+	}
+	if len(missed) > 0 && only == "" {
+		n.postToChannels(c, e, missed)
+	}
+}
+
+// tryLive sends e to p over the live path if one exists or can be made in
+// LiveTimeout. The transport's ack means p stored it durably.
+func (n *Node) tryLive(ctx context.Context, c *circle.Circle, e *OutboxEntry, p peer.ID) bool {
+	if len(n.tr.KnownAddrs(p)) == 0 && !n.tr.PathTo(p).Live() {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, n.opts.LiveTimeout)
+	defer cancel()
+	sealed, err := n.seal(c, e, p, envelope.Route{Channel: envelope.LiveChannel, MaxSize: 1 << 20})
+	if err != nil {
+		n.log.Warn("seal for live path", "msg", e.ID, "err", err)
+		return false
+	}
+	for _, env := range sealed.Envelopes {
+		if err := n.tr.Send(ctx, p, env); err != nil {
+			n.log.Debug("live path failed; channels next", "peer", p, "msg", e.ID, "err", err)
+			return false
+		}
+	}
+	return true
+}
+
+// postToChannels posts e to every channel it has not been posted to: one
+// broadcast envelope per channel, or one direct envelope per recipient.
+func (n *Node) postToChannels(c *circle.Circle, e *OutboxEntry, to []peer.ID) {
+	prio := delivery.PriorityBulk
+	if e.Kind != envelope.KindChat {
+		prio = delivery.PriorityControl
+	}
+	for _, ch := range n.channels {
+		n.mu.Lock()
+		_, posted := e.Channels[ch.Name]
+		if !posted {
+			e.Channels[ch.Name] = n.opts.Now()
+		}
+		n.mu.Unlock()
+		if posted {
+			continue
+		}
+		targets := []peer.ID{""}
+		if e.Direct {
+			targets = to
+		}
+		for _, p := range targets {
+			sealed, err := n.seal(c, e, p, ch.route())
+			if err != nil {
+				n.log.Warn("seal for channel", "channel", ch.Name, "msg", e.ID, "err", err)
+				n.unpost(e, ch.Name)
+				continue
+			}
+			var addr []string
+			ch.publish(sealed.Envelopes, prio, "", addr, func(r sdk.PublishResult) {
+				if r.Err != nil {
+					n.log.Warn("channel publish failed; will retry", "channel", ch.Name, "msg", e.ID, "err", r.Err)
+					n.unpost(e, ch.Name)
+				}
+			})
+		}
+		if err := n.updateOutbox(e); err != nil {
+			n.log.Error("outbox update", "err", err)
+		}
+	}
+}
+
+func (n *Node) unpost(e *OutboxEntry, channel string) {
+	n.mu.Lock()
+	delete(e.Channels, channel)
+	n.mu.Unlock()
+}
+
+// seal seals e for route: a broadcast envelope, or a direct one to p. The
+// message ID and timestamp are the entry's, so every copy dedupes.
+func (n *Node) seal(c *circle.Circle, e *OutboxEntry, p peer.ID, route envelope.Route) (*envelope.Sealed, error) {
+	d := envelope.Draft{Kind: e.Kind, ID: e.ID, Sequence: e.Seq, Timestamp: e.Created, Expiry: e.Expiry, Body: e.Body}
+	ek, err := n.epochKeysFor(c, e.Epoch)
+	if err != nil {
+		return nil, err
+	}
+	signer := circle.Signer(n.self)
+	if !e.Direct {
+		sk, err := c.SendKey()
+		if err != nil {
+			return nil, fmt.Errorf("send key: %w", err)
+		}
+		return n.sealer.Broadcast(ek, signer, sk.Key[:], d, route)
+	}
+	m, ok := c.Roster().Member(p)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrNotAMember, p)
+	}
+	rcpt, err := m.Recipient()
+	if err != nil {
+		return nil, fmt.Errorf("recipient %s: %w", p, err)
+	}
+	return n.sealer.Direct(ek, signer, rcpt, d, route)
+}
+
+// epochKeysFor returns the keys to seal under: the current epoch's, or an
+// older one still accepted (for roster operations to members who have not
+// seen the new epoch yet).
+func (n *Node) epochKeysFor(c *circle.Circle, e circle.Epoch) (*envelope.EpochKeys, error) {
+	if e != (circle.Epoch{}) {
+		for _, ek := range c.Epochs() {
+			if ek.Epoch == envelope.Epoch(e) {
+				return ek, nil
+			}
+		}
+	}
+	return c.SendEpochKeys()
+}
+
+// acked records that p has e durably; the entry goes when nobody is pending.
+func (n *Node) acked(id envelope.MessageID, p peer.ID) {
+	n.mu.Lock()
+	e, ok := n.outbox[id]
+	if !ok || !slices.Contains(e.Pending, p) {
+		n.mu.Unlock()
+		return
+	}
+	e.Pending = slices.DeleteFunc(e.Pending, func(q peer.ID) bool { return q == p })
+	done := len(e.Pending) == 0
+	if done {
+		delete(n.outbox, id)
+	}
+	n.mu.Unlock()
+	var err error
+	if done {
+		err = n.db.OutboxDelete(id)
+	} else {
+		err = n.updateOutbox(e)
+	}
+	if err != nil {
+		n.log.Error("outbox ack", "msg", id, "err", err)
+	}
+}
+
+// expire drops entries past their expiry and tells the app.
+func (n *Node) expire() {
+	now := n.opts.Now()
+	n.mu.Lock()
+	var gone []*OutboxEntry
+	for id, e := range n.outbox {
+		if now.After(e.Expiry) {
+			gone = append(gone, e)
+			delete(n.outbox, id)
+		}
+	}
+	n.mu.Unlock()
+	for _, e := range gone {
+		if err := n.db.OutboxDelete(e.ID); err != nil {
+			n.log.Error("outbox expire", "err", err)
+		}
+		if e.Kind == envelope.KindChat {
+			n.event("undeliverable", e.ID.String(), "message %s expired before %d recipient(s) got it: %v", e.ID, len(e.Pending), e.Pending)
+		}
+	}
+}
+
+// queueAck schedules a signed ack of id to its sender.
+func (n *Node) queueAck(cid circle.ID, to peer.ID, id envelope.MessageID) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	k := ackKey{cid, to}
+	n.acks[k] = append(n.acks[k], id)
+}
+
+// ackLoop sends batched signed acks: one direct envelope of kind ack per
+// (circle, sender), through the outbox like any message (live path first).
+func (n *Node) ackLoop(ctx context.Context) {
+	t := time.NewTicker(n.opts.AckDelay)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n.mu.Lock()
+		batch := n.acks
+		n.acks = map[ackKey][]envelope.MessageID{}
+		n.mu.Unlock()
+		for k, ids := range batch {
+			for len(ids) > 0 {
+				part := ids[:min(len(ids), 256)]
+				ids = ids[len(part):]
+				if _, err := n.enqueue(k.circle, []peer.ID{k.to}, envelope.KindAck, encodeAck(part), 0, nil); err != nil {
+					n.log.Warn("ack", "to", k.to, "err", err)
+				}
+			}
+		}
+	}
+}
+
+// encodeAck: uvarint count ‖ message IDs.
+func encodeAck(ids []envelope.MessageID) []byte {
+	b := binary.AppendUvarint(nil, uint64(len(ids)))
+	for _, id := range ids {
+		b = append(b, id[:]...)
+	}
+	return b
+}
+
+func decodeAck(b []byte) ([]envelope.MessageID, error) {
+	c, k := binary.Uvarint(b)
+	if k <= 0 || c > 4096 || uint64(len(b)-k) != c*16 {
+		return nil, errors.New("node: malformed ack")
+	}
+	b = b[k:]
+	ids := make([]envelope.MessageID, c)
+	for i := range ids {
+		copy(ids[i][:], b[i*16:])
+	}
+	return ids, nil
+}
