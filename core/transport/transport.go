@@ -66,6 +66,8 @@ type Options struct {
 	// Clock returns the current time (events, observed-address ages).
 	// Default time.Now.
 	Clock func() time.Time
+
+	stack stackConfig // benchmarks only
 }
 
 // RelayOptions are the limits of the relay service. Zero fields take the
@@ -222,7 +224,7 @@ func New(ctx context.Context, o Options) (*Transport, error) {
 		libp2p.DisableMetrics(),
 		libp2p.UserAgent("remora"),
 	}
-	opts = append(opts, stackOptions()...)
+	opts = append(opts, stackOptions(o.stack)...)
 	switch o.ForceReachability {
 	case ReachabilityPublic:
 		opts = append(opts, libp2p.ForceReachabilityPublic())

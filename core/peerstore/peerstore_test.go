@@ -1,0 +1,257 @@
+package peerstore
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+func newPeer(t testing.TB) peer.ID {
+	t.Helper()
+	_, k, _ := ed25519.GenerateKey(rand.Reader)
+	sk, err := crypto.UnmarshalEd25519PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := peer.IDFromPrivateKey(sk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) now() time.Time { return c.t }
+
+func mustAddr(s string) ma.Multiaddr { return ma.StringCast(s) }
+
+func TestAddScoreAndOrder(t *testing.T) {
+	ctx := context.Background()
+	clk := &fakeClock{t: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+	be := NewMemoryBackend()
+	s, err := New(ctx, be, Options{Clock: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newPeer(t)
+	lan := mustAddr("/ip4/192.168.1.5/udp/4001/quic-v1")
+	pub := mustAddr("/ip4/198.51.100.7/udp/4001/quic-v1")
+	rel := mustAddr("/ip4/203.0.113.9/tcp/4001/p2p/" + newPeer(t).String() + "/p2p-circuit")
+	if err := s.Add(ctx, p, []Addr{
+		{Addr: lan, Kind: "lan", Source: "mdns"},
+		{Addr: pub, Kind: "observed", Source: "presence", Expires: clk.t.Add(time.Hour)},
+		{Addr: rel, Kind: "relay", Source: "presence"},
+		{Addr: nil},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(s.Addrs(p)); got != 3 {
+		t.Fatalf("%d addrs, want 3", got)
+	}
+	if err := s.Failure(ctx, p, lan); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Success(ctx, p, rel, 40*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Success(ctx, p, pub, 10*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Success(ctx, p, pub, 12*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	best := s.Best(p, 0)
+	want := []ma.Multiaddr{pub, rel, lan}
+	for i := range want {
+		if !best[i].Equal(want[i]) {
+			t.Fatalf("order %v, want %v", best, want)
+		}
+	}
+	if got := s.Best(p, 1); len(got) != 1 || !got[0].Equal(pub) {
+		t.Fatalf("Best(p, 1) = %v", got)
+	}
+	a := s.Addrs(p)[0]
+	if a.Successes != 2 || a.RTT != 12*time.Millisecond || !a.LastSuccess.Equal(clk.t) || a.Score != 0.875 {
+		t.Fatalf("health of %s = %+v", pub, a)
+	}
+	// Re-adding keeps health, updates provenance.
+	if err := s.Add(ctx, p, []Addr{{Addr: pub, Kind: "mapped", Source: "pex", Expires: clk.t.Add(time.Hour)}}); err != nil {
+		t.Fatal(err)
+	}
+	if a := s.Addrs(p)[0]; a.Score != 0.875 || a.Kind != "mapped" || a.Source != "pex" {
+		t.Fatalf("after re-add: %+v", a)
+	}
+
+	// Persisted: a new store on the same backend sees the same.
+	s2, err := New(ctx, be, Options{Clock: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := s2.Addrs(p)
+	if len(got) != 3 || !got[0].Addr.Equal(pub) || got[0].Score != 0.875 || got[0].RTT != 12*time.Millisecond || got[2].Failures != 1 {
+		t.Fatalf("reloaded %+v", got)
+	}
+
+	// Expiry hides, Prune removes.
+	clk.t = clk.t.Add(2 * time.Hour)
+	if got := s2.Best(p, 0); len(got) != 2 {
+		t.Fatalf("after expiry %v, want 2 addrs", got)
+	}
+	n, err := s2.Prune(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("Prune = %d, %v; want 1", n, err)
+	}
+	if err := s2.Forget(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	s3, _ := New(ctx, be, Options{})
+	if len(s3.Peers()) != 0 {
+		t.Fatalf("forgotten peer still stored: %v", s3.Peers())
+	}
+}
+
+func TestBounds(t *testing.T) {
+	ctx := context.Background()
+	s, _ := New(ctx, NewMemoryBackend(), Options{})
+	p := newPeer(t)
+	var addrs []Addr
+	for i := range MaxAddrsPerPeer + 10 {
+		addrs = append(addrs, Addr{Addr: mustAddr(fmt.Sprintf("/ip4/198.51.100.1/tcp/%d", 1000+i))})
+	}
+	if err := s.Add(ctx, p, addrs[:MaxAddrsPerPeer]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Add(ctx, p, addrs[MaxAddrsPerPeer:]); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(s.Addrs(p)); got != MaxAddrsPerPeer {
+		t.Fatalf("%d addrs kept, want %d", got, MaxAddrsPerPeer)
+	}
+	for i := range MaxPeers - 1 {
+		if err := s.Add(ctx, peer.ID(fmt.Sprint(i)), addrs[:1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Add(ctx, newPeer(t), addrs[:1]); !errors.Is(err, ErrFull) {
+		t.Fatalf("Add past MaxPeers: err = %v, want ErrFull", err)
+	}
+	if err := s.Add(ctx, p, addrs[:1]); err != nil {
+		t.Fatalf("Add to a known peer when full: %v", err)
+	}
+}
+
+// failingBackend fails every Save, to show that a failed write is reported
+// and leaves memory as it was.
+type failingBackend struct{ *MemoryBackend }
+
+func (failingBackend) Save(context.Context, []byte, []byte) error { return errors.New("disk full") }
+
+func TestSaveErrorLosesNothing(t *testing.T) {
+	ctx := context.Background()
+	s, _ := New(ctx, failingBackend{NewMemoryBackend()}, Options{})
+	p := newPeer(t)
+	err := s.Add(ctx, p, []Addr{{Addr: mustAddr("/ip4/198.51.100.1/tcp/1")}})
+	if err == nil {
+		t.Fatal("Add reported success although the backend failed")
+	}
+	if len(s.Peers()) != 0 {
+		t.Fatal("memory changed although the write failed")
+	}
+	// A known peer: a failed Success leaves its health as it was.
+	mem := NewMemoryBackend()
+	s2, _ := New(ctx, mem, Options{})
+	a := mustAddr("/ip4/198.51.100.1/tcp/1")
+	if err := s2.Add(ctx, p, []Addr{{Addr: a}}); err != nil {
+		t.Fatal(err)
+	}
+	s2.be = failingBackend{mem}
+	if err := s2.Success(ctx, p, a, time.Millisecond); err == nil {
+		t.Fatal("Success reported no error although the backend failed")
+	}
+	if got := s2.Addrs(p)[0]; got.Successes != 0 || got.Score != neutralScore {
+		t.Fatalf("memory changed although the write failed: %+v", got)
+	}
+}
+
+func TestLoadSkipsBadRecords(t *testing.T) {
+	ctx := context.Background()
+	be := NewMemoryBackend()
+	good := newPeer(t)
+	other := newPeer(t)
+	val, _ := encodeRecord(good, []*Addr{{Addr: mustAddr("/ip4/198.51.100.1/tcp/1"), Score: 0.5}})
+	be.Save(ctx, []byte(good), val)
+	be.Save(ctx, []byte("junk-key"), []byte("{not json"))
+	be.Save(ctx, []byte(other), val) // record of good under other's key
+	be.Save(ctx, []byte(newPeer(t)), []byte(`{"v":2,"peer":"x"}`))
+	s, err := New(ctx, be, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Skipped() != 3 {
+		t.Errorf("Skipped = %d, want 3", s.Skipped())
+	}
+	if ps := s.Peers(); len(ps) != 1 || ps[0] != good {
+		t.Fatalf("Peers = %v, want only %s", ps, good)
+	}
+	// Skipped records are left alone in the backend: nothing is lost.
+	n := 0
+	be.Load(ctx, func(_, _ []byte) error { n++; return nil })
+	if n != 4 {
+		t.Fatalf("backend holds %d records, want 4", n)
+	}
+}
+
+func TestDecodeRecordSanitizes(t *testing.T) {
+	p := newPeer(t)
+	in := fmt.Sprintf(`{"v":1,"peer":%q,"addrs":[{"a":"not-a-multiaddr"},{"a":"/ip4/198.51.100.1/tcp/1","score":7,"ok":-3,"rtt_us":-5}]}`, p)
+	got, addrs, err := decodeRecord([]byte(p), []byte(in))
+	if err != nil || got != p {
+		t.Fatalf("decode: %v", err)
+	}
+	if len(addrs) != 1 || addrs[0].Score != neutralScore || addrs[0].Successes != 0 || addrs[0].RTT != 0 {
+		t.Fatalf("not sanitized: %+v", addrs)
+	}
+}
+
+func FuzzDecodeRecord(f *testing.F) {
+	p, _ := peer.Decode("12D3KooWCg7fzWaT8cnND3xGWs586vu8mbPqvCAgqQEzkxAMb6DQ")
+	val, _ := encodeRecord(p, []*Addr{{Addr: mustAddr("/ip4/198.51.100.1/udp/4001/quic-v1"), Kind: "observed", Score: 0.9, Successes: 3}})
+	f.Add([]byte(p), val)
+	f.Add([]byte(p), []byte(`{"v":1,"peer":"12D3KooWCg7fzWaT8cnND3xGWs586vu8mbPqvCAgqQEzkxAMb6DQ","addrs":[{"a":"/ip4/1.2.3.4/tcp/1","score":"NaN"}]}`))
+	f.Add([]byte("x"), []byte(`{"v":1}`))
+	f.Fuzz(func(t *testing.T, key, value []byte) {
+		got, addrs, err := decodeRecord(key, value)
+		if err != nil {
+			return
+		}
+		if string(got) != string(key) {
+			t.Fatalf("decoded peer %q under key %q", got, key)
+		}
+		if len(addrs) > MaxAddrsPerPeer {
+			t.Fatalf("%d addrs", len(addrs))
+		}
+		for _, a := range addrs {
+			if a.Addr == nil || math.IsNaN(a.Score) || a.Score < 0 || a.Score > 1 || a.Successes < 0 || a.Failures < 0 || a.RTT < 0 {
+				t.Fatalf("unsanitized %+v", a)
+			}
+		}
+		// What decodes re-encodes and decodes to the same.
+		again, err := encodeRecord(got, addrs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, addrs2, err := decodeRecord(key, again); err != nil || len(addrs2) != len(addrs) {
+			t.Fatalf("re-decode: %d addrs, %v", len(addrs2), err)
+		}
+	})
+}
