@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/go-plugin"
 
+	"github.com/remora-p2p/remora/dir"
 	"github.com/remora-p2p/remora/sdk"
 	"github.com/remora-p2p/remora/sdk/host/hosttest"
 )
@@ -38,6 +39,8 @@ func child(mode string, args []string) int {
 	switch mode {
 	case "mem":
 		a = hosttest.New()
+	case "dir":
+		a = dir.New()
 	case "spy":
 		a = &spy{}
 	case "slow":

@@ -1,0 +1,150 @@
+package plugins_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/remora-p2p/remora/dir"
+	"github.com/remora-p2p/remora/plugins"
+	"github.com/remora-p2p/remora/sdk"
+	"github.com/remora-p2p/remora/sdk/host"
+	"github.com/remora-p2p/remora/sdk/host/hosttest"
+)
+
+// benchSize is the envelope size the targets are stated at.
+const benchSize = 1024
+
+// benchAdapter is one adapter under benchmark.
+type benchAdapter struct {
+	name    string // built-in name the test binary serves (TestMain)
+	adapter sdk.Adapter
+	config  func(b *testing.B) sdk.ConfigureRequest
+}
+
+var benchAdapters = []benchAdapter{
+	{"mem", hosttest.New(), func(b *testing.B) sdk.ConfigureRequest {
+		return sdk.ConfigureRequest{ChannelID: "bench", Config: []byte(`{"noop":true}`)}
+	}},
+	{"dir", dir.New(), func(b *testing.B) sdk.ConfigureRequest {
+		return sdk.ConfigureRequest{ChannelID: "bench", StateDir: b.TempDir(),
+			Config: []byte(fmt.Sprintf(`{"path":%q}`, b.TempDir()))}
+	}},
+}
+
+// BenchmarkPublish measures envelopes/s and per-call latency of Publish
+// with 1 KiB envelopes, batched (64) and unary (1), through three paths in
+// the same run: inproc (a Go call), rawgrpc (gRPC on a unix socket in this
+// process, sdk.ServeListener + host.Dial) and plugin (a go-plugin
+// subprocess with AutoMTLS, through the Supervisor, as remora runs it).
+// For plugin it also reports the adapter process's RSS.
+func BenchmarkPublish(b *testing.B) {
+	for _, ba := range benchAdapters {
+		b.Run(ba.name, func(b *testing.B) {
+			s := plugins.New(plugins.Options{Builtins: []string{"mem", "dir"}, Logger: quietLogger()})
+			defer s.Close()
+			pch, err := s.Open(context.Background(), ba.name, ba.config(b))
+			if err != nil {
+				b.Fatal(err)
+			}
+			raw, err := host.ServeInProcess(ba.adapter, quietLogger())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer raw.Close()
+			rch, err := raw.Configure(context.Background(), ba.config(b))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer rch.Close()
+			req := ba.config(b)
+			req.Logger = quietLogger()
+			ich, err := ba.adapter.Configure(context.Background(), req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer ich.Close()
+
+			targets := []struct {
+				name string
+				ch   sdk.Channel
+			}{{"inproc", ich}, {"rawgrpc", rch}, {"plugin", pch}}
+			for _, batch := range []int{64, 1} {
+				for _, tg := range targets {
+					b.Run(fmt.Sprintf("batch=%d/%s", batch, tg.name), func(b *testing.B) {
+						benchPublish(b, tg.ch, batch)
+						if tg.name == "plugin" {
+							reportRSS(b, s)
+						}
+					})
+				}
+			}
+		})
+	}
+}
+
+func benchPublish(b *testing.B, ch sdk.Channel, batch int) {
+	items := make([]sdk.PublishItem, batch)
+	for i := range items {
+		items[i].Data = make([]byte, benchSize)
+		rand.Read(items[i].Data)
+	}
+	key := make([]byte, 12)
+	lat := make([]time.Duration, 0, 1024)
+	ctx := context.Background()
+	b.SetBytes(int64(batch * benchSize))
+	b.ResetTimer()
+	for b.Loop() {
+		for i := range items {
+			rand.Read(key)
+			items[i].IdempotencyKey = hex.EncodeToString(key)
+		}
+		t0 := time.Now()
+		resp, err := ch.Publish(ctx, sdk.PublishRequest{Items: items})
+		lat = append(lat, time.Since(t0))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, r := range resp.Results {
+			if r.Err != nil {
+				b.Fatal(r.Err)
+			}
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(len(lat)*batch)/b.Elapsed().Seconds(), "envelopes/s")
+	slices.Sort(lat)
+	q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) }
+	b.ReportMetric(q(0.50), "p50-µs")
+	b.ReportMetric(q(0.99), "p99-µs")
+}
+
+// reportRSS reports the adapter process's resident and peak memory.
+func reportRSS(b *testing.B, s *plugins.Supervisor) {
+	pid := s.Health(context.Background())[0].Pid
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Logf("rss: %v", err)
+		return
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok || (k != "VmRSS" && k != "VmHWM") {
+			continue
+		}
+		kb, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+		if err == nil {
+			b.ReportMetric(float64(kb)/1024, "adapter-"+strings.TrimPrefix(k, "Vm")+"-MB")
+		}
+	}
+}
