@@ -198,8 +198,13 @@ func (c *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.Publ
 	bucket := bucketOf(time.Now())
 	bdir := filepath.Join(c.logDir(), bucket)
 	resp := sdk.PublishResponse{Results: make([]sdk.PublishResult, len(req.Items))}
-	var written []int
-	made := false
+	// A batch is written in two steps so that it costs two flushes, not
+	// one per file: every envelope to a temporary file, one sync of their
+	// data, then the renames and one sync of the bucket folder. A file
+	// appears under its key only once its data is durable.
+	var staged []int
+	tmps := make([]string, len(req.Items))
+	made, created := false, false
 	for i, it := range req.Items {
 		r := &resp.Results[i]
 		switch {
@@ -218,31 +223,63 @@ func (c *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.Publ
 			continue
 		}
 		if !made {
-			if err := os.Mkdir(bdir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			err := os.Mkdir(bdir, 0o755)
+			if err != nil && !errors.Is(err, fs.ErrExist) {
 				r.Err = fsError("dir: publish", c.root, err)
 				continue
 			}
-			made = true
+			made, created = true, err == nil
 		}
-		if err := writeFile(bdir, it.IdempotencyKey, it.Data); err != nil {
+		tmp, err := stage(bdir, it.Data)
+		if err != nil {
 			r.Err = fsError("dir: publish", c.root, err)
 			continue
 		}
-		r.ID = bucket + "/" + it.IdempotencyKey
-		written = append(written, i)
-		c.mu.Lock()
-		c.published[it.IdempotencyKey] = bucket
-		c.mu.Unlock()
+		tmps[i] = tmp
+		staged = append(staged, i)
 	}
-	if len(written) > 0 {
-		err := syncDir(bdir)
-		if err == nil {
-			err = syncDir(c.logDir())
+	if len(staged) == 0 {
+		return resp, nil
+	}
+	var paths []string
+	for _, i := range staged {
+		paths = append(paths, tmps[i])
+	}
+	fail := func(i int, err error) {
+		os.Remove(tmps[i])
+		resp.Results[i] = sdk.PublishResult{Err: fsError("dir: publish", c.root, err)}
+	}
+	if err := syncFiles(bdir, paths); err != nil {
+		for _, i := range staged {
+			fail(i, err)
 		}
-		if err != nil {
-			for _, i := range written {
-				resp.Results[i] = sdk.PublishResult{Err: fsError("dir: publish: sync", c.root, err)}
-			}
+		return resp, nil
+	}
+	var written []int
+	c.mu.Lock()
+	for _, i := range staged {
+		key := req.Items[i].IdempotencyKey
+		if b, ok := c.published[key]; ok { // the same key twice in this batch
+			os.Remove(tmps[i])
+			resp.Results[i].ID = b + "/" + key
+			continue
+		}
+		if err := os.Rename(tmps[i], filepath.Join(bdir, key)); err != nil {
+			fail(i, err)
+			continue
+		}
+		c.published[key] = bucket
+		resp.Results[i].ID = bucket + "/" + key
+		written = append(written, i)
+	}
+	c.mu.Unlock()
+	err := syncDir(bdir)
+	if err == nil && created {
+		err = syncDir(c.logDir())
+	}
+	if err != nil {
+		for _, i := range written {
+			resp.Results[i] = sdk.PublishResult{Err: fsError("dir: publish: sync", c.root, err)}
 		}
 	}
 	return resp, nil

@@ -380,3 +380,32 @@ func TestShareGone(t *testing.T) {
 		t.Errorf("health after the share came back: %v %q", h.State, h.Message)
 	}
 }
+
+// TestSameKeyInBatch: a key repeated inside one batch makes one file, and
+// both results name it; no temporary file is left behind.
+func TestSameKeyInBatch(t *testing.T) {
+	folder := t.TempDir()
+	ch := mustConfigure(t, map[string]any{"path": folder}, t.TempDir())
+	resp, err := ch.Publish(t.Context(), sdk.PublishRequest{Items: []sdk.PublishItem{
+		{Data: []byte("one"), IdempotencyKey: "same"},
+		{Data: []byte("one"), IdempotencyKey: "same"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Results[0].Err != nil || resp.Results[1].Err != nil || resp.Results[0].ID != resp.Results[1].ID {
+		t.Fatalf("results %+v: want two successes with one ID", resp.Results)
+	}
+	bucket := filepath.Join(folder, "log", strings.Split(resp.Results[0].ID, "/")[0])
+	ents, err := os.ReadDir(bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 1 || ents[0].Name() != "same" {
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		t.Errorf("bucket holds %v, want only \"same\"", names)
+	}
+}

@@ -96,6 +96,24 @@ func writeFile(dir, name string, data []byte) (err error) {
 	return os.Rename(f.Name(), filepath.Join(dir, name))
 }
 
+// stage writes data to a temporary file in dir, not yet durable, for
+// commit. It returns the temporary file's path.
+func stage(dir string, data []byte) (string, error) {
+	f, err := os.CreateTemp(dir, tmpPrefix+"*")
+	if err != nil {
+		return "", err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
+}
+
 // syncDir fsyncs a directory so that renames in it survive a crash.
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
