@@ -95,3 +95,106 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 		t.Fatalf("removed member opened a new-epoch envelope: %v", err)
 	}
 }
+
+// sealOpen carries key messages the way the node does: each in a direct
+// envelope sealed under the epoch Outgoing names, opened by the recipient's
+// own Keys.
+func sealOpen(t *testing.T, c *clock, from *Circle, out []Outgoing, members map[string]*Circle) (opened int) {
+	t.Helper()
+	sealer := &envelope.Sealer{Now: c.Now}
+	route := envelope.Route{Channel: "dir:test", MaxSize: 4096}
+	for _, o := range out {
+		to, ok := members[string(o.To)]
+		if !ok {
+			continue
+		}
+		var ek *envelope.EpochKeys
+		if o.Epoch == (Epoch{}) {
+			var err error
+			if ek, err = from.SendEpochKeys(); err != nil {
+				t.Fatalf("no keys to seal a %v under: %v", o.Msg.Kind, err)
+			}
+		} else {
+			for _, k := range from.Epochs() {
+				if k.Epoch == envelope.Epoch(o.Epoch) {
+					ek = k
+				}
+			}
+			if ek == nil {
+				t.Fatalf("sender has no keys for epoch %s", o.Epoch)
+			}
+		}
+		m, _ := from.Roster().Member(o.To)
+		rcpt, err := m.Recipient()
+		if err != nil {
+			t.Fatal(err)
+		}
+		draft := envelope.Draft{Kind: envelope.KindSenderKey, Expiry: c.t.Add(time.Hour), Body: o.Msg.Marshal()}
+		s, err := sealer.Direct(ek, Signer(from.keys.Identity()), rcpt, draft, route)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opener := envelope.NewOpener(to, to.Self(), envelope.OpenOptions{Now: c.Now})
+		msg, err := opener.Open(route.Channel, s.Envelopes[0])
+		if err != nil {
+			t.Fatalf("%v to a member that has not caught up: %v", o.Msg.Kind, err)
+		}
+		km, err := ParseKeyMsg(msg.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		replies, err := to.HandleKeyMsg(msg.Sender, km)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opened++
+		opened += sealOpen(t, c, to, replies, members)
+	}
+	return opened
+}
+
+// TestKeyMessagesReachLaggingMembers: after a removal, the contribution and
+// the new sender keys are sealed under the previous epoch, so a member that
+// has not applied the removal yet — or has, but lacks the contribution —
+// can open them. Sealed under the new epoch they would be lost.
+func TestKeyMessagesReachLaggingMembers(t *testing.T) {
+	c := &clock{time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)}
+	g := group(t, c, 4)
+	a, b, d, x := g[0], g[1], g[2], g[3]
+	members := map[string]*Circle{string(a.Self()): a, string(b.Self()): b, string(d.Self()): d}
+	old := a.Epoch()
+	u, err := a.RemoveMember(x.Self())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range u.Send {
+		if o.Epoch != old {
+			t.Fatalf("%v to a member of the old epoch sealed under %s, want the old epoch", o.Msg.Kind, o.Epoch)
+		}
+	}
+	// b gets the key messages before the op; d applies the op first.
+	ud, err := d.ApplyOp(u.Op.Raw())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.SendEpochKeys(); !errors.Is(err, ErrMissingSecret) {
+		t.Fatalf("d can seal under the new epoch without the contribution: %v", err)
+	}
+	if n := sealOpen(t, c, a, u.Send, members); n != len(u.Send) {
+		t.Fatalf("%d of %d opened", n, len(u.Send))
+	}
+	sealOpen(t, c, d, ud.Send, members)
+	ub, err := b.ApplyOp(u.Op.Raw())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealOpen(t, c, b, ub.Send, members)
+	for _, m := range []*Circle{a, b, d} {
+		if r := m.Requests(); len(r) != 0 {
+			t.Fatalf("%s still misses keys: %+v", m.Self(), r)
+		}
+		if m.Epoch() != a.Epoch() {
+			t.Fatal("epochs differ")
+		}
+	}
+}

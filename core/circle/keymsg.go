@@ -110,4 +110,10 @@ func ParseKeyMsg(b []byte) (KeyMsg, error) {
 type Outgoing struct {
 	To  peer.ID
 	Msg KeyMsg
+	// Epoch is the epoch to seal under; the zero Epoch means the current
+	// one. After a membership change the recipient may not be able to open
+	// the new epoch yet (it lacks the op or a contribution), so key
+	// messages go under the previous epoch while it is within the grace
+	// window. Find its keys in Circle.Epochs().
+	Epoch Epoch
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -88,6 +89,7 @@ type Circle struct {
 	epochs  []epochRecord // oldest first; the last is current
 	chains  map[chainID]*chain
 	invites map[TokenID]*inviteRecord
+	early   map[Hash]earlyContribution    // contributions that arrived before their op
 	ek      map[Epoch]*envelope.EpochKeys // cache for the envelope.Keys methods
 }
 
@@ -127,7 +129,7 @@ func Create(k *identity.Keyring, name, displayName string, history bool, opts Op
 
 func newCircle(k *identity.Keyring, log *Log, opts Options) *Circle {
 	return &Circle{keys: k, opts: opts, log: log, contrib: map[Hash][32]byte{}, chains: map[chainID]*chain{},
-		invites: map[TokenID]*inviteRecord{}, ek: map[Epoch]*envelope.EpochKeys{}}
+		invites: map[TokenID]*inviteRecord{}, early: map[Hash]earlyContribution{}, ek: map[Epoch]*envelope.EpochKeys{}}
 }
 
 // ID is the circle ID.
@@ -250,12 +252,20 @@ func (c *Circle) afterChange(u *Update, before *Roster) {
 	r := c.log.Roster()
 	u.Epoch = r.Epoch
 	self := c.Self()
+	for h, e := range c.early {
+		if o, ok := c.log.Op(h); ok {
+			delete(c.early, h)
+			if err := c.takeContribution(o, e.From, e.Key); err != nil {
+				c.opts.Logger.Warn("circle: dropped an early contribution", "op", h.String(), "err", err)
+			}
+		}
+	}
 	// Contributions of my own new remove ops go to every remaining member.
 	if u.Op != nil && u.Op.Kind == OpRemove && u.Op.Author == self {
 		if s, ok := c.contrib[u.Op.hash]; ok {
 			for _, m := range r.Members() {
 				if m.Peer != self {
-					u.Send = append(u.Send, Outgoing{To: m.Peer, Msg: KeyMsg{Kind: MsgContribution, Circle: r.Circle, Op: u.Op.hash, Key: s}})
+					u.Send = append(u.Send, c.outgoing(m.Peer, KeyMsg{Kind: MsgContribution, Circle: r.Circle, Op: u.Op.hash, Key: s}))
 				}
 			}
 		}
@@ -294,9 +304,39 @@ func (c *Circle) enterEpoch(u *Update, before *Roster) {
 	c.chains[chainID{r.Epoch, self}] = ch
 	for _, m := range r.Members() {
 		if m.Peer != self {
-			u.Send = append(u.Send, Outgoing{To: m.Peer, Msg: c.senderKeyMsg(r.Epoch, ch)})
+			u.Send = append(u.Send, c.outgoing(m.Peer, c.senderKeyMsg(r.Epoch, ch)))
 		}
 	}
+}
+
+// outgoing addresses a key message and picks the epoch to seal it under.
+// Key messages are what a member needs to use a new epoch, so they travel
+// under an epoch it can already open: the newest earlier epoch still inside
+// the grace window of which the recipient was a member (and, for a
+// contribution, that does not already depend on it); the current epoch only
+// when there is none (a new member). Called with c.mu held.
+func (c *Circle) outgoing(to peer.ID, m KeyMsg) Outgoing {
+	o := Outgoing{To: to, Msg: m}
+	cur := c.log.Roster().Epoch
+	now := c.opts.Now()
+	for i := len(c.epochs) - 1; i >= 0; i-- {
+		rec := &c.epochs[i]
+		if rec.Epoch == cur || !rec.Superseded.IsZero() && now.Sub(rec.Superseded) > c.opts.EpochGrace {
+			continue
+		}
+		if !slices.Contains(rec.Members, to) {
+			continue
+		}
+		if m.Kind == MsgContribution && slices.Contains(rec.Removals, m.Op) {
+			continue
+		}
+		if _, err := c.epochSecret(rec.Epoch); err != nil {
+			continue
+		}
+		o.Epoch = rec.Epoch
+		break
+	}
+	return o
 }
 
 func (c *Circle) senderKeyMsg(e Epoch, ch *chain) KeyMsg {
@@ -448,7 +488,20 @@ func (c *Circle) HandleKeyMsg(from peer.ID, m KeyMsg) ([]Outgoing, error) {
 	}
 	switch m.Kind {
 	case MsgSenderKey:
-		if err := c.acceptable(m.Epoch, from); err != nil {
+		if err := c.acceptable(m.Epoch, from); errors.Is(err, ErrUnknownEpoch) {
+			// The key may overtake the roster op that starts its epoch:
+			// keep a bounded number; Maintain drops those whose epoch
+			// never comes, and nothing opens under an unknown epoch.
+			unknown := 0
+			for id := range c.chains {
+				if _, ok := c.epochRec(id.Epoch); !ok {
+					unknown++
+				}
+			}
+			if unknown >= maxEarly {
+				return nil, fmt.Errorf("circle %s: sender key: %w (too many held)", r.Circle, err)
+			}
+		} else if err != nil {
 			return nil, fmt.Errorf("circle %s: sender key: %w", r.Circle, err)
 		}
 		id := chainID{m.Epoch, from}
@@ -462,23 +515,23 @@ func (c *Circle) HandleKeyMsg(from peer.ID, m KeyMsg) ([]Outgoing, error) {
 		return nil, nil
 	case MsgContribution:
 		o, ok := c.log.Op(m.Op)
-		if !ok || o.Kind != OpRemove {
-			return nil, fmt.Errorf("circle %s: contribution for unknown remove op %s", r.Circle, m.Op)
+		if !ok {
+			// The key may overtake the op (another channel, another path):
+			// keep it until the op arrives, then check who sent it.
+			if len(c.early) >= maxEarly {
+				return nil, fmt.Errorf("circle %s: too many contributions for unknown ops", r.Circle)
+			}
+			c.early[m.Op] = earlyContribution{From: from, Key: m.Key}
+			return nil, nil
 		}
-		if from != o.Author && !r.IsAdmin(from) {
-			return nil, fmt.Errorf("circle %s: contribution for %s: %w: from %s, not its author or an admin", r.Circle, m.Op, ErrUnauthorized, from)
-		}
-		if _, ok := c.contrib[m.Op]; !ok {
-			c.contrib[m.Op] = m.Key
-		}
-		return nil, nil
+		return nil, c.takeContribution(o, from, m.Key)
 	case MsgKeyRequest:
 		if m.Op != (Hash{}) {
 			s, ok := c.contrib[m.Op]
 			if !ok {
 				return nil, nil
 			}
-			return []Outgoing{{To: from, Msg: KeyMsg{Kind: MsgContribution, Circle: r.Circle, Op: m.Op, Key: s}}}, nil
+			return []Outgoing{c.outgoing(from, KeyMsg{Kind: MsgContribution, Circle: r.Circle, Op: m.Op, Key: s})}, nil
 		}
 		if err := c.acceptable(m.Epoch, from); err != nil {
 			return nil, fmt.Errorf("circle %s: key request: %w", r.Circle, err)
@@ -487,9 +540,32 @@ func (c *Circle) HandleKeyMsg(from peer.ID, m KeyMsg) ([]Outgoing, error) {
 		if !ok {
 			return nil, nil
 		}
-		return []Outgoing{{To: from, Msg: c.senderKeyMsg(m.Epoch, ch)}}, nil
+		return []Outgoing{c.outgoing(from, c.senderKeyMsg(m.Epoch, ch))}, nil
 	}
 	return nil, fmt.Errorf("%w: kind %d", ErrMalformedKeyMsg, m.Kind)
+}
+
+// maxEarly bounds contributions held for ops not yet received.
+const maxEarly = 64
+
+type earlyContribution struct {
+	From peer.ID  `json:"from"`
+	Key  [32]byte `json:"key"`
+}
+
+// takeContribution records a remove op's contribution if from may give it:
+// the op's author or a current admin. Called with c.mu held.
+func (c *Circle) takeContribution(o *Op, from peer.ID, key [32]byte) error {
+	if o.Kind != OpRemove {
+		return fmt.Errorf("circle %s: contribution for %s op %s", c.log.circle, o.Kind, o.hash)
+	}
+	if from != o.Author && !c.log.Roster().IsAdmin(from) {
+		return fmt.Errorf("circle %s: contribution for %s: %w: from %s, not its author or an admin", c.log.circle, o.hash, ErrUnauthorized, from)
+	}
+	if _, ok := c.contrib[o.hash]; !ok {
+		c.contrib[o.hash] = key
+	}
+	return nil
 }
 
 // Requests returns key requests for what is missing in the current epoch:
@@ -517,7 +593,7 @@ func (c *Circle) Requests() []Outgoing {
 			}
 		}
 		if to != self {
-			out = append(out, Outgoing{To: to, Msg: KeyMsg{Kind: MsgKeyRequest, Circle: r.Circle, Op: h}})
+			out = append(out, c.outgoing(to, KeyMsg{Kind: MsgKeyRequest, Circle: r.Circle, Op: h}))
 		}
 	}
 	for _, m := range r.Members() {
@@ -525,7 +601,7 @@ func (c *Circle) Requests() []Outgoing {
 			continue
 		}
 		if _, ok := c.chains[chainID{r.Epoch, m.Peer}]; !ok {
-			out = append(out, Outgoing{To: m.Peer, Msg: KeyMsg{Kind: MsgKeyRequest, Circle: r.Circle, Epoch: r.Epoch}})
+			out = append(out, c.outgoing(m.Peer, KeyMsg{Kind: MsgKeyRequest, Circle: r.Circle, Epoch: r.Epoch}))
 		}
 	}
 	return out
@@ -570,12 +646,13 @@ func (c *Circle) Maintain() {
 // state is the secret part of a circle, persisted by the node (store keys
 // bucket) next to the roster log.
 type state struct {
-	Version int                   `json:"version"`
-	Root    []byte                `json:"root"`
-	Contrib map[string][]byte     `json:"contributions"`
-	Epochs  []epochRecord         `json:"epochs"`
-	Chains  []chainJSON           `json:"chains"`
-	Invites map[string]inviteJSON `json:"invites,omitempty"`
+	Version int                          `json:"version"`
+	Root    []byte                       `json:"root"`
+	Contrib map[string][]byte            `json:"contributions"`
+	Epochs  []epochRecord                `json:"epochs"`
+	Chains  []chainJSON                  `json:"chains"`
+	Invites map[string]inviteJSON        `json:"invites,omitempty"`
+	Early   map[string]earlyContribution `json:"early_contributions,omitempty"`
 }
 
 type chainJSON struct {
@@ -599,6 +676,12 @@ func (c *Circle) State() ([]byte, error) {
 	}
 	for t, inv := range c.invites {
 		s.Invites[t.String()] = inv.json()
+	}
+	if len(c.early) > 0 {
+		s.Early = map[string]earlyContribution{}
+		for h, e := range c.early {
+			s.Early[h.String()] = e
+		}
 	}
 	b, err := json.Marshal(s)
 	if err != nil {
@@ -639,6 +722,13 @@ func Load(k *identity.Keyring, ops [][]byte, secret []byte, opts Options) (*Circ
 			return nil, fmt.Errorf("circle %s: load: bad invite %q", log.circle, ts)
 		}
 		c.invites[t] = ij.record()
+	}
+	for hs, e := range s.Early {
+		var h Hash
+		if err := unhex(h[:], hs); err != nil {
+			return nil, fmt.Errorf("circle %s: load: bad contribution %q", log.circle, hs)
+		}
+		c.early[h] = e
 	}
 	// The log may hold ops the secret state predates (saved separately).
 	if n := len(c.epochs); n == 0 || c.epochs[n-1].Epoch != log.Roster().Epoch {
