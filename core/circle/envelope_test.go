@@ -198,3 +198,37 @@ func TestKeyMessagesReachLaggingMembers(t *testing.T) {
 		}
 	}
 }
+
+// TestHistorySetting: with the setting on, a new member opens what was
+// sent before it joined; with it off it cannot.
+func TestHistorySetting(t *testing.T) {
+	for _, history := range []bool{true, false} {
+		t.Run(map[bool]string{true: "on", false: "off"}[history], func(t *testing.T) {
+			c := &clock{time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)}
+			a, _, err := Create(newKeyring(t, c), "friends", "alice", history, opts(c))
+			if err != nil {
+				t.Fatal(err)
+			}
+			members := map[string]*Circle{string(a.Self()): a}
+			join(t, c, a, "bob", members)
+			ek, _ := a.SendEpochKeys()
+			sk, _ := a.SendKey()
+			route := envelope.Route{Channel: "dir:test", MaxSize: 4096}
+			sealer := &envelope.Sealer{Now: c.Now}
+			s, err := sealer.Broadcast(ek, Signer(a.keys.Identity()), sk.Key[:],
+				envelope.Draft{Kind: envelope.KindChat, Expiry: c.t.Add(48 * time.Hour), Body: []byte("before carol")}, route)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.t = c.t.Add(time.Hour)
+			carol := join(t, c, a, "carol", members)
+			_, err = envelope.NewOpener(carol, carol.Self(), envelope.OpenOptions{Now: c.Now}).Open(route.Channel, s.Envelopes[0])
+			if history && err != nil {
+				t.Fatalf("history on: %v", err)
+			}
+			if !history && !errors.Is(err, envelope.ErrNotForUs) {
+				t.Fatalf("history off: got %v, want ErrNotForUs", err)
+			}
+		})
+	}
+}

@@ -522,6 +522,18 @@ func Join(k *identity.Keyring, p *PendingJoin, sealed []byte, opts Options) (*Ci
 	c := newCircle(k, log, opts)
 	c.root = root
 	c.contrib = contrib
+	if r.History {
+		// Learn the epoch before this device joined, so the members' hand-
+		// outs of its keys (and envelopes sealed under it) are accepted
+		// within the grace window.
+		if prev, ok := log.RosterBefore(me.Since); ok {
+			rec := epochRecord{Epoch: prev.Epoch, Seen: opts.Now(), Superseded: opts.Now(), Removals: prev.Removals()}
+			for _, m := range prev.Members() {
+				rec.Members = append(rec.Members, m.Peer)
+			}
+			c.epochs = append(c.epochs, rec)
+		}
+	}
 	u := &Update{}
 	c.enterEpoch(u, nil)
 	return c, u, nil

@@ -33,6 +33,7 @@ type Log struct {
 	auth    map[Hash]bool // authorization of each op, decided by its causal past alone
 	order   []*Op         // canonical order
 	roster  *Roster
+	dag     *dag
 }
 
 // NewLog starts a log from its genesis (create) operation.
@@ -170,6 +171,18 @@ func (l *Log) Op(h Hash) (*Op, bool) { o, ok := l.ops[h]; return o, ok }
 // Roster is the current verified roster.
 func (l *Log) Roster() *Roster { return l.roster }
 
+// RosterBefore is the roster of an operation's causal past: the roster its
+// author saw when signing it.
+func (l *Log) RosterBefore(h Hash) (*Roster, bool) {
+	i, ok := l.dag.index[h]
+	if !ok {
+		return nil, false
+	}
+	r := l.dag.fold(l.dag.anc[i])
+	r.computeEpoch()
+	return r, true
+}
+
 // opHeap orders ready operations by hash for the canonical topological sort.
 type opHeap []*Op
 
@@ -284,6 +297,7 @@ func (l *Log) recompute() {
 	slices.SortFunc(r.Heads, func(a, b Hash) int { return bytes.Compare(a[:], b[:]) })
 	r.computeEpoch()
 	l.roster = r
+	l.dag = d
 }
 
 // removedConcurrently reports whether an authorized remove of p in set s is

@@ -307,6 +307,18 @@ func (c *Circle) enterEpoch(u *Update, before *Roster) {
 			u.Send = append(u.Send, c.outgoing(m.Peer, c.senderKeyMsg(r.Epoch, ch)))
 		}
 	}
+	// History: new members also get this device's chain key of the epoch
+	// before they joined, from its oldest retained day, sealed under the
+	// new epoch (the only one they know).
+	if r.History && before != nil {
+		if old, ok := c.chains[chainID{before.Epoch, self}]; ok {
+			for _, m := range r.Members() {
+				if m.Peer != self && !before.IsMember(m.Peer) {
+					u.Send = append(u.Send, Outgoing{To: m.Peer, Msg: c.senderKeyMsg(before.Epoch, old)})
+				}
+			}
+		}
+	}
 }
 
 // outgoing addresses a key message and picks the epoch to seal it under.
@@ -392,7 +404,9 @@ func (c *Circle) SendKey() (SenderKey, error) {
 		return SenderKey{}, fmt.Errorf("circle %s: send: %w", r.Circle, ErrNoSenderKey)
 	}
 	day := DayOf(c.opts.Now())
-	ch.advance(day) // forward secrecy for what was sent on earlier days
+	if !r.History {
+		ch.advance(day) // forward secrecy for what was sent on earlier days
+	}
 	k, err := ch.at(day)
 	if err != nil {
 		return SenderKey{}, fmt.Errorf("circle %s: send: %w", r.Circle, err)
@@ -630,7 +644,7 @@ func (c *Circle) Maintain() {
 			delete(c.chains, id)
 			continue
 		}
-		if id.Owner == self {
+		if id.Owner == self && !c.log.Roster().History {
 			ch.advance(DayOf(now))
 		} else {
 			ch.advance(oldest)
