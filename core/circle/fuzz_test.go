@@ -112,3 +112,23 @@ func TestWriteFuzzSeeds(t *testing.T) {
 	s := inv.String()
 	write("FuzzInvite", 1, fmt.Sprintf("string(%q)", s[:len(s)-3]))
 }
+
+func FuzzKeyMsg(f *testing.F) {
+	for _, m := range []KeyMsg{
+		{Kind: MsgSenderKey, Circle: ID{1}, Epoch: Epoch{2}, Day: 7, Key: [32]byte{3}},
+		{Kind: MsgContribution, Circle: ID{1}, Op: Hash{4}, Key: [32]byte{5}},
+		{Kind: MsgKeyRequest, Circle: ID{1}, Epoch: Epoch{6}},
+		{Kind: MsgKeyRequest, Circle: ID{1}, Op: Hash{7}},
+	} {
+		f.Add(m.Marshal())
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := ParseKeyMsg(b)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(m.Marshal(), b) {
+			t.Fatal("key message does not re-encode to its bytes")
+		}
+	})
+}
