@@ -13,7 +13,7 @@ import (
 const testChannel = "imap:circle@example.org"
 
 // broadcastPlaintext decrypts a broadcast envelope with a known key.
-func broadcastPlaintext(t *testing.T, key, env []byte) []byte {
+func broadcastPlaintext(t testing.TB, key, env []byte) []byte {
 	t.Helper()
 	aead, err := chacha20poly1305.NewX(key)
 	if err != nil {
@@ -28,7 +28,7 @@ func broadcastPlaintext(t *testing.T, key, env []byte) []byte {
 
 // rebroadcast re-encrypts a (modified) plaintext under the original header:
 // what a member holding the sender's chain key can do.
-func rebroadcast(t *testing.T, key, env, pt []byte) []byte {
+func rebroadcast(t testing.TB, key, env, pt []byte) []byte {
 	t.Helper()
 	aead, err := chacha20poly1305.NewX(key)
 	if err != nil {
