@@ -264,6 +264,13 @@ func (n *Node) Channels(ctx context.Context) ([]api.Channel, error) {
 		}
 		out = append(out, ac)
 	}
+	for _, f := range n.failed {
+		err := f.Err
+		if err == nil {
+			err = errors.New("not configured")
+		}
+		out = append(out, api.Channel{Name: f.Name, Adapter: f.Adapter, State: string(sdk.HealthDown), Message: err.Error(), Advice: Advice(err)})
+	}
 	return out, nil
 }
 

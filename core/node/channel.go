@@ -30,6 +30,9 @@ type Channel struct {
 	Impl sdk.Channel
 	// ArmorPrefix is the armor prefix on text channels (default "rm1").
 	ArmorPrefix string
+	// Err, when set, says why the channel could not be configured: the node
+	// does not run it but reports it (with advice) to doctor.
+	Err error
 }
 
 // channel is a running Channel.

@@ -98,6 +98,7 @@ type Node struct {
 	opener   *envelope.Opener
 	sealer   envelope.Sealer
 	channels []*channel
+	failed   []Channel // channels that could not be configured
 	disc     *discovery.Discovery
 	started  time.Time
 	ready    atomic.Bool
@@ -171,6 +172,10 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		return nil, err
 	}
 	for _, c := range opts.Channels {
+		if c.Err != nil || c.Impl == nil {
+			n.failed = append(n.failed, c)
+			continue
+		}
 		ch, err := newChannel(c)
 		if err != nil {
 			return nil, fmt.Errorf("node: %w", err)

@@ -404,3 +404,17 @@ func decodeAck(b []byte) ([]envelope.MessageID, error) {
 	}
 	return ids, nil
 }
+
+// Posted counts outbox entries (messages, not control traffic) that went to
+// at least one channel and still wait for an ack.
+func (n *Node) Posted() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	c := 0
+	for _, e := range n.outbox {
+		if e.Kind == envelope.KindChat && len(e.Channels) > 0 {
+			c++
+		}
+	}
+	return c
+}

@@ -1,0 +1,200 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/remora-p2p/remora/sdk"
+)
+
+func (a *app) channelCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "channel", Short: "Add, list and remove channels (services the circle shares)"}
+	cmd.AddCommand(a.channelAddCmd(), a.channelListCmd(), a.channelRemoveCmd())
+	return cmd
+}
+
+func (a *app) channelAddCmd() *cobra.Command {
+	var adapter, id string
+	var sets, secrets []string
+	cmd := &cobra.Command{
+		Use:   "add NAME",
+		Short: "Add a channel to config.toml (restart the daemon to use it)",
+		Example: `  remora channel add shared --adapter dir --set path=~/Sync/remora
+  remora channel add mail --adapter imap --id friends-list --set mode=list --set imap=imap.example.org:993 \
+      --set smtp=smtp.example.org:465 --set user=me@example.org --set list=friends@lists.example.org \
+      --secret password=command:"pass show mail/remora"`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			names := adapterNames(a.home)
+			cfg, err := loadConfig(a.configPath(), names)
+			if err != nil {
+				return err
+			}
+			if adapter == "" {
+				adapter = prompt(cmd, "Adapter ("+strings.Join(names, ", ")+")", "dir")
+			}
+			cc := ChannelConfig{Name: args[0], Adapter: adapter, ID: id, Config: map[string]any{}, Secrets: map[string]SecretRef{}}
+			for _, s := range sets {
+				k, v, ok := strings.Cut(s, "=")
+				if !ok {
+					return usageError("--set %q: want key=value", s)
+				}
+				cc.Config[k] = typed(v)
+			}
+			if len(sets) == 0 && adapter == "dir" {
+				cc.Config["path"] = prompt(cmd, "Shared folder path", "")
+			}
+			for _, s := range secrets {
+				k, v, ok := strings.Cut(s, "=")
+				src, val, ok2 := strings.Cut(v, ":")
+				if !ok || !ok2 {
+					return usageError("--secret %q: want key=env:VAR, key=file:PATH or key=command:CMD", s)
+				}
+				switch src {
+				case "env":
+					cc.Secrets[k] = SecretRef{Env: val}
+				case "file":
+					cc.Secrets[k] = SecretRef{File: val}
+				case "command", "cmd":
+					cc.Secrets[k] = SecretRef{Command: val}
+				default:
+					return usageError("--secret %q: source must be env, file or command", s)
+				}
+			}
+			if slices.ContainsFunc(cfg.Channels, func(c ChannelConfig) bool { return c.Name == cc.Name }) {
+				return usageError("a channel named %q exists; remove it first (remora channel remove %s)", cc.Name, cc.Name)
+			}
+			cfg.Channels = append(cfg.Channels, cc)
+			if err := cfg.validate(a.configPath(), names); err != nil {
+				return err
+			}
+			if err := saveConfig(a.configPath(), cfg); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "channel %s added; check it with `remora doctor`, then restart the daemon\n", cc.Name)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&adapter, "adapter", "", "adapter kind")
+	cmd.Flags().StringVar(&id, "id", "", "circle-wide channel ID, the same on every member's device (default: NAME)")
+	cmd.Flags().StringArrayVar(&sets, "set", nil, "adapter setting key=value (repeatable)")
+	cmd.Flags().StringArrayVar(&secrets, "secret", nil, "secret key=env:VAR|file:PATH|command:CMD (repeatable)")
+	return cmd
+}
+
+// typed reads numbers and booleans in --set values as such.
+func typed(v string) any {
+	if b, err := strconv.ParseBool(v); err == nil {
+		return b
+	}
+	if i, err := strconv.ParseInt(v, 10, 64); err == nil {
+		return i
+	}
+	return v
+}
+
+func (a *app) channelListCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List channels: from the daemon with their health, else from config.toml",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
+			defer tw.Flush()
+			if chans, err := a.client().Channels(cmd.Context()); err == nil {
+				fmt.Fprintln(tw, "NAME\tADAPTER\tSTATE\tBOARD\tPUSH\tMESSAGE")
+				for _, c := range chans {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%v\t%s\n", c.Name, c.Adapter, c.State, c.Board, c.Push, c.Message)
+				}
+				return nil
+			}
+			cfg, err := loadConfig(a.configPath(), adapterNames(a.home))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(tw, "NAME\tADAPTER\tID\t(daemon not running)")
+			for _, c := range cfg.Channels {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t\n", c.Name, c.Adapter, orDash(c.ID))
+			}
+			return nil
+		},
+	}
+}
+
+func (a *app) channelRemoveCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "remove NAME",
+		Short: "Remove a channel from config.toml (restart the daemon)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(a.configPath(), adapterNames(a.home))
+			if err != nil {
+				return err
+			}
+			before := len(cfg.Channels)
+			cfg.Channels = slices.DeleteFunc(cfg.Channels, func(c ChannelConfig) bool { return c.Name == args[0] })
+			if len(cfg.Channels) == before {
+				return usageError("no channel named %q (see `remora channel list`)", args[0])
+			}
+			if err := saveConfig(a.configPath(), cfg); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "channel %s removed; restart the daemon\n", args[0])
+			return nil
+		},
+	}
+}
+
+func (a *app) adapterCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "adapter NAME [describe]",
+		Short: "Serve a built-in adapter (the daemon runs this), or describe, install and list adapters",
+		Long: `remora adapter NAME            serve the built-in adapter NAME over the plugin protocol
+remora adapter NAME describe   print its capabilities as JSON
+remora adapter install PATH    install a third-party adapter (pinned by SHA-256)
+remora adapter list            list built-in and installed adapters`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			newAdapter, ok := builtins[args[0]]
+			if !ok {
+				return fmt.Errorf("unknown adapter %q (available: %s)", args[0], strings.Join(adapterNames(a.home), ", "))
+			}
+			return sdk.Serve(newAdapter(), sdk.WithArgs(args[1:]))
+		},
+	}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "install PATH",
+		Short: "Install a third-party adapter executable into the plugins directory",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sup := newSupervisor(a.home, a.logger())
+			defer sup.Close()
+			inst, err := sup.Install(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "installed %s (sha256 %s)\n", inst.Name, inst.SHA256)
+			return nil
+		},
+	}, &cobra.Command{
+		Use:   "list",
+		Short: "List adapters",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			for _, n := range adapterNames(a.home) {
+				kind := "installed"
+				if _, ok := builtins[n]; ok {
+					kind = "built-in"
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%-10s %s\n", n, kind)
+			}
+			return nil
+		},
+	})
+	return cmd
+}
