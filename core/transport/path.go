@@ -1,6 +1,8 @@
 package transport
 
 import (
+	"time"
+
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
@@ -30,7 +32,9 @@ func pathRank(p Path) int {
 func (t *Transport) bestConn(p peer.ID) (Path, ma.Multiaddr) {
 	best, addr := PathNone, ma.Multiaddr(nil)
 	t.mu.Lock()
-	punched := t.punched[p]
+	// A direct connection that appears while DCUtR runs is its work; the
+	// end-of-punch trace may come a moment after the connection.
+	punched := t.punched[p] || (!t.punching[p].IsZero() && time.Since(t.punching[p]) < punchWindow)
 	t.mu.Unlock()
 	for _, c := range t.h.Network().ConnsToPeer(p) {
 		if c.IsClosed() {
@@ -54,6 +58,10 @@ func (t *Transport) bestConn(p peer.ID) (Path, ma.Multiaddr) {
 	}
 	return best, addr
 }
+
+// punchWindow bounds how long a started hole punch claims new direct
+// connections (libp2p's DCUtR gives up well within it).
+const punchWindow = 30 * time.Second
 
 // notifiee marks peers whose connections changed; pathLoop turns the marks
 // into events outside libp2p's notification goroutines.
@@ -107,6 +115,7 @@ func (t *Transport) updatePath(p peer.ID) {
 	if path == PathNone {
 		delete(t.paths, p)
 		delete(t.punched, p)
+		delete(t.punching, p)
 	} else {
 		t.paths[p] = path
 	}
@@ -139,8 +148,15 @@ type punchTracer struct{ t *Transport }
 
 func (pt punchTracer) Trace(e *holepunch.Event) {
 	switch ev := e.Evt.(type) {
+	case *holepunch.StartHolePunchEvt:
+		pt.t.mu.Lock()
+		pt.t.punching[e.Remote] = time.Now()
+		pt.t.mu.Unlock()
 	case *holepunch.EndHolePunchEvt:
 		pt.t.log.Debug("dcutr finished", "peer", e.Remote, "ok", ev.Success, "took", ev.EllapsedTime, "err", ev.Error)
+		pt.t.mu.Lock()
+		delete(pt.t.punching, e.Remote)
+		pt.t.mu.Unlock()
 		if ev.Success {
 			pt.t.setPunched(e.Remote)
 		}

@@ -144,10 +144,11 @@ type Transport struct {
 	dropped atomic.Int64
 
 	mu        sync.Mutex
-	paths     map[peer.ID]Path    // last path announced per peer
-	punched   map[peer.ID]bool    // the direct conn came from hole punching
-	upgrading map[peer.ID]bool    // an upgrade loop runs for the peer
-	observed  map[string]*obsAddr // our addresses as peers saw them
+	paths     map[peer.ID]Path      // last path announced per peer
+	punched   map[peer.ID]bool      // the direct conn came from hole punching
+	punching  map[peer.ID]time.Time // DCUtR started (trace), not finished
+	upgrading map[peer.ID]bool      // an upgrade loop runs for the peer
+	observed  map[string]*obsAddr   // our addresses as peers saw them
 	rsvp      map[peer.ID][]ma.Multiaddr
 	reach     Reachability
 	nat       map[network.NATTransportProtocol]NATType
@@ -185,6 +186,7 @@ func New(ctx context.Context, o Options) (*Transport, error) {
 		events:    make(chan Event, 256),
 		paths:     map[peer.ID]Path{},
 		punched:   map[peer.ID]bool{},
+		punching:  map[peer.ID]time.Time{},
 		upgrading: map[peer.ID]bool{},
 		observed:  map[string]*obsAddr{},
 		rsvp:      map[peer.ID][]ma.Multiaddr{},

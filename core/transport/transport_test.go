@@ -21,6 +21,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(labRoleEnv) != "" { // a peer of TestNATLab, inside its namespace
+		os.Exit(labHelperMain())
+	}
 	goleak.VerifyTestMain(m,
 		// libp2p package-level workers that outlive every host.
 		goleak.IgnoreAnyFunction("github.com/libp2p/go-libp2p/p2p/transport/quicreuse.(*reuse).gc"),
