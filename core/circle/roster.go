@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"math/bits"
 	"slices"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -206,12 +205,6 @@ func (b bitset) or(c bitset) {
 	for i := range b {
 		b[i] |= c[i]
 	}
-}
-func (b bitset) count() (n int) {
-	for _, w := range b {
-		n += bits.OnesCount64(w)
-	}
-	return n
 }
 
 // dag is the log in canonical order with ancestor sets.
