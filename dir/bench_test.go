@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"os"
 	"testing"
 	"time"
 
@@ -28,7 +29,7 @@ func benchItems(n int) []sdk.PublishItem {
 // BenchmarkPublish publishes 1 KiB envelopes in batches of 64; every file
 // is written atomically and fsynced, and each batch fsyncs its bucket.
 func BenchmarkPublish(b *testing.B) {
-	ch := mustConfigureB(b, b.TempDir())
+	ch := mustConfigureB(b, benchDir(b))
 	items := benchItems(64)
 	n := 0
 	start := time.Now()
@@ -58,7 +59,7 @@ func BenchmarkPublish(b *testing.B) {
 // read every file), "warm" with the index already built.
 func BenchmarkSubscribe(b *testing.B) {
 	const total = 4096
-	folder := b.TempDir()
+	folder := benchDir(b)
 	ch := mustConfigureB(b, folder)
 	for range total / 64 {
 		if _, err := ch.Publish(context.Background(), sdk.PublishRequest{Items: benchItems(64)}); err != nil {
@@ -91,14 +92,30 @@ func BenchmarkSubscribe(b *testing.B) {
 		}
 		b.ReportMetric(float64(n)/elapsed.Seconds(), "envelopes/s")
 	}
-	b.Run("cold", func(b *testing.B) { run(b, b.TempDir) })
-	warm := b.TempDir()
+	b.Run("cold", func(b *testing.B) { run(b, func() string { return benchDir(b) }) })
+	warm := benchDir(b)
 	mustConfigureAt(b, folder, warm).Close() // builds the index
 	b.Run("warm", func(b *testing.B) { run(b, func() string { return warm }) })
 }
 
+// benchDir is a fresh folder for a benchmark: under $REMORA_DIR_BENCH_ROOT
+// when set (e.g. /dev/shm, to measure dir without the disk), else in
+// b.TempDir.
+func benchDir(b *testing.B) string {
+	root := os.Getenv("REMORA_DIR_BENCH_ROOT")
+	if root == "" {
+		return b.TempDir()
+	}
+	d, err := os.MkdirTemp(root, "dirbench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
 func mustConfigureB(b *testing.B, folder string) sdk.Channel {
-	ch := mustConfigureAt(b, folder, b.TempDir())
+	ch := mustConfigureAt(b, folder, benchDir(b))
 	b.Cleanup(func() { ch.Close() })
 	return ch
 }

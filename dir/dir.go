@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -516,11 +517,15 @@ func (c *channel) Subscribe(ctx context.Context, req sdk.SubscribeRequest, sink 
 
 // read loads one log file. ok is false for files that are gone or too large.
 func (c *channel) read(e entry) (sdk.Delivery, bool, error) {
-	path := filepath.Join(c.logDir(), e.bucket, e.name)
-	fi, err := os.Stat(path)
+	f, err := os.Open(filepath.Join(c.logDir(), e.bucket, e.name))
 	if errors.Is(err, fs.ErrNotExist) {
 		return sdk.Delivery{}, false, nil
 	}
+	if err != nil {
+		return sdk.Delivery{}, false, fsError("dir: subscribe: read "+e.id(), c.root, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
 	if err != nil {
 		return sdk.Delivery{}, false, fsError("dir: subscribe: read "+e.id(), c.root, err)
 	}
@@ -531,11 +536,8 @@ func (c *channel) read(e entry) (sdk.Delivery, bool, error) {
 		c.log.Warn("dir: skipping a file larger than max_payload", "id", e.id(), "size", fi.Size())
 		return sdk.Delivery{}, false, nil
 	}
-	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return sdk.Delivery{}, false, nil
-	}
-	if err != nil {
+	data := make([]byte, fi.Size())
+	if _, err := io.ReadFull(f, data); err != nil {
 		return sdk.Delivery{}, false, fsError("dir: subscribe: read "+e.id(), c.root, err)
 	}
 	return sdk.Delivery{ID: e.id(), Data: data, Time: fi.ModTime()}, true, nil

@@ -409,3 +409,26 @@ func TestSameKeyInBatch(t *testing.T) {
 		t.Errorf("bucket holds %v, want only \"same\"", names)
 	}
 }
+
+// TestOversizeFile: a file named like a key but larger than max_payload
+// (something else dropped into the folder) is skipped and counted, and the
+// items around it still arrive.
+func TestOversizeFile(t *testing.T) {
+	folder := t.TempDir()
+	ch := mustConfigure(t, map[string]any{"path": folder, "poll_interval": "10ms", "max_payload": 16}, t.TempDir())
+	publish(t, ch, "a")
+	bucket := filepath.Join(folder, "log", time.Now().UTC().Format("2006010215"))
+	if err := os.WriteFile(filepath.Join(bucket, "huge"), make([]byte, 17), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, ch, "b")
+	got := collect(t, ch, nil, 2)
+	for _, d := range got {
+		if d.ID == filepath.Base(bucket)+"/huge" {
+			t.Errorf("delivered the oversize file")
+		}
+	}
+	if n := counters(t, ch).Counters["ignored_oversize"]; n != 1 {
+		t.Errorf("ignored_oversize = %d, want 1", n)
+	}
+}
