@@ -216,8 +216,9 @@ func validKey(k string) bool {
 	return true
 }
 
-// Publish sends each item as one org.remora.envelope event; while the
-// homeserver is throttling us it packs several items into one event.
+// Publish sends each item as one org.remora.envelope event; for batches of
+// packThreshold items or more, and while the homeserver is throttling us, it
+// packs up to maxParts items into one event.
 func (c *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.PublishResponse, error) {
 	if err := c.checkOpen(); err != nil {
 		return sdk.PublishResponse{}, err
@@ -311,11 +312,18 @@ func (c *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.Publ
 	return res, nil
 }
 
-// nextGroup picks the items of the next event: one, or while throttled as
-// many as fit. It returns nil content if even the first item does not fit.
+// packThreshold is the batch size from which Publish packs envelopes into
+// shared events even when not throttled: a large batch is a backlog (a
+// flush after being offline), where one event per envelope costs a round
+// trip each and rate-limit budget.
+const packThreshold = 8
+
+// nextGroup picks the items of the next event: one, or (while throttled, or
+// for a large batch) as many as fit. It returns nil content if even the
+// first item does not fit.
 func (c *channel) nextGroup(items []sdk.PublishItem, todo []int) ([]int, json.RawMessage) {
 	limit := 1
-	if c.throttled() {
+	if c.throttled() || len(todo) >= packThreshold {
 		limit = maxParts
 	}
 	var content json.RawMessage
@@ -395,11 +403,21 @@ func (c *channel) deleteOne(ctx context.Context, s string) error {
 		return sdk.Errorf(sdk.CodeNotFound, "matrix: delete %q: %v", s, err)
 	}
 	var e rawEvent
-	err = c.withRateLimit(ctx, "delete: get event", func() error {
-		url := c.cli.BuildClientURL("v3", "rooms", c.roomID, "event", ev)
-		_, err := c.cli.MakeFullRequest(ctx, mautrix.FullRequest{Method: http.MethodGet, URL: url, ResponseJSON: &e, MaxAttempts: 1})
-		return err
-	})
+	for attempt := 0; ; attempt++ {
+		err = c.withRateLimit(ctx, "delete: get event", func() error {
+			url := c.cli.BuildClientURL("v3", "rooms", c.roomID, "event", ev)
+			_, err := c.cli.MakeFullRequest(ctx, mautrix.FullRequest{Method: http.MethodGet, URL: url, ResponseJSON: &e, MaxAttempts: 1})
+			return err
+		})
+		// Dendrite may answer 404 for an event sent a moment ago on a busy
+		// server: ask again before calling it gone.
+		if sdk.CodeOf(err) != sdk.CodeNotFound || attempt == 3 {
+			break
+		}
+		if err := sleep(ctx, 300*time.Millisecond); err != nil {
+			return err
+		}
+	}
 	if sdk.CodeOf(err) == sdk.CodeNotFound {
 		return nil // already gone
 	}

@@ -646,8 +646,8 @@ func synapseLimiter(t testing.TB, target string, perSecond float64, burst int) (
 
 // TestRateLimitBurst: 500 envelopes published in a burst (10 concurrent
 // batches of 50, as core flushes) through a homeserver that rate-limits
-// sends (the rate-limited Dendrite behind a Synapse-style limiter: 1 event
-// per second per user, burst 10) all arrive, none twice; the adapter waited
+// sends (the rate-limited Dendrite behind a Synapse-style limiter: one
+// event per 2 s per user, burst 3) all arrive, none twice; the adapter waited
 // out the 429s, returned RateLimited for longer waits, and packed envelopes
 // into fewer events.
 func TestRateLimitBurst(t *testing.T) {
@@ -667,7 +667,7 @@ func TestRateLimitBurst(t *testing.T) {
 		room = resp.RoomID
 		break
 	}
-	proxyURL, limited := synapseLimiter(t, hs.url, 1, 10)
+	proxyURL, limited := synapseLimiter(t, hs.url, 0.5, 3)
 	open := func(hs homeserver, u user) *channel {
 		for {
 			ch, err := hs.open(ctxT(t, time.Minute), t, u, room, t.TempDir(), nil)
@@ -775,7 +775,15 @@ func TestDeletePacked(t *testing.T) {
 	redacted := func() bool {
 		var e rawEvent
 		url := a.cli.BuildClientURL("v3", "rooms", room, "event", ev)
-		if _, err := a.cli.MakeFullRequest(ctx, mautrix.FullRequest{Method: http.MethodGet, URL: url, ResponseJSON: &e}); err != nil {
+		a.cli.DefaultHTTPRetries = 0
+		var err error
+		for range 5 { // a busy Dendrite may not serve a fresh event yet
+			if _, err = a.cli.MakeFullRequest(ctx, mautrix.FullRequest{Method: http.MethodGet, URL: url, ResponseJSON: &e}); err == nil {
+				break
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
 		return len(e.Content) <= 2
@@ -797,5 +805,45 @@ func TestDeletePacked(t *testing.T) {
 	stop()
 	if len(seen) != 1 {
 		t.Errorf("deleted envelopes delivered: %v", seen)
+	}
+}
+
+// TestRateLimitLongWait: a retry-after longer than Publish waits itself is
+// returned per item as sdk.RateLimited with the homeserver's delay, and the
+// items were not sent.
+func TestRateLimitLongWait(t *testing.T) {
+	hs := needHomeserver(t)
+	alice, bob := hs.register(t), hs.register(t)
+	room := createRoom(t, alice, []user{bob}, nil)
+	proxyURL, limited := synapseLimiter(t, hs.url, 1.0/30, 1) // one event per 30 s
+	a, err := homeserver{url: proxyURL, secret: hs.secret}.open(ctxT(t, time.Minute), t, alice, room, t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b := hs.mustOpen(t, bob, room, t.TempDir())
+	first := item(payloadN(20))
+	publishOK(t, a, first)
+	held := []sdk.PublishItem{item(payloadN(20)), item(payloadN(20))}
+	resp, err := a.Publish(ctxT(t, time.Minute), sdk.PublishRequest{Items: held})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range resp.Results {
+		if !errors.Is(r.Err, sdk.ErrRateLimited) || sdk.RetryAfterOf(r.Err) < 20*time.Second {
+			t.Errorf("item %d: %v (retry after %v), want rate limited for ~30 s", i, r.Err, sdk.RetryAfterOf(r.Err))
+		}
+	}
+	if limited.Load() == 0 {
+		t.Error("the limiter sent no 429")
+	}
+	col, stop := subscribe(t, b, nil)
+	seen := col.waitFor(t, wantSet(first.Data), time.Minute)
+	col.drain(2*time.Second, seen)
+	stop()
+	for _, it := range held {
+		if seen[string(it.Data)] != 0 {
+			t.Error("an item reported as rate limited was delivered")
+		}
 	}
 }

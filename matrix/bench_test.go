@@ -1,0 +1,92 @@
+package matrix
+
+import (
+	"context"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/remora-p2p/remora/sdk"
+)
+
+// BenchmarkDeliveryLatency measures publish → delivery through the room:
+// alice publishes one envelope at a time, bob's running subscription
+// (long-poll /sync) receives it. Reports p50/p99 in ms.
+func BenchmarkDeliveryLatency(b *testing.B) {
+	hs := needHomeserver(b)
+	alice, bob := hs.register(b), hs.register(b)
+	room := createRoom(b, alice, []user{bob}, nil)
+	a := hs.mustOpen(b, alice, room, b.TempDir())
+	r := hs.mustOpen(b, bob, room, b.TempDir())
+	got := make(chan string, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Subscribe(ctx, sdk.SubscribeRequest{}, sdk.SinkFunc(func(ctx context.Context, d sdk.Delivery) error {
+		got <- string(d.Data)
+		return nil
+	}))
+	// Warm up: the subscription is live once a first item arrives.
+	publishOK(b, a, item([]byte("warmup")))
+	for d := range got {
+		if d == "warmup" {
+			break
+		}
+	}
+	var lat []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		data := []byte("bench-" + strconv.Itoa(i) + "-" + randomName(""))
+		start := time.Now()
+		publishOK(b, a, item(data))
+		for d := range got {
+			if d == string(data) {
+				break
+			}
+		}
+		lat = append(lat, time.Since(start))
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+// BenchmarkOfflineBacklog1000 measures how long a reader that was offline
+// takes, from Subscribe with its saved cursor, to receive 1,000 envelopes
+// published meanwhile (one gap: a limited sync timeline filled from
+// /messages). Target ≤ 30 s.
+func BenchmarkOfflineBacklog1000(b *testing.B) {
+	hs := needHomeserver(b)
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		alice, bob := hs.register(b), hs.register(b)
+		room := createRoom(b, alice, []user{bob}, nil)
+		a := hs.mustOpen(b, alice, room, b.TempDir())
+		r := hs.mustOpen(b, bob, room, b.TempDir())
+		first := item([]byte("before"))
+		publishOK(b, a, first)
+		col, stop := subscribe(b, r, nil)
+		col.waitFor(b, wantSet(first.Data), time.Minute)
+		stop()
+		cursor := col.cursor
+		var items []sdk.PublishItem
+		want := map[string]bool{}
+		for range 1000 {
+			it := item(payloadN(300))
+			items = append(items, it)
+			want[string(it.Data)] = true
+		}
+		for j := 0; j < len(items); j += 64 {
+			publishOK(b, a, items[j:min(j+64, len(items))]...)
+		}
+		b.StartTimer()
+		start := time.Now()
+		col, stop = subscribe(b, r, cursor)
+		col.waitFor(b, want, 2*time.Minute)
+		elapsed := time.Since(start)
+		b.StopTimer()
+		stop()
+		b.ReportMetric(elapsed.Seconds(), "s/1000-backlog")
+	}
+}
