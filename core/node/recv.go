@@ -235,7 +235,11 @@ func (n *Node) sendKeyMsgs(c *circle.Circle, out []circle.Outgoing) {
 		if o.Msg.Kind == circle.MsgKeyRequest {
 			kind = envelope.KindKeyQuery
 		}
-		if _, err := n.enqueue(c.ID(), []peer.ID{o.To}, kind, o.Msg.Marshal(), 0, nil); err != nil {
+		var ep *circle.Epoch
+		if o.Epoch != (circle.Epoch{}) {
+			ep = &o.Epoch
+		}
+		if _, err := n.enqueue(c.ID(), []peer.ID{o.To}, kind, o.Msg.Marshal(), 0, ep); err != nil {
 			n.log.Warn("key message", "to", o.To, "err", err)
 		}
 	}
