@@ -51,6 +51,9 @@ type Installed struct {
 	InstalledAt time.Time `json:"installed_at"`
 }
 
+// fileName is the installed executable's name for adapter name.
+func fileName(name string) string { return "remora-adapter-" + name }
+
 // manifest is the plugins directory's manifest.json.
 type manifest struct {
 	Adapters map[string]Installed `json:"adapters"`
@@ -177,7 +180,7 @@ func (s *Supervisor) Install(ctx context.Context, path string) (Installed, error
 	if got, err := fileSHA256(tmp.Name()); err != nil || got != sum {
 		return fail(fmt.Errorf("the copy changed while installing (%v)", err))
 	}
-	inst := Installed{Name: d.Name, Version: d.Version, File: "remora-adapter-" + d.Name, SHA256: sum, InstalledAt: time.Now().UTC()}
+	inst := Installed{Name: d.Name, Version: d.Version, File: fileName(d.Name), SHA256: sum, InstalledAt: time.Now().UTC()}
 
 	s.installMu.Lock()
 	defer s.installMu.Unlock()
@@ -302,7 +305,7 @@ func (s *Supervisor) resolve(name string) (spec, error) {
 		return spec{}, fmt.Errorf("%w %q (available: %s; install others with `remora adapter install PATH`)", ErrUnknownAdapter, name, avail)
 	}
 	sum, err := hex.DecodeString(in.SHA256)
-	if err != nil || len(sum) != sha256.Size || !validName.MatchString(in.Name) || in.File != filepath.Base(in.File) {
+	if err != nil || len(sum) != sha256.Size || in.Name != name || in.File != fileName(name) {
 		return spec{}, fmt.Errorf("plugins: manifest entry for %q is corrupt; reinstall it with `remora adapter install`", name)
 	}
 	path := filepath.Join(s.opts.Dir, in.File)

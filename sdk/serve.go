@@ -203,6 +203,8 @@ func (s *grpcServer) serverOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(wire.MaxMessageSize),
 		grpc.MaxSendMsgSize(wire.MaxMessageSize),
+		grpc.InitialWindowSize(wire.WindowSize),
+		grpc.InitialConnWindowSize(wire.WindowSize),
 		grpc.ChainUnaryInterceptor(s.track),
 	}
 }

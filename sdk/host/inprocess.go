@@ -12,7 +12,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/remora-p2p/remora/sdk"
-	"github.com/remora-p2p/remora/sdk/internal/wire"
 )
 
 // ServeInProcess serves a over plain gRPC on a unix socket inside this
@@ -68,11 +67,7 @@ func Dial(ctx context.Context, path, name string) (*Client, error) {
 
 func dial(ctx context.Context, path, name string, after func() error) (*Client, error) {
 	conn, err := grpc.NewClient("unix://"+path,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(
-			grpc.MaxCallRecvMsgSize(wire.MaxMessageSize),
-			grpc.MaxCallSendMsgSize(wire.MaxMessageSize),
-		))
+		append(dialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		return nil, err
 	}

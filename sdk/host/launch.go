@@ -119,10 +119,7 @@ func Launch(ctx context.Context, cfg Config) (*Client, error) {
 		SyncStdout:       newLineWriter(logger.With("stream", "stdout"), slog.LevelDebug),
 		SyncStderr:       newLineWriter(logger.With("stream", "stderr"), slog.LevelDebug),
 		SkipHostEnv:      true,
-		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
-			grpc.MaxCallRecvMsgSize(wire.MaxMessageSize),
-			grpc.MaxCallSendMsgSize(wire.MaxMessageSize),
-		)},
+		GRPCDialOptions:  dialOptions(),
 	})
 
 	type started struct {
@@ -228,4 +225,17 @@ func (p *clientPlugin) GRPCServer(*plugin.GRPCBroker, *grpc.Server) error {
 // GRPCClient is called by Dispense; done ends when the process exits.
 func (p *clientPlugin) GRPCClient(done context.Context, _ *plugin.GRPCBroker, conn *grpc.ClientConn) (any, error) {
 	return &dispensed{conn: conn, done: done}, nil
+}
+
+// dialOptions are the gRPC client options of every connection to an
+// adapter: the wire's message limit and flow-control window.
+func dialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(wire.MaxMessageSize),
+			grpc.MaxCallSendMsgSize(wire.MaxMessageSize),
+		),
+		grpc.WithInitialWindowSize(wire.WindowSize),
+		grpc.WithInitialConnWindowSize(wire.WindowSize),
+	}
 }

@@ -20,6 +20,10 @@ const (
 	// MaxMessageSize bounds one gRPC message in either direction (a Publish
 	// batch, a BoardGet response).
 	MaxMessageSize = 64 << 20
+	// WindowSize is the HTTP/2 flow-control window both sides use, per
+	// stream and per connection. gRPC's 64 KiB default makes a batch of 64
+	// 1 KiB envelopes wait a round trip for a window update mid-message.
+	WindowSize = 1 << 20
 	// EnvLogLevel carries the host's log level (slog level text, e.g.
 	// "DEBUG") so the adapter does not ship lines the host would drop.
 	EnvLogLevel = "REMORA_ADAPTER_LOG_LEVEL"
