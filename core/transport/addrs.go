@@ -15,11 +15,7 @@ import (
 // relay addresses of live reservations. LAN addresses must never be
 // published to a channel.
 func (t *Transport) Addrs() []Addr {
-	iface := map[string]bool{}
 	ifaceAddrs, _ := t.h.Network().InterfaceListenAddresses()
-	for _, a := range ifaceAddrs {
-		iface[string(a.Bytes())] = true
-	}
 	seen := map[string]bool{}
 	var out []Addr
 	add := func(a Addr) {
@@ -36,16 +32,10 @@ func (t *Transport) Addrs() []Addr {
 		}
 		add(Addr{Multiaddr: a, Kind: classify(a, true)})
 	}
-	t.mu.Lock()
-	for _, o := range t.observed {
-		a := Addr{Multiaddr: o.addr, Kind: classify(o.addr, false), Observers: len(o.observers)}
-		for _, at := range o.observers {
-			if at.After(a.ObservedAt) {
-				a.ObservedAt = at
-			}
-		}
+	for _, a := range t.observedAddrs() {
 		add(a)
 	}
+	t.mu.Lock()
 	var relayAddrs []ma.Multiaddr
 	for _, as := range t.rsvp {
 		relayAddrs = append(relayAddrs, as...)
@@ -67,6 +57,32 @@ func (t *Transport) Addrs() []Addr {
 		add(Addr{Multiaddr: a, Kind: AddrRelay})
 	}
 	sort.SliceStable(out, func(i, j int) bool { return kindRank(out[i].Kind) < kindRank(out[j].Kind) })
+	return out
+}
+
+// observedAddrs lists our addresses as peers reported them, each with the
+// number of distinct observers whose report is younger than observedTTL.
+func (t *Transport) observedAddrs() []Addr {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	var out []Addr
+	for _, o := range t.observed {
+		a := Addr{Multiaddr: o.addr, Kind: classify(o.addr, false)}
+		for _, at := range o.observers {
+			if now.Sub(at) > observedTTL {
+				continue
+			}
+			a.Observers++
+			if at.After(a.ObservedAt) {
+				a.ObservedAt = at
+			}
+		}
+		if a.Observers > 0 {
+			out = append(out, a)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Observers > out[j].Observers })
 	return out
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -189,7 +190,7 @@ func (t *Transport) startUpgrade(p peer.ID) {
 			select {
 			case <-t.ctx.Done():
 				return
-			case <-time.After(wait):
+			case <-time.After(jitter(wait)):
 			}
 			if t.PathTo(p) != PathRelayed {
 				return // upgraded (libp2p's own DCUtR run) or gone
@@ -217,6 +218,12 @@ func (t *Transport) startUpgrade(p peer.ID) {
 		}
 		t.log.Info("relayed path stays relayed", "peer", p, "attempts", len(upgradeBackoff))
 	}()
+}
+
+// jitter spreads d over [d, 1.5d), so that both ends of a relayed path do
+// not start their DCUtR retries at the same moment and collide.
+func jitter(d time.Duration) time.Duration {
+	return d + rand.N(d/2+1)
 }
 
 // dialDirect tries p's known direct addresses once and reports success.

@@ -458,15 +458,39 @@ func (t *Transport) addObserved(from peer.ID, a ma.Multiaddr) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	now := t.now()
 	o := t.observed[string(a.Bytes())]
 	if o == nil {
-		if len(t.observed) >= 64 { // bounded: a peer cannot grow it without limit
+		if len(t.observed) >= maxObserved {
+			t.pruneObserved(now)
+		}
+		if len(t.observed) >= maxObserved { // bounded: peers cannot grow it without limit
 			return
 		}
 		o = &obsAddr{addr: a, observers: map[peer.ID]time.Time{}}
 		t.observed[string(a.Bytes())] = o
 	}
-	o.observers[from] = t.now()
+	o.observers[from] = now
+}
+
+// Observed addresses: how many we keep, and how long one report counts.
+const (
+	maxObserved = 64
+	observedTTL = time.Hour
+)
+
+// pruneObserved drops reports older than observedTTL; t.mu is held.
+func (t *Transport) pruneObserved(now time.Time) {
+	for k, o := range t.observed {
+		for p, at := range o.observers {
+			if now.Sub(at) > observedTTL {
+				delete(o.observers, p)
+			}
+		}
+		if len(o.observers) == 0 {
+			delete(t.observed, k)
+		}
+	}
 }
 
 func (t *Transport) isRelay(p peer.ID) bool {
