@@ -8,6 +8,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
+	"sync"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -50,6 +52,9 @@ type EpochKeys struct {
 	Epoch  Epoch
 	tag    []byte
 	hint   []byte
+	// Keyed HMAC states, reused through Reset: Open computes one hint per
+	// member per envelope.
+	tagMACs, hintMACs sync.Pool
 }
 
 // Labels of the key derivations (HKDF-SHA256 info strings).
@@ -85,24 +90,37 @@ func NewEpochKeys(circle CircleID, epoch Epoch, secret []byte) (*EpochKeys, erro
 	return &EpochKeys{Circle: circle, Epoch: epoch, tag: tag, hint: hint}, nil
 }
 
+// mac returns a keyed HMAC-SHA256 from pool, reset to its keyed state.
+func mac(pool *sync.Pool, key []byte) hash.Hash {
+	if m, ok := pool.Get().(hash.Hash); ok {
+		m.Reset()
+		return m
+	}
+	return hmac.New(sha256.New, key)
+}
+
 // routingTag = HMAC-SHA256(tag key, u16(len(channel)) ‖ channel ‖ nonce)[:16].
 func (k *EpochKeys) routingTag(channel string, nonce []byte) []byte {
-	m := hmac.New(sha256.New, k.tag)
+	m := mac(&k.tagMACs, k.tag)
+	defer k.tagMACs.Put(m)
 	var l [2]byte
 	binary.BigEndian.PutUint16(l[:], uint16(len(channel)))
 	m.Write(l[:])
 	m.Write([]byte(channel))
 	m.Write(nonce)
-	return m.Sum(nil)[:TagSize]
+	var sum [sha256.Size]byte
+	return m.Sum(sum[:0])[:TagSize]
 }
 
 // senderHint = HMAC-SHA256(hint key, u8(len(sender)) ‖ sender ‖ nonce)[:8].
 func (k *EpochKeys) senderHint(sender peer.ID, nonce []byte) []byte {
-	m := hmac.New(sha256.New, k.hint)
+	m := mac(&k.hintMACs, k.hint)
+	defer k.hintMACs.Put(m)
 	m.Write([]byte{byte(len(sender))})
 	m.Write([]byte(sender))
 	m.Write(nonce)
-	return m.Sum(nil)[:HintSize]
+	var sum [sha256.Size]byte
+	return m.Sum(sum[:0])[:HintSize]
 }
 
 // BoxKeyID derives the key ID of a box public key: the first 8 bytes of
