@@ -22,7 +22,7 @@ const Version = "0.1.0"
 // indexFile is the index's name in the channel's state dir.
 const indexFile = "dir-index"
 
-const (
+var (
 	// fullRescan is how often a scan re-reads every bucket, whatever the
 	// directory times say.
 	fullRescan = time.Minute

@@ -1,0 +1,132 @@
+package dir
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/remora-p2p/remora/sdk"
+)
+
+// TestStaleDirectoryTime: on a filesystem that does not update a
+// directory's time when a file arrives (some NFS setups, FAT's 2 s
+// granularity), the file is still found by the periodic full rescan.
+func TestStaleDirectoryTime(t *testing.T) {
+	oldFull, oldFresh := fullRescan, freshDir
+	fullRescan, freshDir = 300*time.Millisecond, 0
+	t.Cleanup(func() { fullRescan, freshDir = oldFull, oldFresh })
+
+	folder := t.TempDir()
+	raw, _ := json.Marshal(map[string]string{"path": folder, "poll_interval": "10ms"})
+	ch, err := New().Configure(t.Context(), sdk.ConfigureRequest{Config: raw, StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	if _, err := ch.Publish(t.Context(), sdk.PublishRequest{Items: []sdk.PublishItem{{Data: []byte("a"), IdempotencyKey: "a"}}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	got := make(chan string, 10)
+	done := make(chan error, 1)
+	go func() {
+		done <- ch.Subscribe(ctx, sdk.SubscribeRequest{}, sdk.SinkFunc(func(_ context.Context, d sdk.Delivery) error {
+			got <- string(d.Data)
+			return nil
+		}))
+	}()
+	if d := <-got; d != "a" {
+		t.Fatalf("first delivery %q", d)
+	}
+	// Let the bucket be scanned with its current time, then add a file
+	// and put the directory time back.
+	time.Sleep(50 * time.Millisecond)
+	bucket := filepath.Join(folder, "log", bucketOf(time.Now()))
+	fi, err := os.Stat(bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bucket, "late"), []byte("late"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(bucket, fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d := <-got:
+		if d != "late" {
+			t.Fatalf("got %q, want the late file", d)
+		}
+	case <-ctx.Done():
+		t.Fatal("the file behind a stale directory time was never delivered")
+	}
+	cancel()
+	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+}
+
+// FuzzParseConfig: no input panics the config parser, and every rejection
+// is a bad-config error a user can read.
+func FuzzParseConfig(f *testing.F) {
+	f.Add([]byte(`{"path": "/tmp/x", "poll_interval": "250ms", "retention": "168h", "max_payload": 1048576}`))
+	f.Add([]byte(`{"path": 1}`))
+	f.Add([]byte(`{"poll_interval": "1ms"}`))
+	f.Add([]byte(`{"path": "/x"} trailing`))
+	f.Add([]byte(``))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		c, err := parseConfig(raw)
+		if err != nil {
+			if !errors.Is(err, sdk.ErrBadConfig) || !strings.HasPrefix(err.Error(), "bad config: dir: config") {
+				t.Fatalf("rejection %v is not a dir bad-config error", err)
+			}
+			return
+		}
+		if c.Path == "" || c.PollInterval.D() < minPoll || c.Retention.D() < minRetention || c.MaxPayload < 1 || c.MaxPayload > maxMaxPayload {
+			t.Fatalf("accepted an invalid config %+v from %q", c, raw)
+		}
+	})
+}
+
+// FuzzLoadIndex: a damaged index file never panics the loader, and an
+// index it accepts survives a rewrite unchanged.
+func FuzzLoadIndex(f *testing.F) {
+	id := "00112233445566778899aabbccddeeff"
+	f.Add([]byte(indexHeader + " " + id + " " + id + " 1\n"))
+	f.Add([]byte(indexHeader + " " + id + " " + id + " 5\n5 2026112513 abc\n6 2026112514 d-e_f\n"))
+	f.Add([]byte(indexHeader + " " + id + " " + id + " 5\n5 2026112513 abc\n6 20261"))
+	f.Add([]byte("garbage"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		path := filepath.Join(t.TempDir(), "idx")
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		x, err := loadIndex(path)
+		if err != nil {
+			return
+		}
+		if err := x.rewrite(); err != nil {
+			t.Fatal(err)
+		}
+		x.close()
+		y, err := loadIndex(path)
+		if err != nil {
+			t.Fatalf("rewritten index does not load: %v", err)
+		}
+		y.close()
+		if x.id != y.id || x.folder != y.folder || x.next != y.next || len(x.entries) != len(y.entries) {
+			t.Fatalf("rewrite changed the index: %+v vs %+v", x, y)
+		}
+		for i := range x.entries {
+			if x.entries[i] != y.entries[i] {
+				t.Fatalf("entry %d: %+v vs %+v", i, x.entries[i], y.entries[i])
+			}
+		}
+	})
+}
