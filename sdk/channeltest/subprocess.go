@@ -16,8 +16,13 @@ import (
 )
 
 // EnvAdapterBin names an adapter executable; when set, Run without a
-// Subprocess option runs the cases against it.
-const EnvAdapterBin = "REMORA_ADAPTER_BIN"
+// Subprocess or Self option runs the cases against it, with the
+// space-separated arguments in EnvAdapterArgs (e.g. REMORA_ADAPTER_BIN=remora
+// REMORA_ADAPTER_ARGS="adapter dir" for a built-in adapter).
+const (
+	EnvAdapterBin  = "REMORA_ADAPTER_BIN"
+	EnvAdapterArgs = "REMORA_ADAPTER_ARGS"
+)
 
 // envChild marks a test binary re-executed by Self as the adapter.
 const envChild = "REMORA_CHANNELTEST_CHILD"
@@ -73,7 +78,8 @@ func newBackend(t *testing.T, a sdk.Adapter, cfg config) backend {
 	command := cfg.command
 	if command == nil {
 		if bin := os.Getenv(EnvAdapterBin); bin != "" {
-			command = func() *exec.Cmd { return exec.Command(bin) }
+			args := strings.Fields(os.Getenv(EnvAdapterArgs))
+			command = func() *exec.Cmd { return exec.Command(bin, args...) }
 		}
 	}
 	if command == nil {
