@@ -45,6 +45,7 @@ func TestObservedAddrs(t *testing.T) {
 	tr.addObserved("peer2", pub)
 	tr.addObserved("peer2", pub) // the same observer twice counts once
 	tr.addObserved("peer3", nil)
+	tr.addObserved("peer4", ma.StringCast("/ip4/8.8.8.8/tcp/1/p2p/12D3KooWCg7fzWaT8cnND3xGWs586vu8mbPqvCAgqQEzkxAMb6DQ/p2p-circuit"))
 	got := tr.observedAddrs()
 	if len(got) != 1 || got[0].Observers != 2 || got[0].Kind != AddrObserved || !got[0].ObservedAt.Equal(now) {
 		t.Fatalf("observed = %+v, want one address with 2 observers", got)

@@ -9,7 +9,6 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
 	ma "github.com/multiformats/go-multiaddr"
 )
 
@@ -253,48 +252,6 @@ func (t *Transport) dcutrReady() bool {
 		}
 	}
 	return false
-}
-
-// reserveLoop holds a reservation on one static relay, refreshing it before
-// it expires and retrying with backoff; the relay addresses it yields are
-// ours (kind relay) while it lasts.
-func (t *Transport) reserveLoop(r peer.AddrInfo) {
-	defer t.wg.Done()
-	backoff := time.Second
-	for {
-		ctx, cancel := context.WithTimeout(t.ctx, relayDialTimeout)
-		rsvp, err := client.Reserve(ctx, t.h, r)
-		cancel()
-		wait := backoff
-		if err != nil {
-			t.setReservation(r.ID, nil)
-			t.log.Debug("relay reservation failed", "relay", r.ID, "err", err, "retry", backoff)
-			backoff = min(backoff*2, 5*time.Minute)
-		} else {
-			backoff = time.Second
-			t.setReservation(r.ID, circuitAddrs(r, rsvp.Addrs))
-			wait = time.Until(rsvp.Expiration) * 3 / 4
-			if wait < 10*time.Second {
-				wait = 10 * time.Second
-			}
-			t.log.Info("relay reservation", "relay", r.ID, "expires", rsvp.Expiration)
-		}
-		select {
-		case <-t.ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-	}
-}
-
-func (t *Transport) setReservation(relay peer.ID, addrs []ma.Multiaddr) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if addrs == nil {
-		delete(t.rsvp, relay)
-	} else {
-		t.rsvp[relay] = addrs
-	}
 }
 
 // circuitAddrs builds our /p2p-circuit addresses through relay r from the

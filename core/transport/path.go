@@ -135,6 +135,7 @@ func (t *Transport) updatePath(p peer.ID) {
 		}
 	case path == PathNone:
 		t.emit(Event{Kind: EventDisconnected, Peer: p, Path: path, Prev: prev})
+		t.kickRelay(p) // our reservation went with the connection
 	default:
 		t.emit(Event{Kind: EventPathChanged, Peer: p, Path: path, Prev: prev, Addr: addr})
 		if path == PathRelayed {

@@ -166,3 +166,46 @@ func TestRelayedPathUpgradesToDirect(t *testing.T) {
 		t.Fatalf("Send after upgrade: %v", err)
 	}
 }
+
+func TestAddRemoveRelay(t *testing.T) {
+	m := newMembers()
+	r := newTransport(t, m, func(o *transport.Options) {
+		o.RelayService = &transport.RelayOptions{}
+		o.ForceReachability = transport.ReachabilityPublic
+	})
+	a := newTransport(t, m, nil)
+	b := newTransport(t, m, nil)
+	m.add(r.ID(), a.ID(), b.ID())
+	rinfo := peer.AddrInfo{ID: r.ID()}
+	for _, ad := range r.Addrs() {
+		rinfo.Addrs = append(rinfo.Addrs, ad.Multiaddr)
+	}
+	if err := a.AddRelay(peer.AddrInfo{ID: r.ID()}); !errors.Is(err, transport.ErrNoAddrs) {
+		t.Fatalf("AddRelay without addresses: err = %v, want ErrNoAddrs", err)
+	}
+	if err := a.AddRelay(peer.AddrInfo{ID: a.ID(), Addrs: rinfo.Addrs}); err == nil {
+		t.Fatal("AddRelay accepted ourselves")
+	}
+	if err := a.AddRelay(rinfo); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.Relays(); len(got) != 1 || got[0] != r.ID() {
+		t.Fatalf("Relays = %v", got)
+	}
+	relayAddrs := waitRelayAddrs(t, a)
+	a.Handle(func(context.Context, peer.ID, []byte) error { return nil })
+	b.AddAddrs(a.ID(), relayAddrs, peerstore.TempAddrTTL)
+	ctx := ctxT(t, 20*time.Second)
+	if err := b.Send(ctx, a.ID(), []byte("via a relay added at run time")); err != nil {
+		t.Fatalf("Send through the added relay: %v", err)
+	}
+	a.RemoveRelay(r.ID())
+	if got := a.Relays(); len(got) != 0 {
+		t.Fatalf("Relays after RemoveRelay = %v", got)
+	}
+	for _, ad := range a.Addrs() {
+		if ad.Kind == transport.AddrRelay {
+			t.Fatalf("relay address %s still advertised after RemoveRelay", ad.Multiaddr)
+		}
+	}
+}

@@ -49,7 +49,8 @@ type Options struct {
 	RelayService *RelayOptions
 	// StaticRelays are relays (friends) this node reserves a slot on, so
 	// that members can reach it through them. They are admitted by the
-	// gater even when Allow does not list them.
+	// gater even when Allow does not list them. AddRelay and RemoveRelay
+	// change the set later (relay offers arriving in presence).
 	StaticRelays []peer.AddrInfo
 	// DialFilter, when set, vetoes dialing an address (return false to
 	// refuse), e.g. private ranges on a public relay host. Relay addresses
@@ -127,7 +128,8 @@ type Transport struct {
 	maxMsg  int
 	punch   bool
 	dialOK  func(ma.Multiaddr) bool
-	relays  map[peer.ID]peer.AddrInfo
+	relayMu sync.RWMutex
+	relays  map[peer.ID]*relayEntry
 	hps     *holepunch.Service
 	mdnsSvc mdns.Service
 
@@ -182,7 +184,7 @@ func New(ctx context.Context, o Options) (*Transport, error) {
 		maxMsg:    o.MaxMessageSize,
 		punch:     o.EnableHolePunching,
 		dialOK:    o.DialFilter,
-		relays:    map[peer.ID]peer.AddrInfo{},
+		relays:    map[peer.ID]*relayEntry{},
 		events:    make(chan Event, 256),
 		paths:     map[peer.ID]Path{},
 		punched:   map[peer.ID]bool{},
@@ -206,7 +208,7 @@ func New(ctx context.Context, o Options) (*Transport, error) {
 		t.maxMsg = DefaultMaxMessageSize
 	}
 	for _, r := range o.StaticRelays {
-		t.relays[r.ID] = r
+		t.relays[r.ID] = &relayEntry{info: r, kick: make(chan struct{}, 1)}
 	}
 	t.pool.init()
 
@@ -283,10 +285,11 @@ func New(ctx context.Context, o Options) (*Transport, error) {
 			return nil, fmt.Errorf("transport: new: mdns: %w", err)
 		}
 	}
-	for _, r := range o.StaticRelays {
-		t.wg.Add(1)
-		go t.reserveLoop(r)
+	t.relayMu.Lock()
+	for _, e := range t.relays {
+		t.startReserve(e)
 	}
+	t.relayMu.Unlock()
 	t.log.Info("transport started", "peer", h.ID(), "listen", h.Network().ListenAddresses())
 	return t, nil
 }
@@ -453,8 +456,8 @@ func (t *Transport) busLoop(sub event.Subscription) {
 }
 
 func (t *Transport) addObserved(from peer.ID, a ma.Multiaddr) {
-	if a == nil {
-		return
+	if a == nil || isRelayAddr(a) {
+		return // over a relayed connection the peer "observes" the circuit
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -494,6 +497,8 @@ func (t *Transport) pruneObserved(now time.Time) {
 }
 
 func (t *Transport) isRelay(p peer.ID) bool {
+	t.relayMu.RLock()
+	defer t.relayMu.RUnlock()
 	_, ok := t.relays[p]
 	return ok
 }
