@@ -128,13 +128,16 @@ func Serve(a Adapter, opts ...ServeOption) error {
 		}
 	}()
 	if fd := os.Getenv(wire.EnvLifeline); fd != "" {
-		if n, err := strconv.Atoi(fd); err == nil {
-			if f := os.NewFile(uintptr(n), "lifeline"); f != nil {
-				go func() {
-					_, _ = io.Copy(io.Discard, f)
-					stop("host gone (lifeline closed)")
-				}()
-			}
+		_ = os.Unsetenv(wire.EnvLifeline) // not for the adapter's own children
+		if n, err := strconv.Atoi(fd); err == nil && n > 2 {
+			f := os.NewFile(uintptr(n), "lifeline")
+			go func() {
+				if _, err := io.Copy(io.Discard, f); err != nil {
+					logger.Warn("adapter lifeline unreadable; host exit goes unnoticed", "fd", n, "error", err)
+					return
+				}
+				stop("host gone (lifeline closed)")
+			}()
 		}
 	}
 

@@ -5,11 +5,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -499,5 +502,62 @@ func TestRunByHand(t *testing.T) {
 		if !strings.Contains(stderr.String(), w) {
 			t.Errorf("stderr %q lacks %q", stderr.String(), w)
 		}
+	}
+}
+
+// alive reports whether pid runs (a zombie, dead but not yet reaped by
+// whoever inherited it, counts as gone).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the parenthesised command name.
+	i := bytes.LastIndexByte(b, ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
+}
+
+// TestLifeline: when the host dies without stopping its adapter, the
+// adapter notices (EOF on its lifeline) and exits.
+func TestLifeline(t *testing.T) {
+	out, err := childCmd(t, "orphan-host").Output()
+	if err != nil {
+		t.Fatalf("orphan host: %v", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("orphan host printed %q", out)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("adapter %d still running 15s after its host died", pid)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestSIGTERM: SIGTERM makes the adapter close its channels and exit 0.
+func TestSIGTERM(t *testing.T) {
+	cmd := childCmd(t, "serve")
+	c, err := host.Launch(context.Background(), host.Config{Cmd: cmd, Name: "mem", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Configure(context.Background(), sdk.ConfigureRequest{ChannelID: "x", StateDir: t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("adapter still running 10s after SIGTERM")
+	}
+	if !cmd.ProcessState.Success() {
+		t.Fatalf("adapter exited with %v, want status 0", cmd.ProcessState)
 	}
 }

@@ -71,6 +71,8 @@ func child(mode string) int {
 		return serve(hosttest.New())
 	case "ignore-sigterm":
 		return serve(stubborn{hosttest.New()})
+	case "orphan-host":
+		return orphanHost()
 	case "exit-early":
 		fmt.Fprintln(os.Stderr, "adapter: cannot start: state directory is not writable")
 		return 2
@@ -223,3 +225,21 @@ func (w *testWriter) Write(p []byte) (int, error) {
 }
 
 var syscallZero = syscall.Signal(0)
+
+// orphanHost is a host that launches an adapter and dies without
+// stopping it; it prints the adapter's pid.
+func orphanHost() int {
+	exe, err := os.Executable()
+	if err != nil {
+		return 1
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = []string{envChild + "=serve"}
+	c, err := host.Launch(context.Background(), host.Config{Cmd: cmd, Name: "orphan", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println(c.Pid())
+	return 0 // exits without Close
+}
