@@ -27,6 +27,16 @@ func TestReference(t *testing.T) {
 		channeltest.Settle(200*time.Millisecond), channeltest.Timeout(timeout))
 }
 
+// TestReferenceText runs the kit against the reference channel declared as
+// a text channel: every payload the kit sends must be text.
+func TestReferenceText(t *testing.T) {
+	if os.Getenv(envDefect) != "" {
+		t.Skip("child process")
+	}
+	channeltest.Run(t, memAdapter{text: true}, newMem,
+		channeltest.Settle(200*time.Millisecond), channeltest.Timeout(20*time.Second))
+}
+
 // TestKitCatchesDefects proves the cases can fail: each defect, switched on
 // in the reference channel, must fail exactly the case that checks it.
 func TestKitCatchesDefects(t *testing.T) {

@@ -62,11 +62,18 @@ var (
 
 const memMax = 4096
 
-type memAdapter struct{ defect string }
+type memAdapter struct {
+	defect string
+	text   bool // a text channel: counts code points, checks the payloads are text
+}
 
 func (a memAdapter) caps() sdk.Capabilities {
-	return sdk.Capabilities{MaxPayload: memMax, Counting: sdk.CountBytes, Board: true, Push: true,
+	c := sdk.Capabilities{MaxPayload: memMax, Counting: sdk.CountBytes, Board: true, Push: true,
 		Delete: sdk.DeleteAny, Idempotency: sdk.Idempotency{Level: sdk.IdempotencyStrong}}
+	if a.text {
+		c.Text, c.Counting = true, sdk.CountCodepoints
+	}
+	return c
 }
 
 func (a memAdapter) Info() sdk.Info {
@@ -84,7 +91,7 @@ func (a memAdapter) Configure(ctx context.Context, req sdk.ConfigureRequest) (sd
 	if s == nil {
 		return nil, sdk.Errorf(sdk.CodeNotFound, "mem: no store %q", cfg.Store)
 	}
-	ch := &memChannel{s: s, defect: a.defect, done: make(chan struct{})}
+	ch := &memChannel{s: s, a: a, defect: a.defect, done: make(chan struct{})}
 	if a.defect == "leak" {
 		go func() { select {} }()
 	}
@@ -93,12 +100,13 @@ func (a memAdapter) Configure(ctx context.Context, req sdk.ConfigureRequest) (sd
 
 type memChannel struct {
 	s      *memStore
+	a      memAdapter
 	defect string
 	done   chan struct{}
 	once   sync.Once
 }
 
-func (c *memChannel) Capabilities() sdk.Capabilities { return memAdapter{}.caps() }
+func (c *memChannel) Capabilities() sdk.Capabilities { return c.a.caps() }
 
 func (c *memChannel) closed() bool {
 	select {
@@ -127,6 +135,10 @@ func (c *memChannel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.P
 			limit = 1 << 30
 		case "rejectexact":
 			limit = memMax - 1
+		}
+		if c.a.text && !isBase64URL(it.Data) {
+			resp.Results[i].Err = fmt.Errorf("mem: text channel got a non-text item")
+			continue
 		}
 		if len(it.Data) > limit {
 			resp.Results[i].Err = sdk.Errorf(sdk.CodeTooLarge, "mem: %d bytes", len(it.Data))
@@ -301,4 +313,13 @@ func (h *memHarness) InsertBackdated(ctx context.Context, t *testing.T, member i
 	s.minTS--
 	s.add(data, s.minTS)
 	return nil
+}
+
+func isBase64URL(b []byte) bool {
+	for _, c := range b {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
