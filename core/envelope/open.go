@@ -140,11 +140,11 @@ func (o *Opener) Open(channel string, raw []byte) (*Message, error) {
 	)
 	switch mode {
 	case ModeBroadcast:
-		notYet := false
+		var notYet peer.ID
 		for _, m := range candidates {
 			keys, ok := o.keys.MessageKeys(ek.Circle, ek.Epoch, m.ID)
 			if !ok {
-				notYet = true
+				notYet = m.ID
 				continue
 			}
 			for _, k := range keys {
@@ -170,8 +170,8 @@ func (o *Opener) Open(channel string, raw []byte) (*Message, error) {
 			}
 		}
 		if !opened {
-			if notYet {
-				return nil, fail(ErrKeyNotYet, candidates[0].ID, "no chain key of %v for epoch %v yet", candidates[0].ID, ek.Epoch)
+			if notYet != "" {
+				return nil, fail(ErrKeyNotYet, notYet, "no chain key of %v for epoch %v yet", notYet, ek.Epoch)
 			}
 			return nil, fail(ErrForged, candidates[0].ID, "no message key of the sender opens it")
 		}

@@ -46,7 +46,9 @@ func (s *Sealer) Broadcast(ek *EpochKeys, from Signer, messageKey []byte, d Draf
 		return nil, fmt.Errorf("envelope: seal broadcast: %w", err)
 	}
 	enc := func(header, plaintext []byte) ([]byte, error) {
-		return aead.Seal(header, header[HeaderSize-NonceSize:HeaderSize], plaintext, header), nil
+		out := make([]byte, HeaderSize, HeaderSize+len(plaintext)+aead.Overhead())
+		copy(out, header)
+		return aead.Seal(out, header[HeaderSize-NonceSize:], plaintext, header), nil
 	}
 	sealed, err := s.seal(ek, from, SuiteBroadcast, "", KeyID{}, d, r, enc)
 	if err != nil {
@@ -216,7 +218,7 @@ func (s *Sealer) seal(ek *EpochKeys, from Signer, suite Suite, rcpt peer.ID, key
 		copy(pt[FrameSize:], slice)
 		pt = pt[:cap(pt)] // zero padding
 
-		header := make([]byte, HeaderSize, size)
+		header := make([]byte, HeaderSize)
 		header[0] = Version
 		header[1] = byte(suite)
 		nonce := header[HeaderSize-NonceSize:]

@@ -34,8 +34,8 @@ func rebroadcast(t testing.TB, key, env, pt []byte) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := append([]byte(nil), env[:HeaderSize]...)
-	return aead.Seal(h, h[HeaderSize-NonceSize:], pt, h)
+	h := env[:HeaderSize:HeaderSize]
+	return aead.Seal(append([]byte(nil), h...), h[HeaderSize-NonceSize:], pt, h)
 }
 
 func flip(b []byte, i int) []byte {
