@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -430,5 +433,59 @@ func TestOversizeFile(t *testing.T) {
 	}
 	if n := counters(t, ch).Counters["ignored_oversize"]; n != 1 {
 		t.Errorf("ignored_oversize = %d, want 1", n)
+	}
+}
+
+// TestConcurrentSubscribers: several subscriptions on one channel, while
+// two goroutines publish, each receive every item once, in the same order.
+func TestConcurrentSubscribers(t *testing.T) {
+	ch := mustConfigure(t, map[string]any{"path": t.TempDir(), "poll_interval": "10ms"}, t.TempDir())
+	const subs, per = 3, 40
+	results := make([][]string, subs)
+	errs := make(chan error, subs+2)
+	var wg sync.WaitGroup
+	for i := range subs {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+			defer cancel()
+			err := ch.Subscribe(ctx, sdk.SubscribeRequest{}, sdk.SinkFunc(func(_ context.Context, d sdk.Delivery) error {
+				results[i] = append(results[i], d.ID)
+				if len(results[i]) == 2*per {
+					cancel()
+				}
+				return nil
+			}))
+			if err != nil && !errors.Is(err, context.Canceled) {
+				errs <- err
+			}
+		})
+	}
+	for w := range 2 {
+		wg.Go(func() {
+			for i := range per {
+				k := fmt.Sprintf("w%d-%d", w, i)
+				resp, err := ch.Publish(t.Context(), sdk.PublishRequest{Items: []sdk.PublishItem{{Data: []byte(k), IdempotencyKey: k}}})
+				if err == nil {
+					err = resp.Results[0].Err
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	for i := range subs {
+		if len(results[i]) != 2*per {
+			t.Fatalf("subscriber %d got %d items, want %d", i, len(results[i]), 2*per)
+		}
+		if !slices.Equal(results[i], results[0]) {
+			t.Errorf("subscriber %d saw another order than subscriber 0", i)
+		}
 	}
 }
