@@ -57,14 +57,19 @@ var (
 	ErrChannelTooSmall = errors.New("channel too small for this envelope suite")
 )
 
-// OpenError is the error Open returns. Circle, Epoch and Sender are set as
-// far as Open got: after the routing tag matched (Circle, Epoch) and after
-// the sender was identified (Sender).
+// OpenError is the error Open returns. Circle, Epoch, Sender and ID are
+// set as far as Open got: after the routing tag matched (Circle, Epoch),
+// after the sender was identified (Sender), after the fragment frame was
+// decrypted (ID). With ErrPending, ID names the message the fragment
+// belongs to: a node that keeps the raw envelopes of pending fragments
+// across restarts can index them by (Sender, ID) and delete them when that
+// message is delivered.
 type OpenError struct {
 	Err    error // one of the Err… sentinels
 	Circle CircleID
 	Epoch  Epoch
-	Sender peer.ID // empty if unknown
+	Sender peer.ID   // empty if unknown
+	ID     MessageID // zero if unknown
 	Detail string
 }
 

@@ -116,9 +116,10 @@ func (o *Opener) Open(channel string, raw []byte) (*Message, error) {
 	if ek == nil {
 		return nil, openErr(ErrNotForUs, "no accepted epoch matches the routing tag")
 	}
+	var id MessageID // set once the frame is parsed
 	fail := func(sentinel error, sender peer.ID, format string, args ...any) error {
 		e := openErr(sentinel, format, args...)
-		e.Circle, e.Epoch, e.Sender = ek.Circle, ek.Epoch, sender
+		e.Circle, e.Epoch, e.Sender, e.ID = ek.Circle, ek.Epoch, sender, id
 		return e
 	}
 
@@ -201,7 +202,6 @@ func (o *Opener) Open(channel string, raw []byte) (*Message, error) {
 	if len(pt) < FrameSize {
 		return nil, fail(ErrMalformed, candidates[0].ID, "plaintext shorter than the fragment frame")
 	}
-	var id MessageID
 	copy(id[:], pt)
 	index := int(binary.BigEndian.Uint16(pt[16:]))
 	count := int(binary.BigEndian.Uint16(pt[18:]))

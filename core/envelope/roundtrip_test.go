@@ -2,6 +2,7 @@ package envelope
 
 import (
 	"bytes"
+	"errors"
 	"testing"
 	"time"
 )
@@ -63,8 +64,9 @@ func TestRoundTrip(t *testing.T) {
 			for i := len(sealed.Envelopes) - 1; i >= 0; i-- {
 				m, err := o.Open(route.Channel, sealed.Envelopes[i])
 				if i > 0 {
-					if !isErr(err, ErrPending) {
-						t.Fatalf("fragment %d: err = %v, want ErrPending", i, err)
+					var oe *OpenError
+					if !isErr(err, ErrPending) || !errors.As(err, &oe) || oe.ID != sealed.ID || oe.Sender != w.alice.id {
+						t.Fatalf("fragment %d: err = %v, want ErrPending naming alice's message %v", i, err, sealed.ID)
 					}
 					continue
 				}
