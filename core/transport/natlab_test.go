@@ -230,11 +230,16 @@ func labHelperMain() int {
 	role, dir := os.Getenv(labRoleEnv), os.Getenv(labDirEnv)
 	wait, _ := time.ParseDuration(os.Getenv(labWaitEnv))
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("role", role)
-	unlockTestNet3()
-	err := labPeer(role, dir, os.Getenv(labModeEnv), wait, log)
+	var err error
+	if os.Getenv(labModeEnv) == "mdns" {
+		err = mdnsPeer(role, dir, log)
+	} else {
+		unlockTestNet3()
+		err = labPeer(role, dir, os.Getenv(labModeEnv), wait, log)
+	}
 	if err != nil {
 		log.Error("lab peer failed", "err", err)
-		if role == "b" {
+		if role == "b" || role == "m2" {
 			writeJSONFile(filepath.Join(dir, "result.json"), labResult{Err: err.Error()})
 		}
 		return 1
@@ -408,7 +413,7 @@ func labSend(ctx context.Context, tr *transport.Transport, to peer.ID) string {
 	return ""
 }
 
-func finish(dir string, res labResult) error {
+func finish(dir string, res any) error {
 	if err := writeJSONFile(filepath.Join(dir, "result.json"), res); err != nil {
 		return err
 	}
