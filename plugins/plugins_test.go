@@ -163,8 +163,12 @@ func TestCrashRestart(t *testing.T) {
 		}
 	}
 	h := s.Health(ctx)[0]
-	if !h.Running || h.Restarts != 1 || h.Pid == pid || h.Pid == 0 {
-		t.Fatalf("health after restart %+v: want running, 1 restart, a new pid", h)
+	if !h.Running || h.Restarts != 1 || h.Pid == pid || h.Pid == 0 ||
+		h.LastError == nil || !strings.Contains(h.LastError.Error(), "exited unexpectedly") {
+		t.Fatalf("health after restart %+v: want running, 1 restart, a new pid, why it restarted", h)
+	}
+	if h.Channels[0].State != sdk.HealthOK {
+		t.Fatalf("channel health after restart %+v", h.Channels[0])
 	}
 
 	// Resume from the cursor: the next item is the one published after the

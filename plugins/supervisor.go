@@ -158,7 +158,8 @@ type AdapterHealth struct {
 	Pid     int
 	// Restarts counts starts after the first.
 	Restarts int
-	// LastError is why the last process ended or failed to start.
+	// LastError is why the last process ended or failed to start (kept
+	// after a successful restart).
 	LastError error
 	// Failed is set when the adapter will not be started again (its
 	// executable changed since install, or it is unknown).
@@ -326,7 +327,7 @@ func (p *proc) run() {
 				logger.Error("adapter failed to start", "error", err)
 			}
 		} else {
-			p.client, p.lastErr = c, nil
+			p.client = c // lastErr stays: why it was restarted
 			p.gen++
 		}
 		close(p.attempt)
@@ -467,7 +468,8 @@ func (ch *Channel) reconfigure(c *host.Client, gen int, err error) {
 		ch.p.mu.Lock()
 		stale := ch.p.gen != gen
 		ch.p.mu.Unlock()
-		if ch.closed || stale {
+		if ch.closed || stale || (ch.gen == gen && ch.remote != nil) {
+			// closed, a newer process, or already configured on this one
 			ch.mu.Unlock()
 			if remote != nil {
 				_ = remote.Close()
