@@ -1,0 +1,291 @@
+package mastodon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	gomasto "github.com/mattn/go-mastodon"
+
+	"github.com/remora-p2p/remora/sdk"
+)
+
+// channel is one configured Mastodon account.
+type channel struct {
+	cfg      Config
+	caps     sdk.Capabilities
+	log      *slog.Logger
+	client   *gomasto.Client
+	tr       *transport
+	me       *gomasto.Account
+	inst     instanceInfo
+	accts    []acct
+	known    map[string]bool // accepted senders, acct as the server writes it
+	maxChars int
+	token    string
+
+	mu       sync.Mutex
+	attempts map[string]attempt // idempotency key -> first attempt
+	lastErr  error
+
+	closeOnce sync.Once
+	closed    chan struct{}
+	subs      sync.WaitGroup
+
+	counters struct {
+		published, deliveries, ignoredStranger, ignoredPlain, ignoredOther, duplicates,
+		deletedSeen, streamConnects, streamDrops, polls, retryChecks, retryFound atomic.Int64
+	}
+}
+
+var (
+	_ sdk.Channel  = (*channel)(nil)
+	_ sdk.Deleter  = (*channel)(nil)
+	_ sdk.Healther = (*channel)(nil)
+)
+
+func (c *channel) Capabilities() sdk.Capabilities { return c.caps }
+
+func (c *channel) isClosed() bool {
+	select {
+	case <-c.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// Close ends subscriptions and releases idle connections.
+func (c *channel) Close() error {
+	c.closeOnce.Do(func() { close(c.closed) })
+	c.subs.Wait()
+	if t, ok := c.tr.base.(interface{ CloseIdleConnections() }); ok {
+		t.CloseIdleConnections()
+	}
+	return nil
+}
+
+// Publish posts each item as a direct status mentioning its addressees.
+func (c *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.PublishResponse, error) {
+	if c.isClosed() {
+		return sdk.PublishResponse{}, errClosed
+	}
+	if len(req.Items) > maxBatch {
+		return sdk.PublishResponse{}, sdk.Errorf(sdk.CodeUnknown, "mastodon: publish: %d items, at most %d per call", len(req.Items), maxBatch)
+	}
+	resp := sdk.PublishResponse{Results: make([]sdk.PublishResult, len(req.Items))}
+	var stop error // a rate limit or a dead token stops the rest of the batch
+	for i, it := range req.Items {
+		if stop == nil {
+			if err := ctx.Err(); err != nil {
+				stop = fmt.Errorf("mastodon: publish: %w", err)
+			}
+		}
+		if stop != nil {
+			resp.Results[i].Err = stop
+			continue
+		}
+		id, err := c.publishOne(ctx, it)
+		resp.Results[i] = sdk.PublishResult{ID: id, Err: err}
+		if code := sdk.CodeOf(err); code == sdk.CodeRateLimited || code == sdk.CodeAuthFailed || code == sdk.CodeNeedsUserAction {
+			stop = err
+		}
+		if err != nil {
+			c.setErr(err)
+		}
+	}
+	return resp, nil
+}
+
+// status builds the text of a post: the mentions, then the item.
+func (c *channel) status(it sdk.PublishItem) (string, error) {
+	data := string(it.Data)
+	if !armorText(data) {
+		return "", sdk.Errorf(sdk.CodeUnsupported, "mastodon: publish: item holds characters other than armor (base64url, ':' and '.'); this channel carries armored envelopes only")
+	}
+	if len(data) > c.caps.MaxPayload {
+		return "", sdk.Errorf(sdk.CodeTooLarge, "mastodon: publish: item of %d characters exceeds the max payload of %d", len(data), c.caps.MaxPayload)
+	}
+	to := c.accts
+	if len(it.To) > 0 {
+		to = to[:0:0]
+		for _, s := range it.To {
+			a, err := mentionFor(s)
+			if err != nil {
+				return "", sdk.Errorf(sdk.CodeUnknown, "mastodon: publish: to: %v", err)
+			}
+			to = append(to, a.local(c.inst.domain))
+		}
+	}
+	var b strings.Builder
+	cost := 0
+	for _, a := range to {
+		b.WriteString(a.mention())
+		b.WriteByte(' ')
+		cost += a.cost()
+	}
+	if cost+len(data) > c.maxChars {
+		return "", sdk.Errorf(sdk.CodeTooLarge, "mastodon: publish: %d characters of mentions and %d of data exceed the server's %d", cost, len(data), c.maxChars)
+	}
+	b.WriteString(data)
+	return b.String(), nil
+}
+
+func (c *channel) publishOne(ctx context.Context, it sdk.PublishItem) (string, error) {
+	text, err := c.status(it)
+	if err != nil {
+		return "", err
+	}
+	key := it.IdempotencyKey
+	now := time.Now()
+	if key != "" {
+		c.mu.Lock()
+		at, seen := c.attempts[key]
+		if !seen {
+			c.attempts[key] = attempt{first: now}
+		}
+		c.mu.Unlock()
+		switch {
+		case at.id != "":
+			return at.id, nil // published by this process; the server may have forgotten the key
+		case seen && now.Sub(at.first) > idempotencyWindow-5*time.Minute:
+			// The server's key may have expired: look for the post itself.
+			id, err := c.findOwn(ctx, string(it.Data), at.first.Add(-time.Minute))
+			if err != nil {
+				return "", err
+			}
+			if id != "" {
+				c.remember(key, id)
+				return id, nil
+			}
+		}
+	}
+	pctx := context.WithValue(ctx, keyPublish, true)
+	if key != "" {
+		pctx = context.WithValue(pctx, keyIdempotency, key)
+	}
+	st, err := c.client.PostStatus(pctx, &gomasto.Toot{Status: text, Visibility: gomasto.VisibilityDirectMessage})
+	if err != nil {
+		err = classify("publish", err)
+		if sdk.CodeOf(err) == sdk.CodeUnknown && strings.Contains(err.Error(), "character limit") {
+			err = sdk.Errorf(sdk.CodeTooLarge, "mastodon: publish: the server counts the post over its limit: %w", err)
+		}
+		return "", err
+	}
+	c.remember(key, string(st.ID))
+	c.counters.published.Add(1)
+	return string(st.ID), nil
+}
+
+func (c *channel) remember(key, id string) {
+	if key == "" {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	a := c.attempts[key]
+	if a.first.IsZero() {
+		a.first = time.Now()
+	}
+	a.id = id
+	c.attempts[key] = a
+	// Keep the table bounded: entries older than a day go.
+	if len(c.attempts) > 4096 {
+		for k, v := range c.attempts {
+			if time.Since(v.first) > 24*time.Hour {
+				delete(c.attempts, k)
+			}
+		}
+	}
+}
+
+// findOwn looks through the account's own statuses back to since for one
+// carrying data; it returns its ID or "".
+func (c *channel) findOwn(ctx context.Context, data string, since time.Time) (string, error) {
+	c.counters.retryChecks.Add(1)
+	pg := &gomasto.Pagination{Limit: 40}
+	for range 10 { // at most 400 statuses back
+		sts, err := c.client.GetAccountStatuses(ctx, c.me.ID, pg)
+		if err != nil {
+			return "", classify("check own statuses before retry", err)
+		}
+		for _, st := range sts {
+			if b, ok := body(PlainText(st.Content)); ok && b == data {
+				c.counters.retryFound.Add(1)
+				return string(st.ID), nil
+			}
+		}
+		if len(sts) == 0 || sts[len(sts)-1].CreatedAt.Before(since) || pg.MaxID == "" {
+			return "", nil
+		}
+		pg = &gomasto.Pagination{Limit: 40, MaxID: pg.MaxID}
+	}
+	return "", nil
+}
+
+// Delete deletes own statuses; one already gone is success.
+func (c *channel) Delete(ctx context.Context, req sdk.DeleteRequest) (sdk.DeleteResponse, error) {
+	if c.isClosed() {
+		return sdk.DeleteResponse{}, errClosed
+	}
+	if c.caps.Delete == sdk.DeleteNone {
+		return sdk.DeleteResponse{}, sdk.Errorf(sdk.CodeUnsupported, "mastodon: delete: delete_consumed is off for this channel")
+	}
+	resp := sdk.DeleteResponse{Errors: make([]error, len(req.IDs))}
+	for i, id := range req.IDs {
+		if err := ctx.Err(); err != nil {
+			resp.Errors[i] = fmt.Errorf("mastodon: delete: %w", err)
+			continue
+		}
+		err := c.client.DeleteStatus(ctx, gomasto.ID(id))
+		if err != nil {
+			err = classify("delete "+id, err)
+			if errors.Is(err, sdk.ErrNotFound) {
+				err = nil
+			}
+		}
+		resp.Errors[i] = err
+	}
+	return resp, nil
+}
+
+func (c *channel) setErr(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lastErr = err
+}
+
+// Health reports the last error, the rate-limit budget and counters.
+func (c *channel) Health(ctx context.Context) sdk.Health {
+	limit, remaining, reset := c.tr.state()
+	c.mu.Lock()
+	lastErr := c.lastErr
+	c.mu.Unlock()
+	h := sdk.Health{State: sdk.HealthOK, Message: fmt.Sprintf("%s as @%s", c.cfg.Server, c.me.Acct)}
+	if limit > 0 {
+		h.Message += fmt.Sprintf("; rate limit %d/%d left until %s", remaining, limit, reset.Format(time.RFC3339))
+	}
+	if lastErr != nil {
+		h.State = sdk.HealthDegraded
+		if !sdk.CodeOf(lastErr).Retryable() {
+			h.State = sdk.HealthDown
+		}
+		h.Message += "; last error: " + lastErr.Error()
+	}
+	n := &c.counters
+	h.Counters = map[string]int64{
+		"published": n.published.Load(), "delivered": n.deliveries.Load(),
+		"ignored_stranger": n.ignoredStranger.Load(), "ignored_plain": n.ignoredPlain.Load(),
+		"ignored_other": n.ignoredOther.Load(), "duplicates_skipped": n.duplicates.Load(),
+		"deleted_seen": n.deletedSeen.Load(), "stream_connects": n.streamConnects.Load(),
+		"stream_drops": n.streamDrops.Load(), "polls": n.polls.Load(),
+		"requests": c.tr.requests.Load(), "rate_limited": c.tr.limited.Load(),
+		"retry_checks": n.retryChecks.Load(), "retry_found": n.retryFound.Load(),
+	}
+	return h
+}

@@ -1,0 +1,331 @@
+package mastodon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
+	gomasto "github.com/mattn/go-mastodon"
+
+	"github.com/remora-p2p/remora/sdk"
+)
+
+const (
+	pageLimit     = 80 // Mastodon's maximum for notifications
+	pingEvery     = 30 * time.Second
+	readTimeout   = 75 * time.Second
+	streamRetry   = time.Minute // after a failed dial, poll this long before dialling again
+	reconnectWait = 200 * time.Millisecond
+)
+
+// sinkError marks an error from the host's sink: it ends the subscription.
+type sinkError struct{ err error }
+
+func (e *sinkError) Error() string { return e.err.Error() }
+func (e *sinkError) Unwrap() error { return e.err }
+
+// sub is one running subscription.
+type sub struct {
+	c    *channel
+	sink sdk.Sink
+	cur  cursor
+}
+
+// Subscribe delivers mention notifications that carry an item, from the
+// cursor on: caught up over REST, then pushed over the streaming
+// websocket; when streaming fails it polls every poll_interval and tries
+// streaming again after a minute.
+func (c *channel) Subscribe(ctx context.Context, req sdk.SubscribeRequest, sink sdk.Sink) error {
+	if c.isClosed() {
+		return errClosed
+	}
+	cur, err := decodeCursor(req.Cursor, string(c.me.ID))
+	if err != nil {
+		return err
+	}
+	c.subs.Add(1)
+	defer c.subs.Done()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-c.closed:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+
+	s := &sub{c: c, sink: sink, cur: cur}
+	backoff := time.Second
+	var dialAfter time.Time
+	for ctx.Err() == nil {
+		var conn *websocket.Conn
+		if c.cfg.Stream == "user" && time.Now().After(dialAfter) {
+			conn, err = c.dial(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				if code := sdk.CodeOf(err); code == sdk.CodeAuthFailed {
+					return err
+				}
+				c.log.Warn("mastodon: streaming unavailable, polling", "err", err, "poll_interval", c.cfg.PollInterval.D())
+				dialAfter = time.Now().Add(streamRetry)
+			} else {
+				c.counters.streamConnects.Add(1)
+			}
+		}
+		err = s.catchUp(ctx)
+		if err != nil {
+			if conn != nil {
+				conn.Close()
+			}
+			var se *sinkError
+			switch {
+			case ctx.Err() != nil:
+				return nil
+			case errors.As(err, &se):
+				return se.err
+			}
+			switch sdk.CodeOf(err) {
+			case sdk.CodeRateLimited, sdk.CodeUnavailable, sdk.CodeUnknown:
+				wait := max(backoff, sdk.RetryAfterOf(err))
+				c.log.Warn("mastodon: reading notifications failed, retrying", "err", err, "in", wait)
+				c.setErr(err)
+				if !sleep(ctx, wait) {
+					return nil
+				}
+				backoff = min(2*backoff, 5*time.Minute)
+				continue
+			}
+			return err
+		}
+		backoff = time.Second
+		if conn == nil {
+			c.counters.polls.Add(1)
+			if !sleep(ctx, c.cfg.PollInterval.D()) {
+				return nil
+			}
+			continue
+		}
+		err = s.stream(ctx, conn)
+		var se *sinkError
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case errors.As(err, &se):
+			return se.err
+		}
+		c.counters.streamDrops.Add(1)
+		c.log.Info("mastodon: stream dropped, reconnecting", "err", err)
+		if !sleep(ctx, reconnectWait) {
+			return nil
+		}
+	}
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// dial opens the user stream. The token goes in the Authorization header
+// (Mastodon) and as the subprotocol (Mastodon and GoToSocial), never in
+// the URL, which proxies log.
+func (c *channel) dial(ctx context.Context) (*websocket.Conn, error) {
+	base := c.cfg.Server
+	if c.inst.streaming != "" {
+		base = strings.TrimRight(c.inst.streaming, "/")
+	}
+	u, err := url.Parse(base + "/api/v1/streaming")
+	if err != nil {
+		return nil, fmt.Errorf("mastodon: streaming URL: %w", err)
+	}
+	switch u.Scheme {
+	case "http":
+		u.Scheme = "ws"
+	case "https":
+		u.Scheme = "wss"
+	}
+	u.RawQuery = url.Values{"stream": {"user"}}.Encode()
+	d := websocket.Dialer{
+		Proxy:            http.ProxyFromEnvironment,
+		HandshakeTimeout: 15 * time.Second,
+		Subprotocols:     []string{c.token},
+	}
+	hdr := http.Header{"Authorization": {"Bearer " + c.token}, "User-Agent": {c.client.UserAgent}}
+	conn, resp, err := d.DialContext(ctx, u.String(), hdr)
+	if resp != nil && resp.Body != nil {
+		resp.Body.Close()
+	}
+	if err != nil {
+		if resp != nil && resp.StatusCode == http.StatusUnauthorized {
+			return nil, sdk.Errorf(sdk.CodeAuthFailed, "mastodon: streaming: the server rejected the access token; run `remora channel add mastodon` again to authorize a new one")
+		}
+		status := ""
+		if resp != nil {
+			status = " (" + resp.Status + ")"
+		}
+		return nil, sdk.Errorf(sdk.CodeUnavailable, "mastodon: streaming%s: %w", status, err)
+	}
+	return conn, nil
+}
+
+// streamEvent is one message on the streaming websocket.
+type streamEvent struct {
+	Event   string          `json:"event"`
+	Payload json.RawMessage `json:"payload"`
+}
+
+// stream reads events until the connection drops, ctx ends or the sink
+// fails.
+func (s *sub) stream(ctx context.Context, conn *websocket.Conn) error {
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		t := time.NewTicker(pingEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				conn.Close()
+				return
+			case <-done:
+				conn.Close()
+				return
+			case <-t.C:
+				conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(10*time.Second))
+			}
+		}
+	}()
+	extend := func(string) error { return conn.SetReadDeadline(time.Now().Add(readTimeout)) }
+	conn.SetPongHandler(extend)
+	for {
+		extend("")
+		_, msg, err := conn.ReadMessage()
+		if err != nil {
+			return fmt.Errorf("mastodon: stream: %w", err)
+		}
+		var ev streamEvent
+		if err := json.Unmarshal(msg, &ev); err != nil {
+			s.c.counters.ignoredOther.Add(1)
+			continue
+		}
+		switch ev.Event {
+		case "notification":
+			var payload string
+			if err := json.Unmarshal(ev.Payload, &payload); err != nil {
+				s.c.counters.ignoredOther.Add(1)
+				continue
+			}
+			var n gomasto.Notification
+			if err := json.Unmarshal([]byte(payload), &n); err != nil || !validID(string(n.ID)) {
+				s.c.counters.ignoredOther.Add(1)
+				continue
+			}
+			if err := s.handle(ctx, &n); err != nil {
+				return err
+			}
+		case "delete":
+			s.c.counters.deletedSeen.Add(1)
+		}
+	}
+}
+
+// catchUp reads mention notifications after the cursor's overlap, oldest
+// first, until none is new.
+func (s *sub) catchUp(ctx context.Context) error {
+	for {
+		from := s.cur.from()
+		if from == "" {
+			from = "0" // the earliest retained
+		}
+		q := url.Values{"types[]": {"mention"}, "min_id": {from}, "limit": {fmt.Sprint(pageLimit)}}
+		var ns []*gomasto.Notification
+		if err := getJSON(ctx, s.c.client, s.c.cfg.Server+"/api/v1/notifications?"+q.Encode(), &ns); err != nil {
+			return err
+		}
+		sort.Slice(ns, func(i, j int) bool { return idLess(string(ns[i].ID), string(ns[j].ID)) })
+		fresh := 0
+		for _, n := range ns {
+			if !validID(string(n.ID)) {
+				continue
+			}
+			if s.cur.seen(string(n.ID), "") {
+				continue
+			}
+			fresh++
+			if err := s.handle(ctx, n); err != nil {
+				return err
+			}
+		}
+		if fresh == 0 || len(ns) < pageLimit {
+			return nil
+		}
+	}
+}
+
+// handle delivers one notification: the item it carries, or a cursor-only
+// delivery when it carries none (an ordinary mention, a stranger's post).
+func (s *sub) handle(ctx context.Context, n *gomasto.Notification) error {
+	nid, sid := string(n.ID), ""
+	if n.Status != nil {
+		sid = string(n.Status.ID)
+	}
+	if s.cur.seen(nid, sid) {
+		s.c.counters.duplicates.Add(1)
+		return nil
+	}
+	d := sdk.Delivery{}
+	if data, from, ok := s.c.accept(n); ok {
+		d = sdk.Delivery{ID: sid, Data: []byte(data), From: from, Time: n.Status.CreatedAt}
+	}
+	s.cur.add(nid, sid)
+	d.Cursor = s.cur.encode()
+	if err := s.sink.Deliver(ctx, d); err != nil {
+		return &sinkError{err}
+	}
+	if d.Data != nil {
+		s.c.counters.deliveries.Add(1)
+	}
+	return nil
+}
+
+// accept returns the item a notification carries and its sender, counting
+// what it skips.
+func (c *channel) accept(n *gomasto.Notification) (data, from string, ok bool) {
+	if n.Type != "mention" || n.Status == nil || n.Status.Reblog != nil || !validID(string(n.Status.ID)) {
+		c.counters.ignoredOther.Add(1)
+		return "", "", false
+	}
+	a, valid := parseAcct(n.Status.Account.Acct)
+	if !valid {
+		c.counters.ignoredStranger.Add(1)
+		return "", "", false
+	}
+	a = a.local(c.inst.domain)
+	if !c.known[a.String()] && !c.cfg.AcceptStrangers {
+		c.counters.ignoredStranger.Add(1)
+		return "", "", false
+	}
+	b, ok := body(PlainText(n.Status.Content))
+	if !ok {
+		c.counters.ignoredPlain.Add(1)
+		return "", "", false
+	}
+	return b, a.String(), true
+}
