@@ -27,7 +27,7 @@ case $cmd in
     ;;
   down)
     # Namespaces a crashed test run left behind (prefix rl + 4 hex digits).
-    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^rl[0-9a-f]{4}-(inet|rta|rtb|a|b|pub)$' || true); do
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^rl[0-9a-f]{4}-(inet|rta|rtb|a|b|pub|lan|m1|m2|stranger)$' || true); do
       ip netns del "$ns" 2>/dev/null || true
     done
     ;;
