@@ -82,7 +82,7 @@ func (h *slogHCLog) Log(level hclog.Level, msg string, args ...any) {
 // groups so nested slog groups in the adapter stay nested.
 func attrOf(key string, v any) slog.Attr {
 	m, ok := v.(map[string]any)
-	if !ok {
+	if !ok || len(m) == 0 { // slog would drop an empty group
 		return slog.Any(key, v)
 	}
 	keys := make([]string, 0, len(m))
