@@ -107,14 +107,22 @@ func (ch *channel) Delete(ctx context.Context, req sdk.DeleteRequest) (sdk.Delet
 					}
 				}
 			}
+			// The original of a rewritten mail is expunged even in "move"
+			// mode: its remaining items live on in the new copy.
+			var rewritten imap.UIDSet
 			for _, uid := range partial {
 				if err := ch.rewrite(c, folder, uid, drop); err != nil {
 					return err
 				}
-				whole.AddNum(uid)
+				rewritten.AddNum(uid)
+			}
+			if len(rewritten) > 0 {
+				if err := ch.removeUIDs(c, folder, rewritten, false); err != nil {
+					return err
+				}
 			}
 			if len(whole) > 0 {
-				if err := ch.removeUIDs(c, folder, whole); err != nil {
+				if err := ch.removeUIDs(c, folder, whole, ch.cfg.Consumed == ConsumedMove); err != nil {
 					return err
 				}
 			}
@@ -203,9 +211,10 @@ func rewriteMail(raw []byte, drop map[string]bool, limit int64) ([]byte, error) 
 	return buf.Bytes(), nil
 }
 
-// removeUIDs moves or deletes uids in the selected folder.
-func (ch *channel) removeUIDs(c *imapclient.Client, folder string, uids imap.UIDSet) error {
-	if ch.cfg.Consumed == ConsumedMove {
+// removeUIDs moves uids in the selected folder to consumed_folder, or
+// deletes them.
+func (ch *channel) removeUIDs(c *imapclient.Client, folder string, uids imap.UIDSet, move bool) error {
+	if move {
 		if _, err := c.Move(uids, ch.cfg.ConsumedFolder).Wait(); err != nil {
 			return classify("move consumed mail to "+ch.cfg.ConsumedFolder, "", err)
 		}

@@ -284,8 +284,10 @@ func parseBlocks(body io.Reader, want int) (items [][]byte, bad int) {
 					item = dec
 				}
 			}
-			if item != nil {
+			if len(item) > 0 {
 				items = append(items, item)
+			} else if !b64 {
+				bad++
 			}
 			cur, b64, started = nil, false, false
 		case len(line) == 0 && !started:

@@ -84,10 +84,31 @@ mklist() {
   echo "$name@mlmmj.invalid mlmmj:$name" >> "$P/transport"
 }
 
+alive() {
+  local f
+  for f in postfix.pid dovecot.pid; do
+    [ -s "$W/$f" ] && kill -0 "$(tr -d ' \n' < "$W/$f")" 2>/dev/null || return 1
+  done
+  (exec 3<>"/dev/tcp/127.0.0.1/$SMTP_PORT") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$IMAP_PORT") 2>/dev/null
+}
+
 up() {
   install_pkgs
-  # idempotent: a running instance is stopped and replaced by a fresh one
+  # idempotent: a running, answering instance is kept (tests may be using
+  # it); anything else is stopped and replaced by a fresh one
+  if alive; then
+    write_env
+    echo "svc-mail: already up" >&2
+    return 0
+  fi
   stop
+  local port
+  for port in $SMTP_PORT $SUBM_PORT $SMTPS_PORT $IMAP_PORT $IMAPS_PORT; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "svc-mail: 127.0.0.1:$port is in use by a process this DIR did not start (another testenv DIR?)" >&2
+      exit 1
+    fi
+  done
   rm -rf "$W"
   [ ${#W} -le 60 ] || { echo "svc-mail: $W too long for unix sockets (max 60 chars)" >&2; exit 1; }
   chmod 755 "$DIR"
@@ -326,7 +347,12 @@ EOF
   done
   (exec 3<>"/dev/tcp/127.0.0.1/$SMTP_PORT") 2>/dev/null || { echo "svc-mail: postfix did not start" >&2; cat "$W/postfix-start.log" "$W/postfix.log" >&2; exit 1; }
   tr -d ' ' < "$Q/pid/master.pid" > "$W/postfix.pid" # "%10d"-padded
+  write_env
+  echo "svc-mail: up (IMAP $IMAP_PORT/$IMAPS_PORT, SMTP $SMTP_PORT/$SUBM_PORT/$SMTPS_PORT)" >&2
+}
 
+write_env() {
+  local T=$W/tls D=$W/dovecot
   {
     echo "REMORA_MAIL_SMTP=127.0.0.1:$SMTP_PORT"
     echo "REMORA_MAIL_SUBMISSION=127.0.0.1:$SUBM_PORT"
@@ -345,7 +371,6 @@ EOF
     echo "REMORA_MAIL_DOVECOT_CONF=$D/dovecot.conf"
     echo "REMORA_MAIL_DOVECOT_PIDFILE=$W/dovecot.pid"
   } >> "$DIR/env"
-  echo "svc-mail: up (IMAP $IMAP_PORT/$IMAPS_PORT, SMTP $SMTP_PORT/$SUBM_PORT/$SMTPS_PORT)" >&2
 }
 
 case $cmd in

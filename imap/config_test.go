@@ -1,0 +1,74 @@
+package imap
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/remora-p2p/remora/sdk"
+)
+
+func TestConfigErrors(t *testing.T) {
+	tests := []struct {
+		name, cfg, field string
+	}{
+		{"not json", `{`, "config"},
+		{"unknown field", `{"mode":"list","imap":"h:993","username":"u","smtp":"h:465","address":"a@b","list_address":"l@b","pasword":"x"}`, "pasword"},
+		{"no mode", `{"imap":"h:993"}`, `"mode"`},
+		{"bad mode", `{"mode":"usenet"}`, `"mode"`},
+		{"no imap", `{"mode":"shared","username":"u"}`, `"imap"`},
+		{"imap not host:port", `{"mode":"shared","imap":"mail.example","username":"u"}`, `"imap"`},
+		{"no username", `{"mode":"shared","imap":"h:993"}`, `"username"`},
+		{"plaintext without the flag", `{"mode":"shared","imap":"h:143","imap_tls":"none","username":"u"}`, `insecure_plaintext`},
+		{"bad tls mode", `{"mode":"shared","imap":"h:143","imap_tls":"ssl","username":"u"}`, `"imap_tls"`},
+		{"list without smtp", `{"mode":"list","imap":"h:993","username":"u","address":"a@b","list_address":"l@b"}`, `"smtp"`},
+		{"list without list address", `{"mode":"list","imap":"h:993","smtp":"h:465","username":"u","address":"a@b"}`, `"list_address"`},
+		{"direct without address", `{"mode":"direct","imap":"h:993","smtp":"h:465","username":"u"}`, `"address"`},
+		{"bad consumed", `{"mode":"shared","imap":"h:993","username":"u","consumed":"shred"}`, `"consumed"`},
+		{"missing ca file", `{"mode":"shared","imap":"h:993","username":"u","ca_file":"/nonexistent/ca.pem"}`, `"ca_file"`},
+		{"tiny max mail", `{"mode":"shared","imap":"h:993","username":"u","max_mail_bytes":1000}`, `"max_mail_bytes"`},
+		{"folder repeated", `{"mode":"shared","imap":"h:993","username":"u","folder":"x","extra_folders":["x"]}`, `"extra_folders"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parseConfig([]byte(tt.cfg))
+			if !errors.Is(err, sdk.ErrBadConfig) {
+				t.Fatalf("got %v, want a bad config error", err)
+			}
+			if !strings.Contains(err.Error(), tt.field) {
+				t.Errorf("message %q does not name %s", err, tt.field)
+			}
+		})
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	c, err := parseConfig([]byte(`{"mode":"list","imap":"mail.example:993","smtp":"mail.example:587","username":"ann","address":"ann@example.org","list_address":"Friends@Lists.example"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.IMAPTLS != TLSImplicit || c.SMTPTLS != TLSStartTLS || c.Folder != "INBOX" || c.ListID != "friends.lists.example" || c.Consumed != ConsumedKeep {
+		t.Errorf("defaults: %+v", c)
+	}
+	s, err := parseConfig([]byte(`{"mode":"shared","imap":"mail.example:143","username":"team@example.org"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.IMAPTLS != TLSStartTLS || s.Folder != defaultSharedFolder || s.Address != "team@example.org" {
+		t.Errorf("shared defaults: %+v", s)
+	}
+	if caps := capabilities(s, true); caps.Validate() != nil || caps.Idempotency.Level != sdk.IdempotencyStrong || caps.Delete != sdk.DeleteNone {
+		t.Errorf("shared capabilities: %+v", caps)
+	}
+	if err := New().Info().Defaults.Validate(); err != nil {
+		t.Errorf("Info defaults: %v", err)
+	}
+}
+
+func TestConfigureNeedsPassword(t *testing.T) {
+	_, err := New().Configure(context.Background(), sdk.ConfigureRequest{Config: []byte(`{"mode":"shared","imap":"127.0.0.1:1","username":"u"}`)})
+	if !errors.Is(err, sdk.ErrBadConfig) || !strings.Contains(err.Error(), `"password"`) {
+		t.Fatalf("got %v, want a bad config error naming the password secret", err)
+	}
+}
