@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/remora-p2p/remora/sdk"
 	"github.com/remora-p2p/remora/sdk/host"
 	"github.com/remora-p2p/remora/sdk/host/hosttest"
@@ -559,5 +561,40 @@ func TestSIGTERM(t *testing.T) {
 	}
 	if !cmd.ProcessState.Success() {
 		t.Fatalf("adapter exited with %v, want status 0", cmd.ProcessState)
+	}
+}
+
+// TestNoLeaks: a client, its channels and a cancelled subscription leave
+// no goroutine behind once closed.
+func TestNoLeaks(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+			var c *host.Client
+			t.Run("use", func(t *testing.T) {
+				c = tr.open(t)
+				ctx, cancel := context.WithCancel(context.Background())
+				ch, err := c.Configure(ctx, sdk.ConfigureRequest{ChannelID: "l"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := ch.Publish(ctx, sdk.PublishRequest{Items: []sdk.PublishItem{{Data: []byte("x")}}}); err != nil {
+					t.Fatal(err)
+				}
+				done := make(chan error)
+				go func() {
+					done <- ch.Subscribe(ctx, sdk.SubscribeRequest{}, sdk.SinkFunc(func(context.Context, sdk.Delivery) error { return nil }))
+				}()
+				time.Sleep(50 * time.Millisecond)
+				cancel()
+				<-done
+				ch.Close()
+			}) // the subtest's cleanup closes the client
+			select {
+			case <-c.Done():
+			case <-time.After(10 * time.Second):
+				t.Fatal("client not done after close")
+			}
+		})
 	}
 }
