@@ -172,7 +172,7 @@ func checkHomeserver(ctx context.Context, cli *mautrix.Client) error {
 
 // login restores the saved session (same device, same token) or logs in
 // with the configured token or password, reusing the saved device ID.
-func login(ctx context.Context, cfg Config, secrets map[string]string, stateDir string, log *slog.Logger) (*mautrix.Client, *store, error) {
+func login(ctx context.Context, cfg Config, secrets map[string]string, stateDir string, log *slog.Logger) (*mautrix.Client, *stateStore, error) {
 	st, err := openStore(stateDir)
 	if err != nil {
 		return nil, nil, err

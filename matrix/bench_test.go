@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
 	"github.com/remora-p2p/remora/sdk"
 )
 
@@ -100,4 +103,58 @@ func benchBacklog(b *testing.B, batch int) {
 		stop()
 		b.ReportMetric(elapsed.Seconds(), "s/1000-backlog")
 	}
+}
+
+// BenchmarkColdStartDirectStream: two nodes whose only common ground is a
+// Matrix room (each with its own account); the timer runs until one has a
+// direct connection to the other. Target ≤ 2 s.
+//
+//   - fresh-join: two fresh nodes (new identities, empty stores) start; alice
+//     creates a circle and invites bob; the join request, the welcome and
+//     both presence records travel through the room (presence as
+//     org.remora.board state events).
+//   - restart: the two members stop and start again (new listen ports, so
+//     their cached addresses are stale) and find each other again through
+//     the room.
+func BenchmarkColdStartDirectStream(b *testing.B) {
+	b.Run("fresh-join", func(b *testing.B) {
+		var total time.Duration
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			hs := needHomeserver(b)
+			ua, ub := hs.register(b), hs.register(b)
+			room := createRoom(b, ua, []user{ub}, &event.PowerLevelsEventContent{
+				Users: map[id.UserID]int{ua.id: 100}, Events: map[string]int{BoardType: 0},
+			})
+			b.StartTimer()
+			start := time.Now()
+			a, c, _ := circleIn(b, hs, ua, ub, room)
+			waitUntil(b, "direct connection", time.Minute, func() bool { return connected(a, c) })
+			total += time.Since(start)
+			b.StopTimer()
+			a.stop()
+			c.stop()
+		}
+		b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms-to-direct")
+	})
+	b.Run("restart", func(b *testing.B) {
+		a, c, _ := circleOverMatrix(b)
+		waitUntil(b, "first connection", time.Minute, func() bool { return connected(a, c) })
+		var total time.Duration
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			a.stop()
+			c.stop()
+			b.StartTimer()
+			start := time.Now()
+			a.start()
+			c.start()
+			waitUntil(b, "direct connection after restart", time.Minute, func() bool { return connected(a, c) })
+			total += time.Since(start)
+		}
+		b.StopTimer()
+		a.stop()
+		c.stop()
+		b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms-to-direct")
+	})
 }

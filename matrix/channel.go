@@ -44,7 +44,7 @@ type counters struct {
 type channel struct {
 	cfg    Config
 	cli    *mautrix.Client
-	st     *store
+	st     *stateStore
 	log    *slog.Logger
 	roomID id.RoomID
 
@@ -61,7 +61,7 @@ type channel struct {
 
 // openChannel resolves and joins the room, refuses encrypted rooms and finds
 // out whether we may send board state events.
-func openChannel(ctx context.Context, cfg Config, cli *mautrix.Client, st *store, log *slog.Logger) (*channel, error) {
+func openChannel(ctx context.Context, cfg Config, cli *mautrix.Client, st *stateStore, log *slog.Logger) (*channel, error) {
 	roomID, err := joinRoom(ctx, cli, cfg.Room)
 	if err != nil {
 		return nil, err

@@ -41,22 +41,22 @@ type stateFile struct {
 	Packed    map[string]*packed   `json:"packed,omitempty"`
 }
 
-// store is the channel's state in StateDir/matrix-state.json (mode 0600; it
+// stateStore is the channel's state in StateDir/matrix-state.json (mode 0600; it
 // holds the access token of a password login).
-type store struct {
+type stateStore struct {
 	path string
 	mu   sync.Mutex
 	s    stateFile
 }
 
-func openStore(dir string) (*store, error) {
+func openStore(dir string) (*stateStore, error) {
 	if dir == "" {
 		return nil, sdk.Errorf(sdk.CodeBadConfig, "matrix: no state dir: the device and pending transactions need one")
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("matrix: state dir: %w", err)
 	}
-	st := &store{path: filepath.Join(dir, "matrix-state.json")}
+	st := &stateStore{path: filepath.Join(dir, "matrix-state.json")}
 	b, err := os.ReadFile(st.path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -76,13 +76,13 @@ func openStore(dir string) (*store, error) {
 	return st, nil
 }
 
-func (st *store) session() session {
+func (st *stateStore) session() session {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	return st.s.Session
 }
 
-func (st *store) setSession(s session) error {
+func (st *stateStore) setSession(s session) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.s.Session = s
@@ -90,7 +90,7 @@ func (st *store) setSession(s session) error {
 }
 
 // lookup returns the ID published under key within the window.
-func (st *store) lookup(key string, now time.Time) (string, bool) {
+func (st *stateStore) lookup(key string, now time.Time) (string, bool) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	p, ok := st.s.Published[key]
@@ -102,7 +102,7 @@ func (st *store) lookup(key string, now time.Time) (string, bool) {
 
 // record remembers published keys (and packed events), prunes what is older
 // than the window, and saves.
-func (st *store) record(keys map[string]string, packs map[string]int, now time.Time) error {
+func (st *stateStore) record(keys map[string]string, packs map[string]int, now time.Time) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for k, v := range keys {
@@ -123,7 +123,7 @@ func (st *store) record(keys map[string]string, packs map[string]int, now time.T
 
 // deletePart marks part i of a packed event deleted; it returns whether
 // every part is now deleted, and false/known=false for unknown events.
-func (st *store) deletePart(ev string, i, parts int) (all bool, err error) {
+func (st *stateStore) deletePart(ev string, i, parts int) (all bool, err error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	p := st.s.Packed[ev]
@@ -145,7 +145,7 @@ func (st *store) deletePart(ev string, i, parts int) (all bool, err error) {
 	return all, st.saveLocked()
 }
 
-func (st *store) packedParts(ev string) int {
+func (st *stateStore) packedParts(ev string) int {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if p := st.s.Packed[ev]; p != nil {
@@ -154,7 +154,7 @@ func (st *store) packedParts(ev string) int {
 	return 0
 }
 
-func (st *store) saveLocked() error {
+func (st *stateStore) saveLocked() error {
 	b, err := json.Marshal(&st.s)
 	if err != nil {
 		return fmt.Errorf("matrix: save state: %w", err)
