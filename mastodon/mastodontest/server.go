@@ -106,6 +106,7 @@ type Server struct {
 
 	requests     atomic.Int64
 	posts        atomic.Int64
+	limited      atomic.Int64
 	streamingOff atomic.Bool
 
 	mu        sync.Mutex
@@ -188,6 +189,9 @@ func (s *Server) Close() {
 // Requests is the number of authenticated API requests served (streaming
 // connections not included), 429s included.
 func (s *Server) Requests() int64 { return s.requests.Load() }
+
+// Limited is the number of requests answered 429.
+func (s *Server) Limited() int64 { return s.limited.Load() }
 
 // Posts is the number of statuses created through the API.
 func (s *Server) Posts() int64 { return s.posts.Load() }
@@ -619,6 +623,7 @@ func (s *Server) api(h authedHandler) http.HandlerFunc {
 		w.Header().Set("X-RateLimit-Reset", reset.UTC().Format("2006-01-02T15:04:05.000000Z"))
 		if rs.used >= s.opts.RateLimit {
 			s.mu.Unlock()
+			s.limited.Add(1)
 			w.Header().Set("X-RateLimit-Remaining", "0")
 			w.Header().Set("Retry-After", strconv.Itoa(int(reset.Sub(now).Seconds()+1)))
 			apiError(w, http.StatusTooManyRequests, "Too many requests")
@@ -1058,4 +1063,16 @@ func (s *Server) pushLocked(a *account, kind, event string, payload any) {
 			delete(s.streams, st)
 		}
 	}
+}
+
+// Spend makes one authenticated request with token, as another client of
+// the same account would, spending one request of its rate-limit budget.
+func Spend(t interface{ Fatal(...any) }, s *Server, token string) {
+	req, _ := http.NewRequest(http.MethodGet, s.URL+"/api/v1/accounts/verify_credentials", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := s.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
 }

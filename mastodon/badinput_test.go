@@ -1,0 +1,182 @@
+package mastodon_test
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/remora-p2p/remora/mastodon/mastodontest"
+	"github.com/remora-p2p/remora/sdk"
+)
+
+// TestBadInput: strangers' posts, ordinary mentions, garbage, deleted
+// statuses and a dropped stream are skipped and counted; the subscription
+// resumes from its cursor and loses nothing.
+func TestBadInput(t *testing.T) {
+	srv := mastodontest.New(mastodontest.Options{})
+	t.Cleanup(srv.Close)
+	alice, bob := srv.AddAccount("alice"), srv.AddAccount("bob")
+	srv.AddAccount("dave")
+	pub := mustConfigure(t, srv, alice.Token, map[string]any{"accounts": []string{"bob"}})
+	sub := mustConfigure(t, srv, bob.Token, map[string]any{"accounts": []string{"alice"}})
+
+	a := armored(150)
+	if res := publish(t, pub, item(a)); res[0].Err != nil {
+		t.Fatal(res[0].Err)
+	}
+	must := func(_ string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(srv.Post("dave", "@bob "+armored(150), "direct"))                                     // a stranger, armor and all
+	srv.Federate("eve@far.example", "@bob@social.example "+armored(150), "direct", time.Now()) // a remote stranger
+	must(srv.Post("alice", "@bob lunch tomorrow?", "direct"))                                  // an ordinary mention
+	must(srv.Post("alice", "@bob rm1!!garbage!!not-armor.", "direct"))                         // garbage
+	must(srv.Post("alice", "good morning everyone", "public"))                                 // no mention: no notification
+	deleted := armored(150)
+	res := publish(t, pub, item(deleted))
+	srv.DeleteStatus(res[0].ID) // deleted before anyone read it
+
+	r := subscribe(t, sub, nil)
+	waitFor(t, "the item", 10*time.Second, func() bool { got, _, _ := r.counts(); return got[a] == 1 })
+	h := health(sub)
+	for k, want := range map[string]int64{"ignored_stranger": 2, "ignored_plain": 2} {
+		if h.Counters[k] != want {
+			t.Errorf("counter %s = %d, want %d (%v)", k, h.Counters[k], want, h.Counters)
+		}
+	}
+
+	// The stream drops; the server's streaming stays down for a while.
+	waitFor(t, "the stream", 5*time.Second, func() bool { return srv.Streams() == 1 })
+	c := armored(150)
+	publish(t, pub, item(c))
+	waitFor(t, "c", 10*time.Second, func() bool { got, _, _ := r.counts(); return got[c] == 1 })
+	srv.SetStreaming(false)
+	d := armored(150)
+	publish(t, pub, item(d))
+	waitFor(t, "d, by polling", 10*time.Second, func() bool { got, _, _ := r.counts(); return got[d] == 1 })
+	h = health(sub)
+	if h.Counters["stream_drops"] < 1 || h.Counters["polls"] < 1 {
+		t.Errorf("counters after the drop: %v", h.Counters)
+	}
+	r.stop(t)
+	got, _, cursor := r.counts()
+	if got[deleted] != 0 {
+		t.Error("the deleted status was delivered")
+	}
+	for k, n := range got {
+		if n != 1 {
+			t.Errorf("item %.12s… delivered %d times", k, n)
+		}
+	}
+	if len(got) != 3 {
+		t.Errorf("delivered %d items, want 3 (a, c, d)", len(got))
+	}
+
+	// Resume from the cursor with streaming back: only what is new arrives.
+	srv.SetStreaming(true)
+	e := armored(150)
+	publish(t, pub, item(e))
+	r2 := subscribe(t, sub, cursor)
+	waitFor(t, "e", 10*time.Second, func() bool { got, _, _ := r2.counts(); return got[e] == 1 })
+	time.Sleep(300 * time.Millisecond)
+	got2, _, _ := r2.counts()
+	if len(got2) != 1 {
+		t.Errorf("resumed subscription delivered %d items, want only e", len(got2))
+	}
+}
+
+func TestStreamingUnavailableFromStart(t *testing.T) {
+	srv := mastodontest.New(mastodontest.Options{})
+	t.Cleanup(srv.Close)
+	alice, bob := srv.AddAccount("alice"), srv.AddAccount("bob")
+	srv.SetStreaming(false)
+	pub := mustConfigure(t, srv, alice.Token, map[string]any{"accounts": []string{"bob"}})
+	sub := mustConfigure(t, srv, bob.Token, map[string]any{"accounts": []string{"alice"}})
+	r := subscribe(t, sub, nil)
+	x := armored(100)
+	publish(t, pub, item(x))
+	waitFor(t, "x by polling", 10*time.Second, func() bool { got, _, _ := r.counts(); return got[x] == 1 })
+	if h := health(sub); h.Counters["stream_connects"] != 0 || h.Counters["polls"] < 1 {
+		t.Errorf("counters: %v", h.Counters)
+	}
+}
+
+func TestCursorOtherAccount(t *testing.T) {
+	srv := mastodontest.New(mastodontest.Options{})
+	t.Cleanup(srv.Close)
+	alice, bob, carol := srv.AddAccount("alice"), srv.AddAccount("bob"), srv.AddAccount("carol")
+	pub := mustConfigure(t, srv, alice.Token, map[string]any{"accounts": []string{"bob"}})
+	sub := mustConfigure(t, srv, bob.Token, map[string]any{"accounts": []string{"alice"}})
+	publish(t, pub, item(armored(100)))
+	r := subscribe(t, sub, nil)
+	waitFor(t, "a delivery", 10*time.Second, func() bool { got, _, _ := r.counts(); return len(got) == 1 })
+	r.stop(t)
+	_, _, cursor := r.counts()
+	other := mustConfigure(t, srv, carol.Token, map[string]any{"accounts": []string{"alice"}})
+	for name, c := range map[string][]byte{"other account": cursor, "garbage": []byte("garbage"), "bad id": bytes.Replace(cursor, []byte(`"n":"`), []byte(`"n":"../`), 1)} {
+		err := other.Subscribe(t.Context(), sdk.SubscribeRequest{Cursor: c}, sdk.SinkFunc(nil))
+		if !errors.Is(err, sdk.ErrCursorInvalid) {
+			t.Errorf("%s: got %v, want cursor invalid", name, err)
+		}
+	}
+}
+
+// TestRateLimit: the adapter stops before the server's 429 and says when
+// to retry; a 429 it could not foresee (another client on the same token)
+// is sdk.RateLimited too; after the reset publishing works again.
+func TestRateLimit(t *testing.T) {
+	const window = 3 * time.Second
+	srv := mastodontest.New(mastodontest.Options{RateLimit: 12, RateWindow: window})
+	t.Cleanup(srv.Close)
+	alice := srv.AddAccount("alice")
+	srv.AddAccount("bob")
+	// Start at the beginning of a window so the test does not straddle one.
+	time.Sleep(time.Until(time.Now().Truncate(window).Add(window)))
+	pub := mustConfigure(t, srv, alice.Token, map[string]any{"accounts": []string{"bob"}})
+	var items []sdk.PublishItem
+	for range 15 {
+		items = append(items, item(armored(100)))
+	}
+	res := publish(t, pub, items...)
+	ok, limited := 0, 0
+	for _, r := range res {
+		switch {
+		case r.Err == nil:
+			ok++
+		case errors.Is(r.Err, sdk.ErrRateLimited):
+			limited++
+			if ra := sdk.RetryAfterOf(r.Err); ra <= 0 || ra > window {
+				t.Errorf("retry after %s, want within the %s window", ra, window)
+			}
+		default:
+			t.Errorf("unexpected error %v", r.Err)
+		}
+	}
+	// 12 requests: 1 for Configure (verify_credentials; the instance
+	// endpoint is public), 3 kept for reads, 8 posts.
+	if ok != 8 || limited != 7 {
+		t.Errorf("%d published, %d rate limited; want 8 and 7", ok, limited)
+	}
+	if n := srv.Limited(); n != 0 {
+		t.Errorf("the server answered 429 %d times; the adapter should have stopped before", n)
+	}
+	// Another client spends the rest; this one learns of it from a 429.
+	for range 3 {
+		mastodontest.Spend(t, srv, alice.Token)
+	}
+	_, err := configure(t, srv, alice.Token, map[string]any{"accounts": []string{"bob"}})
+	if !errors.Is(err, sdk.ErrRateLimited) || sdk.RetryAfterOf(err) <= 0 {
+		t.Errorf("configure on a spent budget: got %v (retry after %s), want rate limited", err, sdk.RetryAfterOf(err))
+	}
+	if srv.Limited() == 0 {
+		t.Error("expected the server to answer 429")
+	}
+	time.Sleep(time.Until(time.Now().Truncate(window).Add(window)) + 50*time.Millisecond)
+	if res := publish(t, pub, item(armored(100))); res[0].Err != nil {
+		t.Errorf("after the reset: %v", res[0].Err)
+	}
+}
