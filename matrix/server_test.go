@@ -28,12 +28,18 @@ type homeserver struct {
 
 func needHomeserver(t testing.TB) homeserver {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("matrix: integration test against Dendrite; skipped in -short mode")
+	}
 	v := testenv.Need(t, "matrix", "REMORA_MATRIX_URL", "REMORA_MATRIX_SECRET")
 	return homeserver{url: v[0], secret: v[1]}
 }
 
 func needRateLimitedHomeserver(t testing.TB) homeserver {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("matrix: integration test against Dendrite; skipped in -short mode")
+	}
 	v := testenv.Need(t, "matrix", "REMORA_MATRIX_RL_URL", "REMORA_MATRIX_SECRET")
 	return homeserver{url: v[0], secret: v[1]}
 }
