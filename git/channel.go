@@ -1,0 +1,860 @@
+package git
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	gogit "github.com/go-git/go-git/v5"
+	gitconfig "github.com/go-git/go-git/v5/config"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+
+	"github.com/remora-p2p/remora/sdk"
+)
+
+const (
+	// trackPrefix is where fetched member refs live in the local clone.
+	trackPrefix = "refs/remora/remote/"
+	// remoteName names the anonymous remote (never written to the config).
+	remoteName = "anonymous"
+	// ownRef is the local ref pushed to the member's ref.
+	ownRef = plumbing.ReferenceName("refs/remora/own")
+	// neutral commit metadata: nothing about the member, peer or content.
+	neutralName    = "remora"
+	neutralEmail   = "remora@remora.invalid"
+	neutralMessage = "remora\n"
+	// maxBoardHistory bounds the walk that dates a board value.
+	maxBoardHistory = 256
+)
+
+var errClosed = errors.New("git: channel closed")
+
+// errRewritten: the own ref on the remote is not what this member last
+// pushed (rewritten by a foreign commit, another Compact, a deleted ref).
+var errRewritten = errors.New("git: own ref changed on the remote")
+
+func rewritten(err error) bool {
+	if errors.Is(err, gogit.ErrForceNeeded) {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "non-fast-forward") || strings.Contains(msg, "fetch first") || strings.Contains(msg, "stale info")
+}
+
+func randInt64(n int64) int64 { return rand.Int64N(n) }
+
+// pendingEdit is one path change waiting for a push, and who waits for it.
+type pendingEdit struct {
+	path    string
+	data    []byte // nil deletes
+	waiters []chan error
+}
+
+type channel struct {
+	cfg    Config
+	member string
+	log    *slog.Logger
+	remote *gogit.Remote
+	auth   transport.AuthMethod
+	where  string // the remote without credentials, for messages
+
+	// mu serialises I/O on the local clone: fetch, push, object and ref writes.
+	mu   sync.Mutex
+	repo *gogit.Repository
+
+	// flushMu serialises commit+push of the own ref (flusher, Compact).
+	flushMu sync.Mutex
+	ownTip  plumbing.Hash // last pushed own commit
+	synced  bool          // ownTip reflects the remote
+
+	qmu     sync.Mutex
+	pending map[string]*pendingEdit
+	keys    map[string]string // own pushed log keys -> bucket
+	kick    chan struct{}
+
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+
+	health health
+}
+
+func newChannel(cfg Config, member string, log *slog.Logger, repo *gogit.Repository, remote *gogit.Remote, auth transport.AuthMethod, where string) *channel {
+	c := &channel{
+		cfg: cfg, member: member, log: log, repo: repo, remote: remote, auth: auth,
+		where:   redact(cfg.Remote),
+		keys:    map[string]string{},
+		pending: map[string]*pendingEdit{},
+		kick:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	c.health.counters = map[string]int64{}
+	go c.flushLoop()
+	return c
+}
+
+// redact drops credentials from a remote URL.
+func redact(remote string) string {
+	ep, err := transport.NewEndpoint(remote)
+	if err != nil {
+		return "the remote"
+	}
+	host := ep.Host
+	if ep.Port != 0 {
+		host = net.JoinHostPort(ep.Host, strconv.Itoa(ep.Port))
+	}
+	if ep.Protocol == "file" {
+		return "file://" + ep.Path
+	}
+	return ep.Protocol + "://" + host + "/" + strings.TrimPrefix(ep.Path, "/")
+}
+
+func (c *channel) closed() bool {
+	select {
+	case <-c.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+func (c *channel) Capabilities() sdk.Capabilities { return capabilities(c.cfg) }
+
+// Close stops the flusher; items still waiting fail.
+func (c *channel) Close() error {
+	c.closeOnce.Do(func() {
+		close(c.stop)
+		<-c.done
+	})
+	return nil
+}
+
+// ---------------------------------------------------------------- remote I/O
+
+// check lists the remote: it proves the URL, credentials and host key.
+func (c *channel) check(ctx context.Context) error {
+	_, err := c.remote.ListContext(ctx, &gogit.ListOptions{Auth: c.auth})
+	if err != nil && !errors.Is(err, transport.ErrEmptyRemoteRepository) {
+		return c.fail("connect", err)
+	}
+	c.health.set(nil)
+	return nil
+}
+
+// fail classifies err, records it for Health and returns it.
+func (c *channel) fail(op string, err error) error {
+	err = classify(op, c.where, err)
+	c.health.set(err)
+	return err
+}
+
+// fetchLocked fetches the namespace into trackPrefix and returns the member
+// refs by name. Refs whose names are not member names are ignored and counted.
+// c.mu must be held.
+func (c *channel) fetchLocked(ctx context.Context) (map[string]plumbing.Hash, error) {
+	spec := gitconfig.RefSpec("+" + c.cfg.Namespace + "*:" + trackPrefix + "*")
+	err := c.remote.FetchContext(ctx, &gogit.FetchOptions{
+		RemoteName: remoteName,
+		RefSpecs:   []gitconfig.RefSpec{spec},
+		Auth:       c.auth,
+		Tags:       gogit.NoTags,
+		Prune:      true,
+		Force:      true,
+	})
+	switch {
+	case err == nil, errors.Is(err, gogit.NoErrAlreadyUpToDate):
+	case errors.Is(err, transport.ErrEmptyRemoteRepository):
+		// nothing pushed yet: no member refs (drop stale tracking refs)
+		if err := c.dropTracking(nil); err != nil {
+			return nil, err
+		}
+		c.health.set(nil)
+		return map[string]plumbing.Hash{}, nil
+	default:
+		c.health.add("fetch_errors", 1)
+		return nil, c.fail("fetch", err)
+	}
+	c.health.set(nil)
+	refs := map[string]plumbing.Hash{}
+	iter, err := c.repo.References()
+	if err != nil {
+		return nil, fmt.Errorf("git: list refs: %w", err)
+	}
+	defer iter.Close()
+	bad := 0
+	err = iter.ForEach(func(r *plumbing.Reference) error {
+		name := r.Name().String()
+		if !strings.HasPrefix(name, trackPrefix) || r.Type() != plumbing.HashReference {
+			return nil
+		}
+		m := strings.TrimPrefix(name, trackPrefix)
+		if !memberRE.MatchString(m) {
+			bad++
+			return nil
+		}
+		refs[m] = r.Hash()
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("git: list refs: %w", err)
+	}
+	c.health.setGauge("ignored_refs", int64(bad))
+	return refs, nil
+}
+
+// dropTracking removes tracking refs not in keep.
+func (c *channel) dropTracking(keep map[string]plumbing.Hash) error {
+	iter, err := c.repo.References()
+	if err != nil {
+		return fmt.Errorf("git: list refs: %w", err)
+	}
+	var drop []plumbing.ReferenceName
+	_ = iter.ForEach(func(r *plumbing.Reference) error {
+		name := r.Name().String()
+		if m, ok := strings.CutPrefix(name, trackPrefix); ok {
+			if _, k := keep[m]; !k {
+				drop = append(drop, r.Name())
+			}
+		}
+		return nil
+	})
+	iter.Close()
+	for _, n := range drop {
+		if err := c.repo.Storer.RemoveReference(n); err != nil {
+			return fmt.Errorf("git: drop ref: %w", err)
+		}
+	}
+	return nil
+}
+
+// ---------------------------------------------------------------- publish
+
+// Publish queues each valid item for the next commit on the own ref and
+// returns when the push holding it succeeded, or with a per-item error.
+func (c *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.PublishResponse, error) {
+	if c.closed() {
+		return sdk.PublishResponse{}, errClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return sdk.PublishResponse{}, err // nothing attempted
+	}
+	res := sdk.PublishResponse{Results: make([]sdk.PublishResult, len(req.Items))}
+	waits := make([]chan error, len(req.Items))
+	for i, it := range req.Items {
+		switch {
+		case !keyRE.MatchString(it.IdempotencyKey):
+			res.Results[i].Err = sdk.Errorf(sdk.CodeBadConfig, "git: publish: idempotency key %q must be 1-64 characters of A-Z a-z 0-9 _ -", it.IdempotencyKey)
+			continue
+		case len(it.Data) > c.cfg.MaxPayload:
+			res.Results[i].Err = sdk.Errorf(sdk.CodeTooLarge, "git: publish: item has %d bytes, max_payload is %d", len(it.Data), c.cfg.MaxPayload)
+			continue
+		case len(it.To) > 0:
+			res.Results[i].Err = sdk.Errorf(sdk.CodeUnsupported, "git: publish: the git channel has no addressed delivery (To)")
+			continue
+		}
+		id, ch := c.enqueueLog(it.IdempotencyKey, it.Data)
+		res.Results[i].ID = id
+		waits[i] = ch
+	}
+	c.kickFlusher()
+	for i, ch := range waits {
+		if ch == nil {
+			continue
+		}
+		if err := wait(ctx, c.stop, ch); err != nil {
+			res.Results[i].Err = fmt.Errorf("git: publish %s: %w", req.Items[i].IdempotencyKey, err)
+		}
+	}
+	return res, nil
+}
+
+// wait waits for a push result.
+func wait(ctx context.Context, stop <-chan struct{}, ch <-chan error) error {
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return sdk.Errorf(sdk.CodeUnavailable, "not pushed before the deadline (it stays queued and may still appear): %w", ctx.Err())
+	case <-stop:
+		return errClosed
+	}
+}
+
+// enqueueLog queues a log item unless its key is already pushed or queued
+// (strong idempotency while the file is retained). The returned channel is
+// nil when there is nothing to wait for.
+func (c *channel) enqueueLog(key string, data []byte) (string, chan error) {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	bucket, pushed := c.keys[key]
+	if pushed {
+		return itemID(c.member, bucket, key), nil
+	}
+	ch := make(chan error, 1)
+	for _, p := range c.pending {
+		if b, k, err := parseLogPath(p.path); err == nil && k == key && p.data != nil {
+			p.waiters = append(p.waiters, ch)
+			return itemID(c.member, b, k), ch
+		}
+	}
+	bucket = bucketOf(time.Now())
+	path := logPath(bucket, key)
+	c.pending[path] = &pendingEdit{path: path, data: append([]byte(nil), data...), waiters: []chan error{ch}}
+	return itemID(c.member, bucket, key), ch
+}
+
+// enqueue queues a path change (board put, delete), replacing a queued
+// change of the same path; its waiters then wait for the new one.
+func (c *channel) enqueue(path string, data []byte) chan error {
+	ch := make(chan error, 1)
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	e := &pendingEdit{path: path, data: data, waiters: []chan error{ch}}
+	if old, ok := c.pending[path]; ok {
+		e.waiters = append(e.waiters, old.waiters...)
+		old.waiters = nil
+	}
+	c.pending[path] = e
+	return ch
+}
+
+func (c *channel) kickFlusher() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// flushLoop commits and pushes queued edits at most once per flush
+// interval, retrying with jittered exponential backoff while the remote is
+// unavailable.
+func (c *channel) flushLoop() {
+	defer close(c.done)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-c.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	var last time.Time
+	for {
+		select {
+		case <-c.stop:
+			c.failAll(errClosed)
+			return
+		case <-c.kick:
+		}
+		if d := time.Until(last.Add(c.cfg.FlushInterval.D())); d > 0 && !sleep(ctx, d) {
+			continue // stopping: the select above fails what is queued
+		}
+		for attempt := 0; ; attempt++ {
+			err := c.flush(ctx)
+			last = time.Now()
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				break
+			}
+			if sdk.CodeOf(err) != sdk.CodeUnavailable {
+				c.log.Error("git: push failed; failing queued items", "err", err)
+				c.failAll(err)
+				break
+			}
+			c.health.add("push_retries", 1)
+			back := min(time.Second<<min(attempt, 6), time.Minute)
+			c.log.Warn("git: push failed; retrying", "err", err, "in", back)
+			if !sleep(ctx, jitter(max(back, c.cfg.FlushInterval.D()))) {
+				break
+			}
+		}
+		c.qmu.Lock()
+		more := len(c.pending) > 0
+		c.qmu.Unlock()
+		if more {
+			c.kickFlusher()
+		}
+	}
+}
+
+// sleep waits d or until ctx ends; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (c *channel) failAll(err error) {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	for p, e := range c.pending {
+		for _, w := range e.waiters {
+			w <- err
+		}
+		delete(c.pending, p)
+	}
+}
+
+// flush commits every queued edit in one commit on the own ref and pushes it.
+func (c *channel) flush(ctx context.Context) error {
+	c.flushMu.Lock()
+	defer c.flushMu.Unlock()
+	c.qmu.Lock()
+	batch := make([]*pendingEdit, 0, len(c.pending))
+	for _, e := range c.pending {
+		batch = append(batch, e)
+	}
+	c.qmu.Unlock()
+	if len(batch) == 0 {
+		return nil
+	}
+	var err error
+	for range 3 { // a rewritten own ref costs a resync and another try
+		err = c.commitAndPush(ctx, batch, false)
+		if !errors.Is(err, errRewritten) {
+			break
+		}
+		c.log.Info("git: own ref was rewritten on the remote; rebasing onto it")
+		c.synced = false
+	}
+	if errors.Is(err, errRewritten) {
+		err = sdk.Errorf(sdk.CodeUnavailable, "git: push: own ref keeps changing on %s: %w", c.where, err)
+	}
+	if err != nil {
+		return err
+	}
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	for _, e := range batch {
+		for _, w := range e.waiters {
+			w <- nil
+		}
+		e.waiters = nil
+		if c.pending[e.path] == e {
+			delete(c.pending, e.path)
+		}
+	}
+	return nil
+}
+
+// syncOwnLocked reads the own ref's tip and keys from the remote. c.mu and
+// c.flushMu must be held.
+func (c *channel) syncOwnLocked(ctx context.Context) error {
+	refs, err := c.fetchLocked(ctx)
+	if err != nil {
+		return err
+	}
+	c.ownTip = refs[c.member]
+	keys := map[string]string{}
+	if !c.ownTip.IsZero() {
+		commit, err := object.GetCommit(c.repo.Storer, c.ownTip)
+		if err != nil {
+			return fmt.Errorf("git: read own ref: %w", err)
+		}
+		logTree, err := subtree(c.repo.Storer, commit.TreeHash, logDir)
+		if err != nil {
+			return err
+		}
+		buckets, err := readTree(c.repo.Storer, logTree)
+		if err != nil {
+			return err
+		}
+		for _, b := range buckets {
+			files, err := readTree(c.repo.Storer, b.Hash)
+			if err != nil {
+				continue // a foreign file named like a bucket
+			}
+			for _, f := range files {
+				keys[f.Name] = b.Name
+			}
+		}
+	}
+	c.qmu.Lock()
+	c.keys = keys
+	c.qmu.Unlock()
+	c.synced = true
+	return nil
+}
+
+// commitAndPush makes one commit with batch (and retention pruning) on the
+// own ref and pushes it; with squash, the commit has no parent and replaces
+// the ref's history. c.flushMu must be held.
+func (c *channel) commitAndPush(ctx context.Context, batch []*pendingEdit, squash bool) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.synced {
+		if err := c.syncOwnLocked(ctx); err != nil {
+			return err
+		}
+	}
+	s := c.repo.Storer
+	var baseTree plumbing.Hash
+	if !c.ownTip.IsZero() {
+		commit, err := object.GetCommit(s, c.ownTip)
+		if err != nil {
+			return fmt.Errorf("git: read own ref: %w", err)
+		}
+		baseTree = commit.TreeHash
+	}
+	edits := map[string]plumbing.Hash{}
+	for _, e := range batch {
+		h := plumbing.ZeroHash
+		if e.data != nil {
+			var err error
+			if h, err = writeBlob(s, e.data); err != nil {
+				return err
+			}
+		}
+		edits[e.path] = h
+	}
+	pruned, err := c.expiredBuckets(baseTree)
+	if err != nil {
+		return err
+	}
+	for _, b := range pruned {
+		edits[logDir+"/"+b] = plumbing.ZeroHash
+	}
+	tree, err := editTree(s, baseTree, edits)
+	if err != nil {
+		return err
+	}
+	if tree == baseTree && !squash && !c.ownTip.IsZero() {
+		return nil // nothing changed (deleting what is gone)
+	}
+	if tree.IsZero() {
+		if tree, err = emptyTree(s); err != nil {
+			return err
+		}
+	}
+	sig := object.Signature{Name: neutralName, Email: neutralEmail, When: time.Now().UTC().Truncate(time.Second)}
+	commit := &object.Commit{Author: sig, Committer: sig, Message: neutralMessage, TreeHash: tree}
+	if !squash && !c.ownTip.IsZero() {
+		commit.ParentHashes = []plumbing.Hash{c.ownTip}
+	}
+	obj := s.NewEncodedObject()
+	if err := commit.Encode(obj); err != nil {
+		return fmt.Errorf("git: encode commit: %w", err)
+	}
+	h, err := s.SetEncodedObject(obj)
+	if err != nil {
+		return fmt.Errorf("git: write commit: %w", err)
+	}
+	if err := s.SetReference(plumbing.NewHashReference(ownRef, h)); err != nil {
+		return fmt.Errorf("git: set ref: %w", err)
+	}
+	spec := string(ownRef) + ":" + c.cfg.Namespace + c.member
+	if squash {
+		spec = "+" + spec
+	}
+	err = c.remote.PushContext(ctx, &gogit.PushOptions{RemoteName: remoteName, RefSpecs: []gitconfig.RefSpec{gitconfig.RefSpec(spec)}, Auth: c.auth})
+	switch {
+	case err == nil, errors.Is(err, gogit.NoErrAlreadyUpToDate):
+	case rewritten(err):
+		return fmt.Errorf("%w: %v", errRewritten, err)
+	default:
+		return c.fail("push", err)
+	}
+	c.health.set(nil)
+	c.health.add("commits", 1)
+	c.ownTip = h
+	// the tracking ref now lags; the next fetch updates it
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	for _, e := range batch {
+		if b, k, err := parseLogPath(e.path); err == nil {
+			if e.data != nil {
+				c.keys[k] = b
+				c.health.add("pushed_items", 1)
+			} else {
+				delete(c.keys, k)
+			}
+		}
+	}
+	if len(pruned) > 0 {
+		gone := map[string]bool{}
+		for _, b := range pruned {
+			gone[b] = true
+		}
+		for k, b := range c.keys {
+			if gone[b] {
+				delete(c.keys, k)
+			}
+		}
+		c.health.add("pruned_buckets", int64(len(pruned)))
+	}
+	return nil
+}
+
+// expiredBuckets lists the log buckets of tree older than the retention.
+func (c *channel) expiredBuckets(tree plumbing.Hash) ([]string, error) {
+	r := c.cfg.Retention.D()
+	if r == 0 || tree.IsZero() {
+		return nil, nil
+	}
+	logTree, err := subtree(c.repo.Storer, tree, logDir)
+	if err != nil {
+		return nil, err
+	}
+	entries, err := readTree(c.repo.Storer, logTree)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		if t, err := parseBucket(e.Name); err == nil && expired(t, r) {
+			out = append(out, e.Name)
+		}
+	}
+	return out, nil
+}
+
+func expired(bucket time.Time, retention time.Duration) bool {
+	return retention > 0 && bucket.Add(bucketSpan).Before(time.Now().Add(-retention))
+}
+
+// ---------------------------------------------------------------- compact
+
+// Compacter is implemented by git channels: see Compact.
+type Compacter interface {
+	Compact(ctx context.Context) error
+}
+
+// Compact squashes ch's own ref to one parentless commit holding its
+// current retained files (expired log buckets pruned), and force-pushes it.
+// Other members see the rewrite as CodeCursorInvalid and rescan; their
+// dedupe drops what they already had. ch must be a git channel.
+func Compact(ctx context.Context, ch sdk.Channel) error {
+	c, ok := ch.(Compacter)
+	if !ok {
+		return sdk.Errorf(sdk.CodeUnsupported, "git: compact: %T is not a git channel", ch)
+	}
+	return c.Compact(ctx)
+}
+
+func (c *channel) Compact(ctx context.Context) error {
+	if c.closed() {
+		return errClosed
+	}
+	c.flushMu.Lock()
+	defer c.flushMu.Unlock()
+	c.synced = false // squash what the remote has, not a stale view
+	if err := c.commitAndPush(ctx, nil, true); err != nil {
+		if errors.Is(err, errRewritten) {
+			return sdk.Errorf(sdk.CodeUnavailable, "git: compact: %w", err)
+		}
+		return fmt.Errorf("git: compact: %w", err)
+	}
+	return nil
+}
+
+// ---------------------------------------------------------------- delete
+
+// Delete removes own log items (delete scope own); IDs of other members'
+// items fail with CodeUnsupported. Items already gone are success.
+func (c *channel) Delete(ctx context.Context, req sdk.DeleteRequest) (sdk.DeleteResponse, error) {
+	if c.closed() {
+		return sdk.DeleteResponse{}, errClosed
+	}
+	res := sdk.DeleteResponse{Errors: make([]error, len(req.IDs))}
+	waits := make([]chan error, len(req.IDs))
+	for i, id := range req.IDs {
+		m, b, k, err := parseItemID(id)
+		if err != nil {
+			res.Errors[i] = sdk.Errorf(sdk.CodeNotFound, "%s", err.Error())
+			continue
+		}
+		if m != c.member {
+			res.Errors[i] = sdk.Errorf(sdk.CodeUnsupported, "git: delete %s: a member can delete only its own items (delete scope own)", id)
+			continue
+		}
+		waits[i] = c.enqueue(logPath(b, k), nil)
+	}
+	c.kickFlusher()
+	for i, ch := range waits {
+		if ch != nil {
+			if err := wait(ctx, c.stop, ch); err != nil {
+				res.Errors[i] = fmt.Errorf("git: delete %s: %w", req.IDs[i], err)
+			}
+		}
+	}
+	return res, nil
+}
+
+// ---------------------------------------------------------------- board
+
+func (c *channel) Put(ctx context.Context, req sdk.PutRequest) error {
+	if c.closed() {
+		return errClosed
+	}
+	if req.Key == "" || len(req.Key) > maxBoardKey {
+		return sdk.Errorf(sdk.CodeBadConfig, "git: put: board key must be 1-%d bytes, got %d", maxBoardKey, len(req.Key))
+	}
+	if len(req.Value) > c.cfg.MaxPayload {
+		return sdk.Errorf(sdk.CodeTooLarge, "git: put: value has %d bytes, max_payload is %d", len(req.Value), c.cfg.MaxPayload)
+	}
+	ch := c.enqueue(boardPath(req.Key), append([]byte{}, req.Value...))
+	c.kickFlusher()
+	if err := wait(ctx, c.stop, ch); err != nil {
+		return fmt.Errorf("git: put: %w", err)
+	}
+	return nil
+}
+
+// Get fetches and returns the latest value per key over all members' refs;
+// "latest" is by the commit that last changed the value.
+func (c *channel) Get(ctx context.Context, req sdk.GetRequest) (sdk.GetResponse, error) {
+	if c.closed() {
+		return sdk.GetResponse{}, errClosed
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	refs, err := c.fetchLocked(ctx)
+	if err != nil {
+		return sdk.GetResponse{}, err
+	}
+	want := map[string]bool{}
+	for _, k := range req.Keys {
+		want[k] = true
+	}
+	best := map[string]sdk.BoardEntry{}
+	s := c.repo.Storer
+	for _, m := range sortedKeys(refs) {
+		commit, err := object.GetCommit(s, refs[m])
+		if err != nil {
+			c.health.add("ignored_foreign", 1)
+			continue
+		}
+		bt, err := subtree(s, commit.TreeHash, boardDir)
+		if err != nil {
+			continue
+		}
+		entries, err := readTree(s, bt)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			key, err := parseBoardName(e.Name)
+			if err != nil || !e.Mode.IsFile() {
+				c.health.add("ignored_foreign", 1)
+				continue
+			}
+			if len(want) > 0 && !want[key] {
+				continue
+			}
+			at := c.lastChange(commit, boardDir+"/"+e.Name, e.Hash)
+			if old, ok := best[key]; ok && !at.After(old.Time) {
+				continue
+			}
+			v, err := readBlob(s, e.Hash, c.cfg.MaxPayload)
+			if err != nil {
+				c.health.add("ignored_oversized", 1)
+				continue
+			}
+			best[key] = sdk.BoardEntry{Key: key, Value: v, Time: at}
+		}
+	}
+	var res sdk.GetResponse
+	for _, k := range sortedKeys(best) {
+		res.Entries = append(res.Entries, best[k])
+	}
+	return res, nil
+}
+
+// lastChange walks first parents from tip while path still holds blob h
+// and returns the committer time of the oldest such commit.
+func (c *channel) lastChange(tip *object.Commit, path string, h plumbing.Hash) time.Time {
+	at := tip.Committer.When
+	cur := tip
+	for range maxBoardHistory {
+		if len(cur.ParentHashes) == 0 {
+			break
+		}
+		parent, err := object.GetCommit(c.repo.Storer, cur.ParentHashes[0])
+		if err != nil {
+			break
+		}
+		t, err := parent.Tree()
+		if err != nil {
+			break
+		}
+		e, err := t.FindEntry(path)
+		if err != nil || e.Hash != h {
+			break
+		}
+		at, cur = parent.Committer.When, parent
+	}
+	return at
+}
+
+// ---------------------------------------------------------------- health
+
+type health struct {
+	mu       sync.Mutex
+	counters map[string]int64
+	lastErr  error
+}
+
+func (h *health) add(k string, n int64) {
+	h.mu.Lock()
+	h.counters[k] += n
+	h.mu.Unlock()
+}
+
+func (h *health) setGauge(k string, n int64) {
+	h.mu.Lock()
+	h.counters[k] = n
+	h.mu.Unlock()
+}
+
+func (h *health) set(err error) {
+	h.mu.Lock()
+	h.lastErr = err
+	h.mu.Unlock()
+}
+
+// Health reports the last remote error and the counters: ignored_foreign
+// (files, entries and refs not in the layout), ignored_oversized,
+// skipped_expired, ignored_refs, fetch_errors, push_retries, commits,
+// pushed_items, pruned_buckets, cursor_invalid.
+func (c *channel) Health(ctx context.Context) sdk.Health {
+	c.health.mu.Lock()
+	defer c.health.mu.Unlock()
+	h := sdk.Health{State: sdk.HealthOK, Message: "ok", Counters: map[string]int64{}}
+	for k, v := range c.health.counters {
+		h.Counters[k] = v
+	}
+	c.qmu.Lock()
+	h.Counters["queued"] = int64(len(c.pending))
+	c.qmu.Unlock()
+	if err := c.health.lastErr; err != nil {
+		h.State, h.Message = sdk.HealthDegraded, err.Error()
+		if code := sdk.CodeOf(err); code == sdk.CodeAuthFailed || code == sdk.CodeBadConfig || code == sdk.CodeNotFound {
+			h.State = sdk.HealthDown
+		}
+	}
+	return h
+}
+
+var (
+	_ sdk.Board    = (*channel)(nil)
+	_ sdk.Deleter  = (*channel)(nil)
+	_ sdk.Healther = (*channel)(nil)
+)
