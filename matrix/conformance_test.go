@@ -57,3 +57,9 @@ func (h *harness) InsertBackdated(context.Context, *testing.T, int, []byte) erro
 func TestConformance(t *testing.T) {
 	channeltest.Run(t, New(), newHarness, channeltest.Timeout(2*time.Minute), channeltest.Settle(time.Second))
 }
+
+// TestConformanceSubprocess runs the kit against the adapter as a go-plugin
+// subprocess (this test binary re-executed), over the real wire protocol.
+func TestConformanceSubprocess(t *testing.T) {
+	channeltest.Run(t, New(), newHarness, channeltest.Self(), channeltest.Timeout(2*time.Minute), channeltest.Settle(time.Second))
+}
