@@ -3,6 +3,7 @@ package imap
 import (
 	"context"
 	"log/slog"
+	"os"
 	"testing"
 	"time"
 
@@ -135,4 +136,22 @@ func TestKitDirect(t *testing.T) {
 		h.states = []string{t.TempDir(), t.TempDir()}
 		return h
 	}, kitOptions()...)
+}
+
+func TestMain(m *testing.M) {
+	channeltest.ServeIfChild(New())
+	os.Exit(m.Run())
+}
+
+// TestKitSubprocess runs the kit in shared mode against the adapter as a
+// go-plugin subprocess (this test binary re-executed), over the real wire
+// protocol: typed errors, cursors and deliveries cross the process boundary.
+func TestKitSubprocess(t *testing.T) {
+	env := needMail(t)
+	channeltest.Run(t, New(), func(t *testing.T) channeltest.Harness {
+		h := &harness{env: env, mode: ModeShared, users: []string{"carol", "carol"}, folder: randName("kitsub-"),
+			extra: map[string]any{"consumed": ConsumedDelete}}
+		h.states = []string{t.TempDir(), t.TempDir()}
+		return h
+	}, append(kitOptions(), channeltest.Self())...)
 }
