@@ -155,7 +155,11 @@ func classify(op, remote string, err error) error {
 		if hk.mismatch {
 			return sdk.Errorf(sdk.CodeAuthFailed, "git: %s: the ssh host key of %s does NOT match %s: the server changed its key or someone intercepts the connection; verify the new key out of band before replacing the line in %s: %w", op, hk.host, hk.file, hk.file, err)
 		}
-		return sdk.Errorf(sdk.CodeBadConfig, "git: %s: ssh host %s is not in %s (known_hosts_file); verify its key and add it, e.g. `ssh-keyscan %s >> %s`: %w", op, hk.host, hk.file, hk.host, hk.file, err)
+		host, port, perr := net.SplitHostPort(hk.host)
+		if perr != nil {
+			host, port = hk.host, "22"
+		}
+		return sdk.Errorf(sdk.CodeBadConfig, "git: %s: ssh host %s is not in %s (known_hosts_file); check its key fingerprint with the server's admin, then add it: `ssh-keyscan -p %s %s >> %s`: %w", op, hk.host, hk.file, port, host, hk.file, err)
 	}
 	msg := err.Error()
 	switch {
