@@ -165,7 +165,8 @@ func (t *Transport) simConnect(ctx context.Context, p peer.ID) (Path, error) {
 // startUpgrade runs, at most once per peer at a time, upgrade attempts on a
 // relayed path until it is direct, the peer is gone, or the backoff ends:
 // each round dials the peer's known direct addresses, then (with hole
-// punching on) retries DCUtR over the relayed connection.
+// punching on, and if the relayed connection is inbound) retries DCUtR over
+// it.
 func (t *Transport) startUpgrade(p peer.ID) {
 	if t.closed.Load() {
 		return
@@ -200,7 +201,10 @@ func (t *Transport) startUpgrade(p peer.ID) {
 				t.log.Info("relayed path upgraded by a direct dial", "peer", p, "attempt", i+1)
 				return
 			}
-			if t.hps == nil {
+			if t.hps == nil || !t.relayedInbound(p) {
+				// DCUtR is initiated by the end that accepted the relayed
+				// connection; libp2p resets a DCUtR stream arriving over
+				// a connection the receiver accepted (seen in the NAT lab).
 				continue
 			}
 			if !t.dcutrReady() {
@@ -240,6 +244,17 @@ func (t *Transport) dialDirect(p peer.ID) bool {
 	defer cancel()
 	err := t.h.Connect(ctx, peer.AddrInfo{ID: p, Addrs: direct})
 	return err == nil && t.PathTo(p).IsDirect()
+}
+
+// relayedInbound reports whether p reached us through a relay, which makes
+// us the DCUtR initiator.
+func (t *Transport) relayedInbound(p peer.ID) bool {
+	for _, c := range t.h.Network().ConnsToPeer(p) {
+		if (c.Stat().Limited || isRelayAddr(c.RemoteMultiaddr())) && c.Stat().Direction == network.DirInbound {
+			return true
+		}
+	}
+	return false
 }
 
 // dcutrReady reports whether the DCUtR service registered its handler, which

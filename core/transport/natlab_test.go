@@ -48,8 +48,10 @@ type labResult struct {
 	First     transport.Path `json:"first"`      // path right after Connect
 	Final     transport.Path `json:"final"`      // path at the end
 	UpgradeMS int64          `json:"upgrade_ms"` // from the relayed connect to the direct path
-	SendErr   string         `json:"send_err"`   // Send with ack at the end
-	Err       string         `json:"err"`
+	// the EventPathChanged that announced the upgrade, "prev->new"
+	UpgradeEvent string `json:"upgrade_event"`
+	SendErr      string `json:"send_err"` // Send with ack at the end
+	Err          string `json:"err"`
 }
 
 func TestNATLab(t *testing.T) {
@@ -85,6 +87,9 @@ func TestNATLab(t *testing.T) {
 			}
 			if tt.mode == "dcutr" && res.First != transport.PathRelayed {
 				t.Errorf("first path %s, want relayed (b knew only a's relay address)", res.First)
+			}
+			if tt.mode == "dcutr" && tt.want == transport.PathPunched && res.UpgradeEvent != "relayed->punched" {
+				t.Errorf("upgrade event %q, want relayed->punched", res.UpgradeEvent)
 			}
 			if res.Final != tt.want {
 				t.Errorf("final path %s, want %s", res.Final, tt.want)
@@ -391,13 +396,19 @@ func labPeer(role, dir, mode string, wait time.Duration, log *slog.Logger) error
 		return fmt.Errorf("connect through the relay: %w", err)
 	}
 	res := labResult{First: first}
-	deadline = time.Now().Add(wait)
-	for time.Now().Before(deadline) {
-		if p := tr.PathTo(ids["a"]); p.IsDirect() {
-			res.UpgradeMS = time.Since(start).Milliseconds()
-			break
+	timeout := time.After(wait)
+wait:
+	for {
+		select {
+		case e := <-tr.Events():
+			if e.Kind == transport.EventPathChanged && e.Peer == ids["a"] && e.Path.IsDirect() {
+				res.UpgradeMS = time.Since(start).Milliseconds()
+				res.UpgradeEvent = string(e.Prev) + "->" + string(e.Path)
+				break wait
+			}
+		case <-timeout:
+			break wait
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 	res.Final = tr.PathTo(ids["a"])
 	res.SendErr = labSend(ctx, tr, ids["a"])

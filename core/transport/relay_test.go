@@ -74,7 +74,10 @@ func waitRelayAddrs(t *testing.T, tr *transport.Transport) []ma.Multiaddr {
 }
 
 func TestRelayedPath(t *testing.T) {
-	_, a, b, _ := relayTrio(t, transport.RelayOptions{}, true)
+	r, a, b, _ := relayTrio(t, transport.RelayOptions{}, true)
+	if got := r.Reachability(); got != transport.ReachabilityPublic {
+		t.Errorf("relay reachability %s, want public (forced)", got)
+	}
 	got := make(chan []byte, 4)
 	a.Handle(func(_ context.Context, _ peer.ID, msg []byte) error { got <- msg; return nil })
 	ctx := ctxT(t, 30*time.Second)
