@@ -162,6 +162,9 @@ func Serve(a Adapter, opts ...ServeOption) error {
 			Level:      hclog.LevelFromString(strings.ToLower(level.String())),
 		}),
 	})
+	if !stopper.started() {
+		return errors.New("sdk: serve: go-plugin failed before serving (its log line above says why)")
+	}
 	return nil
 }
 
@@ -243,6 +246,12 @@ func (s *stopper) set(gs *grpc.Server) {
 	if stopped {
 		gs.Stop()
 	}
+}
+
+func (s *stopper) started() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gs != nil
 }
 
 func (s *stopper) stop() {

@@ -28,6 +28,12 @@ if ! have protoc-gen-go-grpc "$PROTOC_GEN_GO_GRPC_VERSION"; then
 	go install "google.golang.org/grpc/cmd/protoc-gen-go-grpc@$PROTOC_GEN_GO_GRPC_VERSION"
 fi
 
+# The generated files name the protoc version; the committed ones were made
+# with Debian 12's protoc 3.21.12. Another version gives a one-line diff.
+if ! protoc --version | grep -qw 3.21.12; then
+	echo "gen.sh: warning: $(protoc --version), not 3.21.12: the version comment will differ" >&2
+fi
+
 cd "$dir"
 protoc -I . \
 	--go_out=. --go_opt=paths=source_relative \
