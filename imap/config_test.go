@@ -72,3 +72,35 @@ func TestConfigureNeedsPassword(t *testing.T) {
 		t.Fatalf("got %v, want a bad config error naming the password secret", err)
 	}
 }
+
+// TestPublishRejectsBadItems: bad items fail one by one, before any network
+// I/O, with errors that are not retried.
+func TestPublishRejectsBadItems(t *testing.T) {
+	cfg, err := parseConfig([]byte(`{"mode":"direct","imap":"127.0.0.1:1","smtp":"127.0.0.1:1","username":"u","address":"u@example.test","max_mail_bytes":65536}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := &channel{cfg: cfg, closed: make(chan struct{}), counters: map[string]int64{}, sent: map[string]string{}}
+	limit := ch.Capabilities().MaxPayload
+	items := []sdk.PublishItem{
+		{Data: []byte("x"), IdempotencyKey: "bad key!", To: []string{"a@example.test"}},
+		{Data: nil, IdempotencyKey: "k2", To: []string{"a@example.test"}},
+		{Data: []byte("x"), IdempotencyKey: "k3"},
+		{Data: []byte("x"), IdempotencyKey: "k4", To: []string{"not an address"}},
+		{Data: []byte(strings.Repeat("a", limit+1)), IdempotencyKey: "k5", To: []string{"a@example.test"}},
+	}
+	res, err := ch.Publish(context.Background(), sdk.PublishRequest{Items: items})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []sdk.Code{sdk.CodeUnsupported, sdk.CodeUnsupported, sdk.CodeUnsupported, sdk.CodeUnsupported, sdk.CodeTooLarge}
+	for i, r := range res.Results {
+		if sdk.CodeOf(r.Err) != want[i] || r.Err.(*sdk.Error).Code.Retryable() {
+			t.Errorf("item %d: got %v, want code %s", i, r.Err, want[i])
+		}
+	}
+	ch.Close()
+	if _, err := ch.Publish(context.Background(), sdk.PublishRequest{Items: items[:1]}); err == nil {
+		t.Error("Publish after Close succeeded")
+	}
+}

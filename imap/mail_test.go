@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -465,3 +466,39 @@ func TestCursorInvalidAfterUIDValidity(t *testing.T) {
 }
 
 func unseen() *imap.SearchCriteria { return &imap.SearchCriteria{NotFlag: []imap.Flag{imap.FlagSeen}} }
+
+// TestIdleReissued: with a short idle_restart the subscription ends and
+// re-issues IDLE many times and still sees every new mail at once.
+func TestIdleReissued(t *testing.T) {
+	env := needMail(t)
+	cfg := map[string]any{"folder": randName("ir"), "idle_restart": "200ms"}
+	pub := open(t, env.config(ModeShared, "carol", cfg), "carol")
+	sub := open(t, env.config(ModeShared, "carol", cfg), "carol")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	got := make(chan string, 10)
+	done := make(chan error, 1)
+	go func() {
+		done <- sub.Subscribe(ctx, sdk.SubscribeRequest{}, sdk.SinkFunc(func(_ context.Context, d sdk.Delivery) error {
+			got <- string(d.Data)
+			return nil
+		}))
+	}()
+	for i := range 3 {
+		time.Sleep(700 * time.Millisecond) // several IDLE cycles
+		want := fmt.Sprintf("after-idle-%d", i)
+		publishOK(t, pub, item(want))
+		select {
+		case d := <-got:
+			if d != want {
+				t.Fatalf("got %q, want %q", d, want)
+			}
+		case err := <-done:
+			t.Fatalf("subscription ended: %v", err)
+		case <-ctx.Done():
+			t.Fatalf("%s not delivered", want)
+		}
+	}
+	cancel()
+	<-done
+}

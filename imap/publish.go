@@ -98,21 +98,21 @@ func (ch *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.Pub
 
 func (ch *channel) checkItem(it sdk.PublishItem, limit int) error {
 	if !keyRE.MatchString(it.IdempotencyKey) {
-		return sdk.Errorf(sdk.CodeUnknown, "imap: idempotency key %q must be 1-64 characters of [A-Za-z0-9_-]", it.IdempotencyKey)
+		return sdk.Errorf(sdk.CodeUnsupported, "imap: idempotency key %q must be 1-64 characters of [A-Za-z0-9_-]", it.IdempotencyKey)
 	}
 	if len(it.Data) == 0 {
-		return sdk.Errorf(sdk.CodeUnknown, "imap: item %s is empty", it.IdempotencyKey)
+		return sdk.Errorf(sdk.CodeUnsupported, "imap: item %s is empty: mail carries no empty items", it.IdempotencyKey)
 	}
 	if n := utf8.RuneCount(it.Data); n > limit {
 		return sdk.Errorf(sdk.CodeTooLarge, "imap: item %s has %d characters, this channel takes at most %d (max_mail_bytes)", it.IdempotencyKey, n, limit)
 	}
 	if ch.cfg.Mode == ModeDirect {
 		if len(it.To) == 0 {
-			return sdk.Errorf(sdk.CodeUnknown, "imap: item %s has no recipient: direct mode sends to PublishItem.To", it.IdempotencyKey)
+			return sdk.Errorf(sdk.CodeUnsupported, "imap: item %s has no recipient: direct mode sends to PublishItem.To", it.IdempotencyKey)
 		}
 		for _, a := range it.To {
 			if _, err := mail.ParseAddress(a); err != nil {
-				return sdk.Errorf(sdk.CodeUnknown, "imap: item %s: recipient %q is not a mail address", it.IdempotencyKey, a)
+				return sdk.Errorf(sdk.CodeUnsupported, "imap: item %s: recipient %q is not a mail address", it.IdempotencyKey, a)
 			}
 		}
 	}
