@@ -206,6 +206,14 @@ func (s *Server) Advance(d time.Duration) {
 
 func (s *Server) now() time.Time { return time.Now().Add(s.offset) }
 
+// SetMaxCharacters changes the instance's configuration.statuses.max_characters
+// (clients read it when they start).
+func (s *Server) SetMaxCharacters(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.opts.MaxCharacters = n
+}
+
 // Domain is the instance's domain.
 func (s *Server) Domain() string { return s.opts.Domain }
 
@@ -735,6 +743,8 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 // ---- instance
 
 func (s *Server) handleInstanceV2(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.opts.NoV2Instance {
 		apiError(w, http.StatusNotFound, "Record not found")
 		return
@@ -745,6 +755,8 @@ func (s *Server) handleInstanceV2(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleInstanceV1(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	writeJSON(w, http.StatusOK, map[string]any{"uri": s.opts.Domain, "title": "fake", "version": "4.3.0 (compatible; mastodontest)",
 		"configuration": map[string]any{"statuses": map[string]any{"max_characters": s.opts.MaxCharacters,
 			"max_media_attachments": 4, "characters_reserved_per_url": 23}}})
@@ -815,12 +827,12 @@ func (s *Server) handlePost(w http.ResponseWriter, r *http.Request, a *account) 
 		apiError(w, http.StatusUnprocessableEntity, "Validation failed: Text can't be blank")
 		return
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if n := CountCharacters(text); n > s.opts.MaxCharacters {
 		apiError(w, http.StatusUnprocessableEntity, fmt.Sprintf("Validation failed: Text character limit of %d exceeded", s.opts.MaxCharacters))
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	key := r.Header.Get("Idempotency-Key")
 	now := s.now()
 	if key != "" {
