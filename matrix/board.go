@@ -127,8 +127,10 @@ func (c *channel) Get(ctx context.Context, req sdk.GetRequest) (sdk.GetResponse,
 	return res, nil
 }
 
-// scanBoardItems pages backwards through org.remora.board.item events of
-// the last BoardWindow.
+// scanBoardItems reads the org.remora.board.item events of the last
+// BoardWindow. Results are cached: a later scan pages back only to the sync
+// token where the previous one started, so polling Get costs one /sync and
+// one short /messages.
 func (c *channel) scanBoardItems(ctx context.Context, consider func(string, []byte, time.Time)) error {
 	var resp *syncResponse
 	err := c.withRateLimit(ctx, "board get: sync token", func() error {
@@ -139,13 +141,17 @@ func (c *channel) scanBoardItems(ctx context.Context, consider func(string, []by
 	if err != nil {
 		return err
 	}
+	c.boardMu.Lock()
+	defer c.boardMu.Unlock()
 	cutoff := time.Now().Add(-c.cfg.BoardWindow.D())
-	token := resp.NextBatch
+	fresh := map[string]sdk.BoardEntry{}
+	token, stopAt := resp.NextBatch, c.boardScanned
+pages:
 	for {
 		var page *messagesResponse
 		err := c.withRateLimit(ctx, "board get: timeline", func() error {
 			var err error
-			page, err = c.messages(ctx, token, []string{BoardItemType}, 100)
+			page, err = c.messages(ctx, token, stopAt, []string{BoardItemType}, 100)
 			return err
 		})
 		if err != nil {
@@ -153,7 +159,7 @@ func (c *channel) scanBoardItems(ctx context.Context, consider func(string, []by
 		}
 		for _, ev := range page.Chunk {
 			if ev.time().Before(cutoff) {
-				return nil
+				break pages
 			}
 			if ev.Type != BoardItemType || len(ev.Content) <= 2 {
 				continue
@@ -163,11 +169,28 @@ func (c *channel) scanBoardItems(ctx context.Context, consider func(string, []by
 				c.n.ignoredInvalid.Add(1)
 				continue
 			}
-			consider(k, v, ev.time())
+			if _, ok := fresh[k]; !ok { // newest first
+				fresh[k] = sdk.BoardEntry{Key: k, Value: v, Time: ev.time()}
+			}
 		}
 		if len(page.Chunk) == 0 || page.End == "" || page.End == token {
-			return nil
+			break
 		}
 		token = page.End
 	}
+	if c.boardItems == nil {
+		c.boardItems = map[string]sdk.BoardEntry{}
+	}
+	for k, e := range fresh {
+		c.boardItems[k] = e
+	}
+	for k, e := range c.boardItems {
+		if e.Time.Before(cutoff) {
+			delete(c.boardItems, k)
+			continue
+		}
+		consider(k, e.Value, e.Time)
+	}
+	c.boardScanned = resp.NextBatch
+	return nil
 }

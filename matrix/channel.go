@@ -57,6 +57,10 @@ type channel struct {
 	boardNeed     int       // power level the room requires for it
 	boardHave     int       // ours
 	lastErr       string
+
+	boardMu      sync.Mutex
+	boardItems   map[string]sdk.BoardEntry // cached log-fallback board values
+	boardScanned string                    // sync token the cache is complete up to
 }
 
 // openChannel resolves and joins the room, refuses encrypted rooms and finds

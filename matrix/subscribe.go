@@ -64,15 +64,15 @@ type messagesResponse struct {
 }
 
 // syncFilter limits /sync to our room and our event type, with no state,
-// presence, receipts or account data.
-func (c *channel) syncFilter() string {
+// presence, receipts or account data; limit bounds the timeline.
+func (c *channel) syncFilter(limit int) string {
 	none := map[string]any{"not_types": []string{"*"}}
 	f := map[string]any{
 		"presence":     none,
 		"account_data": none,
 		"room": map[string]any{
 			"rooms":        []string{string(c.roomID)},
-			"timeline":     map[string]any{"types": []string{EnvelopeType}, "limit": 100},
+			"timeline":     map[string]any{"types": []string{EnvelopeType}, "limit": limit},
 			"state":        map[string]any{"types": []string{"m.room.encryption"}, "lazy_load_members": true},
 			"ephemeral":    none,
 			"account_data": none,
@@ -82,8 +82,16 @@ func (c *channel) syncFilter() string {
 	return string(b)
 }
 
+// timelineLimit is the most envelope events one /sync returns; more make the
+// timeline "limited" and the gap is paged from /messages.
+const timelineLimit = 100
+
 func (c *channel) sync(ctx context.Context, since string, timeout time.Duration) (*syncResponse, error) {
-	q := map[string]string{"timeout": strconv.Itoa(int(timeout / time.Millisecond)), "filter": c.syncFilter(), "set_presence": "offline"}
+	limit := timelineLimit
+	if since == "" {
+		limit = 1 // only the token is wanted; history comes from /messages
+	}
+	q := map[string]string{"timeout": strconv.Itoa(int(timeout / time.Millisecond)), "filter": c.syncFilter(limit), "set_presence": "offline"}
 	if since != "" {
 		q["since"] = since
 	}
@@ -99,9 +107,13 @@ func (c *channel) sync(ctx context.Context, since string, timeout time.Duration)
 	return &resp, nil
 }
 
-func (c *channel) messages(ctx context.Context, from string, types []string, limit int) (*messagesResponse, error) {
+// messages pages backwards from token from, down to token to if set.
+func (c *channel) messages(ctx context.Context, from, to string, types []string, limit int) (*messagesResponse, error) {
 	filter, _ := json.Marshal(map[string]any{"types": types})
 	q := map[string]string{"dir": "b", "from": from, "limit": strconv.Itoa(limit), "filter": string(filter)}
+	if to != "" {
+		q["to"] = to
+	}
 	url := c.cli.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "rooms", c.roomID, "messages"}, q)
 	var resp messagesResponse
 	_, err := c.cli.MakeFullRequest(ctx, mautrix.FullRequest{Method: http.MethodGet, URL: url, ResponseJSON: &resp, MaxAttempts: 1})
@@ -155,7 +167,7 @@ func (c *channel) catchUp(ctx context.Context, token, stopAt string, cutoff time
 		var resp *messagesResponse
 		err := c.retry(ctx, "backfill", func() error {
 			var err error
-			resp, err = c.messages(ctx, token, []string{EnvelopeType}, 100)
+			resp, err = c.messages(ctx, token, "", []string{EnvelopeType}, 100)
 			return err
 		})
 		if err != nil {
