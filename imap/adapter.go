@@ -102,7 +102,7 @@ func (adapter) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.Cha
 	if err != nil {
 		return nil, err
 	}
-	ch.push = c.Caps().Has(imap.CapIdle) || c.Caps().Has(imap.CapIMAP4rev2)
+	ch.push = !cfg.NoIdle && (c.Caps().Has(imap.CapIdle) || c.Caps().Has(imap.CapIMAP4rev2))
 	if err := ch.prepareFolders(ctx, c); err != nil {
 		c.Close()
 		return nil, err

@@ -83,6 +83,9 @@ type Config struct {
 	// IdleRestart re-issues IDLE before servers drop it (default 20m;
 	// RFC 9051 servers may drop it after 30 min).
 	IdleRestart sdk.Duration `json:"idle_restart,omitempty"`
+	// NoIdle polls every poll_interval even where the server offers IDLE
+	// (for servers or middleboxes that break long-lived IDLE).
+	NoIdle bool `json:"no_idle,omitempty"`
 	// PollInterval is how often folders are polled where IDLE is missing,
 	// and how often ExtraFolders are checked (default 60s).
 	PollInterval sdk.Duration `json:"poll_interval,omitempty"`

@@ -242,8 +242,13 @@ func TestServerRestartMidIdle(t *testing.T) {
 	}()
 	send("during-1")
 	send("during-2")
-	if h := bob.(sdk.Healther).Health(ctx); h.State == sdk.HealthOK {
-		time.Sleep(2 * time.Second)
+	// doctor sees the outage
+	deadline := time.Now().Add(10 * time.Second)
+	for h := bob.(sdk.Healther).Health(ctx); h.State != sdk.HealthDegraded; h = bob.(sdk.Healther).Health(ctx) {
+		if time.Now().After(deadline) {
+			t.Fatalf("health %s %q while the IMAP server is down, want degraded", h.State, h.Message)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	startDovecot(t, env)
 	restarted = true
@@ -260,6 +265,9 @@ func TestServerRestartMidIdle(t *testing.T) {
 		if n != 1 {
 			t.Errorf("%s delivered %d times, want 1", k, n)
 		}
+	}
+	if h := bob.(sdk.Healther).Health(ctx); h.State != sdk.HealthOK {
+		t.Errorf("health %s %q after the server came back, want ok", h.State, h.Message)
 	}
 	cancel()
 	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
@@ -468,12 +476,25 @@ func TestCursorInvalidAfterUIDValidity(t *testing.T) {
 func unseen() *imap.SearchCriteria { return &imap.SearchCriteria{NotFlag: []imap.Flag{imap.FlagSeen}} }
 
 // TestIdleReissued: with a short idle_restart the subscription ends and
-// re-issues IDLE many times and still sees every new mail at once.
+// re-issues IDLE many times and still sees every new mail at once; with
+// no_idle it polls instead.
 func TestIdleReissued(t *testing.T) {
+	for name, cfg := range map[string]map[string]any{
+		"idle":    {"idle_restart": "200ms"},
+		"polling": {"no_idle": true, "poll_interval": "300ms"},
+	} {
+		t.Run(name, func(t *testing.T) { testNewMailSeen(t, cfg) })
+	}
+}
+
+func testNewMailSeen(t *testing.T, cfg map[string]any) {
 	env := needMail(t)
-	cfg := map[string]any{"folder": randName("ir"), "idle_restart": "200ms"}
+	cfg["folder"] = randName("ir")
 	pub := open(t, env.config(ModeShared, "carol", cfg), "carol")
 	sub := open(t, env.config(ModeShared, "carol", cfg), "carol")
+	if caps := sub.Capabilities(); caps.Push == (cfg["no_idle"] == true) || (!caps.Push && caps.PollInterval <= 0) {
+		t.Errorf("capabilities %+v for config %v", caps, cfg)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	got := make(chan string, 10)

@@ -98,7 +98,7 @@ func (ch *channel) follow(ctx context.Context, cur *cursor, sink sdk.Sink) error
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
-	push := c.Caps().Has(imap.CapIdle) || c.Caps().Has(imap.CapIMAP4rev2)
+	push := !ch.cfg.NoIdle && (c.Caps().Has(imap.CapIdle) || c.Caps().Has(imap.CapIMAP4rev2))
 
 	main := ch.cfg.Folder
 	for _, f := range ch.cfg.ExtraFolders {
