@@ -142,8 +142,10 @@ type Transport struct {
 	handler atomic.Pointer[Handler]
 	pool    streamPool
 
-	events  chan Event
-	dropped atomic.Int64
+	events   chan Event
+	evMu     sync.RWMutex // guards sending on events against its close
+	evClosed bool
+	dropped  atomic.Int64
 
 	mu        sync.Mutex
 	paths     map[peer.ID]Path      // last path announced per peer
@@ -326,7 +328,7 @@ func (t *Transport) Handle(h Handler) {
 	t.handler.Store(&h)
 }
 
-// Events delivers connection and path changes; see Event.
+// Events delivers connection and path changes; see Event. Close closes it.
 func (t *Transport) Events() <-chan Event { return t.events }
 
 // AddAddrs records addresses of p (learned from presence, mDNS, peer
@@ -390,6 +392,10 @@ func (t *Transport) Close() error {
 		}
 		err = t.h.Close()
 		t.wg.Wait()
+		t.evMu.Lock()
+		t.evClosed = true
+		close(t.events)
+		t.evMu.Unlock()
 		if err != nil {
 			err = fmt.Errorf("transport: close: %w", err)
 		}
@@ -399,6 +405,11 @@ func (t *Transport) Close() error {
 
 func (t *Transport) emit(e Event) {
 	e.Time = t.now()
+	t.evMu.RLock()
+	defer t.evMu.RUnlock()
+	if t.evClosed {
+		return
+	}
 	select {
 	case t.events <- e:
 	default:

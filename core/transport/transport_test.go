@@ -24,13 +24,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(labRoleEnv) != "" { // a peer of TestNATLab, inside its namespace
 		os.Exit(labHelperMain())
 	}
-	goleak.VerifyTestMain(m,
-		// libp2p package-level workers that outlive every host.
-		goleak.IgnoreAnyFunction("github.com/libp2p/go-libp2p/p2p/transport/quicreuse.(*reuse).gc"),
-		goleak.IgnoreTopFunction("github.com/ipfs/go-log/v2/writer.(*MirrorWriter).logRoutine"),
-		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
-		goleak.IgnoreTopFunction("github.com/libp2p/go-libp2p/p2p/net/swarm.(*Swarm).dialWorkerLoop"),
-	)
+	goleak.VerifyTestMain(m)
 }
 
 // members is a concurrency-safe member set for Options.Allow.
@@ -416,6 +410,9 @@ func TestEvents(t *testing.T) {
 	waitEvent(t, a, transport.EventDisconnected, b.ID(), transport.PathNone)
 	if p := a.PathTo(b.ID()); p != transport.PathNone {
 		t.Fatalf("PathTo after the peer closed = %s, want none", p)
+	}
+	a.Close()
+	for range a.Events() { // drains, then ends: Close closed the channel
 	}
 }
 
