@@ -19,10 +19,13 @@ import (
 // Version is the adapter's version.
 const Version = "0.1.0"
 
-// Published limits (Mastodon's general API limit per account and token).
+// Published limits. Mastodon allows 300 API requests per 5 minutes per
+// account, and 300 new statuses per 3 hours (RateLimiter family
+// "statuses"); every item is one status, so the second one is what paces
+// Publish.
 const (
 	rateRequests = 300
-	ratePer      = 5 * time.Minute
+	ratePer      = 3 * time.Hour
 	// idempotencyWindow is how long Mastodon keeps an Idempotency-Key
 	// (3600 s in Redis).
 	idempotencyWindow = time.Hour
@@ -113,6 +116,9 @@ func (adapter) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.Cha
 	if cfg.Stream == "none" {
 		caps.Push = false
 		caps.Latency = cfg.PollInterval
+	}
+	if cfg.RateLimit != nil {
+		caps.RateLimit = *cfg.RateLimit
 	}
 	if !*cfg.DeleteConsumed {
 		caps.Delete = sdk.DeleteNone

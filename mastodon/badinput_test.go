@@ -126,8 +126,10 @@ func TestCursorOtherAccount(t *testing.T) {
 }
 
 // TestRateLimit: the adapter stops before the server's 429 and says when
-// to retry; a 429 it could not foresee (another client on the same token)
-// is sdk.RateLimited too; after the reset publishing works again.
+// to retry, counting its requests against the general limit itself since
+// post responses report the statuses limit instead; a 429 it could not
+// foresee (another client on the same token) is sdk.RateLimited too;
+// after the reset publishing works again.
 func TestRateLimit(t *testing.T) {
 	const window = 3 * time.Second
 	srv := mastodontest.New(mastodontest.Options{RateLimit: 12, RateWindow: window})
@@ -156,10 +158,10 @@ func TestRateLimit(t *testing.T) {
 			t.Errorf("unexpected error %v", r.Err)
 		}
 	}
-	// 12 requests: 1 for Configure (verify_credentials; the instance
-	// endpoint is public), 3 kept for reads, 8 posts.
-	if ok != 8 || limited != 7 {
-		t.Errorf("%d published, %d rate limited; want 8 and 7", ok, limited)
+	// 12 requests: 2 for Configure (verify_credentials, instance), 3 kept
+	// for reads, 7 posts.
+	if ok != 7 || limited != 8 {
+		t.Errorf("%d published, %d rate limited; want 7 and 8", ok, limited)
 	}
 	if n := srv.Limited(); n != 0 {
 		t.Errorf("the server answered 429 %d times; the adapter should have stopped before", n)
@@ -178,5 +180,38 @@ func TestRateLimit(t *testing.T) {
 	time.Sleep(time.Until(time.Now().Truncate(window).Add(window)) + 50*time.Millisecond)
 	if res := publish(t, pub, item(armored(100))); res[0].Err != nil {
 		t.Errorf("after the reset: %v", res[0].Err)
+	}
+}
+
+// TestStatusLimit: Mastodon's second limit, 300 statuses per 3 hours,
+// reported on post responses: the adapter stops at it without a 429 and
+// says to come back at its reset.
+func TestStatusLimit(t *testing.T) {
+	srv := mastodontest.New(mastodontest.Options{StatusLimit: 5})
+	t.Cleanup(srv.Close)
+	alice := srv.AddAccount("alice")
+	srv.AddAccount("bob")
+	pub := mustConfigure(t, srv, alice.Token, map[string]any{"accounts": []string{"bob"}})
+	if rl := pub.Capabilities().RateLimit; rl.Requests != 300 || rl.Per.D() != 3*time.Hour {
+		t.Errorf("declared rate limit %+v, want 300 per 3h", rl)
+	}
+	var errs []error
+	for range 7 {
+		errs = append(errs, publish(t, pub, item(armored(100)))[0].Err)
+	}
+	for i, err := range errs {
+		switch {
+		case i < 5 && err != nil:
+			t.Errorf("post %d: %v", i, err)
+		case i >= 5 && (!errors.Is(err, sdk.ErrRateLimited) || sdk.RetryAfterOf(err) <= 0 || sdk.RetryAfterOf(err) > 3*time.Hour):
+			t.Errorf("post %d: got %v (retry after %s), want rate limited until the 3-hour reset", i, err, sdk.RetryAfterOf(err))
+		}
+	}
+	if srv.Limited() != 0 || srv.Posts() != 5 {
+		t.Errorf("server: %d posts, %d 429s; want 5 and 0", srv.Posts(), srv.Limited())
+	}
+	ch := mustConfigure(t, srv, alice.Token, map[string]any{"accounts": []string{"bob"}, "rate_limit": map[string]any{"requests": 1000, "per": "5m"}})
+	if rl := ch.Capabilities().RateLimit; rl.Requests != 1000 || rl.Per.D() != 5*time.Minute {
+		t.Errorf("rate_limit override: %+v", rl)
 	}
 }

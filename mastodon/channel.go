@@ -262,13 +262,17 @@ func (c *channel) setErr(err error) {
 
 // Health reports the last error, the rate-limit budget and counters.
 func (c *channel) Health(ctx context.Context) sdk.Health {
-	limit, remaining, reset := c.tr.state()
+	limit, remaining, reset := c.tr.state(bucketGeneral)
+	slimit, sremaining, sreset := c.tr.state(bucketStatuses)
 	c.mu.Lock()
 	lastErr := c.lastErr
 	c.mu.Unlock()
 	h := sdk.Health{State: sdk.HealthOK, Message: fmt.Sprintf("%s as @%s", c.cfg.Server, c.me.Acct)}
 	if limit > 0 {
-		h.Message += fmt.Sprintf("; rate limit %d/%d left until %s", remaining, limit, reset.Format(time.RFC3339))
+		h.Message += fmt.Sprintf("; requests %d/%d left until %s", remaining, limit, reset.Format(time.RFC3339))
+	}
+	if slimit > 0 {
+		h.Message += fmt.Sprintf("; statuses %d/%d left until %s", sremaining, slimit, sreset.Format(time.RFC3339))
 	}
 	if lastErr != nil {
 		h.State = sdk.HealthDegraded

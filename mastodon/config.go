@@ -34,6 +34,10 @@ type Config struct {
 	// AcceptStrangers delivers armored posts from accounts not in Accounts
 	// too (core still drops anything not signed by a member). Default false.
 	AcceptStrangers bool `json:"accept_strangers,omitempty"`
+	// RateLimit overrides the declared publishing limit, for servers whose
+	// limits differ from Mastodon's 300 statuses per 3 hours (GoToSocial:
+	// 1000 requests per 5 minutes per IP, e.g. {"requests": 1000, "per": "5m"}).
+	RateLimit *sdk.RateLimit `json:"rate_limit,omitempty"`
 	// Stream is the streaming timeline: "user" (default) or "none" to poll
 	// only.
 	Stream string `json:"stream,omitempty"`
@@ -93,7 +97,7 @@ func parseConfig(raw json.RawMessage, secrets map[string]string) (Config, []acct
 		return c, nil, badConfig("mastodon: config is empty; give at least {\"server\": \"https://your.server\", \"accounts\": [\"friend@their.server\"]}")
 	}
 	if err := dec.Decode(&c); err != nil {
-		return c, nil, badConfig("mastodon: config: %v (fields: server, accounts, max_payload, poll_interval, delete_consumed, accept_strangers, stream)", err)
+		return c, nil, badConfig("mastodon: config: %v (fields: server, accounts, max_payload, poll_interval, delete_consumed, accept_strangers, rate_limit, stream)", err)
 	}
 	u, err := url.Parse(c.Server)
 	if c.Server == "" || err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
@@ -130,6 +134,9 @@ func parseConfig(raw json.RawMessage, secrets map[string]string) (Config, []acct
 	case "user", "none":
 	default:
 		return c, nil, badConfig("mastodon: stream: %q: want \"user\" or \"none\"", c.Stream)
+	}
+	if r := c.RateLimit; r != nil && (r.Requests <= 0 || r.Per <= 0) {
+		return c, nil, badConfig("mastodon: rate_limit: want {\"requests\": N, \"per\": \"5m\"} with both positive")
 	}
 	if c.DeleteConsumed == nil {
 		t := true

@@ -49,7 +49,8 @@ func (m *mastoNode) start() {
 	if m.db, err = store.Open(filepath.Join(m.state, "remora.db"), store.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	cfg, _ := json.Marshal(map[string]any{"server": m.srv.URL, "accounts": m.accounts, "poll_interval": "1s"})
+	cfg, _ := json.Marshal(map[string]any{"server": m.srv.URL, "accounts": m.accounts, "poll_interval": "1s",
+		"rate_limit": map[string]any{"requests": 5000, "per": "5m"}})
 	m.ch, err = mastodon.New().Configure(ctx, sdk.ConfigureRequest{ChannelID: "masto", Config: cfg,
 		Secrets:  map[string]string{mastodon.SecretToken: m.acct.Token},
 		StateDir: filepath.Join(m.state, "adapter"), Logger: nodeLogger(m.name)})
@@ -173,7 +174,7 @@ func TestNodesOverMastodon(t *testing.T) {
 	// allowing 2000 characters: core/node does not fragment join frames and
 	// its welcome is about 1050 characters armored. Then the server goes back
 	// to Mastodon's 500 and both nodes restart, reading the new limit.
-	srv, a, b, circleID := circleOverMastodon(t, mastodontest.Options{RateLimit: 5000, MaxCharacters: 2000})
+	srv, a, b, circleID := circleOverMastodon(t, mastodontest.Options{RateLimit: 5000, StatusLimit: 5000, MaxCharacters: 2000})
 	srv.SetMaxCharacters(500)
 	a.stop()
 	b.stop()

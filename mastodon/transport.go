@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,9 +43,31 @@ func (e *rateLimitedError) Error() string {
 	return fmt.Sprintf("rate-limit budget spent, backing off for %s before the server answers 429", e.retryAfter)
 }
 
+// bucket is one rate limit as the server reports it.
+type bucket struct {
+	limit     int
+	remaining int
+	reset     time.Time
+}
+
+// Mastodon reports two limits: the general one (300 requests / 5 min per
+// account) on every API response, and on POST /api/v1/statuses the
+// statuses family (300 statuses / 3 h per account) instead.
+const (
+	bucketGeneral  = "general"
+	bucketStatuses = "statuses"
+)
+
+func bucketOf(req *http.Request) string {
+	if req.Method == http.MethodPost && strings.HasSuffix(req.URL.Path, "/api/v1/statuses") {
+		return bucketStatuses
+	}
+	return bucketGeneral
+}
+
 // transport adds the Idempotency-Key header, keeps track of the
-// X-RateLimit-* headers, stops before a 429 and turns a 429 into an error
-// (go-mastodon would otherwise retry it for up to an hour).
+// X-RateLimit-* headers per limit, stops before a 429 and turns a 429 into
+// an error (go-mastodon would otherwise retry it for up to an hour).
 type transport struct {
 	base http.RoundTripper
 	now  func() time.Time
@@ -52,10 +75,8 @@ type transport struct {
 	requests atomic.Int64
 	limited  atomic.Int64
 
-	mu        sync.Mutex
-	limit     int
-	remaining int
-	reset     time.Time
+	mu      sync.Mutex
+	buckets map[string]*bucket
 }
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -64,7 +85,12 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if ctx.Value(keyPublish) != nil {
 		reserve = publishReserve
 	}
-	if wait := t.budget(reserve); wait > 0 {
+	b := bucketOf(req)
+	wait := t.budget(bucketGeneral, reserve)
+	if b != bucketGeneral {
+		wait = max(wait, t.budget(b, 0))
+	}
+	if wait > 0 {
 		t.limited.Add(1)
 		return nil, &rateLimitedError{retryAfter: wait}
 	}
@@ -72,12 +98,13 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		req = req.Clone(ctx)
 		req.Header.Set("Idempotency-Key", key)
 	}
+	t.spend(bucketGeneral)
 	t.requests.Add(1)
 	resp, err := t.base.RoundTrip(req)
 	if err != nil {
 		return nil, err
 	}
-	t.observe(resp)
+	t.observe(b, resp)
 	if resp.StatusCode == http.StatusTooManyRequests {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
 		resp.Body.Close()
@@ -87,25 +114,38 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// budget returns how long to wait before sending, 0 to send now.
-func (t *transport) budget(reserve int) time.Duration {
+// budget returns how long to wait before sending against limit name, 0 to
+// send now.
+func (t *transport) budget(name string, reserve int) time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.limit == 0 || t.reset.IsZero() {
+	b := t.buckets[name]
+	if b == nil {
 		return 0
 	}
-	wait := t.reset.Sub(t.now())
+	wait := b.reset.Sub(t.now())
 	if wait <= 0 {
-		t.limit, t.reset = 0, time.Time{} // a new window: learn it from the next answer
+		delete(t.buckets, name) // a new window: learn it from the next answer
 		return 0
 	}
-	if t.remaining > reserve {
+	if b.remaining > reserve {
 		return 0
 	}
 	return wait
 }
 
-func (t *transport) observe(resp *http.Response) {
+// spend counts a request against a limit locally: responses of POST
+// /api/v1/statuses report the statuses family, not the general limit they
+// also count against.
+func (t *transport) spend(name string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if b := t.buckets[name]; b != nil && b.remaining > 0 {
+		b.remaining--
+	}
+}
+
+func (t *transport) observe(name string, resp *http.Response) {
 	h := resp.Header
 	limit, err1 := strconv.Atoi(h.Get("X-RateLimit-Limit"))
 	remaining, err2 := strconv.Atoi(h.Get("X-RateLimit-Remaining"))
@@ -115,7 +155,10 @@ func (t *transport) observe(resp *http.Response) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.limit, t.remaining, t.reset = limit, remaining, reset
+	if t.buckets == nil {
+		t.buckets = map[string]*bucket{}
+	}
+	t.buckets[name] = &bucket{limit: limit, remaining: remaining, reset: reset}
 }
 
 func (t *transport) retryAfter(resp *http.Response) time.Duration {
@@ -130,11 +173,14 @@ func (t *transport) retryAfter(resp *http.Response) time.Duration {
 	return 5 * time.Second
 }
 
-// state returns the last rate-limit headers seen.
-func (t *transport) state() (limit, remaining int, reset time.Time) {
+// state returns the last rate-limit headers seen for limit name.
+func (t *transport) state(name string) (limit, remaining int, reset time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.limit, t.remaining, t.reset
+	if b := t.buckets[name]; b != nil {
+		return b.limit, b.remaining, b.reset
+	}
+	return 0, 0, time.Time{}
 }
 
 // classify turns an error from go-mastodon or the transport into a typed

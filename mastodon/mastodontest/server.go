@@ -35,6 +35,11 @@ type Options struct {
 	// RateWindow (default 300 per 5 minutes, Mastodon's general limit).
 	RateLimit  int
 	RateWindow time.Duration
+	// StatusLimit is the number of statuses an account may create per
+	// StatusWindow (default 300 per 3 hours, Mastodon's "statuses" rate
+	// limit family); POST /api/v1/statuses reports it in X-RateLimit-*.
+	StatusLimit  int
+	StatusWindow time.Duration
 	// NoV2Instance makes /api/v2/instance a 404, as on servers older than
 	// Mastodon 4.0.
 	NoV2Instance bool
@@ -124,6 +129,7 @@ type Server struct {
 	grants    map[string]*grant
 	idem      map[string]idemEntry // account ID + "\x00" + key
 	rate      map[string]*rateState
+	statusRL  map[string]*rateState // by account ID
 	streams   map[*stream]struct{}
 }
 
@@ -148,6 +154,12 @@ func New(opts Options) *Server {
 	if opts.RateWindow <= 0 {
 		opts.RateWindow = 5 * time.Minute
 	}
+	if opts.StatusLimit <= 0 {
+		opts.StatusLimit = 300
+	}
+	if opts.StatusWindow <= 0 {
+		opts.StatusWindow = 3 * time.Hour
+	}
 	s := &Server{
 		opts:     opts,
 		accounts: map[string]*account{},
@@ -158,6 +170,7 @@ func New(opts Options) *Server {
 		grants:   map[string]*grant{},
 		idem:     map[string]idemEntry{},
 		rate:     map[string]*rateState{},
+		statusRL: map[string]*rateState{},
 		streams:  map[*stream]struct{}{},
 		notifSeq: 1000,
 	}
@@ -165,8 +178,8 @@ func New(opts Options) *Server {
 	mux.HandleFunc("POST /api/v1/apps", s.handleApps)
 	mux.HandleFunc("GET /oauth/authorize", s.handleAuthorize)
 	mux.HandleFunc("POST /oauth/token", s.handleToken)
-	mux.HandleFunc("GET /api/v1/instance", s.handleInstanceV1)
-	mux.HandleFunc("GET /api/v2/instance", s.handleInstanceV2)
+	mux.HandleFunc("GET /api/v1/instance", s.optionalAuth(s.handleInstanceV1))
+	mux.HandleFunc("GET /api/v2/instance", s.optionalAuth(s.handleInstanceV2))
 	mux.HandleFunc("GET /api/v1/accounts/verify_credentials", s.api(s.handleVerify))
 	mux.HandleFunc("GET /api/v1/accounts/lookup", s.api(s.handleLookup))
 	mux.HandleFunc("GET /api/v1/accounts/{id}/statuses", s.api(s.handleAccountStatuses))
@@ -644,6 +657,20 @@ func (s *Server) api(h authedHandler) http.HandlerFunc {
 	}
 }
 
+// optionalAuth serves public endpoints: anonymous requests pass (Mastodon
+// limits those per IP, which this fake does not model); a request with a
+// token is authenticated and counted like any other API request.
+func (s *Server) optionalAuth(h http.HandlerFunc) http.HandlerFunc {
+	authed := s.api(func(w http.ResponseWriter, r *http.Request, _ *account) { h(w, r) })
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") == "" {
+			h(w, r)
+			return
+		}
+		authed(w, r)
+	}
+}
+
 // ---- apps and OAuth
 
 func form(r *http.Request) url.Values {
@@ -843,6 +870,24 @@ func (s *Server) handlePost(w http.ResponseWriter, r *http.Request, a *account) 
 			}
 		}
 	}
+	// The statuses family: counted on creation, reported instead of the
+	// general limit.
+	rs := s.statusRL[a.ID]
+	if rs == nil || now.Sub(rs.start) >= s.opts.StatusWindow {
+		rs = &rateState{start: now.Truncate(s.opts.StatusWindow)}
+		s.statusRL[a.ID] = rs
+	}
+	reset := rs.start.Add(s.opts.StatusWindow)
+	w.Header().Set("X-RateLimit-Limit", strconv.Itoa(s.opts.StatusLimit))
+	w.Header().Set("X-RateLimit-Reset", reset.UTC().Format("2006-01-02T15:04:05.000000Z"))
+	if rs.used >= s.opts.StatusLimit {
+		s.limited.Add(1)
+		w.Header().Set("X-RateLimit-Remaining", "0")
+		apiError(w, http.StatusTooManyRequests, "Too many requests")
+		return
+	}
+	rs.used++
+	w.Header().Set("X-RateLimit-Remaining", strconv.Itoa(s.opts.StatusLimit-rs.used))
 	st := s.createLocked(a, text, vis, now)
 	st.idemKey = key
 	if key != "" {
