@@ -244,12 +244,17 @@ func (c *channel) pollBoard(ctx context.Context, recv receiver) error {
 	return nil
 }
 
-// sleepJitter sleeps d ± 20 %; false if ctx ended.
-func sleepJitter(ctx context.Context, d time.Duration) bool {
-	if d > 0 {
-		d += time.Duration(rand.Int64N(int64(d)/5+1)) - d/10
+// jitter returns d ± 10 %.
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return d
 	}
-	t := time.NewTimer(d)
+	return d + time.Duration(rand.Int64N(int64(d)/5+1)) - d/10
+}
+
+// sleepJitter sleeps d ± 10 %; false if ctx ended.
+func sleepJitter(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(jitter(d))
 	defer t.Stop()
 	select {
 	case <-ctx.Done():

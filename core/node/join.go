@@ -141,6 +141,7 @@ func (n *Node) handleJoinFrame(ctx context.Context, channelID string, raw []byte
 			n.log.Info("member joined", "circle", c.ID(), "member", req.Name, "fingerprint", fp)
 			n.event("member_joined", c.ID().String(), "%s joined; compare fingerprint %s with them", req.Name, fp)
 			n.afterUpdate(c, u, before)
+			n.announcePresence()
 			return nil
 		}
 		n.count("ignored_join_request")
@@ -161,6 +162,7 @@ func (n *Node) handleJoinFrame(ctx context.Context, channelID string, raw []byte
 			}
 			n.addCircle(c)
 			n.afterUpdate(c, u, c.Epoch())
+			n.announcePresence()
 			n.log.Info("joined circle", "circle", c.ID())
 			j.done <- c
 			n.poke()

@@ -115,6 +115,7 @@ type Node struct {
 	evNotify chan struct{}
 	kick     chan peer.ID // deliver outbox entries pending for a peer now
 	wake     chan struct{}
+	announce chan struct{} // publish presence now (membership changed)
 
 	counters sync.Map // name → *atomic.Int64
 }
@@ -161,6 +162,7 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		evNotify: make(chan struct{}),
 		kick:     make(chan peer.ID, 256),
 		wake:     make(chan struct{}, 1),
+		announce: make(chan struct{}, 1),
 		started:  opts.Now(),
 	}
 	n.sealer = envelope.Sealer{Now: opts.Now}

@@ -32,9 +32,28 @@ func (n *Node) presenceLoop(ctx context.Context) {
 	}
 	for {
 		n.publishPresence(ctx)
-		if !sleepJitter(ctx, n.opts.PresenceInterval) {
+		t := time.NewTimer(jitter(n.opts.PresenceInterval))
+		select {
+		case <-ctx.Done():
+			t.Stop()
 			return
+		case <-t.C:
+		case <-n.announce:
+			t.Stop()
+			// Let a burst of changes (a join and its key hand-outs) settle.
+			if !sleepJitter(ctx, 200*time.Millisecond) {
+				return
+			}
 		}
+	}
+}
+
+// announcePresence publishes presence soon: the circle's membership changed,
+// so members that had nobody to tell now have someone.
+func (n *Node) announcePresence() {
+	select {
+	case n.announce <- struct{}{}:
+	default:
 	}
 }
 

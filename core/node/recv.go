@@ -226,6 +226,9 @@ func (n *Node) afterUpdate(c *circle.Circle, u *circle.Update, before circle.Epo
 	}
 	n.sendKeyMsgs(c, u.Send)
 	n.retryHeld()
+	if u.EpochChanged {
+		n.announcePresence()
+	}
 }
 
 // sendKeyMsgs seals each key message in a direct envelope to its member.

@@ -1,0 +1,376 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/remora-p2p/remora/core/api"
+)
+
+// bin is the remora binary built once for these tests: the daemon re-executes
+// it for its adapters, as in production.
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "remora-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin = filepath.Join(dir, "remora")
+	build := exec.Command("go", "build", "-race", "-o", bin, ".")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build remora:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// home is one device's state folder.
+type home struct {
+	t    *testing.T
+	dir  string
+	name string
+	run  *exec.Cmd
+	log  *bytes.Buffer
+}
+
+func newHome(t *testing.T, name string) *home {
+	t.Helper()
+	// Unix socket paths are short: keep the home under /tmp.
+	dir, err := os.MkdirTemp("", "rh-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	h := &home{t: t, dir: dir, name: name}
+	h.ok("init", "--name", name)
+	return h
+}
+
+// remora runs the CLI against this home.
+func (h *home) remora(args ...string) (string, error) {
+	cmd := exec.Command(bin, append([]string{"--home", h.dir}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (h *home) ok(args ...string) string {
+	h.t.Helper()
+	out, err := h.remora(args...)
+	if err != nil {
+		h.t.Fatalf("remora %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func (h *home) fails(args ...string) string {
+	h.t.Helper()
+	out, err := h.remora(args...)
+	if err == nil {
+		h.t.Fatalf("remora %s succeeded, want an error:\n%s", strings.Join(args, " "), out)
+	}
+	return out
+}
+
+// start runs `remora run` and waits until the API answers.
+func (h *home) start() {
+	h.t.Helper()
+	h.log = &bytes.Buffer{}
+	h.run = exec.Command(bin, "--home", h.dir, "run", "--log-level", "debug")
+	h.run.Stdout, h.run.Stderr = h.log, h.log
+	if err := h.run.Start(); err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(h.stop)
+	waitUntil(h.t, h.name+"'s daemon answering", 30*time.Second, func() bool {
+		st, err := h.client().Status(context.Background())
+		return err == nil && st.Ready
+	})
+}
+
+func (h *home) stop() {
+	if h.run == nil || h.run.Process == nil || h.run.ProcessState != nil {
+		return
+	}
+	h.run.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { h.run.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		h.run.Process.Kill()
+		<-done
+	}
+	h.saveLog()
+}
+
+// kill stops the daemon with SIGKILL, as a crash would.
+func (h *home) kill() {
+	h.run.Process.Kill()
+	h.run.Wait()
+	h.saveLog()
+}
+
+// saveLog keeps the daemon's log for a failed test.
+func (h *home) saveLog() {
+	if h.log == nil {
+		return
+	}
+	if dir := os.Getenv("REMORA_TEST_LOGS"); dir != "" {
+		f, err := os.CreateTemp(dir, h.name+"-*.log")
+		if err == nil {
+			f.Write(h.log.Bytes())
+			f.Close()
+		}
+	}
+}
+
+func (h *home) client() *api.Client { return api.NewClient(filepath.Join(h.dir, "api.sock")) }
+
+func waitUntil(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// circleOf2 makes a circle of a and b over a shared dir channel, with both
+// daemons running, and returns its ID.
+func circleOf2(t *testing.T, a, b *home) string {
+	t.Helper()
+	shared := t.TempDir()
+	for _, h := range []*home{a, b} {
+		h.ok("channel", "add", "folder", "--adapter", "dir", "--set", "path="+shared, "--set", "poll_interval=100ms")
+		h.start()
+	}
+	out := a.ok("circle", "create", "friends")
+	id := strings.Fields(out)[1]
+	inv := a.ok("invite")
+	var code string
+	for _, f := range strings.Fields(inv) {
+		if strings.HasPrefix(f, "remora1") {
+			code = f
+		}
+	}
+	if code == "" {
+		t.Fatalf("no invite in:\n%s", inv)
+	}
+	if out := b.ok("join", code, "--timeout", "60s"); !strings.Contains(out, "joined") {
+		t.Fatalf("join: %s", out)
+	}
+	return id
+}
+
+func TestConfigErrorsNameTheField(t *testing.T) {
+	h := newHome(t, "alice")
+	tests := []struct {
+		name, config, want string
+	}{
+		{"unknown field", "name = \"a\"\ncolour = \"red\"\n", "colour"},
+		{"unknown adapter", "name = \"a\"\n[[channel]]\nname = \"x\"\nadapter = \"imapp\"\n", "channel[1].adapter: unknown adapter \"imapp\" (available: dir"},
+		{"bad secret", "name = \"a\"\n[[channel]]\nname = \"x\"\nadapter = \"dir\"\n[channel.secrets]\npassword = { env = \"A\", file = \"/b\" }\n", "channel[1].secrets.password: give exactly one of env, file or command"},
+		{"bad duration", "name = \"a\"\npresence_interval = \"soon\"\n", "presence_interval"},
+		{"not TOML", "name = \n", "config.toml"},
+		{"missing name", "mdns = true\n", "name: give your display name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := os.WriteFile(filepath.Join(h.dir, "config.toml"), []byte(tt.config), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			out := h.fails("channel", "list")
+			if !strings.Contains(out, tt.want) {
+				t.Fatalf("error does not name the field:\n%s\nwant it to contain %q", out, tt.want)
+			}
+		})
+	}
+}
+
+func TestUnknownAdapterListsAvailable(t *testing.T) {
+	h := newHome(t, "alice")
+	out := h.fails("adapter", "nope")
+	if !strings.Contains(out, `unknown adapter "nope" (available: dir, imap, matrix`) {
+		t.Fatalf("got:\n%s", out)
+	}
+	out = h.fails("channel", "add", "x", "--adapter", "nope", "--set", "a=b")
+	if !strings.Contains(out, "available: dir") {
+		t.Fatalf("channel add with an unknown adapter:\n%s", out)
+	}
+}
+
+func TestDaemonNotRunning(t *testing.T) {
+	h := newHome(t, "alice")
+	for _, args := range [][]string{{"status"}, {"send", "hi"}, {"peers"}, {"listen", "--follow=false"}} {
+		out := h.fails(args...)
+		if !strings.Contains(out, "not running") || !strings.Contains(out, "remora run") {
+			t.Errorf("remora %s: %q does not say how to start the daemon", args[0], out)
+		}
+	}
+}
+
+func TestDescribe(t *testing.T) {
+	h := newHome(t, "alice")
+	out := h.ok("adapter", "dir", "describe")
+	if !strings.Contains(out, `"name": "dir"`) || !strings.Contains(out, `"idempotency"`) {
+		t.Fatalf("describe:\n%s", out)
+	}
+}
+
+func TestBadInvites(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs daemons")
+	}
+	a, b := newHome(t, "alice"), newHome(t, "bob")
+	circleOf2(t, a, b)
+	tests := []struct {
+		name, invite, want string
+	}{
+		{"garbage", "hello", "invite"},
+		{"mistyped", "remora1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq", "invite"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out := b.fails("join", tt.invite, "--timeout", "5s")
+			if !strings.Contains(strings.ToLower(out), tt.want) {
+				t.Fatalf("got %q", out)
+			}
+		})
+	}
+	t.Run("expired", func(t *testing.T) {
+		inv := a.ok("invite", "--ttl", "1s")
+		time.Sleep(1500 * time.Millisecond)
+		c := newHome(t, "carol")
+		c.ok("channel", "add", "folder", "--adapter", "dir", "--set", "path=/tmp/nowhere-"+c.name)
+		c.start()
+		out := c.fails("join", inviteCode(inv), "--timeout", "5s")
+		if !strings.Contains(out, "expired") {
+			t.Fatalf("got %q", out)
+		}
+	})
+}
+
+func inviteCode(out string) string {
+	for _, f := range strings.Fields(out) {
+		if strings.HasPrefix(f, "remora1") {
+			return f
+		}
+	}
+	return ""
+}
+
+// TestKill9DuringBurst: 1,000 sends through the API; the daemon is killed
+// with SIGKILL in the middle; after a restart every accepted message reaches
+// the other member exactly once.
+func TestKill9DuringBurst(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs daemons")
+	}
+	a, b := newHome(t, "alice"), newHome(t, "bob")
+	id := circleOf2(t, a, b)
+	ctx := context.Background()
+	waitUntil(t, "alice and bob connected", 60*time.Second, func() bool {
+		peers, err := a.client().Peers(ctx)
+		return err == nil && len(peers) == 1 && peers[0].Path != "channel" && peers[0].Path != "none"
+	})
+	var mu sync.Mutex
+	accepted := map[string]bool{} // Send returned OK: must arrive exactly once
+	inFlight := map[string]bool{} // Send failed as the daemon died: at most once
+	c := a.client()
+	next := make(chan int)
+	var sent atomic.Int64
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for i := range next {
+				text := fmt.Sprintf("burst %04d", i)
+				_, err := c.Send(ctx, api.SendRequest{Circle: id, Text: text})
+				mu.Lock()
+				if err == nil {
+					accepted[text] = true
+				} else {
+					inFlight[text] = true
+				}
+				mu.Unlock()
+				sent.Add(1)
+			}
+		})
+	}
+	i := 0
+	for ; i < 1000; i++ {
+		if sent.Load() >= 400 {
+			break
+		}
+		next <- i
+	}
+	a.kill() // with up to eight sends in flight
+	close(next)
+	wg.Wait()
+	a.start()
+	for ; i < 1000; i++ {
+		text := fmt.Sprintf("burst %04d", i)
+		if _, err := c.Send(ctx, api.SendRequest{Circle: id, Text: text}); err != nil {
+			t.Fatalf("send after restart: %v", err)
+		}
+		accepted[text] = true
+	}
+	waitUntil(t, "bob has every accepted message", 120*time.Second, func() bool {
+		got := 0
+		for _, m := range allMessages(t, b) {
+			if accepted[m.Text] {
+				got++
+			}
+		}
+		return got >= len(accepted)
+	})
+	all := allMessages(t, b)
+	seen := map[string]int{}
+	for _, m := range all {
+		seen[m.Text]++
+	}
+	for text := range accepted {
+		if seen[text] != 1 {
+			t.Errorf("accepted %q arrived %d times, want once", text, seen[text])
+		}
+	}
+	for text := range inFlight {
+		if seen[text] > 1 {
+			t.Errorf("in-flight %q arrived %d times, want at most once", text, seen[text])
+		}
+	}
+	t.Logf("1000 sends: %d accepted, all delivered once; %d in flight at the kill", len(accepted), len(inFlight))
+}
+
+// allMessages pages through h's whole inbox.
+func allMessages(t *testing.T, h *home) []api.Message {
+	t.Helper()
+	var all []api.Message
+	for after := int64(0); ; {
+		msgs, err := h.client().Messages(context.Background(), after, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(msgs) == 0 {
+			return all
+		}
+		all = append(all, msgs...)
+		after = msgs[len(msgs)-1].Seq
+	}
+}
