@@ -260,8 +260,23 @@ func (ch *channel) drain(ctx context.Context, c *imapclient.Client, cur *cursor,
 					bodies[m.UID] = m.FindBodySection(fetchWhole)
 				}
 			}
+			// Runs of mail that is not ours move the cursor with one empty
+			// delivery (or with the next item's), not one per mail.
+			var skipped *imapclient.FetchMessageBuffer
 			for _, m := range metas[start:end] {
-				if err := ch.deliverMail(ctx, cur, folder, m, bodies[m.UID], sink); err != nil {
+				ours, err := ch.deliverMail(ctx, cur, folder, m, bodies[m.UID], sink)
+				if err != nil {
+					return err
+				}
+				skipped = m
+				if ours {
+					skipped = nil
+				}
+			}
+			if skipped != nil {
+				fc := cur.folder(folder)
+				d := sdk.Delivery{ID: itemID(folder, fc.UIDValidity, skipped.UID, 0, 1), Cursor: cur.encode(), Time: skipped.InternalDate}
+				if err := ch.deliver(ctx, sink, d); err != nil {
 					return err
 				}
 			}
@@ -278,9 +293,9 @@ func (ch *channel) candidate(m *imapclient.FetchMessageBuffer) bool {
 	return bytes.Contains(bytes.ToLower(m.FindBodySection(fetchHeader)), []byte(strings.ToLower(headerMarker)))
 }
 
-// deliverMail hands the items of one mail to the sink, or, for a mail that
-// is not ours, one empty delivery that moves the cursor past it.
-func (ch *channel) deliverMail(ctx context.Context, cur *cursor, folder string, m *imapclient.FetchMessageBuffer, body []byte, sink sdk.Sink) error {
+// deliverMail hands the items of one mail to the sink and reports true; a
+// mail that is not ours is counted and only moves cur past it (false).
+func (ch *channel) deliverMail(ctx context.Context, cur *cursor, folder string, m *imapclient.FetchMessageBuffer, body []byte, sink sdk.Sink) (bool, error) {
 	fc := *cur.folder(folder)
 	var p parsedMail
 	switch {
@@ -303,7 +318,7 @@ func (ch *channel) deliverMail(ctx context.Context, cur *cursor, folder string, 
 	if p.Reason != "" {
 		ch.count(p.Reason, 1)
 		cur.set(next)
-		return ch.deliver(ctx, sink, sdk.Delivery{ID: itemID(folder, fc.UIDValidity, m.UID, 0, 1), Cursor: cur.encode(), Time: m.InternalDate})
+		return false, nil
 	}
 	if p.BadBlocks > 0 && (fc.UID != uint32(m.UID) || fc.Index == 0) {
 		ch.count(counterBadBlocks, int64(p.BadBlocks))
@@ -326,14 +341,15 @@ func (ch *channel) deliverMail(ctx context.Context, cur *cursor, folder string, 
 		cur.set(pos)
 		d := sdk.Delivery{ID: id, Data: p.Items[i], Cursor: cur.encode(), From: p.From, Time: m.InternalDate}
 		if err := ch.deliver(ctx, sink, d); err != nil {
-			return err
+			return false, err
 		}
 	}
-	if from >= len(p.Items) { // every item was delivered before; just move on
-		cur.set(next)
-	}
 	ch.count("delivered_mails", 1)
-	return nil
+	if from >= len(p.Items) { // every item was delivered before: like a skip
+		cur.set(next)
+		return false, nil
+	}
+	return true, nil
 }
 
 func (ch *channel) deliver(ctx context.Context, sink sdk.Sink, d sdk.Delivery) error {
