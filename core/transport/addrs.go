@@ -120,3 +120,57 @@ func (t *Transport) holePunchAddrs() []ma.Multiaddr {
 	}
 	return out
 }
+
+// inferNAT reads the NAT's mapping behaviour from how peers saw us. We listen
+// and dial from one port per transport (port reuse), so an endpoint-
+// independent NAT shows every observer the same public ip:port, and a
+// symmetric one shows different observers different ports. UDP is judged
+// first (QUIC is what punches), then TCP; one observer proves nothing.
+func inferNAT(obs []Addr) NATType {
+	type key struct{ proto, ip string }
+	for _, proto := range []string{"udp", "tcp"} {
+		ports := map[key]map[string]int{} // ip → port → observers
+		for _, o := range obs {
+			if o.Kind == AddrLAN || o.Kind == AddrRelay {
+				continue
+			}
+			ip, err := manet.ToIP(o.Multiaddr)
+			if err != nil {
+				continue
+			}
+			port, err := o.Multiaddr.ValueForProtocol(protoCode(proto))
+			if err != nil {
+				continue
+			}
+			k := key{proto, ip.String()}
+			if ports[k] == nil {
+				ports[k] = map[string]int{}
+			}
+			ports[k][port] += o.Observers
+		}
+		verdict := NATUnknown
+		for _, byPort := range ports {
+			switch {
+			case len(byPort) >= 2:
+				return NATSymmetric
+			case len(byPort) == 1:
+				for _, n := range byPort {
+					if n >= 2 {
+						verdict = NATCone
+					}
+				}
+			}
+		}
+		if verdict != NATUnknown {
+			return verdict
+		}
+	}
+	return NATUnknown
+}
+
+func protoCode(name string) int {
+	if name == "udp" {
+		return ma.P_UDP
+	}
+	return ma.P_TCP
+}

@@ -64,3 +64,35 @@ func TestObservedAddrs(t *testing.T) {
 		t.Fatalf("%d observed addresses kept, want %d", n, maxObserved)
 	}
 }
+
+func TestInferNAT(t *testing.T) {
+	obs := func(addr string, observers int) Addr {
+		a := ma.StringCast(addr)
+		return Addr{Multiaddr: a, Kind: classify(a, false), Observers: observers}
+	}
+	tests := []struct {
+		name string
+		obs  []Addr
+		want NATType
+	}{
+		{"nothing", nil, NATUnknown},
+		{"one observer", []Addr{obs("/ip4/8.8.8.8/udp/4001/quic-v1", 1)}, NATUnknown},
+		{"two observers, one mapping", []Addr{obs("/ip4/8.8.8.8/udp/4001/quic-v1", 2)}, NATCone},
+		{"two mappings of one IP", []Addr{obs("/ip4/8.8.8.8/udp/40123/quic-v1", 1), obs("/ip4/8.8.8.8/udp/51234/quic-v1", 1)}, NATSymmetric},
+		{"UDP decides before TCP", []Addr{
+			obs("/ip4/8.8.8.8/udp/4001/quic-v1", 3),
+			obs("/ip4/8.8.8.8/tcp/1111", 1), obs("/ip4/8.8.8.8/tcp/2222", 1),
+		}, NATCone},
+		{"TCP when UDP says nothing", []Addr{obs("/ip4/8.8.8.8/tcp/1111", 1), obs("/ip4/8.8.8.8/tcp/2222", 1)}, NATSymmetric},
+		{"LAN and relay addresses ignored", []Addr{
+			obs("/ip4/192.168.1.2/udp/1/quic-v1", 5), obs("/ip4/192.168.1.2/udp/2/quic-v1", 5),
+		}, NATUnknown},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := inferNAT(tt.obs); got != tt.want {
+				t.Fatalf("inferNAT = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}

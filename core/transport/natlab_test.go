@@ -49,9 +49,10 @@ type labResult struct {
 	Final     transport.Path `json:"final"`      // path at the end
 	UpgradeMS int64          `json:"upgrade_ms"` // from the relayed connect to the direct path
 	// the EventPathChanged that announced the upgrade, "prev->new"
-	UpgradeEvent string `json:"upgrade_event"`
-	SendErr      string `json:"send_err"` // Send with ack at the end
-	Err          string `json:"err"`
+	UpgradeEvent string            `json:"upgrade_event"`
+	SendErr      string            `json:"send_err"` // Send with ack at the end
+	NAT          transport.NATType `json:"nat"`      // b's NAT type hint at the end
+	Err          string            `json:"err"`
 }
 
 func TestNATLab(t *testing.T) {
@@ -73,10 +74,11 @@ func TestNATLab(t *testing.T) {
 		name, natA, natB, mode string
 		wait                   time.Duration
 		want                   transport.Path
+		wantNAT                transport.NATType // b's hint, from two public observers
 	}{
-		{"eim-eim/dcutr", "eim", "eim", "dcutr", 30 * time.Second, transport.PathPunched},
-		{"eim-eim/simconnect", "eim", "eim", "simconnect", 20 * time.Second, transport.PathPunched},
-		{"sym-sym/dcutr", "sym", "sym", "dcutr", 12 * time.Second, transport.PathRelayed},
+		{"eim-eim/dcutr", "eim", "eim", "dcutr", 30 * time.Second, transport.PathPunched, transport.NATCone},
+		{"eim-eim/simconnect", "eim", "eim", "simconnect", 20 * time.Second, transport.PathPunched, transport.NATCone},
+		{"sym-sym/dcutr", "sym", "sym", "dcutr", 12 * time.Second, transport.PathRelayed, transport.NATSymmetric},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -93,6 +95,9 @@ func TestNATLab(t *testing.T) {
 			}
 			if res.Final != tt.want {
 				t.Errorf("final path %s, want %s", res.Final, tt.want)
+			}
+			if res.NAT != tt.wantNAT {
+				t.Errorf("NAT type hint %s, want %s", res.NAT, tt.wantNAT)
 			}
 			if res.SendErr != "" {
 				t.Errorf("Send with ack over the %s path: %s", res.Final, res.SendErr)
@@ -130,7 +135,7 @@ func runLab(t *testing.T, natA, natB, mode string, wait time.Duration) labResult
 	}
 	dir := t.TempDir()
 	keys := map[string]string{}
-	for _, role := range []string{"relay", "a", "b"} {
+	for _, role := range []string{"relay", "observer", "a", "b"} {
 		_, k, _ := ed25519.GenerateKey(rand.Reader)
 		keys[role] = hex.EncodeToString(k)
 	}
@@ -280,7 +285,9 @@ func labPeer(role, dir, mode string, wait time.Duration, log *slog.Logger) error
 			return err
 		}
 	}
-	allow := func(p peer.ID) bool { return p == ids["relay"] || p == ids["a"] || p == ids["b"] }
+	allow := func(p peer.ID) bool {
+		return p == ids["relay"] || p == ids["observer"] || p == ids["a"] || p == ids["b"]
+	}
 	o := transport.Options{
 		Identity: keys[role],
 		Allow:    allow,
@@ -298,6 +305,23 @@ func labPeer(role, dir, mode string, wait time.Duration, log *slog.Logger) error
 		var as []string
 		for _, a := range tr.Addrs() {
 			as = append(as, a.Multiaddr.String())
+		}
+		// A second public host (another port: a symmetric NAT maps each
+		// destination port anew) so that peers have two observers.
+		oo := o
+		oo.Identity, oo.RelayService = keys["observer"], nil
+		oo.ListenAddrs = []string{"/ip4/203.0.113.10/udp/4002/quic-v1", "/ip4/203.0.113.10/tcp/4002"}
+		obs, err := transport.New(ctx, oo)
+		if err != nil {
+			return err
+		}
+		defer obs.Close()
+		var os []string
+		for _, a := range obs.Addrs() {
+			os = append(os, a.Multiaddr.String())
+		}
+		if err := writeJSONFile(filepath.Join(dir, "observer.json"), labInfo{ID: obs.ID().String(), Addrs: os}); err != nil {
+			return err
 		}
 		if err := writeJSONFile(filepath.Join(dir, "relay.json"), labInfo{ID: tr.ID().String(), Addrs: as}); err != nil {
 			return err
@@ -321,6 +345,18 @@ func labPeer(role, dir, mode string, wait time.Duration, log *slog.Logger) error
 		return err
 	}
 	defer tr.Close()
+	var obi labInfo
+	if err := waitJSON(filepath.Join(dir, "observer.json"), 10*time.Second, &obi); err != nil {
+		return err
+	}
+	var obAddrs []ma.Multiaddr
+	for _, s := range obi.Addrs {
+		obAddrs = append(obAddrs, ma.StringCast(s))
+	}
+	tr.AddAddrs(ids["observer"], obAddrs, peerstore.PermanentAddrTTL)
+	if _, err := tr.Connect(ctx, ids["observer"]); err != nil {
+		return fmt.Errorf("connect to the observer: %w", err)
+	}
 	got := make(chan []byte, 1)
 	tr.Handle(func(_ context.Context, _ peer.ID, msg []byte) error {
 		select {
@@ -379,7 +415,7 @@ func labPeer(role, dir, mode string, wait time.Duration, log *slog.Logger) error
 			}
 			return waitDone(ctx, dir)
 		}
-		res := labResult{First: path, Final: tr.PathTo(ids[other]), UpgradeMS: time.Since(start).Milliseconds()}
+		res := labResult{First: path, Final: tr.PathTo(ids[other]), UpgradeMS: time.Since(start).Milliseconds(), NAT: tr.NATType()}
 		if err != nil {
 			res.Err = err.Error()
 		}
@@ -412,6 +448,7 @@ wait:
 	}
 	res.Final = tr.PathTo(ids["a"])
 	res.SendErr = labSend(ctx, tr, ids["a"])
+	res.NAT = tr.NATType()
 	return finish(dir, res)
 }
 

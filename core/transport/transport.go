@@ -359,18 +359,21 @@ func (t *Transport) Reachability() Reachability {
 	return t.reach
 }
 
-// NATType returns the NAT type hint: UDP's verdict when known (QUIC is what
-// punches), else TCP's.
+// NATType returns the NAT type hint for presence: libp2p's verdict when it
+// has one (UDP first: QUIC is what punches), else our own from observed
+// addresses (see inferNAT), which needs only two observers where libp2p
+// needs several.
 func (t *Transport) NATType() NATType {
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	if n, ok := t.nat[network.NATTransportUDP]; ok && n != NATUnknown {
+	n, ok := t.nat[network.NATTransportUDP]
+	if !ok || n == NATUnknown {
+		n = t.nat[network.NATTransportTCP]
+	}
+	t.mu.Unlock()
+	if n != "" && n != NATUnknown {
 		return n
 	}
-	if n, ok := t.nat[network.NATTransportTCP]; ok {
-		return n
-	}
-	return NATUnknown
+	return inferNAT(t.observedAddrs())
 }
 
 // DroppedEvents counts events lost because nobody read Events in time.
