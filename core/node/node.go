@@ -140,6 +140,8 @@ type peerInfo struct {
 	lastSeen time.Time
 	foundBy  string
 	dialing  bool
+	// redial cancels a dial under way, to start over with fresher addresses.
+	redial context.CancelFunc
 }
 
 // New opens a node: its circles from the store, its transport, its channels.
@@ -313,6 +315,8 @@ func (n *Node) Run(ctx context.Context) error {
 	wg.Go(func() {
 		n.disc.Run(ctx, func(f discovery.Found) { n.learnAddrs(f) })
 	})
+	// Envelopes and fragments held before a restart are tried again now.
+	n.retryHeld()
 	n.ready.Store(true)
 	n.log.Info("node ready", "peer", n.ID(), "circles", len(n.allCircles()), "channels", len(n.channels))
 	<-ctx.Done()

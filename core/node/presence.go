@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"slices"
 	"sort"
 	"strings"
@@ -254,6 +255,13 @@ func (n *Node) handlePresence(msg *envelope.Message, path string) {
 	}
 	n.tr.AddAddrs(rec.Peer, addrs, time.Until(rec.Expiry))
 	n.disc.Report(discovery.Found{Peer: rec.Peer, Addrs: addrs, Relay: rec.RelayOffer, Source: source})
+	// A dial started from older (e.g. cached, now stale) addresses may be
+	// waiting out a timeout: start over with these.
+	n.mu.Lock()
+	if pi.dialing && pi.redial != nil {
+		pi.redial()
+	}
+	n.mu.Unlock()
 	if err := n.db.PutPeer(store.Peer{ID: rec.Peer.String(), Addrs: strs, LastSeen: n.opts.Now(), Source: source}); err != nil {
 		n.log.Warn("peer cache", "err", err)
 	}
@@ -281,17 +289,26 @@ func (n *Node) dial(p peer.ID) {
 	go func() {
 		defer func() {
 			n.mu.Lock()
-			pi.dialing = false
+			pi.dialing, pi.redial = false, nil
 			n.mu.Unlock()
 		}()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		path, err := n.tr.Connect(ctx, p)
-		if err != nil {
+		for attempt := 0; attempt < 3; attempt++ {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			n.mu.Lock()
+			pi.redial = cancel
+			n.mu.Unlock()
+			path, err := n.tr.Connect(ctx, p)
+			redialed := errors.Is(ctx.Err(), context.Canceled)
+			cancel()
+			if err == nil {
+				n.log.Info("connected", "peer", p, "path", path)
+				return
+			}
 			n.log.Debug("dial failed", "peer", p, "err", err)
-			return
+			if !redialed {
+				return
+			}
 		}
-		n.log.Info("connected", "peer", p, "path", path)
 	}()
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -70,9 +71,21 @@ func (n *Node) openFailed(channelID string, raw []byte, path string, err error) 
 	errors.As(err, &oe)
 	switch {
 	case errors.Is(err, envelope.ErrPending):
+		// The reassembler holds fragments in memory only: keep the raw
+		// fragment until its message completes, so a crash after the
+		// channel cursor moved loses nothing (retryHeld feeds it back).
+		if oe != nil && oe.Sender != "" {
+			h := &store.HeldEnvelope{Key: fragmentKey(oe.Sender, oe.ID) + heldKey(raw), Channel: channelID, Path: path, Raw: raw, Until: n.opts.Now().Add(n.opts.DefaultTTL)}
+			if err := n.db.PutHeld(h); err != nil {
+				return &storeError{fmt.Errorf("node: hold fragment: %w", err)}
+			}
+		}
 		return nil
 	case errors.Is(err, envelope.ErrReplay):
 		n.count("dropped_replay")
+		return nil
+	case errors.Is(err, envelope.ErrKeyNotYet) && oe != nil && oe.Sender == n.ID():
+		n.count("ignored_own_echo") // our own envelope read back from a channel
 		return nil
 	case errors.Is(err, envelope.ErrKeyNotYet):
 		n.count("held_key_not_yet")
@@ -101,6 +114,11 @@ func (n *Node) openFailed(channelID string, raw []byte, path string, err error) 
 	return err
 }
 
+// fragmentKey prefixes the held fragments of one message.
+func fragmentKey(sender peer.ID, id envelope.MessageID) string {
+	return "f:" + sender.String() + ":" + id.String() + ":"
+}
+
 func heldKey(raw []byte) string {
 	h := sha256.Sum256(raw)
 	return hex.EncodeToString(h[:16])
@@ -111,6 +129,13 @@ func (n *Node) dispatch(ctx context.Context, msg *envelope.Message, path string)
 	c := keys{n}.circle(msg.Circle)
 	if c == nil {
 		n.count("ignored_not_for_us")
+		return nil
+	}
+	if msg.Fragments > 1 {
+		n.dropFragments(msg.Sender, msg.ID)
+	}
+	if msg.Sender == n.ID() {
+		n.count("ignored_own_echo") // our own envelope read back from a channel
 		return nil
 	}
 	viaChannel := len(path) > 8 && path[:8] == "channel:"
@@ -273,7 +298,7 @@ func (n *Node) retryHeld() {
 			continue
 		}
 		msg, err := n.opener.Open(h.Channel, h.Raw)
-		if errors.Is(err, envelope.ErrKeyNotYet) {
+		if errors.Is(err, envelope.ErrKeyNotYet) || errors.Is(err, envelope.ErrPending) {
 			continue
 		}
 		if err == nil {
@@ -322,5 +347,19 @@ func (n *Node) maintainLoop(ctx context.Context) {
 			}
 		}
 		n.retryHeld()
+	}
+}
+
+// dropFragments deletes the held fragments of a message that completed.
+func (n *Node) dropFragments(sender peer.ID, id envelope.MessageID) {
+	held, err := n.db.Held()
+	if err != nil {
+		return
+	}
+	prefix := fragmentKey(sender, id)
+	for _, h := range held {
+		if strings.HasPrefix(h.Key, prefix) {
+			n.db.DeleteHeld(h.Key)
+		}
 	}
 }
