@@ -469,3 +469,36 @@ func TestNewValidates(t *testing.T) {
 		})
 	}
 }
+
+func TestSimultaneousConnect(t *testing.T) {
+	punching := func(o *transport.Options) {
+		o.EnableHolePunching = true
+		o.ListenAddrs = []string{"/ip4/127.0.0.1/udp/0/quic-v1"}
+	}
+	a, b, _ := pair(t, punching)
+	ctx := ctxT(t, 20*time.Second)
+	type result struct {
+		path transport.Path
+		err  error
+	}
+	res := make(chan result, 2)
+	for _, x := range [][2]*transport.Transport{{a, b}, {b, a}} {
+		go func() {
+			p, err := x[0].SimultaneousConnect(ctx, x[1].ID())
+			res <- result{p, err}
+		}()
+	}
+	for range 2 {
+		r := <-res
+		if r.err != nil {
+			t.Fatalf("SimultaneousConnect: %v", r.err)
+		}
+		if r.path != transport.PathLAN {
+			t.Errorf("path %s, want lan (loopback)", r.path)
+		}
+	}
+	c := newTransport(t, newMembers(), nil) // hole punching off
+	if _, err := c.SimultaneousConnect(ctx, a.ID()); err == nil {
+		t.Error("SimultaneousConnect without EnableHolePunching succeeded")
+	}
+}
