@@ -101,7 +101,7 @@ func (adapter) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.Cha
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	c := newChannel(cfg, member, logger, repo, remote, auth, ep.String())
+	c := newChannel(cfg, member, logger, repo, remote, auth)
 	if err := c.check(ctx); err != nil {
 		if sdk.CodeOf(err) != sdk.CodeUnavailable {
 			c.Close()

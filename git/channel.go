@@ -88,7 +88,7 @@ type channel struct {
 	health health
 }
 
-func newChannel(cfg Config, member string, log *slog.Logger, repo *gogit.Repository, remote *gogit.Remote, auth transport.AuthMethod, where string) *channel {
+func newChannel(cfg Config, member string, log *slog.Logger, repo *gogit.Repository, remote *gogit.Remote, auth transport.AuthMethod) *channel {
 	c := &channel{
 		cfg: cfg, member: member, log: log, repo: repo, remote: remote, auth: auth,
 		where:   redact(cfg.Remote),

@@ -24,6 +24,7 @@ import (
 
 	"github.com/remora-p2p/remora/git"
 	"github.com/remora-p2p/remora/sdk"
+	"github.com/remora-p2p/remora/testenv"
 )
 
 // open configures member m of r with config overrides and closes it at the end.
@@ -437,10 +438,7 @@ func TestConfigureErrors(t *testing.T) {
 	}
 	emptyKH := filepath.Join(t.TempDir(), "known_hosts")
 	os.WriteFile(emptyKH, nil, 0o600)
-	other := os.Getenv("REMORA_GIT_OTHER_KNOWN_HOSTS")
-	if other == "" {
-		other = filepath.Join(filepath.Dir(sshR.extra["known_hosts_file"].(string)), "other_known_hosts")
-	}
+	other := testenv.Need(t, "git", "REMORA_GIT_OTHER_KNOWN_HOSTS")[0]
 	daemon := daemonRemote(t)
 	missing := daemon
 	missing.url = daemon.url[:strings.LastIndex(daemon.url, "/")] + "/no-such-repo.git"
