@@ -47,8 +47,17 @@ stop() {
   done
 }
 
-wait_port() { # PORT NAME LOG
-  for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done
+wait_port() { # PORT NAME LOG PIDFILE
+  for _ in $(seq 200); do
+    if ! kill -0 "$(cat "$4")" 2>/dev/null; then
+      echo "svc-git: $2 exited (port 127.0.0.1:$1 taken by another instance?); log:" >&2
+      tail -20 "$3" >&2
+      rm -f "$4"
+      return 1
+    fi
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
   echo "svc-git: $2 not listening on 127.0.0.1:$1; log:" >&2
   tail -20 "$3" >&2
   return 1
@@ -81,7 +90,7 @@ up() {
       --base-path="$R" --export-all --enable=receive-pack --informative-errors \
       </dev/null >"$W/git-daemon.log" 2>&1 &
     echo $! > "$W/git-daemon.pid"
-    wait_port "$DAEMON_PORT" "git daemon" "$W/git-daemon.log"
+    wait_port "$DAEMON_PORT" "git daemon" "$W/git-daemon.log" "$W/git-daemon.pid"
   fi
 
   if ! alive sshd.pid; then
@@ -115,7 +124,7 @@ CONF
     # -D foreground (& + $! is the pid), -e logs to stderr; sshd re-execs by absolute path
     nohup /usr/sbin/sshd -D -e -f "$S/sshd_config" </dev/null >"$W/sshd.log" 2>&1 &
     echo $! > "$W/sshd.pid"
-    wait_port "$SSH_PORT" sshd "$W/sshd.log"
+    wait_port "$SSH_PORT" sshd "$W/sshd.log" "$W/sshd.pid"
   fi
 
   {
