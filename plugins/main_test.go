@@ -6,9 +6,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -52,6 +54,22 @@ func child(mode string, args []string) int {
 			Plugins:         plugin.PluginSet{},
 		})
 		return 0
+	case "wrong-version":
+		plugin.Serve(&plugin.ServeConfig{
+			HandshakeConfig: plugin.HandshakeConfig{ProtocolVersion: sdk.ProtocolVersion + 1,
+				MagicCookieKey: "REMORA_ADAPTER_PLUGIN", MagicCookieValue: os.Getenv("REMORA_ADAPTER_PLUGIN")},
+			Plugins: plugin.PluginSet{},
+		})
+		return 0
+	case "flood":
+		logger := slog.New(sdk.NewLogHandler(os.Stderr, slog.LevelDebug))
+		for i := range floodLines {
+			logger.Warn("flood", "i", i, "pad", strings.Repeat("x", 500))
+		}
+		a = hosttest.New()
+	case "stubborn":
+		signal.Ignore(syscall.SIGTERM)
+		a = stubborn{hosttest.New()}
 	default:
 		fmt.Fprintf(os.Stderr, "unknown child %q\n", mode)
 		return 2
@@ -103,3 +121,21 @@ func (c spyChannel) Health(context.Context) sdk.Health {
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+const floodLines = 3000
+
+// stubborn is an adapter whose channels never finish closing; with SIGTERM
+// ignored, only a kill ends it.
+type stubborn struct{ sdk.Adapter }
+
+func (s stubborn) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.Channel, error) {
+	ch, err := s.Adapter.Configure(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return hangingClose{ch}, nil
+}
+
+type hangingClose struct{ sdk.Channel }
+
+func (hangingClose) Close() error { select {} }

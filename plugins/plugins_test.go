@@ -6,10 +6,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -261,6 +264,7 @@ func TestStartFailures(t *testing.T) {
 	}{
 		{"slow", "timeout while waiting for plugin to start"},
 		{"wrong-cookie", "This binary is a plugin"},
+		{"wrong-version", "Plugin version: 2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -401,5 +405,92 @@ func TestClose(t *testing.T) {
 	}
 	if _, err := s.Open(ctx, "mem", sdk.ConfigureRequest{ChannelID: "d"}); !errors.Is(err, plugins.ErrClosed) {
 		t.Fatalf("open after close: %v, want ErrClosed", err)
+	}
+}
+
+// countHandler counts records by message and remembers one attribute.
+type countHandler struct {
+	mu      sync.Mutex
+	n       map[string]int
+	adapter map[string]string
+	attrs   []slog.Attr
+	shared  *countHandler
+}
+
+func newCountHandler() *countHandler {
+	h := &countHandler{n: map[string]int{}, adapter: map[string]string{}}
+	h.shared = h
+	return h
+}
+
+func (h *countHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countHandler) Handle(_ context.Context, r slog.Record) error {
+	h.shared.mu.Lock()
+	defer h.shared.mu.Unlock()
+	h.shared.n[r.Message]++
+	for _, a := range h.attrs {
+		if a.Key == "adapter" {
+			h.shared.adapter[r.Message] = a.Value.String()
+		}
+	}
+	return nil
+}
+func (h *countHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &countHandler{attrs: append(append([]slog.Attr(nil), h.attrs...), as...), shared: h.shared}
+}
+func (h *countHandler) WithGroup(string) slog.Handler { return h }
+
+func (h *countHandler) count(msg string) (int, string) {
+	h.shared.mu.Lock()
+	defer h.shared.mu.Unlock()
+	return h.shared.n[msg], h.shared.adapter[msg]
+}
+
+// TestStderrFlood: an adapter that floods stderr while starting still
+// serves, and every line reaches the host's log with adapter=NAME.
+func TestStderrFlood(t *testing.T) {
+	h := newCountHandler()
+	s := newSupervisor(t, plugins.Options{Builtins: []string{"flood"}, Logger: slog.New(h)})
+	ctx := context.Background()
+	ch, err := s.Open(ctx, "flood", sdk.ConfigureRequest{ChannelID: "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := publish(ctx, ch, "x"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		n, adapter := h.count("flood")
+		if n == floodLines && adapter == "flood" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("host logged %d of %d flood lines (adapter=%q)", n, floodLines, adapter)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestCloseStubborn: Close ends an adapter that ignores SIGTERM and hangs
+// closing its channels, after the grace period.
+func TestCloseStubborn(t *testing.T) {
+	s := plugins.New(plugins.Options{Builtins: []string{"stubborn"}, Logger: quietLogger(), StopTimeout: 300 * time.Millisecond})
+	ctx := context.Background()
+	if _, err := s.Open(ctx, "stubborn", sdk.ConfigureRequest{ChannelID: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	pid := s.Health(ctx)[0].Pid
+	start := time.Now()
+	done := make(chan struct{})
+	go func() { s.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close hangs on an adapter that ignores SIGTERM")
+	}
+	t.Logf("closed in %v", time.Since(start))
+	if err := syscall.Kill(pid, 0); err == nil {
+		t.Fatalf("adapter %d still exists after Close", pid)
 	}
 }

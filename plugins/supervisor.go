@@ -408,8 +408,10 @@ func (p *proc) close() {
 		chs = append(chs, ch)
 	}
 	p.mu.Unlock()
+	// The process closes every channel itself when it stops; closing them
+	// one by one first would only add a round trip each.
 	for _, ch := range chs {
-		_ = ch.Close()
+		ch.forget()
 	}
 	close(p.stop)
 	if started {
@@ -581,6 +583,15 @@ func (ch *Channel) Health(ctx context.Context) sdk.Health {
 
 // Close closes the channel in its adapter process and forgets it.
 func (ch *Channel) Close() error {
+	if remote := ch.forget(); remote != nil {
+		return remote.Close()
+	}
+	return nil
+}
+
+// forget marks the channel closed and drops it from its process; it
+// returns the remote channel to close, nil if already closed.
+func (ch *Channel) forget() sdk.Channel {
 	ch.mu.Lock()
 	if ch.closed {
 		ch.mu.Unlock()
@@ -595,8 +606,5 @@ func (ch *Channel) Close() error {
 		delete(ch.p.channels, ch.req.ChannelID)
 	}
 	ch.p.mu.Unlock()
-	if remote != nil {
-		return remote.Close()
-	}
-	return nil
+	return remote
 }
