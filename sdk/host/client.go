@@ -73,7 +73,9 @@ func (c *Client) Close() error {
 	return c.err
 }
 
-// Configure opens a channel in the adapter process.
+// Configure opens a channel in the adapter process. req.Logger is not
+// used: the adapter logs through its stderr, which reaches the host's
+// logger with adapter=NAME and channel=ID.
 func (c *Client) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.Channel, error) {
 	resp, err := c.rpc.Configure(ctx, &wire.ConfigureRequest{
 		ChannelId:  req.ChannelID,
