@@ -118,6 +118,11 @@ type Node struct {
 	announce chan struct{} // publish presence now (membership changed)
 
 	counters sync.Map // name → *atomic.Int64
+
+	// fragMu orders holding a fragment against its message completing, so no
+	// fragment is held after its message was delivered.
+	fragMu    sync.Mutex
+	completed map[string]time.Time // fragmentKey → when its message completed
 }
 
 type ackKey struct {
@@ -151,21 +156,22 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		opts:     opts,
-		log:      opts.Logger,
-		self:     opts.Keyring.Identity(),
-		circles:  map[circle.ID]*circle.Circle{},
-		byEnv:    map[envelope.CircleID]*circle.Circle{},
-		outbox:   map[envelope.MessageID]*OutboxEntry{},
-		peers:    map[peer.ID]*peerInfo{},
-		acks:     map[ackKey][]envelope.MessageID{},
-		joins:    map[string]*pendingJoin{},
-		notify:   make(chan struct{}),
-		evNotify: make(chan struct{}),
-		kick:     make(chan peer.ID, 256),
-		wake:     make(chan struct{}, 1),
-		announce: make(chan struct{}, 1),
-		started:  opts.Now(),
+		opts:      opts,
+		log:       opts.Logger,
+		self:      opts.Keyring.Identity(),
+		circles:   map[circle.ID]*circle.Circle{},
+		byEnv:     map[envelope.CircleID]*circle.Circle{},
+		outbox:    map[envelope.MessageID]*OutboxEntry{},
+		peers:     map[peer.ID]*peerInfo{},
+		acks:      map[ackKey][]envelope.MessageID{},
+		joins:     map[string]*pendingJoin{},
+		notify:    make(chan struct{}),
+		evNotify:  make(chan struct{}),
+		kick:      make(chan peer.ID, 256),
+		wake:      make(chan struct{}, 1),
+		announce:  make(chan struct{}, 1),
+		completed: map[string]time.Time{},
+		started:   opts.Now(),
 	}
 	n.sealer = envelope.Sealer{Now: opts.Now}
 	n.db = opts.Store

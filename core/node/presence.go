@@ -254,6 +254,21 @@ func (n *Node) handlePresence(msg *envelope.Message, path string) {
 		strs = append(strs, a.Addr.String())
 	}
 	n.tr.AddAddrs(rec.Peer, addrs, time.Until(rec.Expiry))
+	if rec.RelayOffer && n.tr.Reachability() != transport.ReachabilityPublic {
+		// A member that relays for the circle: reserve a slot on it, so
+		// members who cannot dial us directly reach us through it.
+		var public []ma.Multiaddr
+		for _, a := range rec.Addrs {
+			if a.Kind != presence.KindLAN && a.Kind != presence.KindRelay {
+				public = append(public, a.Addr)
+			}
+		}
+		if len(public) > 0 {
+			if err := n.tr.AddRelay(peer.AddrInfo{ID: rec.Peer, Addrs: public}); err != nil {
+				n.log.Debug("relay offer", "peer", rec.Peer, "err", err)
+			}
+		}
+	}
 	n.disc.Report(discovery.Found{Peer: rec.Peer, Addrs: addrs, Relay: rec.RelayOffer, Source: source})
 	// A dial started from older (e.g. cached, now stale) addresses may be
 	// waiting out a timeout: start over with these.

@@ -75,10 +75,7 @@ func (n *Node) openFailed(channelID string, raw []byte, path string, err error) 
 		// fragment until its message completes, so a crash after the
 		// channel cursor moved loses nothing (retryHeld feeds it back).
 		if oe != nil && oe.Sender != "" {
-			h := &store.HeldEnvelope{Key: fragmentKey(oe.Sender, oe.ID) + heldKey(raw), Channel: channelID, Path: path, Raw: raw, Until: n.opts.Now().Add(n.opts.DefaultTTL)}
-			if err := n.db.PutHeld(h); err != nil {
-				return &storeError{fmt.Errorf("node: hold fragment: %w", err)}
-			}
+			return n.holdFragment(fragmentKey(oe.Sender, oe.ID), channelID, path, raw)
 		}
 		return nil
 	case errors.Is(err, envelope.ErrReplay):
@@ -350,13 +347,36 @@ func (n *Node) maintainLoop(ctx context.Context) {
 	}
 }
 
+// holdFragment keeps a fragment durably unless its message already completed.
+func (n *Node) holdFragment(prefix, channelID, path string, raw []byte) error {
+	n.fragMu.Lock()
+	defer n.fragMu.Unlock()
+	if _, done := n.completed[prefix]; done {
+		return nil
+	}
+	h := &store.HeldEnvelope{Key: prefix + heldKey(raw), Channel: channelID, Path: path, Raw: raw, Until: n.opts.Now().Add(n.opts.DefaultTTL)}
+	if err := n.db.PutHeld(h); err != nil {
+		return &storeError{fmt.Errorf("node: hold fragment: %w", err)}
+	}
+	return nil
+}
+
 // dropFragments deletes the held fragments of a message that completed.
 func (n *Node) dropFragments(sender peer.ID, id envelope.MessageID) {
+	prefix := fragmentKey(sender, id)
+	n.fragMu.Lock()
+	defer n.fragMu.Unlock()
+	now := n.opts.Now()
+	for k, at := range n.completed {
+		if now.Sub(at) > time.Hour {
+			delete(n.completed, k)
+		}
+	}
+	n.completed[prefix] = now
 	held, err := n.db.Held()
 	if err != nil {
 		return
 	}
-	prefix := fragmentKey(sender, id)
 	for _, h := range held {
 		if strings.HasPrefix(h.Key, prefix) {
 			n.db.DeleteHeld(h.Key)
