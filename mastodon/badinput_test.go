@@ -215,3 +215,37 @@ func TestStatusLimit(t *testing.T) {
 		t.Errorf("rate_limit override: %+v", rl)
 	}
 }
+
+// TestDeleteLimit: Mastodon allows 30 deletes per 30 minutes and says so
+// only on the 429; the adapter returns RateLimited for that ID and the
+// rest of the window, without asking again.
+func TestDeleteLimit(t *testing.T) {
+	srv := mastodontest.New(mastodontest.Options{DeleteLimit: 3})
+	t.Cleanup(srv.Close)
+	alice := srv.AddAccount("alice")
+	srv.AddAccount("bob")
+	pub := mustConfigure(t, srv, alice.Token, map[string]any{"accounts": []string{"bob"}})
+	var ids []string
+	for range 5 {
+		ids = append(ids, publish(t, pub, item(armored(100)))[0].ID)
+	}
+	resp, err := pub.(sdk.Deleter).Delete(t.Context(), sdk.DeleteRequest{IDs: ids})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, err := range resp.Errors {
+		switch {
+		case i < 3 && err != nil:
+			t.Errorf("delete %d: %v", i, err)
+		case i >= 3 && (!errors.Is(err, sdk.ErrRateLimited) || sdk.RetryAfterOf(err) <= 0 || sdk.RetryAfterOf(err) > 30*time.Minute):
+			t.Errorf("delete %d: got %v, want rate limited until the reset", i, err)
+		}
+	}
+	if n := srv.Limited(); n != 1 {
+		t.Errorf("server answered 429 %d times, want 1 (then the adapter waits)", n)
+	}
+	// Other requests are not held back by the delete throttle.
+	if res := publish(t, pub, item(armored(100))); res[0].Err != nil {
+		t.Errorf("publish after the delete limit: %v", res[0].Err)
+	}
+}

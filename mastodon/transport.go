@@ -50,19 +50,32 @@ type bucket struct {
 	reset     time.Time
 }
 
-// Mastodon reports two limits: the general one (300 requests / 5 min per
-// account) on every API response, and on POST /api/v1/statuses the
-// statuses family (300 statuses / 3 h per account) instead.
+// Mastodon reports three limits: the general one (300 requests / 5 min per
+// account) on every API response; on POST /api/v1/statuses the statuses
+// family (300 statuses / 3 h per account) instead; and the delete throttle
+// (30 DELETE /api/v1/statuses/:id per 30 min) only on the 429 it causes.
 const (
 	bucketGeneral  = "general"
 	bucketStatuses = "statuses"
+	bucketDeletes  = "deletes"
 )
 
 func bucketOf(req *http.Request) string {
-	if req.Method == http.MethodPost && strings.HasSuffix(req.URL.Path, "/api/v1/statuses") {
+	switch {
+	case req.Method == http.MethodPost && strings.HasSuffix(req.URL.Path, "/api/v1/statuses"):
 		return bucketStatuses
+	case req.Method == http.MethodDelete && strings.Contains(req.URL.Path, "/api/v1/statuses/"):
+		return bucketDeletes
 	}
 	return bucketGeneral
+}
+
+// reported is the limit whose headers a response carries.
+func reported(b string, status int) string {
+	if b == bucketDeletes && status != http.StatusTooManyRequests {
+		return bucketGeneral
+	}
+	return b
 }
 
 // transport adds the Idempotency-Key header, keeps track of the
@@ -104,7 +117,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	t.observe(b, resp)
+	t.observe(reported(b, resp.StatusCode), resp)
 	if resp.StatusCode == http.StatusTooManyRequests {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
 		resp.Body.Close()

@@ -25,7 +25,9 @@
 //   - /api/v2/instance and /api/v1/instance with
 //     configuration.statuses.max_characters;
 //   - rate limits: X-RateLimit-Limit/Remaining/Reset on every authenticated
-//     API response, 429 once the budget of the window is spent;
+//     API response, 429 once the budget of the window is spent; the
+//     statuses family (300 per 3 h, reported on POST /api/v1/statuses) and
+//     the delete throttle (30 per 30 min, reported on its 429);
 //   - status deletion (its notifications go with it, a "delete" event is
 //     streamed);
 //   - the streaming websocket GET /api/v1/streaming with stream=user
@@ -33,6 +35,6 @@
 //     ("conversation", "delete"); [Server.DropStreams] cuts them.
 //
 // What it does not model is listed in docs/channel-mastodon.md: follows
-// and private visibility, real federation, media, edits, filters, the
-// per-endpoint limits beyond the general one, and streaming heartbeats.
+// and private visibility, real federation, media, edits, filters, per-IP
+// limits, and streaming heartbeats.
 package mastodontest

@@ -40,6 +40,11 @@ type Options struct {
 	// limit family); POST /api/v1/statuses reports it in X-RateLimit-*.
 	StatusLimit  int
 	StatusWindow time.Duration
+	// DeleteLimit is the number of DELETE /api/v1/statuses/:id per
+	// DeleteWindow (default 30 per 30 minutes); its headers appear only on
+	// the 429, as with Mastodon's rack-attack throttle.
+	DeleteLimit  int
+	DeleteWindow time.Duration
 	// NoV2Instance makes /api/v2/instance a 404, as on servers older than
 	// Mastodon 4.0.
 	NoV2Instance bool
@@ -130,6 +135,7 @@ type Server struct {
 	idem      map[string]idemEntry // account ID + "\x00" + key
 	rate      map[string]*rateState
 	statusRL  map[string]*rateState // by account ID
+	deleteRL  map[string]*rateState // by account ID
 	streams   map[*stream]struct{}
 }
 
@@ -160,6 +166,12 @@ func New(opts Options) *Server {
 	if opts.StatusWindow <= 0 {
 		opts.StatusWindow = 3 * time.Hour
 	}
+	if opts.DeleteLimit <= 0 {
+		opts.DeleteLimit = 30
+	}
+	if opts.DeleteWindow <= 0 {
+		opts.DeleteWindow = 30 * time.Minute
+	}
 	s := &Server{
 		opts:     opts,
 		accounts: map[string]*account{},
@@ -171,6 +183,7 @@ func New(opts Options) *Server {
 		idem:     map[string]idemEntry{},
 		rate:     map[string]*rateState{},
 		statusRL: map[string]*rateState{},
+		deleteRL: map[string]*rateState{},
 		streams:  map[*stream]struct{}{},
 		notifSeq: 1000,
 	}
@@ -911,6 +924,23 @@ func (s *Server) handleGetStatus(w http.ResponseWriter, r *http.Request, a *acco
 func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request, a *account) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	now := s.now()
+	rs := s.deleteRL[a.ID]
+	if rs == nil || now.Sub(rs.start) >= s.opts.DeleteWindow {
+		rs = &rateState{start: now.Truncate(s.opts.DeleteWindow)}
+		s.deleteRL[a.ID] = rs
+	}
+	if rs.used >= s.opts.DeleteLimit {
+		reset := rs.start.Add(s.opts.DeleteWindow)
+		s.limited.Add(1)
+		w.Header().Set("X-RateLimit-Limit", strconv.Itoa(s.opts.DeleteLimit))
+		w.Header().Set("X-RateLimit-Remaining", "0")
+		w.Header().Set("X-RateLimit-Reset", reset.UTC().Format("2006-01-02T15:04:05.000000Z"))
+		w.Header().Set("Retry-After", strconv.Itoa(int(reset.Sub(now).Seconds()+1)))
+		apiError(w, http.StatusTooManyRequests, "Too many requests")
+		return
+	}
+	rs.used++
 	st, ok := s.statuses[r.PathValue("id")]
 	if !ok || !s.visible(st, a) {
 		apiError(w, http.StatusNotFound, "Record not found")
