@@ -72,9 +72,10 @@ type channel struct {
 	repo *gogit.Repository
 
 	// flushMu serialises commit+push of the own ref (flusher, Compact).
-	flushMu sync.Mutex
-	ownTip  plumbing.Hash // last pushed own commit
-	synced  bool          // ownTip reflects the remote
+	flushMu  sync.Mutex
+	ownTip   plumbing.Hash // last pushed own commit
+	synced   bool          // ownTip reflects the remote
+	ownForce bool          // the remote own ref holds garbage: overwrite it
 
 	qmu     sync.Mutex
 	pending map[string]*pendingEdit
@@ -463,11 +464,19 @@ func (c *channel) syncOwnLocked(ctx context.Context) error {
 		return err
 	}
 	c.ownTip = refs[c.member]
+	c.ownForce = false
 	keys := map[string]string{}
 	if !c.ownTip.IsZero() {
 		commit, err := object.GetCommit(c.repo.Storer, c.ownTip)
 		if err != nil {
-			return fmt.Errorf("git: read own ref: %w", err)
+			// someone pointed the own ref at garbage: start afresh over it
+			c.log.Warn("git: own ref on the remote is not a commit; replacing it", "err", err)
+			c.health.add("ignored_foreign", 1)
+			c.ownTip, c.ownForce, c.synced = plumbing.ZeroHash, true, true
+			c.qmu.Lock()
+			c.keys = keys
+			c.qmu.Unlock()
+			return nil
 		}
 		logTree, err := subtree(c.repo.Storer, commit.TreeHash, logDir)
 		if err != nil {
@@ -561,7 +570,7 @@ func (c *channel) commitAndPush(ctx context.Context, batch []*pendingEdit, squas
 		return fmt.Errorf("git: set ref: %w", err)
 	}
 	spec := string(ownRef) + ":" + c.cfg.Namespace + c.member
-	if squash {
+	if squash || c.ownForce {
 		spec = "+" + spec
 	}
 	err = c.remote.PushContext(ctx, &gogit.PushOptions{RemoteName: remoteName, RefSpecs: []gitconfig.RefSpec{gitconfig.RefSpec(spec)}, Auth: c.auth})
@@ -574,7 +583,7 @@ func (c *channel) commitAndPush(ctx context.Context, batch []*pendingEdit, squas
 	}
 	c.health.set(nil)
 	c.health.add("commits", 1)
-	c.ownTip = h
+	c.ownTip, c.ownForce = h, false
 	// the tracking ref now lags; the next fetch updates it
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
@@ -832,7 +841,9 @@ func (h *health) set(err error) {
 
 // Health reports the last remote error and the counters: ignored_foreign
 // (files, entries and refs not in the layout), ignored_oversized,
-// skipped_expired, ignored_refs, fetch_errors, push_retries, commits,
+// skipped_expired, ignored_refs (names that are no member names),
+// ignored_nocommit_refs (refs to blobs, trees, tags), fetch_errors,
+// push_retries, commits,
 // pushed_items, pruned_buckets, cursor_invalid.
 func (c *channel) Health(ctx context.Context) sdk.Health {
 	c.health.mu.Lock()

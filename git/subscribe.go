@@ -81,10 +81,22 @@ func (c *channel) deliver(ctx context.Context, cur cursor, refs map[string]plumb
 		}
 	}
 	n := 0
+	bad := int64(0)
 	for _, m := range sortedKeys(refs) {
 		tip := refs[m]
 		pos, known := cur[m]
 		if known && pos.Target.IsZero() && pos.Done == tip {
+			continue
+		}
+		c.mu.Lock()
+		_, err := object.GetCommit(c.repo.Storer, tip)
+		c.mu.Unlock()
+		if err != nil { // a ref to a blob, tree or tag: not a member's
+			bad++
+			if known {
+				c.health.add("cursor_invalid", 1)
+				return n, sdk.Errorf(sdk.CodeCursorInvalid, "git: subscribe: member ref %s no longer points to a commit; resubscribe from the start", m)
+			}
 			continue
 		}
 		k, err := c.deliverRef(ctx, cur, m, pos, tip, sink)
@@ -93,6 +105,7 @@ func (c *channel) deliver(ctx context.Context, cur cursor, refs map[string]plumb
 			return n, err
 		}
 	}
+	c.health.setGauge("ignored_nocommit_refs", bad)
 	return n, nil
 }
 
