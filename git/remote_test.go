@@ -521,3 +521,27 @@ func TestHTTPToken(t *testing.T) {
 	col, done, _ := subscribe(t, sub, nil)
 	waitFor(t, col, it, time.Minute, done)
 }
+
+// TestSSHKeyFromSecret: the ssh key given as the secret "ssh_key" (no key
+// file) works for publishing and reading.
+func TestSSHKeyFromSecret(t *testing.T) {
+	r := sshRemote(t)
+	pem, err := os.ReadFile(r.extra["ssh_key_file"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.secrets = map[string]string{"ssh_key": string(pem)}
+	delete(r.extra, "ssh_key_file")
+	pub := open(t, r, 0, t.TempDir(), nil)
+	it := items("s", 3)
+	mustPublish(t, pub, it)
+	sub := open(t, r, 1, t.TempDir(), nil)
+	col, done, _ := subscribe(t, sub, nil)
+	waitFor(t, col, it, time.Minute, done)
+
+	bad := r
+	bad.secrets = map[string]string{"ssh_key": "not a key"}
+	if _, err := openErr(t, bad, 2, t.TempDir(), nil); !errors.Is(err, sdk.ErrBadConfig) || strings.Contains(err.Error(), "not a key") {
+		t.Fatalf("garbage ssh_key secret: %v, want bad config that does not echo the secret", err)
+	}
+}
