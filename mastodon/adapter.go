@@ -110,6 +110,10 @@ func (adapter) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.Cha
 		}
 		maxPayload = min(maxPayload, cfg.MaxPayload)
 	}
+	j, err := openJournal(req.StateDir, time.Now())
+	if err != nil {
+		return nil, sdk.Errorf(sdk.CodeBadConfig, "mastodon: state directory %s: %w", req.StateDir, err)
+	}
 	caps := defaults()
 	caps.MaxPayload = maxPayload
 	caps.PollInterval = cfg.PollInterval
@@ -126,8 +130,9 @@ func (adapter) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.Cha
 	ch := &channel{
 		cfg: cfg, caps: caps, log: log, client: client, tr: tr, me: me,
 		inst: inst, accts: accts, known: map[string]bool{}, maxChars: inst.maxChars,
-		attempts: map[string]attempt{}, closed: make(chan struct{}),
-		token: strings.TrimSpace(req.Secrets[SecretToken]),
+		closed:  make(chan struct{}),
+		token:   strings.TrimSpace(req.Secrets[SecretToken]),
+		journal: j,
 	}
 	for _, a := range accts {
 		ch.known[a.String()] = true
@@ -212,9 +217,3 @@ func getJSON(ctx context.Context, client *gomasto.Client, u string, out any) err
 
 // errClosed is returned by calls after Close.
 var errClosed = errors.New("mastodon: channel closed")
-
-// attempt is the first time a key was tried, for the retry check.
-type attempt struct {
-	first time.Time
-	id    string
-}

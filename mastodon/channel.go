@@ -29,9 +29,10 @@ type channel struct {
 	maxChars int
 	token    string
 
-	mu       sync.Mutex
-	attempts map[string]attempt // idempotency key -> first attempt
-	lastErr  error
+	journal *journal // idempotency keys: first attempt, status ID
+
+	mu      sync.Mutex
+	lastErr error
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -64,6 +65,7 @@ func (c *channel) isClosed() bool {
 func (c *channel) Close() error {
 	c.closeOnce.Do(func() { close(c.closed) })
 	c.subs.Wait()
+	c.journal.close()
 	if t, ok := c.tr.base.(interface{ CloseIdleConnections() }); ok {
 		t.CloseIdleConnections()
 	}
@@ -144,12 +146,7 @@ func (c *channel) publishOne(ctx context.Context, it sdk.PublishItem) (string, e
 	key := it.IdempotencyKey
 	now := time.Now()
 	if key != "" {
-		c.mu.Lock()
-		at, seen := c.attempts[key]
-		if !seen {
-			c.attempts[key] = attempt{first: now}
-		}
-		c.mu.Unlock()
+		at, seen := c.journal.begin(key, now)
 		switch {
 		case at.id != "":
 			return at.id, nil // published by this process; the server may have forgotten the key
@@ -183,24 +180,8 @@ func (c *channel) publishOne(ctx context.Context, it sdk.PublishItem) (string, e
 }
 
 func (c *channel) remember(key, id string) {
-	if key == "" {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	a := c.attempts[key]
-	if a.first.IsZero() {
-		a.first = time.Now()
-	}
-	a.id = id
-	c.attempts[key] = a
-	// Keep the table bounded: entries older than a day go.
-	if len(c.attempts) > 4096 {
-		for k, v := range c.attempts {
-			if time.Since(v.first) > 24*time.Hour {
-				delete(c.attempts, k)
-			}
-		}
+	if key != "" {
+		c.journal.done(key, id, time.Now())
 	}
 }
 

@@ -17,14 +17,16 @@
 // lost, and nothing in the window is delivered twice.
 //
 // Publish sends the item's idempotency key as the Idempotency-Key header
-// (servers keep it about an hour; the declared level is a one-hour window)
-// and, before retrying a key first tried longer ago than that, looks for
-// the item among the account's own recent statuses: the ciphertext itself
-// is the mark, so no key is ever posted.
+// (servers keep it about an hour; the declared level is a one-hour window),
+// keeps a journal of keys and status IDs in the state directory, and,
+// before retrying a key first tried longer ago than the server's window,
+// looks for the item among the account's own recent statuses: the
+// ciphertext itself is the mark, so no key is ever posted.
 //
-// Rate limits: X-RateLimit-* headers are read on every response; Publish
-// stops short of the last few requests of a window (reads keep working),
-// and a 429 becomes sdk.RateLimited with the time until the reset.
+// Rate limits: X-RateLimit-* headers are read on every response, per limit
+// (general, statuses family, delete throttle); Publish stops short of the
+// last few requests of a window (reads keep working), and a 429 becomes
+// sdk.RateLimited with the time until the reset.
 //
 // RegisterApp, AuthCodeURL and ExchangeCode implement `remora channel add
 // mastodon`: the OAuth authorization-code flow with the out-of-band

@@ -11,11 +11,15 @@ import (
 	"github.com/remora-p2p/remora/sdk"
 )
 
-func openInternal(t *testing.T, srv *mastodontest.Server, token string) *channel {
+func openInternal(t *testing.T, srv *mastodontest.Server, token string, dir ...string) *channel {
 	t.Helper()
 	cfg, _ := json.Marshal(map[string]any{"server": srv.URL, "accounts": []string{"bob"}})
+	state := t.TempDir()
+	if len(dir) > 0 {
+		state = dir[0]
+	}
 	ch, err := New().Configure(t.Context(), sdk.ConfigureRequest{Config: cfg,
-		Secrets: map[string]string{SecretToken: token}, StateDir: t.TempDir()})
+		Secrets: map[string]string{SecretToken: token}, StateDir: state})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,12 +55,27 @@ func TestIdempotency(t *testing.T) {
 		t.Fatalf("after restart: id %s then %s, %d posts", id, again, srv.Posts())
 	}
 
-	// Two hours later the server has forgotten the key. A retry of an
-	// attempt that old (its answer was lost) finds the post.
+	// Two hours later the server has forgotten the key. A device that
+	// posted it finds the ID in its journal, across a restart, without
+	// asking the server.
 	srv.Advance(2 * time.Hour)
+	c1.Close()
+	dir := t.TempDir()
+	cj := openInternal(t, srv, alice.Token, dir)
+	keyed := sdk.PublishItem{Data: []byte("rm1" + strings.Repeat("z", 100) + "."), IdempotencyKey: "key-j"}
+	idj := pub(cj, keyed)
+	cj.Close()
+	cj = openInternal(t, srv, alice.Token, dir)
+	before := srv.Requests()
+	if again := pub(cj, keyed); again != idj || srv.Requests() != before {
+		t.Fatalf("journal across a restart: id %s then %s, %d requests", idj, again, srv.Requests()-before)
+	}
+	posts := srv.Posts()
+
+	// A retry of an attempt that old whose answer was lost finds the post.
 	c3 := openInternal(t, srv, alice.Token)
-	c3.attempts["key-1"] = attempt{first: time.Now().Add(-2 * time.Hour)}
-	if again := pub(c3, it); again != id || srv.Posts() != 1 {
+	c3.journal.set("key-1", attempt{first: time.Now().Add(-2 * time.Hour)})
+	if again := pub(c3, it); again != id || srv.Posts() != posts {
 		t.Fatalf("retry after the window: id %s then %s, %d posts", id, again, srv.Posts())
 	}
 	if h := c3.Health(t.Context()); h.Counters["retry_checks"] != 1 || h.Counters["retry_found"] != 1 {
@@ -64,8 +83,8 @@ func TestIdempotency(t *testing.T) {
 	}
 	// An old attempt that never reached the server is posted.
 	other := sdk.PublishItem{Data: []byte("rm1" + strings.Repeat("y", 100) + "."), IdempotencyKey: "key-2"}
-	c3.attempts["key-2"] = attempt{first: time.Now().Add(-2 * time.Hour)}
-	if id2 := pub(c3, other); id2 == id || srv.Posts() != 2 {
+	c3.journal.set("key-2", attempt{first: time.Now().Add(-2 * time.Hour)})
+	if id2 := pub(c3, other); id2 == id || srv.Posts() != posts+1 {
 		t.Fatalf("old attempt never posted: id %s, %d posts", id2, srv.Posts())
 	}
 }
@@ -128,4 +147,36 @@ func FuzzCursor(f *testing.F) {
 			t.Fatalf("re-encoded cursor: %v, from %q/%q", err, back.from(), c.from())
 		}
 	})
+}
+
+func TestJournalReplay(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	j, err := openJournal(dir, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.begin("a", now.Add(-48*time.Hour)) // expires on the next open
+	j.begin("b", now.Add(-time.Minute))
+	j.done("b", "111", now)
+	j.begin("c", now)
+	j.file.WriteString(`{"k":"d","t":"2026-`) // a torn line from a crash
+	j.close()
+	j, err = openJournal(dir, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.close()
+	if _, ok := j.m["a"]; ok {
+		t.Error("an entry older than a day survived")
+	}
+	if a := j.m["b"]; a.id != "111" || a.first.Sub(now.Add(-time.Minute)).Abs() > time.Millisecond {
+		t.Errorf("b = %+v", a)
+	}
+	if a, ok := j.m["c"]; !ok || a.id != "" {
+		t.Errorf("c = %+v, %v", a, ok)
+	}
+	if len(j.m) != 2 {
+		t.Errorf("%d entries after replay, want 2", len(j.m))
+	}
 }
