@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"github.com/remora-p2p/remora/sdk"
@@ -185,11 +186,44 @@ func startDovecot(t testing.TB, env mailEnv) {
 			if err := os.WriteFile(env.pidFile, b, 0o644); err != nil {
 				t.Fatal(err)
 			}
+			warmSubmission(t, env)
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatal("dovecot did not write its pid")
+}
+
+// warmSubmission waits until SMTP AUTH on the submission port works again:
+// postfix's smtpd processes lose their connection to dovecot's auth socket
+// when dovecot restarts, and each answers its next AUTH with a 454.
+func warmSubmission(t testing.TB, env mailEnv) {
+	t.Helper()
+	// "postfix reload": the master replaces its idle smtpd processes
+	if b, err := os.ReadFile(filepath.Join(filepath.Dir(env.pidFile), "postfix.pid")); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			syscall.Kill(pid, syscall.SIGHUP)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	tc, err := Config{CAFile: env.ca}.tlsConfig(env.submission)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := 0
+	for i := 0; i < 100 && ok < 5; i++ {
+		c, err := smtp.DialStartTLS(env.submission, tc)
+		if err == nil {
+			err = c.Auth(sasl.NewPlainClient("", "alice", "alice-pw"))
+			c.Close()
+		}
+		if err != nil {
+			ok = 0
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		ok++
+	}
 }
 
 // TestServerRestartMidIdle stops dovecot while a subscription idles, sends
