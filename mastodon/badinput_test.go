@@ -3,6 +3,7 @@ package mastodon_test
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -100,8 +101,8 @@ func TestStreamingUnavailableFromStart(t *testing.T) {
 	x := armored(100)
 	publish(t, pub, item(x))
 	waitFor(t, "x by polling", 10*time.Second, func() bool { got, _, _ := r.counts(); return got[x] == 1 })
-	if h := health(sub); h.Counters["stream_connects"] != 0 || h.Counters["polls"] < 1 {
-		t.Errorf("counters: %v", h.Counters)
+	if h := health(sub); h.Counters["stream_connects"] != 0 || h.Counters["polls"] < 1 || h.State != sdk.HealthDegraded || !strings.Contains(h.Message, "polling") {
+		t.Errorf("health: %s %q %v", h.State, h.Message, h.Counters)
 	}
 }
 

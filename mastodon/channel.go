@@ -38,6 +38,8 @@ type channel struct {
 	closed    chan struct{}
 	subs      sync.WaitGroup
 
+	polling atomic.Bool // streaming failed; the subscription polls
+
 	counters struct {
 		published, deliveries, ignoredStranger, ignoredPlain, ignoredOther, duplicates,
 		deletedSeen, streamConnects, streamDrops, polls, retryChecks, retryFound atomic.Int64
@@ -254,6 +256,10 @@ func (c *channel) Health(ctx context.Context) sdk.Health {
 	}
 	if slimit > 0 {
 		h.Message += fmt.Sprintf("; statuses %d/%d left until %s", sremaining, slimit, sreset.Format(time.RFC3339))
+	}
+	if c.polling.Load() {
+		h.State = sdk.HealthDegraded
+		h.Message += fmt.Sprintf("; streaming unavailable, polling every %s (is the streaming API proxied?)", c.cfg.PollInterval.D())
 	}
 	if lastErr != nil {
 		h.State = sdk.HealthDegraded

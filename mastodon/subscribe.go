@@ -78,8 +78,10 @@ func (c *channel) Subscribe(ctx context.Context, req sdk.SubscribeRequest, sink 
 				}
 				c.log.Warn("mastodon: streaming unavailable, polling", "err", err, "poll_interval", c.cfg.PollInterval.D())
 				dialAfter = time.Now().Add(streamRetry)
+				c.polling.Store(true)
 			} else {
 				c.counters.streamConnects.Add(1)
+				c.polling.Store(false)
 			}
 		}
 		err = s.catchUp(ctx)
