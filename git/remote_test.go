@@ -309,7 +309,9 @@ func TestDeletedRef(t *testing.T) {
 // gets cursor invalid, and a rescan loses nothing.
 func TestCompact(t *testing.T) {
 	r := daemonRemote(t)
-	pub := open(t, r, 0, t.TempDir(), nil)
+	pubState := t.TempDir()
+	random := map[string]any{"member": nil} // the default: a random persisted name
+	pub := open(t, r, 0, pubState, random)
 	var all []sdk.PublishItem
 	for i := range 5 {
 		b := items(fmt.Sprintf("c%d", i), 3)
@@ -321,24 +323,34 @@ func TestCompact(t *testing.T) {
 	waitFor(t, col, all, time.Minute, done)
 	cancel()
 	<-done
-	before := gitCLI(t, "", "--git-dir="+r.bare, "rev-list", "--count", "refs/heads/remora/m0")
-	if err := git.Compact(t.Context(), pub); err != nil {
+	member, err := os.ReadFile(filepath.Join(pubState, "member"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := "refs/heads/remora/" + strings.TrimSpace(string(member))
+	before := gitCLI(t, "", "--git-dir="+r.bare, "rev-list", "--count", ref)
+	// as `remora channel compact` does it: from the config and state dir,
+	// while the channel instance stays up
+	if err := git.CompactConfig(t.Context(), sdk.ConfigureRequest{Config: r.config(t, 0, random), StateDir: pubState}); err != nil {
 		t.Fatalf("compact: %v", err)
 	}
-	after := gitCLI(t, "", "--git-dir="+r.bare, "rev-list", "--count", "refs/heads/remora/m0")
+	after := gitCLI(t, "", "--git-dir="+r.bare, "rev-list", "--count", ref)
 	if after != "1" {
 		t.Fatalf("after compact the ref has %s commits (before %s), want 1", after, before)
 	}
-	err := sub.Subscribe(t.Context(), sdk.SubscribeRequest{Cursor: col.lastCursor()}, newCollector())
+	err = sub.Subscribe(t.Context(), sdk.SubscribeRequest{Cursor: col.lastCursor()}, newCollector())
 	if !errors.Is(err, sdk.ErrCursorInvalid) {
 		t.Fatalf("subscribe after compact: %v, want cursor invalid", err)
 	}
 	more := items("d", 2)
-	mustPublish(t, pub, more) // publishing continues on the squashed ref
+	mustPublish(t, pub, more) // the running instance rebases onto the squashed ref
+	if err := git.Compact(t.Context(), pub); err != nil {
+		t.Fatalf("compact the running instance: %v", err)
+	}
 	col2, done2, _ := subscribe(t, sub, nil)
 	waitFor(t, col2, append(all, more...), time.Minute, done2)
 	// metadata stays neutral
-	log := gitCLI(t, "", "--git-dir="+r.bare, "log", "--format=%an <%ae>|%cn <%ce>|%s", "refs/heads/remora/m0")
+	log := gitCLI(t, "", "--git-dir="+r.bare, "log", "--format=%an <%ae>|%cn <%ce>|%s", ref)
 	for _, l := range strings.Split(log, "\n") {
 		if l != "remora <remora@remora.invalid>|remora <remora@remora.invalid>|remora" {
 			t.Errorf("commit metadata %q is not neutral", l)

@@ -2,8 +2,11 @@ package git
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 
 	"github.com/remora-p2p/remora/sdk"
 )
@@ -70,4 +73,58 @@ func (c *channel) Delete(ctx context.Context, req sdk.DeleteRequest) (sdk.Delete
 		}
 	}
 	return res, nil
+}
+
+// CompactConfig compacts the own ref of the channel that req configures,
+// without touching req.StateDir's clone: it reads the member name from the
+// state dir and works in a scratch clone, so `remora channel compact NAME`
+// can run while the daemon's instance of the channel is up (that instance
+// sees its ref rewritten at its next push and rebases onto it).
+func CompactConfig(ctx context.Context, req sdk.ConfigureRequest) error {
+	cfg, err := parseConfig(req.Config)
+	if err != nil {
+		return err
+	}
+	if cfg.Member == "" {
+		if req.StateDir == "" {
+			return sdk.Errorf(sdk.CodeBadConfig, "git: compact: no state dir and no member name: nothing to compact")
+		}
+		if _, err := os.Stat(filepath.Join(req.StateDir, "member")); err != nil {
+			return sdk.Errorf(sdk.CodeNotFound, "git: compact: %s has no member name yet: this device never published on the channel", req.StateDir)
+		}
+		if cfg.Member, err = memberID("", req.StateDir); err != nil {
+			return err
+		}
+	}
+	raw, err := withMember(req.Config, cfg.Member)
+	if err != nil {
+		return err
+	}
+	scratch, err := os.MkdirTemp("", "remora-git-compact-")
+	if err != nil {
+		return fmt.Errorf("git: compact: %w", err)
+	}
+	defer os.RemoveAll(scratch)
+	req.Config, req.StateDir = raw, scratch
+	ch, err := New().Configure(ctx, req)
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+	return Compact(ctx, ch)
+}
+
+// withMember returns raw with "member" set.
+func withMember(raw json.RawMessage, member string) (json.RawMessage, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, sdk.Errorf(sdk.CodeBadConfig, "git: config: %v", err)
+	}
+	b, _ := json.Marshal(member)
+	m["member"] = b
+	out, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("git: config: %w", err)
+	}
+	return out, nil
 }
