@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -28,7 +29,12 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	bin = filepath.Join(dir, "remora")
-	build := exec.Command("go", "build", "-race", "-o", bin, ".")
+	flag.Parse()
+	args := []string{"build", "-race", "-o", bin, "."}
+	if f := flag.Lookup("test.bench"); f != nil && f.Value.String() != "" {
+		args = []string{"build", "-o", bin, "."} // figures without the race detector's cost
+	}
+	build := exec.Command("go", args...)
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build remora:", err)
@@ -41,14 +47,14 @@ func TestMain(m *testing.M) {
 
 // home is one device's state folder.
 type home struct {
-	t    *testing.T
+	t    testing.TB
 	dir  string
 	name string
 	run  *exec.Cmd
 	log  *bytes.Buffer
 }
 
-func newHome(t *testing.T, name string) *home {
+func newHome(t testing.TB, name string) *home {
 	t.Helper()
 	// Unix socket paths are short: keep the home under /tmp.
 	dir, err := os.MkdirTemp("", "rh-")
@@ -141,7 +147,7 @@ func (h *home) saveLog() {
 
 func (h *home) client() *api.Client { return api.NewClient(filepath.Join(h.dir, "api.sock")) }
 
-func waitUntil(t *testing.T, what string, d time.Duration, cond func() bool) {
+func waitUntil(t testing.TB, what string, d time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
@@ -154,7 +160,7 @@ func waitUntil(t *testing.T, what string, d time.Duration, cond func() bool) {
 
 // circleOf2 makes a circle of a and b over a shared dir channel, with both
 // daemons running, and returns its ID.
-func circleOf2(t *testing.T, a, b *home) string {
+func circleOf2(t testing.TB, a, b *home) string {
 	t.Helper()
 	shared := t.TempDir()
 	for _, h := range []*home{a, b} {
@@ -359,7 +365,7 @@ func TestKill9DuringBurst(t *testing.T) {
 }
 
 // allMessages pages through h's whole inbox.
-func allMessages(t *testing.T, h *home) []api.Message {
+func allMessages(t testing.TB, h *home) []api.Message {
 	t.Helper()
 	var all []api.Message
 	for after := int64(0); ; {
