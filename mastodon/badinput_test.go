@@ -53,8 +53,14 @@ func TestBadInput(t *testing.T) {
 	// The stream drops; the server's streaming stays down for a while.
 	waitFor(t, "the stream", 5*time.Second, func() bool { return srv.Streams() == 1 })
 	c := armored(150)
-	publish(t, pub, item(c))
+	cID := publish(t, pub, item(c))[0].ID
 	waitFor(t, "c", 10*time.Second, func() bool { got, _, _ := r.counts(); return got[c] == 1 })
+	// Its author deletes it once consumed: the stream's delete event is
+	// counted, nothing else happens.
+	if resp, err := pub.(sdk.Deleter).Delete(t.Context(), sdk.DeleteRequest{IDs: []string{cID}}); err != nil || resp.Errors[0] != nil {
+		t.Fatalf("delete: %v %v", err, resp.Errors)
+	}
+	waitFor(t, "the delete event", 5*time.Second, func() bool { return health(sub).Counters["deleted_seen"] >= 1 })
 	srv.SetStreaming(false)
 	d := armored(150)
 	publish(t, pub, item(d))

@@ -222,30 +222,38 @@ func (s *sub) stream(ctx context.Context, conn *websocket.Conn) error {
 		if err != nil {
 			return fmt.Errorf("mastodon: stream: %w", err)
 		}
-		var ev streamEvent
-		if err := json.Unmarshal(msg, &ev); err != nil {
-			s.c.counters.ignoredOther.Add(1)
-			continue
-		}
-		switch ev.Event {
-		case "notification":
-			var payload string
-			if err := json.Unmarshal(ev.Payload, &payload); err != nil {
-				s.c.counters.ignoredOther.Add(1)
-				continue
-			}
-			var n gomasto.Notification
-			if err := json.Unmarshal([]byte(payload), &n); err != nil || !validID(string(n.ID)) {
-				s.c.counters.ignoredOther.Add(1)
-				continue
-			}
-			if err := s.handle(ctx, &n); err != nil {
-				return err
-			}
-		case "delete":
-			s.c.counters.deletedSeen.Add(1)
+		if err := s.event(ctx, msg); err != nil {
+			return err
 		}
 	}
+}
+
+// event handles one streaming message: a "notification" is delivered (or
+// skipped, with a cursor-only delivery), a "delete" counted, anything else
+// ignored. Only the sink's error is returned.
+func (s *sub) event(ctx context.Context, msg []byte) error {
+	var ev streamEvent
+	if err := json.Unmarshal(msg, &ev); err != nil {
+		s.c.counters.ignoredOther.Add(1)
+		return nil
+	}
+	switch ev.Event {
+	case "notification":
+		var payload string
+		if err := json.Unmarshal(ev.Payload, &payload); err != nil {
+			s.c.counters.ignoredOther.Add(1)
+			return nil
+		}
+		var n gomasto.Notification
+		if err := json.Unmarshal([]byte(payload), &n); err != nil || !validID(string(n.ID)) {
+			s.c.counters.ignoredOther.Add(1)
+			return nil
+		}
+		return s.handle(ctx, &n)
+	case "delete":
+		s.c.counters.deletedSeen.Add(1)
+	}
+	return nil
 }
 
 // catchUp reads mention notifications after the cursor's overlap, oldest
@@ -285,7 +293,7 @@ func (s *sub) catchUp(ctx context.Context) error {
 // delivery when it carries none (an ordinary mention, a stranger's post).
 func (s *sub) handle(ctx context.Context, n *gomasto.Notification) error {
 	nid, sid := string(n.ID), ""
-	if n.Status != nil {
+	if n.Status != nil && validID(string(n.Status.ID)) {
 		sid = string(n.Status.ID)
 	}
 	if s.cur.seen(nid, sid) {
