@@ -178,7 +178,13 @@ func TestTamperInside(t *testing.T) {
 		{"count 0", set(func(p []byte) []byte { p[19] = 0; return p }), ErrMalformed},
 		{"slice length beyond plaintext", set(func(p []byte) []byte { binary.BigEndian.PutUint32(p[20:], uint32(len(p))); return p }), ErrMalformed},
 		{"slice length huge", set(func(p []byte) []byte { binary.BigEndian.PutUint32(p[20:], 0xffffffff); return p }), ErrMalformed},
-		{"slice shortened, cut byte left as padding", set(func(p []byte) []byte { binary.BigEndian.PutUint32(p[20:], uint32(sliceLen-1)); return p }), ErrMalformed},
+		{"slice shortened, cut byte left as padding", set(func(p []byte) []byte {
+			binary.BigEndian.PutUint32(p[20:], uint32(sliceLen-1))
+			// The cut byte (the signature's last) must be non-zero to be bad
+			// padding; a zero one would be valid padding and a bad signature.
+			p[FrameSize+sliceLen-1] |= 0x80
+			return p
+		}), ErrMalformed},
 		{"slice shortened (signature cut)", set(func(p []byte) []byte {
 			binary.BigEndian.PutUint32(p[20:], uint32(sliceLen-1))
 			p[FrameSize+sliceLen-1] = 0
