@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -9,12 +10,13 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/remora-p2p/remora/git"
 	"github.com/remora-p2p/remora/sdk"
 )
 
 func (a *app) channelCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "channel", Short: "Add, list and remove channels (services the circle shares)"}
-	cmd.AddCommand(a.channelAddCmd(), a.channelListCmd(), a.channelRemoveCmd())
+	cmd.AddCommand(a.channelAddCmd(), a.channelListCmd(), a.channelRemoveCmd(), a.channelCompactCmd())
 	return cmd
 }
 
@@ -197,4 +199,41 @@ remora adapter list            list built-in and installed adapters`,
 		},
 	})
 	return cmd
+}
+
+func (a *app) channelCompactCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "compact NAME",
+		Short: "Squash a git channel's history to what is retained (other members rescan)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(a.configPath(), adapterNames(a.home))
+			if err != nil {
+				return err
+			}
+			i := slices.IndexFunc(cfg.Channels, func(c ChannelConfig) bool { return c.Name == args[0] })
+			if i < 0 {
+				return usageError("no channel named %q (see `remora channel list`)", args[0])
+			}
+			cc := cfg.Channels[i]
+			if cc.Adapter != "git" {
+				return usageError("channel %s uses the %s adapter; only git channels have a history to compact", cc.Name, cc.Adapter)
+			}
+			raw, err := cc.adapterConfig()
+			if err != nil {
+				return err
+			}
+			secrets, err := cc.resolveSecrets(cmd.Context())
+			if err != nil {
+				return err
+			}
+			req := sdk.ConfigureRequest{ChannelID: cc.Name, Config: raw, Secrets: secrets,
+				StateDir: filepath.Join(a.home, "adapters", cc.Name), Logger: a.logger()}
+			if err := git.CompactConfig(cmd.Context(), req); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "channel %s compacted; other members rescan it on their next fetch\n", cc.Name)
+			return nil
+		},
+	}
 }

@@ -213,7 +213,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 func TestUnknownAdapterListsAvailable(t *testing.T) {
 	h := newHome(t, "alice")
 	out := h.fails("adapter", "nope")
-	if !strings.Contains(out, `unknown adapter "nope" (available: dir, imap, matrix`) {
+	if !strings.Contains(out, `unknown adapter "nope" (available: dir, git, imap, mastodon, matrix`) {
 		t.Fatalf("got:\n%s", out)
 	}
 	out = h.fails("channel", "add", "x", "--adapter", "nope", "--set", "a=b")
