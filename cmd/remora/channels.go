@@ -89,8 +89,17 @@ func (a *app) channelAddCmd() *cobra.Command {
 	return cmd
 }
 
-// typed reads numbers and booleans in --set values as such.
+// typed reads numbers, booleans and [a,b] lists in --set values as such.
 func typed(v string) any {
+	if inner, ok := strings.CutPrefix(v, "["); ok && strings.HasSuffix(inner, "]") {
+		list := []any{}
+		for _, item := range strings.Split(strings.TrimSuffix(inner, "]"), ",") {
+			if item = strings.TrimSpace(item); item != "" {
+				list = append(list, item)
+			}
+		}
+		return list
+	}
 	if b, err := strconv.ParseBool(v); err == nil {
 		return b
 	}
