@@ -2,13 +2,17 @@ package imap
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/remora-p2p/remora/sdk"
 	"github.com/remora-p2p/remora/sdk/channeltest"
+	"github.com/remora-p2p/remora/testenv"
 )
 
 // testLogger routes adapter logs to the test log at warn level and above.
@@ -140,7 +144,33 @@ func TestKitDirect(t *testing.T) {
 
 func TestMain(m *testing.M) {
 	channeltest.ServeIfChild(New())
-	os.Exit(m.Run())
+	unlock := lockMailTests()
+	code := m.Run()
+	unlock()
+	os.Exit(code)
+}
+
+// lockMailTests serializes test runs of this package across processes (a
+// developer's run next to `make test`): the tests share fixed accounts,
+// empty INBOXes and restart dovecot, so two runs at once would break each
+// other.
+func lockMailTests() func() {
+	pidFile, ok := testenv.Lookup("REMORA_MAIL_DOVECOT_PIDFILE")
+	if !ok {
+		return func() {}
+	}
+	f, err := os.OpenFile(filepath.Join(filepath.Dir(pidFile), "imap-tests.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return func() {}
+	}
+	if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+		fmt.Fprintln(os.Stderr, "imap: waiting for another test run of this package to finish")
+		syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+	}
+	return func() {
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}
 }
 
 // TestKitSubprocess runs the kit in shared mode against the adapter as a
