@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/remora-p2p/remora/core/api"
+	"github.com/remora-p2p/remora/testenv"
 )
 
 // bin is the remora binary built once for these tests: the daemon re-executes
@@ -378,5 +379,30 @@ func allMessages(t testing.TB, h *home) []api.Message {
 		}
 		all = append(all, msgs...)
 		after = msgs[len(msgs)-1].Seq
+	}
+}
+
+// TestDoctorWrongPassword: a mail channel with a wrong password; doctor names
+// the channel, shows the server's refusal and says what to do.
+func TestDoctorWrongPassword(t *testing.T) {
+	v := testenv.Need(t, "mail", "REMORA_MAIL_IMAPS", "REMORA_MAIL_CA")
+	h := newHome(t, "alice")
+	h.ok("channel", "add", "mail", "--adapter", "imap",
+		"--set", "mode=shared", "--set", "imap="+v[0], "--set", "imap_tls=implicit", "--set", "ca_file="+v[1],
+		"--set", "username=alice", "--set", "address=alice@example.test",
+		"--secret", "password=env:REMORA_TEST_WRONG_PASSWORD")
+	cmd := exec.Command(bin, "--home", h.dir, "doctor")
+	cmd.Env = append(os.Environ(), "REMORA_TEST_WRONG_PASSWORD=not-alices-password")
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("doctor passed with a wrong password:\n%s", out)
+	}
+	for _, want := range []string{"FAIL channel mail", "auth failed", "check the password or token"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("doctor output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(string(out), "not-alices-password") {
+		t.Errorf("doctor printed the secret:\n%s", out)
 	}
 }

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestTyped(t *testing.T) {
+	tests := []struct {
+		in   string
+		want any
+	}{
+		{"true", true},
+		{"42", int64(42)},
+		{"250ms", "250ms"},
+		{"[bob@a.example, carol]", []any{"bob@a.example", "carol"}},
+		{"[]", []any{}},
+		{"/path/with,comma", "/path/with,comma"},
+	}
+	for _, tt := range tests {
+		if got := typed(tt.in); !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("typed(%q) = %#v, want %#v", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestResolveSecrets(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "pw")
+	os.WriteFile(file, []byte("from-file\n"), 0o600)
+	t.Setenv("REMORA_TEST_SECRET", "from-env")
+	ch := ChannelConfig{Name: "mail", Secrets: map[string]SecretRef{
+		"a": {Env: "REMORA_TEST_SECRET"},
+		"b": {File: file},
+		"c": {Command: "printf 'from-command\\n'"},
+	}}
+	got, err := ch.resolveSecrets(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"a": "from-env", "b": "from-file", "c": "from-command"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	failing := []struct {
+		name string
+		ref  SecretRef
+		want string
+	}{
+		{"unset env", SecretRef{Env: "REMORA_TEST_UNSET_VARIABLE"}, "REMORA_TEST_UNSET_VARIABLE is not set"},
+		{"missing file", SecretRef{File: filepath.Join(dir, "none")}, "no such file"},
+		{"failing command", SecretRef{Command: "exit 3"}, "password command failed"},
+	}
+	for _, tt := range failing {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ChannelConfig{Name: "mail", Secrets: map[string]SecretRef{"p": tt.ref}}.resolveSecrets(t.Context())
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "channel mail: secret p") {
+				t.Fatalf("got %v, want an error naming the channel, the secret and %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestConfigRoundTripIsPrivate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.toml")
+	c := &Config{Name: "alice", Channels: []ChannelConfig{{Name: "f", Adapter: "dir", Config: map[string]any{"path": "/x"}}}}
+	if err := saveConfig(path, c); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("config mode %v, err %v; want 0600", fi.Mode().Perm(), err)
+	}
+	got, err := loadConfig(path, []string{"dir"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Name != "alice" || len(got.Channels) != 1 || got.Channels[0].Config["path"] != "/x" {
+		t.Fatalf("round trip: %+v", got)
+	}
+}
