@@ -138,19 +138,39 @@ func TestCursorOtherAccount(t *testing.T) {
 // foresee (another client on the same token) is sdk.RateLimited too;
 // after the reset publishing works again.
 func TestRateLimit(t *testing.T) {
-	const window = 3 * time.Second
+	// Windows are aligned to the clock, as Mastodon's are; an attempt that
+	// straddles a window boundary (a loaded machine) is run again.
+	const window = 4 * time.Second
+	for attempt := 1; ; attempt++ {
+		if rateLimitOnce(t, window) || attempt == 3 {
+			return
+		}
+		t.Logf("attempt %d straddled a rate-limit window; again", attempt)
+	}
+}
+
+// rateLimitOnce runs the case in one window; false if it did not fit.
+func rateLimitOnce(t *testing.T, window time.Duration) bool {
 	srv := mastodontest.New(mastodontest.Options{RateLimit: 12, RateWindow: window})
-	t.Cleanup(srv.Close)
+	defer srv.Close()
 	alice := srv.AddAccount("alice")
 	srv.AddAccount("bob")
-	// Start at the beginning of a window so the test does not straddle one.
 	time.Sleep(time.Until(time.Now().Truncate(window).Add(window)))
+	start := time.Now()
 	pub := mustConfigure(t, srv, alice.Token, map[string]any{"accounts": []string{"bob"}})
 	var items []sdk.PublishItem
 	for range 15 {
 		items = append(items, item(armored(100)))
 	}
 	res := publish(t, pub, items...)
+	// Another client spends the rest; a new channel learns of it from a 429.
+	for range 3 {
+		mastodontest.Spend(t, srv, alice.Token)
+	}
+	_, err := configure(t, srv, alice.Token, map[string]any{"accounts": []string{"bob"}})
+	if time.Now().Truncate(window) != start.Truncate(window) {
+		return false
+	}
 	ok, limited := 0, 0
 	for _, r := range res {
 		switch {
@@ -166,28 +186,21 @@ func TestRateLimit(t *testing.T) {
 		}
 	}
 	// 12 requests: 2 for Configure (verify_credentials, instance), 3 kept
-	// for reads, 7 posts.
+	// for reads, 7 posts; the server never had to answer 429.
 	if ok != 7 || limited != 8 {
 		t.Errorf("%d published, %d rate limited; want 7 and 8", ok, limited)
 	}
-	if n := srv.Limited(); n != 0 {
-		t.Errorf("the server answered 429 %d times; the adapter should have stopped before", n)
-	}
-	// Another client spends the rest; this one learns of it from a 429.
-	for range 3 {
-		mastodontest.Spend(t, srv, alice.Token)
-	}
-	_, err := configure(t, srv, alice.Token, map[string]any{"accounts": []string{"bob"}})
 	if !errors.Is(err, sdk.ErrRateLimited) || sdk.RetryAfterOf(err) <= 0 {
 		t.Errorf("configure on a spent budget: got %v (retry after %s), want rate limited", err, sdk.RetryAfterOf(err))
 	}
-	if srv.Limited() == 0 {
-		t.Error("expected the server to answer 429")
+	if n := srv.Limited(); n != 1 {
+		t.Errorf("the server answered 429 %d times, want 1 (the new channel's first request)", n)
 	}
 	time.Sleep(time.Until(time.Now().Truncate(window).Add(window)) + 50*time.Millisecond)
 	if res := publish(t, pub, item(armored(100))); res[0].Err != nil {
 		t.Errorf("after the reset: %v", res[0].Err)
 	}
+	return true
 }
 
 // TestStatusLimit: Mastodon's second limit, 300 statuses per 3 hours,
