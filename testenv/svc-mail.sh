@@ -373,8 +373,18 @@ write_env() {
   } >> "$DIR/env"
 }
 
+# down waits (up to 10 min) for a running test binary of the imap package,
+# which holds this lock for its whole run (imap/kit_test.go TestMain).
+down() {
+  if [ -d "$W" ] && command -v flock >/dev/null; then
+    exec 9>>"$W/imap-tests.lock"
+    flock -w 600 9 || echo "svc-mail: imap tests still running after 10 min; stopping anyway" >&2
+  fi
+  stop
+}
+
 case $cmd in
 up) up ;;
-down) stop ;;
+down) down ;;
 *) echo "usage: svc-mail.sh up|down DIR" >&2; exit 2 ;;
 esac
