@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -9,8 +10,11 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
+	"github.com/remora-p2p/remora/core/node"
 	"github.com/remora-p2p/remora/git"
+	"github.com/remora-p2p/remora/matrix"
 	"github.com/remora-p2p/remora/sdk"
 )
 
@@ -23,6 +27,7 @@ func (a *app) channelCmd() *cobra.Command {
 func (a *app) channelAddCmd() *cobra.Command {
 	var adapter, id string
 	var sets, secrets []string
+	var allowBoard bool
 	cmd := &cobra.Command{
 		Use:   "add NAME",
 		Short: "Add a channel to config.toml (restart the daemon to use it)",
@@ -68,6 +73,11 @@ func (a *app) channelAddCmd() *cobra.Command {
 					return usageError("--secret %q: source must be env, file or command", s)
 				}
 			}
+			if cc.Adapter == "matrix" {
+				if err := a.setUpMatrix(cmd, &cc, allowBoard); err != nil {
+					return err
+				}
+			}
 			if slices.ContainsFunc(cfg.Channels, func(c ChannelConfig) bool { return c.Name == cc.Name }) {
 				return usageError("a channel named %q exists; remove it first (remora channel remove %s)", cc.Name, cc.Name)
 			}
@@ -86,7 +96,76 @@ func (a *app) channelAddCmd() *cobra.Command {
 	cmd.Flags().StringVar(&id, "id", "", "circle-wide channel ID, the same on every member's device (default: NAME)")
 	cmd.Flags().StringArrayVar(&sets, "set", nil, "adapter setting key=value (repeatable)")
 	cmd.Flags().StringArrayVar(&secrets, "secret", nil, "secret key=env:VAR|file:PATH|command:CMD (repeatable)")
+	cmd.Flags().BoolVar(&allowBoard, "allow-board", false, "matrix: let every member publish presence as room state (needs an admin account)")
 	return cmd
+}
+
+// setUpMatrix helps pick the room (when none is given) and, for a room whose
+// power levels keep members from publishing presence as state, offers to
+// lower that level when the account may.
+func (a *app) setUpMatrix(cmd *cobra.Command, cc *ChannelConfig, allowBoard bool) error {
+	ctx := cmd.Context()
+	raw, err := cc.adapterConfig()
+	if err != nil {
+		return err
+	}
+	secrets, err := cc.resolveSecrets(ctx)
+	if err != nil {
+		return err
+	}
+	req := sdk.ConfigureRequest{ChannelID: cc.Name, Config: raw, Secrets: secrets,
+		StateDir: filepath.Join(a.home, "adapters", cc.Name), Logger: a.logger()}
+	if err := os.MkdirAll(req.StateDir, 0o700); err != nil {
+		return err
+	}
+	rooms, err := matrix.JoinedRooms(ctx, req)
+	if err != nil {
+		return fmt.Errorf("matrix: list your rooms: %w (%s)", err, node.Advice(err))
+	}
+	var room *matrix.Room
+	if want, ok := cc.Config["room"].(string); ok && want != "" {
+		for i := range rooms {
+			if rooms[i].ID == want || rooms[i].Alias == want {
+				room = &rooms[i]
+			}
+		}
+	} else {
+		if !term.IsTerminal(int(os.Stdin.Fd())) {
+			return usageError("matrix: give the room with --set room=!id:server or #alias:server")
+		}
+		w := cmd.OutOrStdout()
+		fmt.Fprintln(w, "Rooms this account has joined:")
+		for i, r := range rooms {
+			note := ""
+			if r.Encrypted {
+				note = "  (end-to-end encrypted: not supported, remora's envelopes are already encrypted)"
+			}
+			fmt.Fprintf(w, "  %2d  %-30s %-30s %d members%s\n", i+1, orDash(r.Name), orDash(r.Alias), r.Members, note)
+		}
+		n, err := strconv.Atoi(prompt(cmd, "Room number", "1"))
+		if err != nil || n < 1 || n > len(rooms) {
+			return usageError("matrix: no room number %q", strconv.Itoa(n))
+		}
+		room = &rooms[n-1]
+		cc.Config["room"] = room.ID
+	}
+	if room == nil || room.BoardLevel <= room.OwnLevel {
+		return nil // joined later by Configure, or state events allowed
+	}
+	if !room.CanSetPower {
+		fmt.Fprintf(cmd.OutOrStdout(), "note: this room needs power level %d for presence state (you have %d); presence goes to the room's timeline instead, and doctor says so\n", room.BoardLevel, room.OwnLevel)
+		return nil
+	}
+	if !allowBoard && strings.ToLower(prompt(cmd, fmt.Sprintf("Let every member publish presence as room state (power level %d → 0)? [y/N]", room.BoardLevel), "n")) != "y" {
+		return nil
+	}
+	cfg, _ := cc.adapterConfig()
+	req.Config = cfg
+	if err := matrix.AllowBoard(ctx, req, 0); err != nil {
+		return fmt.Errorf("matrix: set power levels: %w", err)
+	}
+	fmt.Fprintln(cmd.OutOrStdout(), "room power levels updated: every member can publish presence as state")
+	return nil
 }
 
 // typed reads numbers, booleans and [a,b] lists in --set values as such.
