@@ -1,10 +1,12 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/remora-p2p/remora/core/circle"
@@ -16,10 +18,99 @@ const (
 	frameVersion = 1
 	frameJoin    = 0x10
 	frameWelcome = 0x11
+	// framePart carries one part of a join frame too large for the channel
+	// (a welcome holds the roster log: ~1 KB armored, over Mastodon's 500
+	// characters): version ‖ 0x12 ‖ frame ID (8) ‖ index (1) ‖ count (1) ‖ bytes.
+	framePart = 0x12
+
+	partHeader = 2 + 8 + 1 + 1
+	maxParts   = 64
+	maxPending = 32
+	partsTTL   = time.Hour
 )
 
 func isJoinFrame(raw []byte) bool {
-	return len(raw) > 2 && raw[0] == frameVersion && (raw[1] == frameJoin || raw[1] == frameWelcome)
+	return len(raw) > 2 && raw[0] == frameVersion && (raw[1] == frameJoin || raw[1] == frameWelcome || raw[1] == framePart)
+}
+
+// joinParts reassembles split join frames, within fixed bounds.
+type joinParts struct {
+	mu      sync.Mutex
+	pending map[[8]byte]*partial
+}
+
+type partial struct {
+	first time.Time
+	parts [][]byte
+	have  int
+}
+
+// add stores one part; it returns the whole frame when this part completed it.
+func (j *joinParts) add(raw []byte, now time.Time) []byte {
+	if len(raw) <= partHeader {
+		return nil
+	}
+	var id [8]byte
+	copy(id[:], raw[2:10])
+	idx, count := int(raw[10]), int(raw[11])
+	if count < 2 || count > maxParts || idx >= count {
+		return nil
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.pending == nil {
+		j.pending = map[[8]byte]*partial{}
+	}
+	for k, p := range j.pending {
+		if now.Sub(p.first) > partsTTL {
+			delete(j.pending, k)
+		}
+	}
+	p := j.pending[id]
+	if p == nil {
+		if len(j.pending) >= maxPending {
+			return nil
+		}
+		p = &partial{first: now, parts: make([][]byte, count)}
+		j.pending[id] = p
+	}
+	if len(p.parts) != count || p.parts[idx] != nil {
+		return nil
+	}
+	p.parts[idx] = bytes.Clone(raw[partHeader:])
+	p.have++
+	if p.have < count {
+		return nil
+	}
+	delete(j.pending, id)
+	return bytes.Join(p.parts, nil)
+}
+
+// splitFrame splits a join frame into parts of at most max bytes each
+// (none if it fits).
+func splitFrame(frame []byte, max int) ([][]byte, error) {
+	if len(frame) <= max {
+		return [][]byte{frame}, nil
+	}
+	chunk := max - partHeader
+	if chunk < 16 {
+		return nil, fmt.Errorf("node: channel too small for a join frame part (%d bytes)", max)
+	}
+	count := (len(frame) + chunk - 1) / chunk
+	if count > maxParts {
+		return nil, fmt.Errorf("node: join frame of %d bytes needs %d parts, at most %d", len(frame), count, maxParts)
+	}
+	var id [8]byte
+	if _, err := randRead(id[:]); err != nil {
+		return nil, err
+	}
+	var out [][]byte
+	for i := 0; i < count; i++ {
+		part := append([]byte{frameVersion, framePart}, id[:]...)
+		part = append(part, byte(i), byte(count))
+		out = append(out, append(part, frame[i*chunk:min(len(frame), (i+1)*chunk)]...))
+	}
+	return out, nil
 }
 
 // pendingJoin is a join this node requested and waits to be welcomed into.
@@ -105,8 +196,11 @@ func (n *Node) JoinCircle(ctx context.Context, text string) (*circle.Circle, str
 		delete(n.joins, key)
 		n.mu.Unlock()
 	}()
-	frame := append([]byte{frameVersion, frameJoin}, req...)
-	ch.publish([][]byte{frame}, delivery.PriorityControl, "", nil, nil)
+	parts, err := splitFrame(append([]byte{frameVersion, frameJoin}, req...), ch.maxEnv)
+	if err != nil {
+		return nil, "", err
+	}
+	ch.publish(parts, delivery.PriorityControl, "", nil, nil)
 	n.log.Info("join requested; waiting for the inviter's welcome", "channel", ch.Name, "fingerprint", pj.Fingerprint())
 	select {
 	case c := <-wait.done:
@@ -118,6 +212,13 @@ func (n *Node) JoinCircle(ctx context.Context, text string) (*circle.Circle, str
 
 // handleJoinFrame opens a join request (as inviter) or a welcome (as joiner).
 func (n *Node) handleJoinFrame(ctx context.Context, channelID string, raw []byte) error {
+	if raw[1] == framePart {
+		whole := n.joinParts.add(raw, n.opts.Now())
+		if whole == nil || !isJoinFrame(whole) || whole[1] == framePart {
+			return nil
+		}
+		raw = whole
+	}
 	blob := raw[2:]
 	switch raw[1] {
 	case frameJoin:
@@ -177,7 +278,12 @@ func (n *Node) handleJoinFrame(ctx context.Context, channelID string, raw []byte
 func (n *Node) publishFrame(channelID string, typ byte, blob []byte) {
 	for _, ch := range n.channels {
 		if ch.ID == channelID {
-			ch.publish([][]byte{append([]byte{frameVersion, typ}, blob...)}, delivery.PriorityControl, "", nil, nil)
+			parts, err := splitFrame(append([]byte{frameVersion, typ}, blob...), ch.maxEnv)
+			if err != nil {
+				n.log.Warn("join frame", "channel", ch.Name, "err", err)
+				return
+			}
+			ch.publish(parts, delivery.PriorityControl, "", nil, nil)
 			return
 		}
 	}

@@ -103,19 +103,20 @@ type Node struct {
 	started  time.Time
 	ready    atomic.Bool
 
-	mu       sync.Mutex
-	circles  map[circle.ID]*circle.Circle
-	byEnv    map[envelope.CircleID]*circle.Circle
-	outbox   map[envelope.MessageID]*OutboxEntry
-	peers    map[peer.ID]*peerInfo
-	acks     map[ackKey][]envelope.MessageID // signed acks waiting to be batched
-	joins    map[string]*pendingJoin         // by invite token ID
-	notify   chan struct{}                   // closed and replaced when the inbox grows
-	events   []eventRec
-	evNotify chan struct{}
-	kick     chan peer.ID // deliver outbox entries pending for a peer now
-	wake     chan struct{}
-	announce chan struct{} // publish presence now (membership changed)
+	mu        sync.Mutex
+	circles   map[circle.ID]*circle.Circle
+	byEnv     map[envelope.CircleID]*circle.Circle
+	outbox    map[envelope.MessageID]*OutboxEntry
+	peers     map[peer.ID]*peerInfo
+	acks      map[ackKey][]envelope.MessageID // signed acks waiting to be batched
+	joins     map[string]*pendingJoin         // by invite token ID
+	joinParts joinParts
+	notify    chan struct{} // closed and replaced when the inbox grows
+	events    []eventRec
+	evNotify  chan struct{}
+	kick      chan peer.ID // deliver outbox entries pending for a peer now
+	wake      chan struct{}
+	announce  chan struct{} // publish presence now (membership changed)
 
 	counters sync.Map // name → *atomic.Int64
 

@@ -28,6 +28,8 @@ type testNode struct {
 	ch     sdk.Channel
 	cancel context.CancelFunc
 	done   chan error
+	// configure opens the channel (default: a dir channel on shared).
+	configure func(ctx context.Context) (sdk.Channel, error)
 }
 
 func logger(t *testing.T, name string) *slog.Logger {
@@ -56,9 +58,14 @@ func (tn *testNode) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, _ := json.Marshal(map[string]string{"path": tn.shared, "poll_interval": "50ms"})
-	ch, err := dir.New().Configure(ctx, sdk.ConfigureRequest{ChannelID: "shared", Config: cfg,
-		StateDir: filepath.Join(tn.state, "adapter"), Logger: logger(t, tn.name)})
+	if tn.configure == nil {
+		tn.configure = func(ctx context.Context) (sdk.Channel, error) {
+			cfg, _ := json.Marshal(map[string]string{"path": tn.shared, "poll_interval": "50ms"})
+			return dir.New().Configure(ctx, sdk.ConfigureRequest{ChannelID: "shared", Config: cfg,
+				StateDir: filepath.Join(tn.state, "adapter"), Logger: logger(t, tn.name)})
+		}
+	}
+	ch, err := tn.configure(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

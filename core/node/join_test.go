@@ -1,0 +1,98 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/remora-p2p/remora/core/api"
+	"github.com/remora-p2p/remora/dir"
+	"github.com/remora-p2p/remora/sdk"
+)
+
+func TestSplitFrame(t *testing.T) {
+	frame := append([]byte{frameVersion, frameWelcome}, bytes.Repeat([]byte("welcome!"), 200)...)
+	tests := []struct {
+		name  string
+		max   int
+		parts int
+	}{
+		{"fits", 4096, 1},
+		{"mastodon-sized", 368, 5},
+		{"tiny", 40, 58},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			parts, err := splitFrame(frame, tt.max)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(parts) != tt.parts {
+				t.Fatalf("%d parts, want %d", len(parts), tt.parts)
+			}
+			for _, p := range parts {
+				if len(p) > tt.max || !isJoinFrame(p) {
+					t.Fatalf("part of %d bytes (max %d), join frame %v", len(p), tt.max, isJoinFrame(p))
+				}
+			}
+			if len(parts) == 1 {
+				return
+			}
+			var j joinParts
+			now := time.Now()
+			var whole []byte
+			// Reverse order, with a duplicate: completes exactly once.
+			for i := len(parts) - 1; i >= 0; i-- {
+				if got := j.add(parts[i], now); got != nil {
+					whole = got
+				}
+				if i == len(parts)-1 && j.add(parts[i], now) != nil {
+					t.Fatal("a duplicate part completed the frame")
+				}
+			}
+			if !bytes.Equal(whole, frame) {
+				t.Fatal("reassembled frame differs")
+			}
+		})
+	}
+	if _, err := splitFrame(bytes.Repeat([]byte{1}, 100000), 100); err == nil {
+		t.Fatal("a frame needing more than 64 parts must be refused")
+	}
+	var j joinParts
+	for _, bad := range [][]byte{{1, framePart}, append([]byte{1, framePart, 0, 0, 0, 0, 0, 0, 0, 0, 5, 2}, 'x'), append([]byte{1, framePart, 0, 0, 0, 0, 0, 0, 0, 0, 0, 200}, 'x')} {
+		if j.add(bad, time.Now()) != nil {
+			t.Fatalf("bad part %v completed a frame", bad)
+		}
+	}
+}
+
+// TestJoinOverSmallChannel: the welcome (the roster log, over a kilobyte)
+// crosses a channel that carries at most 600 bytes per item.
+func TestJoinOverSmallChannel(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts libp2p nodes")
+	}
+	root := t.TempDir()
+	shared := filepath.Join(root, "shared")
+	os.MkdirAll(shared, 0o755)
+	var nodes []*testNode
+	for _, name := range []string{"alice", "bob"} {
+		tn := &testNode{t: t, name: name, state: filepath.Join(root, name), shared: shared}
+		tn.configure = func(ctx context.Context) (sdk.Channel, error) {
+			cfg, _ := json.Marshal(map[string]any{"path": shared, "poll_interval": "50ms", "max_payload": 600})
+			return dir.New().Configure(ctx, sdk.ConfigureRequest{ChannelID: "shared", Config: cfg, StateDir: filepath.Join(tn.state, "adapter"), Logger: logger(t, name)})
+		}
+		tn.start()
+		defer tn.stop()
+		nodes = append(nodes, tn)
+	}
+	ci, err := nodes[0].n.CreateCircle(context.Background(), api.CreateCircleRequest{Name: "small"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	join(t, nodes[0], nodes[1], ci.ID)
+}
