@@ -80,6 +80,9 @@ func NewPacer(opts PacerOptions) *Pacer {
 	if rl := opts.RateLimit; rl.Requests > 0 && rl.Per > 0 {
 		limit = rate.Limit(float64(rl.Requests) / rl.Per.D().Seconds())
 		burst = max(1, rl.Requests/10)
+		// Each item costs a token (services count posts, not calls), so a
+		// batch is never larger than the bucket can pay for at once.
+		opts.MaxBatch = min(opts.MaxBatch, burst)
 	}
 	return &Pacer{opts: opts, limiter: rate.NewLimiter(limit, burst), wake: make(chan struct{}, 1)}
 }
@@ -206,6 +209,12 @@ func (p *Pacer) Run(ctx context.Context, publish PublishFunc) error {
 		batch := p.take()
 		if len(batch) == 0 {
 			continue
+		}
+		if len(batch) > 1 {
+			if err := p.limiter.WaitN(ctx, len(batch)-1); err != nil {
+				p.requeue(batch)
+				return ctx.Err()
+			}
 		}
 		req := sdk.PublishRequest{Items: make([]sdk.PublishItem, len(batch))}
 		for i, j := range batch {

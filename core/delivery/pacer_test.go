@@ -181,3 +181,27 @@ func TestPublishedRateLimitSpacesCalls(t *testing.T) {
 		t.Fatalf("4 calls at 10/s took %s: the bucket did not pace", el)
 	}
 }
+
+func TestPublishedRateLimitCountsItems(t *testing.T) {
+	// 20 items per second, burst 2: 8 items in batches of at most 2 need
+	// about 300 ms however they are batched.
+	p := NewPacer(PacerOptions{MaxBatch: 64, RateLimit: sdk.RateLimit{Requests: 20, Per: sdk.Duration(time.Second)}})
+	rs := newResults()
+	for i := range 8 {
+		p.Enqueue(rs.job(PriorityBulk, fmt.Sprint(i), ""))
+	}
+	start := time.Now()
+	r := &recorder{}
+	run(t, p, r)
+	rs.wait(t, 8)
+	if el := time.Since(start); el < 250*time.Millisecond {
+		t.Fatalf("8 items at 20/s took %s: the bucket counted calls, not items", el)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, b := range r.batches {
+		if len(b) > 2 {
+			t.Fatalf("batch of %d items, larger than the bucket's burst of 2", len(b))
+		}
+	}
+}
