@@ -14,6 +14,7 @@ import (
 
 	"github.com/remora-p2p/remora/core/node"
 	"github.com/remora-p2p/remora/git"
+	"github.com/remora-p2p/remora/mastodon"
 	"github.com/remora-p2p/remora/matrix"
 	"github.com/remora-p2p/remora/sdk"
 )
@@ -71,6 +72,11 @@ func (a *app) channelAddCmd() *cobra.Command {
 					cc.Secrets[k] = SecretRef{Command: val}
 				default:
 					return usageError("--secret %q: source must be env, file or command", s)
+				}
+			}
+			if _, ok := cc.Secrets["token"]; cc.Adapter == "mastodon" && !ok {
+				if err := a.mastodonLogin(cmd, &cc); err != nil {
+					return err
 				}
 			}
 			if cc.Adapter == "matrix" {
@@ -324,4 +330,44 @@ func (a *app) channelCompactCmd() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// mastodonLogin registers remora as an app on the server, runs the OAuth
+// authorization-code flow with the out-of-band redirect (the user opens a
+// URL, approves, and pastes the code: not every server offers the password
+// grant), and stores the token in a 0600 file the channel's secret names.
+func (a *app) mastodonLogin(cmd *cobra.Command, cc *ChannelConfig) error {
+	server, _ := cc.Config["server"].(string)
+	if server == "" {
+		return usageError("mastodon: give the server with --set server=https://your.instance")
+	}
+	if !term.IsTerminal(int(os.Stdin.Fd())) {
+		return usageError("mastodon: no token given: run this in a terminal to authorize remora, or pass --secret token=env:VAR")
+	}
+	ctx := cmd.Context()
+	app, err := mastodon.RegisterApp(ctx, server, "remora")
+	if err != nil {
+		return fmt.Errorf("mastodon: register the app: %w", err)
+	}
+	w := cmd.OutOrStdout()
+	fmt.Fprintf(w, "Open this address, sign in and approve remora:\n\n  %s\n\n", app.AuthCodeURL())
+	code := prompt(cmd, "Then paste the code shown", "")
+	if code == "" {
+		return usageError("mastodon: no code given")
+	}
+	token, err := app.ExchangeCode(ctx, code)
+	if err != nil {
+		return fmt.Errorf("mastodon: exchange the code: %w", err)
+	}
+	dir := filepath.Join(a.home, "secrets")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	path := filepath.Join(dir, cc.Name+".token")
+	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+		return fmt.Errorf("mastodon: save the token: %w", err)
+	}
+	cc.Secrets["token"] = SecretRef{File: path}
+	fmt.Fprintf(w, "authorized; the token is in %s (mode 0600)\n", path)
+	return nil
 }
