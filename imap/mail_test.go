@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -562,4 +563,41 @@ func testNewMailSeen(t *testing.T, cfg map[string]any) {
 	}
 	cancel()
 	<-done
+}
+
+// TestDirectAddressing: each item reaches exactly the addresses in its To,
+// items with the same recipients share a mail.
+func TestDirectAddressing(t *testing.T) {
+	env := needMail(t)
+	folder := randName("da")
+	cfg := map[string]any{"folder": folder}
+	alice := open(t, env.config(ModeDirect, "alice", cfg), "alice")
+	bobAddr, carolAddr := "bob+"+folder+"@"+env.domain, "carol+"+folder+"@"+env.domain
+	publishOK(t, alice,
+		item("to-bob-1", bobAddr), item("to-both", bobAddr, carolAddr), item("to-carol", carolAddr),
+		item("to-bob-2", bobAddr), item("to-both-again", carolAddr, bobAddr))
+	for user, want := range map[string][]string{
+		"bob":   {"to-bob-1", "to-bob-2", "to-both", "to-both-again"},
+		"carol": {"to-both", "to-both-again", "to-carol"},
+	} {
+		ch := open(t, env.config(ModeDirect, user, cfg), user)
+		got, err := collect(t, ch, nil, len(want), 20*time.Second)
+		if err != nil {
+			t.Fatalf("%s: %v", user, err)
+		}
+		var data []string
+		for _, d := range got {
+			if len(d.Data) > 0 {
+				data = append(data, string(d.Data))
+			}
+		}
+		slices.Sort(data)
+		if !slices.Equal(data, want) {
+			t.Errorf("%s got %q, want %q", user, data, want)
+		}
+		// bob: one mail for his own items, one for the shared ones
+		if n := env.count(t, user, folder); n != 2 {
+			t.Errorf("%s has %d mails, want 2 (items batched per recipient set)", user, n)
+		}
+	}
 }
