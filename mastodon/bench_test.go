@@ -51,7 +51,7 @@ func BenchmarkColdStart(b *testing.B) {
 // BenchmarkDeliver1000 publishes 1000 items from alice to bob through the
 // adapters and reports the server requests each side made per 1000
 // delivered items. The fake's limits are raised so the run measures
-// requests, not waiting; BENCHMARKS-mastodon.md turns the counts into
+// requests, not waiting; BENCHMARKS.md turns the counts into
 // time under the published limits.
 func BenchmarkDeliver1000(b *testing.B) {
 	for _, mode := range []struct {

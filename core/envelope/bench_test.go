@@ -99,7 +99,7 @@ func BenchmarkOpen(b *testing.B) {
 	}
 }
 
-// TestOverheadFigures pins the wire overhead BENCHMARKS-envelope.md and
+// TestOverheadFigures pins the wire overhead BENCHMARKS.md and
 // docs/protocol.md quote.
 func TestOverheadFigures(t *testing.T) {
 	for _, tt := range []struct {

@@ -18,7 +18,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 )
 
-// Benchmarks recorded in BENCHMARKS-transport.md. Run:
+// Benchmarks recorded in BENCHMARKS.md. Run:
 //   go test -run '^$' -bench . -benchtime 40x ./core/transport/
 
 const chunk = 1 << 20

@@ -10,7 +10,7 @@ import (
 )
 
 // stackConfig varies the libp2p stack; the zero value is what remora ships.
-// Only the benchmarks set it (see BENCHMARKS-transport.md).
+// Only the benchmarks set it (see BENCHMARKS.md).
 type stackConfig struct {
 	noiseFirst   bool   // prefer Noise over TLS 1.3 on TCP
 	yamuxWindow  uint32 // max yamux stream window; 0 = libp2p's 16 MiB
