@@ -10,6 +10,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/remora-p2p/remora/core/node/nodetest"
 	"github.com/remora-p2p/remora/sdk"
 )
 
@@ -129,32 +130,32 @@ func BenchmarkColdStartDirectStream(b *testing.B) {
 			b.StartTimer()
 			start := time.Now()
 			a, c, _ := circleIn(b, hs, ua, ub, room)
-			waitUntil(b, "direct connection", time.Minute, func() bool { return connected(a, c) })
+			nodetest.WaitFor(b, "direct connection", time.Minute, func() bool { return nodetest.Connected(a, c) })
 			total += time.Since(start)
 			b.StopTimer()
-			a.stop()
-			c.stop()
+			a.Stop()
+			c.Stop()
 		}
 		b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms-to-direct")
 	})
 	b.Run("restart", func(b *testing.B) {
 		a, c, _ := circleOverMatrix(b)
-		waitUntil(b, "first connection", time.Minute, func() bool { return connected(a, c) })
+		nodetest.WaitFor(b, "first connection", time.Minute, func() bool { return nodetest.Connected(a, c) })
 		var total time.Duration
 		for i := 0; i < b.N; i++ {
 			b.StopTimer()
-			a.stop()
-			c.stop()
+			a.Stop()
+			c.Stop()
 			b.StartTimer()
 			start := time.Now()
-			a.start()
-			c.start()
-			waitUntil(b, "direct connection after restart", time.Minute, func() bool { return connected(a, c) })
+			a.Start()
+			c.Start()
+			nodetest.WaitFor(b, "direct connection after restart", time.Minute, func() bool { return nodetest.Connected(a, c) })
 			total += time.Since(start)
 		}
 		b.StopTimer()
-		a.stop()
-		c.stop()
+		a.Stop()
+		c.Stop()
 		b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms-to-direct")
 	})
 }
