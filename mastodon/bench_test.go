@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/remora-p2p/remora/core/node/nodetest"
 	"github.com/remora-p2p/remora/mastodon"
 	"github.com/remora-p2p/remora/mastodon/mastodontest"
 	"github.com/remora-p2p/remora/sdk"
@@ -15,28 +16,26 @@ import (
 // BenchmarkColdStart: two fresh nodes whose only common ground is their
 // accounts on the fake server: join by invite over direct posts, presence,
 // and the first direct (libp2p) connection. Reported per phase:
-// join-ms (invite to welcome, on a 2000-character server: core does not
-// fragment join frames), connect-ms (joined to connected), and
-// restart-connect-ms (both nodes restarted as fresh processes on a
-// 500-character server, to connected again).
+// join-ms (invite to welcome, on a stock 500-character server: the welcome
+// crosses in parts), connect-ms (joined to connected), and
+// restart-connect-ms (both nodes restarted, to connected again).
 func BenchmarkColdStart(b *testing.B) {
 	var join, connect, restart time.Duration
 	for range b.N {
 		t0 := time.Now()
-		srv, a, c, _ := circleOverMastodon(b, mastodontest.Options{RateLimit: 5000, StatusLimit: 5000, MaxCharacters: 2000})
+		_, a, c, _ := circleOverMastodon(b, mastodontest.Options{RateLimit: 5000, StatusLimit: 5000, MaxCharacters: 500})
 		t1 := time.Now()
-		waitUntil(b, "connected", time.Minute, func() bool { return connected(a, c) })
+		nodetest.WaitFor(b, "connected", time.Minute, func() bool { return nodetest.Connected(a, c) })
 		t2 := time.Now()
-		a.stop()
-		c.stop()
-		srv.SetMaxCharacters(500)
+		a.Stop()
+		c.Stop()
 		t3 := time.Now()
-		a.start()
-		c.start()
-		waitUntil(b, "reconnected", time.Minute, func() bool { return connected(a, c) })
+		a.Start()
+		c.Start()
+		nodetest.WaitFor(b, "reconnected", time.Minute, func() bool { return nodetest.Connected(a, c) })
 		t4 := time.Now()
-		a.stop()
-		c.stop()
+		a.Stop()
+		c.Stop()
 		join += t1.Sub(t0)
 		connect += t2.Sub(t1)
 		restart += t4.Sub(t3)
