@@ -255,7 +255,7 @@ func (ch *channel) Close() error {
 		close(ch.closed)
 		ch.pubMu.Lock()
 		if ch.pub != nil {
-			ch.pub.Logout().Wait()
+			ch.pub.Logout() // sent; not waited for, so Close never blocks on a dead server
 			ch.pub.Close()
 			ch.pub = nil
 		}

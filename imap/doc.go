@@ -31,10 +31,10 @@
 //
 // The Message-ID is <KEY@remora.invalid> for a mail with one item, and
 // <b-HASH@remora.invalid> for a batch (HASH: SHA-256 of the item keys,
-// truncated); the header "X-Remora-Keys" lists the items' idempotency keys so
-// a retry can be detected with IMAP SEARCH. Idempotency keys are random
-// strings chosen by core: nothing in the headers or the body names the
-// circle or its members.
+// truncated); the header "X-Remora-Keys" lists the items' idempotency keys,
+// in body order, so a retry can be detected with IMAP SEARCH. Idempotency
+// keys are random strings chosen by core: nothing in the headers or the
+// body names the circle or its members.
 //
 // # Cursor
 //
@@ -42,5 +42,12 @@
 // below UID is consumed, and the first index items of mail UID were
 // delivered. A folder whose UIDVALIDITY changed makes Subscribe fail with
 // sdk.CodeCursorInvalid; the host then rescans from a nil cursor and dedupes.
-// Delivery IDs are "UIDVALIDITY:UID:INDEX:COUNT:FOLDER".
+//
+// # IDs
+//
+// An item's ID is "k:" followed by its idempotency key: PublishResult.ID and
+// Delivery.ID agree, in every mailbox the mail reaches and across
+// UIDVALIDITY changes. Mail whose keys cannot be read, and mail that is not
+// ours (delivered with empty Data, moving only the cursor), has the ID
+// "UIDVALIDITY:UID:INDEX:COUNT:FOLDER".
 package imap
