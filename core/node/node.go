@@ -148,6 +148,8 @@ type peerInfo struct {
 	dialing  bool
 	// redial cancels a dial under way, to start over with fresher addresses.
 	redial context.CancelFunc
+	// lastPunch rate-limits probe windows with this peer.
+	lastPunch time.Time
 }
 
 // New opens a node: its circles from the store, its transport, its channels.

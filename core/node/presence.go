@@ -321,6 +321,7 @@ func (n *Node) dial(p peer.ID) {
 			}
 			n.log.Debug("dial failed", "peer", p, "err", err)
 			if !redialed {
+				n.requestPunch(p)
 				return
 			}
 		}

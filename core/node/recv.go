@@ -167,6 +167,9 @@ func (n *Node) dispatch(ctx context.Context, msg *envelope.Message, path string)
 		if err := n.handleKeyMsg(c, msg); err != nil {
 			n.log.Warn("key message", "from", msg.Sender, "err", err)
 		}
+	case envelope.KindPunch:
+		n.handlePunch(msg)
+		return nil // ephemeral: not acked
 	case envelope.KindRoster:
 		if err := n.handleRosterOp(c, msg.Body); err != nil {
 			n.log.Warn("roster operation", "from", msg.Sender, "err", err)

@@ -418,3 +418,13 @@ func (n *Node) Posted() int {
 	}
 	return c
 }
+
+// sharedCircle returns a circle p is a member of.
+func (n *Node) sharedCircle(p peer.ID) *circle.Circle {
+	for _, c := range n.allCircles() {
+		if c.Roster().IsMember(p) {
+			return c
+		}
+	}
+	return nil
+}

@@ -1,0 +1,66 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/remora-p2p/remora/core/api"
+	"github.com/remora-p2p/remora/dir"
+	"github.com/remora-p2p/remora/sdk"
+)
+
+// fastChannel declares a dir channel a push channel with low latency, the
+// kind a probe window may be coordinated over (like a Matrix room).
+type fastChannel struct{ sdk.Channel }
+
+func (f fastChannel) Capabilities() sdk.Capabilities {
+	c := f.Channel.Capabilities()
+	c.Push, c.Latency = true, sdk.Duration(200*time.Millisecond)
+	return c
+}
+
+func TestPunchWindowOverPushChannel(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts libp2p nodes")
+	}
+	root := t.TempDir()
+	shared := filepath.Join(root, "shared")
+	os.MkdirAll(shared, 0o755)
+	var nodes []*testNode
+	for _, name := range []string{"alice", "bob"} {
+		tn := &testNode{t: t, name: name, state: filepath.Join(root, name), shared: shared}
+		tn.configure = func(ctx context.Context) (sdk.Channel, error) {
+			cfg, _ := json.Marshal(map[string]any{"path": shared, "poll_interval": "50ms"})
+			ch, err := dir.New().Configure(ctx, sdk.ConfigureRequest{ChannelID: "shared", Config: cfg, StateDir: filepath.Join(tn.state, "adapter"), Logger: logger(t, name)})
+			if err != nil {
+				return nil, err
+			}
+			return fastChannel{ch}, nil
+		}
+		tn.start()
+		defer tn.stop()
+		nodes = append(nodes, tn)
+	}
+	a, b := nodes[0], nodes[1]
+	ci, err := a.n.CreateCircle(context.Background(), api.CreateCircleRequest{Name: "punch"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	join(t, a, b, ci.ID)
+	waitFor(t, "a first connection", 30*time.Second, func() bool { return a.n.tr.PathTo(b.n.ID()).Live() })
+
+	a.n.tr.Host().Network().ClosePeer(b.n.ID())
+	a.n.requestPunch(b.n.ID())
+	waitFor(t, "bob joining the window", 30*time.Second, func() bool { return b.n.Counters()["punch_windows_joined"] == 1 })
+	waitFor(t, "a path again", 30*time.Second, func() bool { return a.n.tr.PathTo(b.n.ID()).Live() })
+	// A second request within the interval is not sent.
+	a.n.requestPunch(b.n.ID())
+	time.Sleep(time.Second)
+	if got := b.n.Counters()["punch_windows_joined"]; got != 1 {
+		t.Fatalf("bob joined %d windows, want 1: requests must be rate-limited", got)
+	}
+}
