@@ -3,15 +3,10 @@ package node
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/remora-p2p/remora/core/api"
-	"github.com/remora-p2p/remora/dir"
-	"github.com/remora-p2p/remora/sdk"
 )
 
 func TestSplitFrame(t *testing.T) {
@@ -76,20 +71,7 @@ func TestJoinOverSmallChannel(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts libp2p nodes")
 	}
-	root := t.TempDir()
-	shared := filepath.Join(root, "shared")
-	os.MkdirAll(shared, 0o755)
-	var nodes []*testNode
-	for _, name := range []string{"alice", "bob"} {
-		tn := &testNode{t: t, name: name, state: filepath.Join(root, name), shared: shared}
-		tn.configure = func(ctx context.Context) (sdk.Channel, error) {
-			cfg, _ := json.Marshal(map[string]any{"path": shared, "poll_interval": "50ms", "max_payload": 600})
-			return dir.New().Configure(ctx, sdk.ConfigureRequest{ChannelID: "shared", Config: cfg, StateDir: filepath.Join(tn.state, "adapter"), Logger: logger(t, name)})
-		}
-		tn.start()
-		defer tn.stop()
-		nodes = append(nodes, tn)
-	}
+	nodes := startDirNodes(t, t.TempDir(), 600, nil, "alice", "bob")
 	ci, err := nodes[0].n.CreateCircle(context.Background(), api.CreateCircleRequest{Name: "small"})
 	if err != nil {
 		t.Fatal(err)

@@ -223,3 +223,32 @@ func TestThreeNodesOverDirChannel(t *testing.T) {
 		t.Fatalf("carol's inbox %v: want each message exactly once", got)
 	}
 }
+
+// startDirNodes starts nodes named names sharing a dir channel in root;
+// maxPayload (0: default) caps the channel's items, and wrap (nil: none)
+// changes the channel the node sees.
+func startDirNodes(t *testing.T, root string, maxPayload int, wrap func(sdk.Channel) sdk.Channel, names ...string) []*testNode {
+	t.Helper()
+	shared := filepath.Join(root, "shared")
+	os.MkdirAll(shared, 0o755)
+	var nodes []*testNode
+	for _, name := range names {
+		tn := &testNode{t: t, name: name, state: filepath.Join(root, name), shared: shared}
+		tn.configure = func(ctx context.Context) (sdk.Channel, error) {
+			cfg := map[string]any{"path": shared, "poll_interval": "50ms"}
+			if maxPayload > 0 {
+				cfg["max_payload"] = maxPayload
+			}
+			raw, _ := json.Marshal(cfg)
+			ch, err := dir.New().Configure(ctx, sdk.ConfigureRequest{ChannelID: "shared", Config: raw, StateDir: filepath.Join(tn.state, "adapter"), Logger: logger(t, name)})
+			if err != nil || wrap == nil {
+				return ch, err
+			}
+			return wrap(ch), nil
+		}
+		tn.start()
+		t.Cleanup(tn.stop)
+		nodes = append(nodes, tn)
+	}
+	return nodes
+}

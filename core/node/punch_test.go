@@ -2,14 +2,10 @@ package node
 
 import (
 	"context"
-	"encoding/json"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/remora-p2p/remora/core/api"
-	"github.com/remora-p2p/remora/dir"
 	"github.com/remora-p2p/remora/sdk"
 )
 
@@ -27,24 +23,7 @@ func TestPunchWindowOverPushChannel(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts libp2p nodes")
 	}
-	root := t.TempDir()
-	shared := filepath.Join(root, "shared")
-	os.MkdirAll(shared, 0o755)
-	var nodes []*testNode
-	for _, name := range []string{"alice", "bob"} {
-		tn := &testNode{t: t, name: name, state: filepath.Join(root, name), shared: shared}
-		tn.configure = func(ctx context.Context) (sdk.Channel, error) {
-			cfg, _ := json.Marshal(map[string]any{"path": shared, "poll_interval": "50ms"})
-			ch, err := dir.New().Configure(ctx, sdk.ConfigureRequest{ChannelID: "shared", Config: cfg, StateDir: filepath.Join(tn.state, "adapter"), Logger: logger(t, name)})
-			if err != nil {
-				return nil, err
-			}
-			return fastChannel{ch}, nil
-		}
-		tn.start()
-		defer tn.stop()
-		nodes = append(nodes, tn)
-	}
+	nodes := startDirNodes(t, t.TempDir(), 0, func(ch sdk.Channel) sdk.Channel { return fastChannel{ch} }, "alice", "bob")
 	a, b := nodes[0], nodes[1]
 	ci, err := a.n.CreateCircle(context.Background(), api.CreateCircleRequest{Name: "punch"})
 	if err != nil {
