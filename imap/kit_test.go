@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -155,11 +154,11 @@ func TestMain(m *testing.M) {
 // empty INBOXes and restart dovecot, so two runs at once would break each
 // other.
 func lockMailTests() func() {
-	pidFile, ok := testenv.Lookup("REMORA_MAIL_DOVECOT_PIDFILE")
+	path, ok := testenv.Lookup("REMORA_MAIL_LOCK")
 	if !ok {
 		return func() {}
 	}
-	f, err := os.OpenFile(filepath.Join(filepath.Dir(pidFile), "imap-tests.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return func() {}
 	}

@@ -84,6 +84,18 @@ mklist() {
   echo "$name@mlmmj.invalid mlmmj:$name" >> "$P/transport"
 }
 
+# The imap package's test binary holds LOCK (flock) for its whole run
+# (imap/kit_test.go TestMain); it lives beside W, which up may wipe.
+LOCK=$DIR/imap-tests.lock
+
+# wait_tests blocks (up to 10 min) until no imap test run holds LOCK; the
+# lock stays held on fd 9 until this script exits.
+wait_tests() {
+  command -v flock >/dev/null || return 0
+  exec 9>>"$LOCK"
+  flock -w 600 9 || echo "svc-mail: imap tests still running after 10 min; going on anyway" >&2
+}
+
 alive() {
   local f
   for f in postfix.pid dovecot.pid; do
@@ -96,6 +108,15 @@ up() {
   install_pkgs
   # idempotent: a running, answering instance is kept (tests may be using
   # it); anything else is stopped and replaced by a fresh one
+  if alive; then
+    write_env
+    echo "svc-mail: already up" >&2
+    return 0
+  fi
+  # a test may have stopped dovecot for a moment (restart test): let it
+  # end; then let go of the lock, or the daemons would inherit it
+  wait_tests
+  exec 9>&-
   if alive; then
     write_env
     echo "svc-mail: already up" >&2
@@ -370,16 +391,13 @@ write_env() {
     echo "REMORA_MAIL_PASSWORD_SUFFIX=-pw"
     echo "REMORA_MAIL_DOVECOT_CONF=$D/dovecot.conf"
     echo "REMORA_MAIL_DOVECOT_PIDFILE=$W/dovecot.pid"
+    echo "REMORA_MAIL_LOCK=$LOCK"
   } >> "$DIR/env"
 }
 
-# down waits (up to 10 min) for a running test binary of the imap package,
-# which holds this lock for its whole run (imap/kit_test.go TestMain).
+# down waits for a running test binary of the imap package first.
 down() {
-  if [ -d "$W" ] && command -v flock >/dev/null; then
-    exec 9>>"$W/imap-tests.lock"
-    flock -w 600 9 || echo "svc-mail: imap tests still running after 10 min; stopping anyway" >&2
-  fi
+  wait_tests
   stop
 }
 
