@@ -354,11 +354,15 @@ func (c *Circle) OpenJoin(sealed []byte) (*JoinRequest, error) {
 	if err := req.Prekey.Verify(req.Joiner); err != nil {
 		return nil, fmt.Errorf("%w (joiner box key)", ErrInviteInvalid)
 	}
+	// On a used or expired invite the request is returned with the error:
+	// it is authentic (MAC and signature checked), so Refuse can answer it.
 	if rec.UsedBy != "" && rec.UsedBy != req.Joiner {
-		return nil, ErrInviteUsed
+		req.token = rec.Token
+		return req, ErrInviteUsed
 	}
 	if rec.UsedBy == "" && !c.opts.Now().Before(rec.Expires) {
-		return nil, ErrInviteExpired
+		req.token = rec.Token
+		return req, ErrInviteExpired
 	}
 	rec.UsedBy = req.Joiner
 	req.token = rec.Token
@@ -537,4 +541,56 @@ func Join(k *identity.Keyring, p *PendingJoin, sealed []byte, opts Options) (*Ci
 	u := &Update{}
 	c.enterEpoch(u, nil)
 	return c, u, nil
+}
+
+// Refusal reasons, on the wire.
+const (
+	refusedUsed    = 1
+	refusedExpired = 2
+)
+
+// Refuse answers an authentic join request whose invite cannot be used
+// (OpenJoin returned ErrInviteUsed or ErrInviteExpired with the request):
+// token ID (8) ‖ reason (1) ‖ HMAC-SHA256(token, "remora/v1/join-refused" ‖
+// token ID ‖ reason ‖ joiner peer ID)[:16]. Only the holder of the invite
+// can make or check it, and it names the joiner, so it cannot be replayed
+// against another device's join.
+func Refuse(req *JoinRequest, reason error) ([]byte, error) {
+	code := byte(0)
+	switch {
+	case errors.Is(reason, ErrInviteUsed):
+		code = refusedUsed
+	case errors.Is(reason, ErrInviteExpired):
+		code = refusedExpired
+	default:
+		return nil, fmt.Errorf("invite: refuse: %w is not a reason to answer", reason)
+	}
+	if req == nil || req.token == (Token{}) {
+		return nil, errors.New("invite: refuse: not an authentic request")
+	}
+	b := append(req.TokenID[:], code)
+	return append(b, refusalMAC(req.token, b, req.Joiner)...), nil
+}
+
+func refusalMAC(t Token, head []byte, joiner peer.ID) []byte {
+	return mac(t, "remora/v1/join-refused", append(append([]byte{}, head...), joiner...))[:16]
+}
+
+// Refused returns the reason (ErrInviteUsed or ErrInviteExpired) if b is
+// the inviter's refusal of this pending join, nil otherwise.
+func (p *PendingJoin) Refused(b []byte) error {
+	if len(b) != 8+1+16 {
+		return nil
+	}
+	id := p.Invite.Token.ID()
+	if !bytes.Equal(b[:8], id[:]) || !hmac.Equal(b[9:], refusalMAC(p.Invite.Token, b[:9], p.self)) {
+		return nil
+	}
+	switch b[8] {
+	case refusedUsed:
+		return ErrInviteUsed
+	case refusedExpired:
+		return ErrInviteExpired
+	}
+	return nil
 }
