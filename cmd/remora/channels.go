@@ -34,7 +34,7 @@ func (a *app) channelAddCmd() *cobra.Command {
 		Short: "Add a channel to config.toml (restart the daemon to use it)",
 		Example: `  remora channel add shared --adapter dir --set path=~/Sync/remora
   remora channel add mail --adapter imap --id friends-list --set mode=list --set imap=imap.example.org:993 \
-      --set smtp=smtp.example.org:465 --set user=me@example.org --set list=friends@lists.example.org \
+      --set smtp=smtp.example.org:465 --set username=me@example.org --set address=me@example.org --set list_address=friends@lists.example.org \
       --secret password=command:"pass show mail/remora"`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -362,7 +362,7 @@ func (n *Node) Invite(ctx context.Context, req api.InviteRequest) (api.InviteRes
 func (n *Node) Join(ctx context.Context, req api.JoinRequest) (api.Circle, error) {
 	c, fp, err := n.JoinCircle(ctx, req.Invite)
 	if err != nil {
-		if errors.Is(err, circle.ErrInviteExpired) || errors.Is(err, circle.ErrInviteMalformed) || errors.Is(err, ErrNoRendezvous) {
+		if errors.Is(err, circle.ErrInviteExpired) || errors.Is(err, circle.ErrInviteMalformed) || errors.Is(err, circle.ErrInviteUsed) || errors.Is(err, ErrNoRendezvous) {
 			return api.Circle{}, badRequest(err.Error(), "ask the inviter for a new invite")
 		}
 		return api.Circle{}, err

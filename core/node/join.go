@@ -22,6 +22,10 @@ const (
 	// (a welcome holds the roster log: ~1 KB armored, over Mastodon's 500
 	// characters): version ‖ 0x12 ‖ frame ID (8) ‖ index (1) ‖ count (1) ‖ bytes.
 	framePart = 0x12
+	// frameRefused answers a join whose invite was used or expired: a
+	// random nonce (8) ‖ the blob from circle.Refuse, MACed with the invite
+	// token.
+	frameRefused = 0x13
 
 	partHeader = 2 + 8 + 1 + 1
 	maxParts   = 64
@@ -30,7 +34,7 @@ const (
 )
 
 func isJoinFrame(raw []byte) bool {
-	return len(raw) > 2 && raw[0] == frameVersion && (raw[1] == frameJoin || raw[1] == frameWelcome || raw[1] == framePart)
+	return len(raw) > 2 && raw[0] == frameVersion && raw[1] >= frameJoin && raw[1] <= frameRefused
 }
 
 // joinParts reassembles split join frames, within fixed bounds.
@@ -115,8 +119,9 @@ func splitFrame(frame []byte, max int) ([][]byte, error) {
 
 // pendingJoin is a join this node requested and waits to be welcomed into.
 type pendingJoin struct {
-	p    *circle.PendingJoin
-	done chan *circle.Circle
+	p       *circle.PendingJoin
+	done    chan *circle.Circle
+	refused chan error
 }
 
 // NewCircle makes a new circle with this device as its admin.
@@ -186,7 +191,7 @@ func (n *Node) JoinCircle(ctx context.Context, text string) (*circle.Circle, str
 		}
 		return nil, "", fmt.Errorf("%w %q (configured: %s): add that channel first with `remora channel add`", ErrNoRendezvous, inv.Hint, strings.Join(ids, ", "))
 	}
-	wait := &pendingJoin{p: pj, done: make(chan *circle.Circle, 1)}
+	wait := &pendingJoin{p: pj, done: make(chan *circle.Circle, 1), refused: make(chan error, 1)}
 	key := inv.Token.ID().String()
 	n.mu.Lock()
 	n.joins[key] = wait
@@ -205,6 +210,8 @@ func (n *Node) JoinCircle(ctx context.Context, text string) (*circle.Circle, str
 	select {
 	case c := <-wait.done:
 		return c, pj.Fingerprint(), nil
+	case err := <-wait.refused:
+		return nil, pj.Fingerprint(), fmt.Errorf("node: join refused by the inviter: %w", err)
 	case <-ctx.Done():
 		return nil, pj.Fingerprint(), fmt.Errorf("node: join: no welcome yet (%w); the inviter's daemon must be running and reading %s", ctx.Err(), ch.Name)
 	}
@@ -224,6 +231,19 @@ func (n *Node) handleJoinFrame(ctx context.Context, channelID string, raw []byte
 	case frameJoin:
 		for _, c := range n.allCircles() {
 			req, err := c.OpenJoin(blob)
+			if errors.Is(err, circle.ErrInviteUsed) || errors.Is(err, circle.ErrInviteExpired) {
+				// Authentic, but the invite cannot admit this device: say so,
+				// so the joiner gets an error instead of silence.
+				if refusal, rerr := circle.Refuse(req, err); rerr == nil {
+					// A fresh nonce makes each answer a new item: channels
+					// with strong idempotency would drop a repeated one.
+					nonce := make([]byte, 8)
+					randRead(nonce)
+					n.publishFrame(channelID, frameRefused, append(nonce, refusal...))
+				}
+				n.event("join_refused", c.ID().String(), "a join request was refused: %v", err)
+				return nil
+			}
 			if err != nil {
 				continue
 			}
@@ -246,6 +266,20 @@ func (n *Node) handleJoinFrame(ctx context.Context, channelID string, raw []byte
 			return nil
 		}
 		n.count("ignored_join_request")
+	case frameRefused:
+		n.mu.Lock()
+		for _, j := range n.joins {
+			if len(blob) < 8 {
+				break
+			}
+			if err := j.p.Refused(blob[8:]); err != nil {
+				select {
+				case j.refused <- err:
+				default:
+				}
+			}
+		}
+		n.mu.Unlock()
 	case frameWelcome:
 		n.mu.Lock()
 		var pending []*pendingJoin

@@ -3,10 +3,13 @@ package node
 import (
 	"bytes"
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/remora-p2p/remora/core/api"
+	"github.com/remora-p2p/remora/core/circle"
 )
 
 func TestSplitFrame(t *testing.T) {
@@ -77,4 +80,42 @@ func TestJoinOverSmallChannel(t *testing.T) {
 		t.Fatal(err)
 	}
 	join(t, nodes[0], nodes[1], ci.ID)
+}
+
+// TestReusedInviteRefused: a second device presenting an invite that was
+// already used gets the inviter's refusal, not silence.
+func TestReusedInviteRefused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts libp2p nodes")
+	}
+	nodes := startDirNodes(t, t.TempDir(), 0, nil, "alice", "bob", "carol")
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	ctx := context.Background()
+	ci, err := a.n.CreateCircle(ctx, api.CreateCircleRequest{Name: "once"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := a.n.Invite(ctx, api.InviteRequest{Circle: ci.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := b.n.Join(jctx, api.JoinRequest{Invite: inv.Invite}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, _, err = c.n.JoinCircle(jctx, inv.Invite)
+	if !errors.Is(err, circle.ErrInviteUsed) || !strings.Contains(err.Error(), "ask for a new one") {
+		t.Fatalf("carol reusing bob's invite: %v, want the inviter's refusal (ErrInviteUsed)", err)
+	}
+	if jctx.Err() != nil {
+		t.Fatalf("the refusal came only at the deadline (%s)", time.Since(start))
+	}
+	// Through the API it is a 400 with advice.
+	_, err = c.n.Join(jctx, api.JoinRequest{Invite: inv.Invite})
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Status != 400 || ae.Advice == "" || !strings.Contains(ae.Message, "already used") {
+		t.Errorf("the API error: %#v", err)
+	}
 }
