@@ -119,7 +119,7 @@ func live(a, b *mailNode) bool {
 // records mailed to the list and connect directly, and a message to an
 // offline member waits in her mailbox and reaches her once. A restarted
 // member's time from cold start to its first direct stream is logged (the
-// ≤ 3 s target; BENCHMARKS-mail.md).
+// ≤ 3 s target; BENCHMARKS.md).
 func TestNodesOverMailingList(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three libp2p nodes")
