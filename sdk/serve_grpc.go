@@ -192,14 +192,23 @@ func (s *grpcServer) Subscribe(req *wire.SubscribeRequest, stream wire.Adapter_S
 	return statusOf(err)
 }
 
-func (s *grpcServer) BoardPut(ctx context.Context, req *wire.BoardPutRequest) (*wire.BoardPutResponse, error) {
-	c, err := s.channel(req.GetHandle())
+// board returns the Board of the channel with handle h.
+func (s *grpcServer) board(h uint64) (Board, error) {
+	c, err := s.channel(h)
 	if err != nil {
 		return nil, err
 	}
 	b, ok := c.ch.(Board)
 	if !ok {
 		return nil, statusOf(Errorf(CodeUnsupported, "channel %s has no board", c.id))
+	}
+	return b, nil
+}
+
+func (s *grpcServer) BoardPut(ctx context.Context, req *wire.BoardPutRequest) (*wire.BoardPutResponse, error) {
+	b, err := s.board(req.GetHandle())
+	if err != nil {
+		return nil, err
 	}
 	if err := b.Put(ctx, PutRequest{Key: req.GetKey(), Value: req.GetValue()}); err != nil {
 		return nil, statusOf(err)
@@ -208,13 +217,9 @@ func (s *grpcServer) BoardPut(ctx context.Context, req *wire.BoardPutRequest) (*
 }
 
 func (s *grpcServer) BoardGet(ctx context.Context, req *wire.BoardGetRequest) (*wire.BoardGetResponse, error) {
-	c, err := s.channel(req.GetHandle())
+	b, err := s.board(req.GetHandle())
 	if err != nil {
 		return nil, err
-	}
-	b, ok := c.ch.(Board)
-	if !ok {
-		return nil, statusOf(Errorf(CodeUnsupported, "channel %s has no board", c.id))
 	}
 	resp, err := b.Get(ctx, GetRequest{Keys: req.GetKeys()})
 	if err != nil {
