@@ -26,8 +26,10 @@ type Config struct {
 	Listen []string `toml:"listen,omitempty"`
 	// MDNS announces this device on the LAN (trusted networks only).
 	MDNS bool `toml:"mdns"`
-	// Relay offers to relay for circle members when reachable.
-	Relay bool `toml:"relay"`
+	// NoRelay opts out of relaying for circle members. By default a device
+	// that members confirm publicly reachable, and that has been up for a
+	// while, relays for its circles' members (members only, with limits).
+	NoRelay bool `toml:"no_relay"`
 	// PresenceInterval is how often presence is published ("5m").
 	PresenceInterval string `toml:"presence_interval,omitempty"`
 	// Channels are the services this device uses as channels.
@@ -190,7 +192,8 @@ const configHeader = `# remora configuration. Secrets never go in this file: eac
 # listen    libp2p addresses to listen on
 # mdns      find circle members on this LAN (trusted networks only: it
 #           broadcasts your peer ID)
-# relay     relay for circle members when this device is publicly reachable
+# no_relay  do not relay for circle members (by default a device that
+#           members confirm publicly reachable relays for them, members only)
 #
 # Each [[channel]] is one service the circle shares (see docs/channel-*.md):
 #

@@ -105,8 +105,8 @@ func openDaemon(ctx context.Context, home string, cfg *Config, log *slog.Logger,
 	if cfg.PresenceInterval != "" {
 		nopts.PresenceInterval, _ = time.ParseDuration(cfg.PresenceInterval)
 	}
-	if cfg.Relay {
-		nopts.Relay = &transport.RelayOptions{}
+	if !cfg.NoRelay {
+		nopts.Relay = &transport.RelayOptions{} // promoted only once reachable and up a while
 	}
 	d.node, err = node.New(ctx, nopts)
 	if err != nil {

@@ -33,8 +33,15 @@ type Options struct {
 	Channels    []Channel
 	// MDNS announces this node on the LAN (trusted networks only).
 	MDNS bool
-	// Relay makes this node a circuit relay for its circles' members.
+	// Relay, when set, lets this node be promoted to a circuit relay for its
+	// circles' members (relay ACL: members only, with these limits). The
+	// relay runs only while members confirm by dial-back (AutoNAT) that the
+	// node is publicly reachable, and is offered in presence only after
+	// RelayUptime of that. Nil opts out.
 	Relay *transport.RelayOptions
+	// RelayUptime is how long a node must have been up and publicly
+	// reachable before it offers to relay (default 10 minutes).
+	RelayUptime time.Duration
 	// ForceReachability overrides AutoNAT.
 	ForceReachability transport.Reachability
 	// PresenceInterval is the presence publishing cadence (jittered ±20 %).
@@ -73,6 +80,7 @@ func (o *Options) fill() error {
 		{&o.LiveTimeout, 5 * time.Second},
 		{&o.AckDelay, 300 * time.Millisecond},
 		{&o.DefaultTTL, 7 * 24 * time.Hour},
+		{&o.RelayUptime, 10 * time.Minute},
 	}
 	for _, d := range defaults {
 		if *d.d <= 0 {

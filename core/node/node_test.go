@@ -30,6 +30,8 @@ type testNode struct {
 	done   chan error
 	// configure opens the channel (default: a dir channel on shared).
 	configure func(ctx context.Context) (sdk.Channel, error)
+	// tune adjusts the node's options (optional).
+	tune func(*Options)
 }
 
 func logger(t *testing.T, name string) *slog.Logger {
@@ -70,7 +72,7 @@ func (tn *testNode) start() {
 		t.Fatal(err)
 	}
 	tn.ch = ch
-	tn.n, err = New(ctx, Options{
+	opts := Options{
 		Keyring: k, Store: tn.db, Logger: logger(t, tn.name), Name: tn.name,
 		ListenAddrs:       []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"},
 		Channels:          []Channel{{Name: "shared", Adapter: "dir", Impl: ch}},
@@ -78,7 +80,11 @@ func (tn *testNode) start() {
 		BoardPollInterval: 100 * time.Millisecond,
 		LiveTimeout:       2 * time.Second,
 		AckDelay:          50 * time.Millisecond,
-	})
+	}
+	if tn.tune != nil {
+		tn.tune(&opts)
+	}
+	tn.n, err = New(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -71,7 +71,7 @@ func (n *Node) record() (*presence.Record, error) {
 		IssuedAt:   now,
 		Expiry:     now.Add(3 * n.opts.PresenceInterval),
 		NAT:        natHint(n.tr),
-		RelayOffer: n.opts.Relay != nil,
+		RelayOffer: n.relayOffer(),
 		BoxKey:     n.opts.Keyring.Current().Marshal(),
 	}
 	for _, a := range n.tr.Addrs() {
@@ -259,7 +259,7 @@ func (n *Node) handlePresence(msg *envelope.Message, path string) {
 		// members who cannot dial us directly reach us through it.
 		var public []ma.Multiaddr
 		for _, a := range rec.Addrs {
-			if a.Kind != presence.KindLAN && a.Kind != presence.KindRelay {
+			if a.Kind != presence.KindRelay && (a.Kind != presence.KindLAN || manet.IsIPLoopback(a.Addr)) {
 				public = append(public, a.Addr)
 			}
 		}
@@ -470,4 +470,12 @@ func (n *Node) learnAddrs(f discovery.Found) {
 	n.tr.AddAddrs(f.Peer, f.Addrs, time.Hour)
 	n.touch(f.Peer, f.Source)
 	n.dial(f.Peer)
+}
+
+// relayOffer reports whether this node offers to relay for members: it may
+// (not opted out), members confirmed by dial-back that it is publicly
+// reachable, and it has been up long enough to be worth a reservation.
+func (n *Node) relayOffer() bool {
+	return n.opts.Relay != nil && n.tr.Reachability() == transport.ReachabilityPublic &&
+		n.opts.Now().Sub(n.started) >= n.opts.RelayUptime
 }

@@ -194,7 +194,7 @@ func New(ctx context.Context, o Options) (*Transport, error) {
 		upgrading: map[peer.ID]bool{},
 		observed:  map[string]*obsAddr{},
 		rsvp:      map[peer.ID][]ma.Multiaddr{},
-		reach:     ReachabilityUnknown,
+		reach:     initialReach(o.ForceReachability),
 		nat:       map[network.NATTransportProtocol]NATType{},
 		dirty:     map[peer.ID]struct{}{},
 		dirtySig:  make(chan struct{}, 1),
@@ -525,3 +525,12 @@ func (t *Transport) admitted(p peer.ID) bool {
 // Host is the underlying libp2p host, for tests and diagnostics only; the
 // node must not build on it.
 func (t *Transport) Host() host.Host { return t.h }
+
+// initialReach is the reachability before AutoNAT speaks: the forced one,
+// since libp2p emits no reachability event when it is forced.
+func initialReach(forced Reachability) Reachability {
+	if forced == ReachabilityPublic || forced == ReachabilityPrivate {
+		return forced
+	}
+	return ReachabilityUnknown
+}

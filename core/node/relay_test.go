@@ -1,0 +1,60 @@
+package node
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/remora-p2p/remora/core/api"
+	"github.com/remora-p2p/remora/core/transport"
+)
+
+// TestRelayPromotion: a member that is publicly reachable (here forced: in
+// the field AutoNAT dial-backs by members decide) and has been up long
+// enough offers to relay in its presence; a member behind a NAT reserves a
+// slot on it. An opted-out node never offers.
+func TestRelayPromotion(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts libp2p nodes")
+	}
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "shared"), 0o755)
+	mk := func(name string, tune func(*testNode)) *testNode {
+		tn := &testNode{t: t, name: name, state: filepath.Join(root, name), shared: filepath.Join(root, "shared")}
+		tune(tn)
+		tn.start()
+		t.Cleanup(tn.stop)
+		return tn
+	}
+	public := mk("relay", func(tn *testNode) {
+		tn.tune = func(o *Options) {
+			o.Relay, o.RelayUptime, o.ForceReachability = &transport.RelayOptions{}, time.Millisecond, transport.ReachabilityPublic
+		}
+	})
+	natted := mk("natted", func(tn *testNode) {
+		tn.tune = func(o *Options) { o.ForceReachability = transport.ReachabilityPrivate }
+	})
+	optedOut := mk("optout", func(tn *testNode) {
+		tn.tune = func(o *Options) { o.ForceReachability = transport.ReachabilityPublic } // Relay nil
+	})
+	ctx := context.Background()
+	ci, err := public.n.CreateCircle(ctx, api.CreateCircleRequest{Name: "relays"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	join(t, public, natted, ci.ID)
+	join(t, public, optedOut, ci.ID)
+	waitFor(t, "AutoNAT's verdict on the relay", 10*time.Second, public.n.relayOffer)
+	if optedOut.n.relayOffer() || natted.n.relayOffer() {
+		t.Fatalf("relay offers: public %v, opted out %v, natted %v; want only the public one", public.n.relayOffer(), optedOut.n.relayOffer(), natted.n.relayOffer())
+	}
+	waitFor(t, "the natted member reserving a slot on the relay", 30*time.Second, func() bool {
+		return slices.Contains(natted.n.tr.Relays(), public.n.ID())
+	})
+	if slices.Contains(natted.n.tr.Relays(), optedOut.n.ID()) {
+		t.Fatal("a slot was reserved on a node that opted out")
+	}
+}
