@@ -44,6 +44,9 @@ type ChannelConfig struct {
 	Adapter string `toml:"adapter"`
 	// ID is the circle-wide channel ID, the same for every member (default: name).
 	ID string `toml:"id,omitempty"`
+	// To are the members' addresses on the service, for addressed channels
+	// (mail in direct mode: every member's mail address).
+	To []string `toml:"to,omitempty"`
 	// Config is the adapter's configuration (see docs/channel-*.md).
 	Config map[string]any `toml:"config"`
 	// Secrets name where each secret comes from.

@@ -54,7 +54,7 @@ func adapterNames(home string) []string {
 func openChannels(ctx context.Context, sup *plugins.Supervisor, home string, cfg *Config, log *slog.Logger) []node.Channel {
 	var out []node.Channel
 	for _, cc := range cfg.Channels {
-		nc := node.Channel{Name: cc.Name, ID: cc.ID, Adapter: cc.Adapter}
+		nc := node.Channel{Name: cc.Name, ID: cc.ID, Adapter: cc.Adapter, To: cc.To}
 		raw, err := cc.adapterConfig()
 		if err == nil {
 			var secrets map[string]string

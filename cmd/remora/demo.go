@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -257,9 +256,6 @@ func (dm *demo) await(ctx context.Context, n *demoNode, text string) (api.Messag
 		}
 		return false
 	})
-	if errors.Is(err, context.Canceled) {
-		return found, err
-	}
 	return found, err
 }
 

@@ -30,6 +30,10 @@ type Channel struct {
 	Impl sdk.Channel
 	// ArmorPrefix is the armor prefix on text channels (default "rm1").
 	ArmorPrefix string
+	// To are the service addresses items go to on an addressed channel
+	// (mail in direct mode: the members' mail addresses). Empty leaves it
+	// to the adapter's own configuration (Mastodon's accounts).
+	To []string
 	// Err, when set, says why the channel could not be configured: the node
 	// does not run it but reports it (with advice) to doctor.
 	Err error
@@ -127,8 +131,13 @@ func (c *channel) health() (sdk.HealthState, error) {
 	return c.state, c.lastErr
 }
 
-// publish queues envelopes; done (optional) gets each result.
-func (c *channel) publish(envs [][]byte, prio delivery.Priority, replace string, to []string, done func(sdk.PublishResult)) {
+// publish queues envelopes; done (optional) gets each result. Items go to
+// the channel's To on addressed channels.
+func (c *channel) publish(envs [][]byte, prio delivery.Priority, replace string, done func(sdk.PublishResult)) {
+	var to []string
+	if c.caps.Addressed {
+		to = c.To
+	}
 	for i, env := range envs {
 		rep := ""
 		if replace != "" && len(envs) == 1 {

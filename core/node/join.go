@@ -205,7 +205,7 @@ func (n *Node) JoinCircle(ctx context.Context, text string) (*circle.Circle, str
 	if err != nil {
 		return nil, "", err
 	}
-	ch.publish(parts, delivery.PriorityControl, "", nil, nil)
+	ch.publish(parts, delivery.PriorityControl, "", nil)
 	n.log.Info("join requested; waiting for the inviter's welcome", "channel", ch.Name, "fingerprint", pj.Fingerprint())
 	select {
 	case c := <-wait.done:
@@ -317,7 +317,7 @@ func (n *Node) publishFrame(channelID string, typ byte, blob []byte) {
 				n.log.Warn("join frame", "channel", ch.Name, "err", err)
 				return
 			}
-			ch.publish(parts, delivery.PriorityControl, "", nil, nil)
+			ch.publish(parts, delivery.PriorityControl, "", nil)
 			return
 		}
 	}

@@ -192,7 +192,7 @@ func (n *Node) publishPresenceOn(ctx context.Context, c *circle.Circle, ch *chan
 			return
 		}
 	}
-	ch.publish(sealed.Envelopes, delivery.PriorityPresence, "presence/"+c.ID().String(), nil, nil)
+	ch.publish(sealed.Envelopes, delivery.PriorityPresence, "presence/"+c.ID().String(), nil)
 }
 
 func (n *Node) signer() envelope.Signer { return circle.Signer(n.self) }
@@ -410,26 +410,39 @@ func (n *Node) exchangePeers(ctx context.Context, p peer.ID) {
 	}
 }
 
-// loadPeerCache feeds the transport the addresses remembered from before.
-func (n *Node) loadPeerCache() error {
+// cachedPeers reads the peer cache as discovery results.
+func (n *Node) cachedPeers() ([]discovery.Found, error) {
 	cached, err := n.db.Peers()
 	if err != nil {
-		return err
+		return nil, err
 	}
+	var out []discovery.Found
 	for _, cp := range cached {
 		id, err := peer.Decode(cp.ID)
 		if err != nil {
 			continue
 		}
-		var addrs []ma.Multiaddr
+		f := discovery.Found{Peer: id, Source: "cache", At: cp.LastSeen}
 		for _, s := range cp.Addrs {
 			if a, err := ma.NewMultiaddr(s); err == nil {
-				addrs = append(addrs, a)
+				f.Addrs = append(f.Addrs, a)
 			}
 		}
-		n.tr.AddAddrs(id, addrs, time.Hour)
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// loadPeerCache feeds the transport the addresses remembered from before.
+func (n *Node) loadPeerCache() error {
+	cached, err := n.cachedPeers()
+	if err != nil {
+		return err
+	}
+	for _, f := range cached {
+		n.tr.AddAddrs(f.Peer, f.Addrs, time.Hour)
 		n.mu.Lock()
-		n.peers[id] = &peerInfo{lastSeen: cp.LastSeen, foundBy: "cache"}
+		n.peers[f.Peer] = &peerInfo{lastSeen: f.At, foundBy: "cache"}
 		n.mu.Unlock()
 	}
 	return nil
@@ -439,25 +452,8 @@ func (n *Node) loadPeerCache() error {
 // exchange and mDNS report into Discovery as they find peers.
 func (n *Node) discoverySources() []discovery.Source {
 	cache := discovery.Static{Label: "cache", Peers: func() []discovery.Found {
-		cached, err := n.db.Peers()
-		if err != nil {
-			return nil
-		}
-		var out []discovery.Found
-		for _, cp := range cached {
-			id, err := peer.Decode(cp.ID)
-			if err != nil {
-				continue
-			}
-			f := discovery.Found{Peer: id}
-			for _, s := range cp.Addrs {
-				if a, err := ma.NewMultiaddr(s); err == nil {
-					f.Addrs = append(f.Addrs, a)
-				}
-			}
-			out = append(out, f)
-		}
-		return out
+		found, _ := n.cachedPeers()
+		return found
 	}}
 	return append([]discovery.Source{cache}, n.opts.Sources...)
 }

@@ -70,7 +70,7 @@ func (n *Node) requestPunch(p peer.ID) {
 		n.log.Debug("punch request", "peer", p, "err", err)
 		return
 	}
-	ch.publish(sealed.Envelopes, delivery.PriorityControl, "", nil, nil)
+	ch.publish(sealed.Envelopes, delivery.PriorityControl, "", nil)
 	n.log.Info("asked for a hole-punching window", "peer", p, "channel", ch.Name, "start", start)
 	go n.punch(p, start, punchWindow)
 }

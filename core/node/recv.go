@@ -330,6 +330,7 @@ func (n *Node) touch(p peer.ID, foundBy string) {
 func (n *Node) maintainLoop(ctx context.Context) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
+	lastPrune := time.Time{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -347,6 +348,14 @@ func (n *Node) maintainLoop(ctx context.Context) {
 			}
 		}
 		n.retryHeld()
+		if time.Since(lastPrune) >= time.Hour {
+			// Dedupe records outlive their messages only until a copy
+			// would fail the timestamp check anyway.
+			if _, err := n.db.PruneDedupe(); err != nil {
+				n.log.Warn("prune dedupe records", "err", err)
+			}
+			lastPrune = time.Now()
+		}
 	}
 }
 

@@ -240,8 +240,7 @@ func (n *Node) postToChannels(c *circle.Circle, e *OutboxEntry, to []peer.ID) {
 				n.unpost(e, ch.Name)
 				continue
 			}
-			var addr []string
-			ch.publish(sealed.Envelopes, prio, "", addr, func(r sdk.PublishResult) {
+			ch.publish(sealed.Envelopes, prio, "", func(r sdk.PublishResult) {
 				if r.Err != nil {
 					n.log.Warn("channel publish failed; will retry", "channel", ch.Name, "msg", e.ID, "err", r.Err)
 					n.unpost(e, ch.Name)
