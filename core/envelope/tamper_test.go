@@ -38,6 +38,23 @@ func rebroadcast(t testing.TB, key, env, pt []byte) []byte {
 	return aead.Seal(append([]byte(nil), h...), h[HeaderSize-NonceSize:], pt, h)
 }
 
+// sealPair seals a broadcast and a direct envelope from alice (to bob) for
+// the test channel.
+func sealPair(t *testing.T, w *world, broadcast, direct []byte, maxSize int) (bc, dc *Sealed) {
+	t.Helper()
+	s := &Sealer{}
+	route := Route{Channel: testChannel, MaxSize: maxSize}
+	bc, err := s.Broadcast(w.cur, w.alice.signer(), w.alice.msgKey(w.cur.Epoch), w.draft(broadcast), route)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dc, err = s.Direct(w.cur, w.alice.signer(), w.bob.recipient(), w.draft(direct), route)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bc, dc
+}
+
 func flip(b []byte, i int) []byte {
 	c := append([]byte(nil), b...)
 	c[i] ^= 0x01
@@ -48,16 +65,7 @@ func flip(b []byte, i int) []byte {
 // direct envelope and checks the error names the right cause.
 func TestTamperHeaderAndCiphertext(t *testing.T) {
 	w := newWorld(t)
-	s := &Sealer{}
-	route := Route{Channel: testChannel, MaxSize: 512}
-	bc, err := s.Broadcast(w.cur, w.alice.signer(), w.alice.msgKey(w.cur.Epoch), w.draft([]byte("broadcast body")), route)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dc, err := s.Direct(w.cur, w.alice.signer(), w.bob.recipient(), w.draft([]byte("direct body")), route)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bc, dc := sealPair(t, w, []byte("broadcast body"), []byte("direct body"), 512)
 	o := w.opener(w.bob, OpenOptions{})
 	for _, tc := range []struct {
 		name       string
@@ -104,16 +112,7 @@ func TestTamperHeaderAndCiphertext(t *testing.T) {
 
 func TestTruncateAndExtend(t *testing.T) {
 	w := newWorld(t)
-	s := &Sealer{}
-	route := Route{Channel: testChannel, MaxSize: 1024}
-	bc, err := s.Broadcast(w.cur, w.alice.signer(), w.alice.msgKey(w.cur.Epoch), w.draft([]byte("x")), route)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dc, err := s.Direct(w.cur, w.alice.signer(), w.bob.recipient(), w.draft([]byte("x")), route)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bc, dc := sealPair(t, w, []byte("x"), []byte("x"), 1024)
 	o := w.opener(w.bob, OpenOptions{})
 	for _, tc := range []struct {
 		name   string
