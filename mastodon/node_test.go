@@ -96,9 +96,10 @@ func TestNodesOverMastodon(t *testing.T) {
 	forged := make([]byte, 300)
 	rand.Read(forged)
 	forged[0] = envelope.Version
-	srv.Post("alice", "@bob rm1"+base64.RawURLEncoding.EncodeToString(forged)+".", "direct")
-	srv.Post("alice", "@bob rm1"+strings.Repeat("A", 200)+".", "direct")
-	srv.Post("mallory", "@bob rm1"+base64.RawURLEncoding.EncodeToString(forged)+".", "direct")
+	prefix := node.ArmorPrefix("masto")
+	srv.Post("alice", "@bob "+prefix+base64.RawURLEncoding.EncodeToString(forged)+".", "direct")
+	srv.Post("alice", "@bob "+prefix+strings.Repeat("A", 200)+".", "direct")
+	srv.Post("mallory", "@bob "+prefix+base64.RawURLEncoding.EncodeToString(forged)+".", "direct")
 	srv.Post("alice", "@bob are you there?", "direct")
 	// 20 KB at ~370 envelope bytes per post is over 50 posts.
 	nodetest.WaitFor(t, "the fragments posted", 2*time.Minute, func() bool { return srv.Posts()-postsBefore > 50 })

@@ -3,11 +3,13 @@ package node
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base32"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,7 +30,8 @@ type Channel struct {
 	Adapter string
 	// Impl is the configured channel (in-process or through plugins).
 	Impl sdk.Channel
-	// ArmorPrefix is the armor prefix on text channels (default "rm1").
+	// ArmorPrefix is the armor prefix on text channels (default:
+	// ArmorPrefix(ID)).
 	ArmorPrefix string
 	// To are the service addresses items go to on an addressed channel
 	// (mail in direct mode: the members' mail addresses). Empty leaves it
@@ -37,6 +40,15 @@ type Channel struct {
 	// Err, when set, says why the channel could not be configured: the node
 	// does not run it but reports it (with advice) to doctor.
 	Err error
+}
+
+// ArmorPrefix is a channel's default armor prefix, derived from its
+// circle-wide ID: every member uses the same one on a channel, and no prefix
+// is shared by all remora traffic (a fixed one would let a filter spot it on
+// every service at once). Six characters of lowercase base32.
+func ArmorPrefix(channelID string) string {
+	h := sha256.Sum256([]byte("remora/v1/armor-prefix\x00" + channelID))
+	return strings.ToLower(base32.StdEncoding.EncodeToString(h[:5]))[:6]
 }
 
 // channel is a running Channel.
@@ -60,7 +72,7 @@ func newChannel(c Channel) (*channel, error) {
 		c.ID = c.Name
 	}
 	if c.ArmorPrefix == "" {
-		c.ArmorPrefix = "rm1"
+		c.ArmorPrefix = ArmorPrefix(c.ID)
 	}
 	ch := &channel{Channel: c, caps: c.Impl.Capabilities(), state: sdk.HealthOK, boardSeen: map[string][32]byte{}}
 	if err := ch.caps.Validate(); err != nil {
