@@ -134,14 +134,6 @@ func (c cursor) encode() []byte {
 	return b
 }
 
-func (c cursor) clone() cursor {
-	n := make(cursor, len(c))
-	for k, v := range c {
-		n[k] = v
-	}
-	return n
-}
-
 var errBadCursor = errors.New("git: cursor is not one this adapter wrote")
 
 // decodeCursor parses an encoded cursor; nil or empty input is the empty

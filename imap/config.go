@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"fmt"
 	"net"
 	"net/mail"
 	"os"
@@ -291,6 +290,3 @@ func (c Config) smtpUser() string {
 func (c Config) folders() []string {
 	return append([]string{c.Folder}, c.ExtraFolders...)
 }
-
-// errorf wraps err with an operation prefix.
-func errorf(op string, err error) error { return fmt.Errorf("imap: %s: %w", op, err) }

@@ -21,11 +21,10 @@ import (
 type app struct {
 	home     string
 	logLevel string
-	stdout   *os.File
 }
 
 func main() {
-	a := &app{stdout: os.Stdout}
+	a := &app{}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := a.root().ExecuteContext(ctx); err != nil {

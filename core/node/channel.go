@@ -64,7 +64,7 @@ type channel struct {
 	state     sdk.HealthState
 	boardSeen map[string][32]byte // board key -> hash of the value last processed
 
-	received, published, dropped atomic.Int64
+	received, published atomic.Int64
 }
 
 func newChannel(c Channel) (*channel, error) {

@@ -119,24 +119,23 @@ type Server struct {
 	limited      atomic.Int64
 	streamingOff atomic.Bool
 
-	mu        sync.Mutex
-	offset    time.Duration
-	accounts  map[string]*account // by ID
-	byAcct    map[string]*account // by lowercase acct
-	tokens    map[string]*account
-	statuses  map[string]*status
-	notifs    []*notification
-	notifSeq  int64
-	idSeq     uint16
-	lastMilli int64
-	accSeq    int64
-	apps      map[string]*app // by client ID
-	grants    map[string]*grant
-	idem      map[string]idemEntry // account ID + "\x00" + key
-	rate      map[string]*rateState
-	statusRL  map[string]*rateState // by account ID
-	deleteRL  map[string]*rateState // by account ID
-	streams   map[*stream]struct{}
+	mu       sync.Mutex
+	offset   time.Duration
+	accounts map[string]*account // by ID
+	byAcct   map[string]*account // by lowercase acct
+	tokens   map[string]*account
+	statuses map[string]*status
+	notifs   []*notification
+	notifSeq int64
+	idSeq    uint16
+	accSeq   int64
+	apps     map[string]*app // by client ID
+	grants   map[string]*grant
+	idem     map[string]idemEntry // account ID + "\x00" + key
+	rate     map[string]*rateState
+	statusRL map[string]*rateState // by account ID
+	deleteRL map[string]*rateState // by account ID
+	streams  map[*stream]struct{}
 }
 
 type stream struct {

@@ -398,7 +398,7 @@ func testBoard(e *env) {
 func expectEntries(ctx context.Context, b sdk.Board, keys []string, want map[string][]byte, extra bool) error {
 	resp, err := b.Get(ctx, sdk.GetRequest{Keys: keys})
 	if err != nil {
-		return fmt.Errorf("Get: %w", err)
+		return fmt.Errorf("board get: %w", err)
 	}
 	seen := map[string]bool{}
 	for _, en := range resp.Entries {
