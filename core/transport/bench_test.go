@@ -23,7 +23,7 @@ import (
 )
 
 // Benchmarks recorded in BENCHMARKS.md. Run:
-//   go test -run '^$' -bench . -benchtime 40x ./core/transport/
+//   go test -run '^$' -bench Bulk -benchtime 20x -count 3 ./core/transport/
 
 const chunk = 1 << 20
 
@@ -50,8 +50,7 @@ func benchPair(b testing.TB, v variant) (a, c *Transport) {
 	ids := map[peer.ID]bool{}
 	allow := func(p peer.ID) bool { mu.Lock(); defer mu.Unlock(); return ids[p] }
 	mk := func() *Transport {
-		_, k, _ := ed25519.GenerateKey(rand.Reader)
-		t, err := New(context.Background(), Options{Identity: k, ListenAddrs: []string{v.listen}, Allow: allow, MaxMessageSize: 8 << 20, stack: v.stack})
+		t, err := New(context.Background(), Options{Identity: benchKey(), ListenAddrs: []string{v.listen}, Allow: allow, MaxMessageSize: 8 << 20, stack: v.stack})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -73,6 +72,14 @@ func benchPair(b testing.TB, v variant) (a, c *Transport) {
 	return a, c
 }
 
+func benchKey() ed25519.PrivateKey {
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	return k
+}
+
 // BenchmarkBulk interleaves, in every op, 8 MiB over a raw loopback TCP
 // socket, 8 MiB over one stream of the variant's stack, and 8 × 1 MiB Sends
 // (acked, 4 in parallel), and reports each one's MB/s and the two ratios to
@@ -82,65 +89,70 @@ func benchPair(b testing.TB, v variant) (a, c *Transport) {
 // any encrypted stream could reach on this machine if it cost nothing but
 // raw TCP's CPU plus one seal and one open of every byte.
 func BenchmarkBulk(b *testing.B) {
-	const block = 8 * chunk
-	buf := make([]byte, chunk)
 	for _, v := range variants {
 		b.Run(v.name, func(b *testing.B) {
 			raw := newRawSink(b)
 			a, c := benchPair(b, v)
 			c.Handle(func(context.Context, peer.ID, []byte) error { return nil })
 			str := newStreamSink(b, a, c)
-			cipherMBps := sealRate(b, v.stack.noiseFirst)
-			var tRaw, tStream, tSend time.Duration
-			var cRaw, cStream, cSend time.Duration
-			b.SetBytes(3 * block)
-			b.ResetTimer()
-			for range b.N {
-				c0 := cpuTime()
-				tRaw += timeBlock(b, raw, buf, block)
-				c1 := cpuTime()
-				tStream += timeBlock(b, str, buf, block)
-				c2 := cpuTime()
-				cRaw += c1 - c0
-				cStream += c2 - c1
-				start := time.Now()
-				var wg sync.WaitGroup
-				for range 4 {
-					wg.Go(func() {
-						for range block / chunk / 4 {
-							if err := a.Send(context.Background(), c.ID(), buf); err != nil {
-								b.Error(err)
-							}
-						}
-					})
-				}
-				wg.Wait()
-				tSend += time.Since(start)
-				cSend += cpuTime() - c2
-			}
-			b.StopTimer()
-			mbps := func(d time.Duration) float64 { return float64(b.N) * block / d.Seconds() / 1e6 }
-			b.ReportMetric(mbps(tRaw), "raw-MB/s")
-			b.ReportMetric(mbps(tStream), "stream-MB/s")
-			b.ReportMetric(mbps(tSend), "send-MB/s")
-			b.ReportMetric(100*tRaw.Seconds()/tStream.Seconds(), "stream-%raw")
-			b.ReportMetric(100*tRaw.Seconds()/tSend.Seconds(), "send-%raw")
-			// CPU time (user+system, whole process: both ends) per byte is
-			// what the stack costs; unlike wall time it barely moves with
-			// the load of other processes.
-			b.ReportMetric(100*cRaw.Seconds()/cStream.Seconds(), "stream-%raw-cpu")
-			b.ReportMetric(100*cRaw.Seconds()/cSend.Seconds(), "send-%raw-cpu")
-			// The cipher ceiling: an encrypted stream needs at least the
-			// CPU raw TCP needs plus one seal and one open per byte, and
-			// has GOMAXPROCS cores for it. No framing, copies or
-			// scheduling are counted, so no stack can reach it.
-			rawCores := cRaw.Seconds() / tRaw.Seconds()
-			b.ReportMetric(rawCores, "raw-cores")
-			b.ReportMetric(cStream.Seconds()/tStream.Seconds(), "stream-cores")
-			b.ReportMetric(cipherMBps, "cipher-MB/s/core")
-			b.ReportMetric(100*float64(runtime.GOMAXPROCS(0))/(rawCores+2*mbps(tRaw)/cipherMBps), "ceiling-%raw")
+			runBulk(b, v, raw, str, a, c.ID(), cpuTime)
 		})
 	}
+}
+
+// runBulk is the measuring loop of the bulk benchmarks: a sends to peer
+// over raw, over str and with Send; cpu is the CPU time of both ends.
+func runBulk(b *testing.B, v variant, raw, str sink, a *Transport, to peer.ID, cpu func() time.Duration) {
+	const block = 8 * chunk
+	buf := make([]byte, chunk)
+	cipherMBps := sealRate(b, v.stack.noiseFirst)
+	var tRaw, tStream, tSend time.Duration
+	var cRaw, cStream, cSend time.Duration
+	b.SetBytes(3 * block)
+	b.ResetTimer()
+	for range b.N {
+		c0 := cpu()
+		tRaw += timeBlock(b, raw, buf, block)
+		c1 := cpu()
+		tStream += timeBlock(b, str, buf, block)
+		c2 := cpu()
+		cRaw += c1 - c0
+		cStream += c2 - c1
+		start := time.Now()
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for range block / chunk / 4 {
+					if err := a.Send(context.Background(), to, buf); err != nil {
+						b.Error(err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		tSend += time.Since(start)
+		cSend += cpu() - c2
+	}
+	b.StopTimer()
+	mbps := func(d time.Duration) float64 { return float64(b.N) * block / d.Seconds() / 1e6 }
+	b.ReportMetric(mbps(tRaw), "raw-MB/s")
+	b.ReportMetric(mbps(tStream), "stream-MB/s")
+	b.ReportMetric(mbps(tSend), "send-MB/s")
+	b.ReportMetric(100*tRaw.Seconds()/tStream.Seconds(), "stream-%raw")
+	b.ReportMetric(100*tRaw.Seconds()/tSend.Seconds(), "send-%raw")
+	// CPU time (user+system, both ends) per byte is what the stack costs;
+	// unlike wall time it barely moves with the load of other processes.
+	b.ReportMetric(100*cRaw.Seconds()/cStream.Seconds(), "stream-%raw-cpu")
+	b.ReportMetric(100*cRaw.Seconds()/cSend.Seconds(), "send-%raw-cpu")
+	// The cipher ceiling: an encrypted stream needs at least the CPU raw
+	// TCP needs plus one seal and one open per byte, and has the machine's
+	// cores for it. No framing, copies or scheduling are counted, so no
+	// stack can reach it.
+	rawCores := cRaw.Seconds() / tRaw.Seconds()
+	b.ReportMetric(rawCores, "raw-cores")
+	b.ReportMetric(cStream.Seconds()/tStream.Seconds(), "stream-cores")
+	b.ReportMetric(cipherMBps, "cipher-MB/s/core")
+	b.ReportMetric(100*float64(runtime.NumCPU())/(rawCores+2*mbps(tRaw)/cipherMBps), "ceiling-%raw")
 }
 
 // sealRate is the best single-core seal rate in MB/s of the record cipher the
