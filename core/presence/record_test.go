@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -83,7 +84,7 @@ func TestForChannel(t *testing.T) {
 			for _, a := range c.Addrs {
 				got = append(got, a.Kind)
 			}
-			if !equalKinds(got, tt.want) {
+			if !slices.Equal(got, tt.want) {
 				t.Errorf("kinds %v, want %v", got, tt.want)
 			}
 			if len(r.Addrs) != 4 {
@@ -91,18 +92,6 @@ func TestForChannel(t *testing.T) {
 			}
 		})
 	}
-}
-
-func equalKinds(a, b []Kind) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestOpenRejects(t *testing.T) {

@@ -41,15 +41,17 @@ type coalescingSecurity struct {
 func (t coalescingSecurity) SecureInbound(ctx context.Context, insecure net.Conn, p peer.ID) (sec.SecureConn, error) {
 	raw := &gatherConn{Conn: insecure}
 	s, err := t.SecureTransport.SecureInbound(ctx, raw, p)
-	if err != nil {
-		return nil, err
-	}
-	return &coalescedConn{SecureConn: s, raw: raw}, nil
+	return coalesced(s, raw, err)
 }
 
 func (t coalescingSecurity) SecureOutbound(ctx context.Context, insecure net.Conn, p peer.ID) (sec.SecureConn, error) {
 	raw := &gatherConn{Conn: insecure}
 	s, err := t.SecureTransport.SecureOutbound(ctx, raw, p)
+	return coalesced(s, raw, err)
+}
+
+// coalesced wraps s, secured over raw.
+func coalesced(s sec.SecureConn, raw *gatherConn, err error) (sec.SecureConn, error) {
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -103,7 +104,7 @@ func TestCoalescedWrites(t *testing.T) {
 					t.Fatalf("Write(%d) = %d, %v", n, got, err)
 				}
 			}
-			if got := rec.sizes(); !equalInts(got, tc.want) {
+			if got := rec.sizes(); !slices.Equal(got, tc.want) {
 				t.Errorf("socket writes %v, want %v", got, tc.want)
 			}
 			if !bytes.Equal(rec.joined(), sent) {
@@ -114,18 +115,6 @@ func TestCoalescedWrites(t *testing.T) {
 			}
 		})
 	}
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestCoalescedWriteError(t *testing.T) {
