@@ -73,7 +73,11 @@ func (j *joinParts) add(raw []byte, now time.Time) []byte {
 	p := j.pending[id]
 	if p == nil {
 		if len(j.pending) >= maxPending {
-			return nil
+			// Anyone who can post to a channel can send parts; refusing
+			// new frames when full would let 32 junk parts block every
+			// join for partsTTL. Evicting the oldest makes an attacker
+			// outpace a real join, which completes in seconds.
+			j.evictOldest()
 		}
 		p = &partial{first: now, parts: make([][]byte, count)}
 		j.pending[id] = p
@@ -88,6 +92,17 @@ func (j *joinParts) add(raw []byte, now time.Time) []byte {
 	}
 	delete(j.pending, id)
 	return bytes.Join(p.parts, nil)
+}
+
+func (j *joinParts) evictOldest() {
+	var oldest [8]byte
+	var first time.Time
+	for k, p := range j.pending {
+		if first.IsZero() || p.first.Before(first) {
+			oldest, first = k, p.first
+		}
+	}
+	delete(j.pending, oldest)
 }
 
 // splitFrame splits a join frame into parts of at most max bytes each

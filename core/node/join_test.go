@@ -119,3 +119,71 @@ func TestReusedInviteRefused(t *testing.T) {
 		t.Errorf("the API error: %#v", err)
 	}
 }
+
+// TestJoinPartsFloodEvictsOldest: junk parts filling every pending slot do
+// not block a real join's parts.
+func TestJoinPartsFloodEvictsOldest(t *testing.T) {
+	var j joinParts
+	now := time.Now()
+	for i := range maxPending * 3 {
+		junk := []byte{frameVersion, framePart, byte(i), byte(i >> 8), 0, 0, 0, 0, 0, 0, 0, 2, 'x'}
+		j.add(junk, now.Add(time.Duration(i)*time.Millisecond))
+	}
+	if len(j.pending) != maxPending {
+		t.Fatalf("%d frames pending, want the bound %d", len(j.pending), maxPending)
+	}
+	frame := bytes.Repeat([]byte{frameVersion, frameWelcome, 7}, 100)
+	parts, err := splitFrame(frame, 120)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var whole []byte
+	for _, p := range parts {
+		if got := j.add(p, now.Add(time.Second)); got != nil {
+			whole = got
+		}
+	}
+	if !bytes.Equal(whole, frame) {
+		t.Fatal("a join split into parts did not complete behind a flood of junk parts")
+	}
+}
+
+// FuzzJoinParts feeds arbitrary parts (split by 0xff bytes) to the
+// reassembler: it must not panic, must stay within its bounds, and may
+// only return what its parts carried.
+func FuzzJoinParts(f *testing.F) {
+	parts, _ := splitFrame(bytes.Repeat([]byte{frameVersion, frameWelcome}, 200), 100)
+	f.Add(bytes.Join(parts, []byte{0xff}))
+	f.Add([]byte{frameVersion, framePart, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 'a', 0xff, frameVersion, framePart, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 'b'})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var j joinParts
+		now := time.Now()
+		total := 0
+		for i, p := range bytes.Split(data, []byte{0xff}) {
+			total += len(p)
+			if whole := j.add(p, now.Add(time.Duration(i)*time.Minute)); len(whole) > total {
+				t.Fatalf("reassembled %d bytes from %d bytes of input", len(whole), total)
+			}
+			if len(j.pending) > maxPending {
+				t.Fatalf("%d frames pending, bound %d", len(j.pending), maxPending)
+			}
+		}
+	})
+}
+
+// FuzzDecodeAck: a malformed ack is an error, never a panic, and a valid
+// one has exactly the IDs its length says.
+func FuzzDecodeAck(f *testing.F) {
+	f.Add([]byte{1, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16})
+	f.Add([]byte{0})
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ids, err := decodeAck(b)
+		if err != nil {
+			return
+		}
+		if len(ids)*16 >= len(b) {
+			t.Fatalf("%d IDs from %d bytes", len(ids), len(b))
+		}
+	})
+}
