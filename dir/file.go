@@ -140,7 +140,7 @@ func folderID(root string) ([idLen]byte, error) {
 	path := filepath.Join(root, folderIDFile)
 	b, err := os.ReadFile(path)
 	if err == nil {
-		if n, derr := hex.Decode(id[:], []byte(strings.TrimSpace(string(b)))); derr == nil && n == idLen {
+		if decodeID(strings.TrimSpace(string(b)), &id) == nil {
 			return id, nil
 		}
 		// Unreadable (a torn write, an edit): start a new identity.

@@ -129,8 +129,11 @@ func loadIndex(path string) (*index, error) {
 }
 
 func decodeID(s string, id *[idLen]byte) error {
-	n, err := hex.Decode(id[:], []byte(s))
-	if err != nil || n != idLen || len(s) != 2*idLen {
+	// The length first: hex.Decode panics when dst is too short.
+	if len(s) != 2*idLen {
+		return fmt.Errorf("bad ID %q", s)
+	}
+	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
 		return fmt.Errorf("bad ID %q", s)
 	}
 	return nil

@@ -2,6 +2,7 @@ package dir
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"os"
@@ -129,4 +130,39 @@ func FuzzLoadIndex(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestFolderIDDamaged: the folder's identity file lives in the shared
+// folder, where anyone with access can write it; a damaged one is replaced,
+// never a crash (an over-long hex ID used to panic hex.Decode).
+func TestFolderIDDamaged(t *testing.T) {
+	valid := "00112233445566778899aabbccddeeff"
+	for _, tc := range []struct {
+		name, content string
+		keep          bool
+	}{
+		{"valid", valid + "\n", true},
+		{"over-long hex", valid + "00112233\n", false},
+		{"short hex", "0011\n", false},
+		{"not hex", strings.Repeat("z", 32) + "\n", false},
+		{"empty", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			if err := os.WriteFile(filepath.Join(root, folderIDFile), []byte(tc.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			id, err := folderID(root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := hex.EncodeToString(id[:]); (got == valid) != tc.keep {
+				t.Fatalf("folder ID %s from %q; want kept=%v", got, tc.content, tc.keep)
+			}
+			again, err := folderID(root)
+			if err != nil || again != id {
+				t.Fatalf("the replaced identity did not persist: %x vs %x (%v)", again, id, err)
+			}
+		})
+	}
 }
