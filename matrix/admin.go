@@ -24,6 +24,13 @@ type Room struct {
 	// state events, OwnLevel ours; below it the board uses the log fallback.
 	BoardLevel int `json:"board_level"`
 	OwnLevel   int `json:"own_level"`
+	// MemberLevel is the level of members without their own entry
+	// (users_default), which is what anyone joining later gets.
+	MemberLevel int `json:"member_level"`
+	// MembersMayPublish says every joined member, and anyone joining at
+	// MemberLevel, may send board state: only then does the board use
+	// state events (see the log fallback in board.go).
+	MembersMayPublish bool `json:"members_may_publish"`
 	// CanSetPower says AllowBoard would succeed.
 	CanSetPower bool `json:"can_set_power"`
 }
@@ -84,6 +91,8 @@ func describeRoom(rid id.RoomID, state []rawEvent, self string) Room {
 	pl := parsePowerLevels(state)
 	r.Members = len(pl.members)
 	r.BoardLevel, r.OwnLevel = pl.stateLevel(BoardType), pl.userLevel(self)
+	r.MemberLevel = pl.defaultLevel()
+	r.MembersMayPublish = !pl.anyoneBelow(BoardType) && r.MemberLevel >= r.BoardLevel
 	r.CanSetPower = r.OwnLevel >= pl.stateLevel("m.room.power_levels")
 	return r
 }

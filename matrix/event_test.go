@@ -166,6 +166,42 @@ func TestPowerLevels(t *testing.T) {
 	}
 }
 
+// TestDescribeRoomMembersMayPublish: what `remora channel add` offers to
+// change depends on the members' level, not the account's own.
+func TestDescribeRoomMembersMayPublish(t *testing.T) {
+	sk := func(s string) *string { return &s }
+	pl := func(content string) rawEvent {
+		return rawEvent{Type: "m.room.power_levels", StateKey: sk(""), Content: json.RawMessage(content)}
+	}
+	joined := func(u string) rawEvent {
+		return rawEvent{Type: "m.room.member", StateKey: sk(u), Content: json.RawMessage(`{"membership":"join"}`)}
+	}
+	tests := []struct {
+		name           string
+		state          []rawEvent
+		mayPublish     bool
+		own, board     int
+		canSetPower    bool
+		membersAtLevel int
+	}{
+		{"a new room: the admin may, members may not", []rawEvent{pl(`{"users":{"@admin:x":100}}`), joined("@admin:x"), joined("@bob:x")}, false, 100, 50, true, 0},
+		{"board opened to everyone", []rawEvent{pl(`{"users":{"@admin:x":100},"events":{"org.remora.board":0}}`), joined("@admin:x"), joined("@bob:x")}, true, 100, 0, true, 0},
+		{"all joined may, later members may not", []rawEvent{pl(`{"users":{"@admin:x":100,"@bob:x":50}}`), joined("@admin:x"), joined("@bob:x")}, false, 100, 50, true, 0},
+		{"members' default high enough", []rawEvent{pl(`{"users_default":50}`), joined("@admin:x"), joined("@bob:x")}, true, 50, 50, true, 50},
+		{"a plain member of a locked room", []rawEvent{pl(`{"users":{"@owner:x":100}}`), joined("@owner:x"), joined("@admin:x")}, false, 0, 50, false, 0},
+		{"no power levels at all", []rawEvent{joined("@admin:x")}, true, 0, 0, true, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := describeRoom("!r:x", tt.state, "@admin:x")
+			if r.MembersMayPublish != tt.mayPublish || r.OwnLevel != tt.own || r.BoardLevel != tt.board || r.CanSetPower != tt.canSetPower || r.MemberLevel != tt.membersAtLevel {
+				t.Errorf("describeRoom = %+v; want members may publish %v, own %d, board %d, can set power %v, member level %d",
+					r, tt.mayPublish, tt.own, tt.board, tt.canSetPower, tt.membersAtLevel)
+			}
+		})
+	}
+}
+
 func TestParseConfig(t *testing.T) {
 	tests := []struct {
 		name, config string

@@ -415,7 +415,7 @@ func TestBoardPowerFallback(t *testing.T) {
 			r = &rooms[i]
 		}
 	}
-	if r == nil || r.Name != "circle" || r.Members != 2 || r.BoardLevel != 50 || r.OwnLevel != 100 || !r.CanSetPower || r.Encrypted {
+	if r == nil || r.Name != "circle" || r.Members != 2 || r.BoardLevel != 50 || r.OwnLevel != 100 || r.MemberLevel != 0 || r.MembersMayPublish || !r.CanSetPower || r.Encrypted {
 		t.Fatalf("JoinedRooms: %+v", rooms)
 	}
 	if err := AllowBoard(ctx, reqFor(alice, aDir), 0); err != nil {

@@ -79,6 +79,14 @@ func (p powerLevels) userLevel(user string) int {
 	if n, ok := p.Users[user]; ok {
 		return level(n, 0)
 	}
+	return p.defaultLevel()
+}
+
+// defaultLevel is the level of users without an entry of their own.
+func (p powerLevels) defaultLevel() int {
+	if !p.present {
+		return 0
+	}
 	return level(p.UsersDefault, 0)
 }
 

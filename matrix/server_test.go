@@ -3,7 +3,6 @@ package matrix
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -15,8 +14,8 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
-	"maunium.net/go/mautrix/synapseadmin"
 
+	"github.com/remora-p2p/remora/matrix/matrixtest"
 	"github.com/remora-p2p/remora/sdk"
 	"github.com/remora-p2p/remora/testenv"
 )
@@ -51,58 +50,23 @@ type user struct {
 	cli      *mautrix.Client // its own session, for setting the room up
 }
 
-func randomName(prefix string) string {
-	b := make([]byte, 6)
-	rand.Read(b)
-	return prefix + hex.EncodeToString(b)
-}
+func randomName(prefix string) string { return matrixtest.RandomName(prefix) }
 
-// register makes a fresh user with shared-secret registration, retrying on
-// the rate-limited instance.
+// register makes a fresh user (see matrixtest.Homeserver.Register).
 func (hs homeserver) register(t testing.TB) user {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	name := randomName("u")
-	pw := "pw-" + randomName("")
-	cli, err := mautrix.NewClient(hs.url, "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli.DefaultHTTPRetries = 5
-	cli.DefaultHTTPBackoff = 200 * time.Millisecond
-	admin := synapseadmin.Client{Client: cli}
-	var resp *mautrix.RespRegister
-	for {
-		resp, err = admin.SharedSecretRegister(ctx, hs.secret, synapseadmin.ReqSharedSecretRegister{Username: name, Password: pw})
-		if matrixCode(err) == "M_LIMIT_EXCEEDED" {
-			time.Sleep(500 * time.Millisecond)
-			continue
-		}
-		break
-	}
-	if err != nil {
-		t.Fatalf("register %s: %v", name, err)
-	}
-	cli.UserID, cli.AccessToken, cli.DeviceID = resp.UserID, resp.AccessToken, resp.DeviceID
-	return user{id: resp.UserID, password: pw, cli: cli}
+	u := matrixtest.Homeserver{URL: hs.url, Secret: hs.secret}.Register(t)
+	return user{id: u.ID, password: u.Password, cli: u.Client}
 }
 
-// createRoom makes a room owned by u, inviting others. powerOverride, if
-// set, replaces the default power levels.
+// createRoom makes a room named "circle" owned by u, inviting others.
 func createRoom(t testing.TB, u user, others []user, powerOverride *event.PowerLevelsEventContent) id.RoomID {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	req := &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "circle", PowerLevelOverride: powerOverride}
+	var invite []matrixtest.User
 	for _, o := range others {
-		req.Invite = append(req.Invite, o.id)
+		invite = append(invite, matrixtest.User{ID: o.id, Password: o.password, Client: o.cli})
 	}
-	resp, err := u.cli.CreateRoom(ctx, req)
-	if err != nil {
-		t.Fatalf("create room: %v", err)
-	}
-	return resp.RoomID
+	return matrixtest.CreateRoom(t, matrixtest.User{ID: u.id, Password: u.password, Client: u.cli}, "circle", invite, powerOverride)
 }
 
 // config returns the channel config JSON for u in room.

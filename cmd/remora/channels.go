@@ -155,11 +155,13 @@ func (a *app) setUpMatrix(cmd *cobra.Command, cc *ChannelConfig, allowBoard bool
 		room = &rooms[n-1]
 		cc.Config["room"] = room.ID
 	}
-	if room == nil || room.BoardLevel <= room.OwnLevel {
+	// The board uses state events only when every member may send them,
+	// so what counts is the members' level, not this account's.
+	if room == nil || room.MembersMayPublish {
 		return nil // joined later by Configure, or state events allowed
 	}
 	if !room.CanSetPower {
-		fmt.Fprintf(cmd.OutOrStdout(), "note: this room needs power level %d for presence state (you have %d); presence goes to the room's timeline instead, and doctor says so\n", room.BoardLevel, room.OwnLevel)
+		fmt.Fprintf(cmd.OutOrStdout(), "note: this room needs power level %d for presence state and members get %d; this account may not change that, so presence goes to the room's timeline instead (doctor says so). A room admin can run this command to change it.\n", room.BoardLevel, room.MemberLevel)
 		return nil
 	}
 	if !allowBoard && strings.ToLower(prompt(cmd, fmt.Sprintf("Let every member publish presence as room state (power level %d → 0)? [y/N]", room.BoardLevel), "n")) != "y" {
