@@ -3,10 +3,13 @@ package node
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/remora-p2p/remora/core/api"
 	"github.com/remora-p2p/remora/core/circle"
@@ -82,4 +85,52 @@ func mustParse(t *testing.T, s string) circle.ID {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// TestHeldQuota: envelopes held for one sender (waiting for its key, or
+// fragments of its unfinished messages) stop at MaxHeldPerPeer; the rest
+// are dropped and counted, and other senders keep their own quota.
+func TestHeldQuota(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a libp2p node")
+	}
+	root := t.TempDir()
+	shared := filepath.Join(root, "shared")
+	os.MkdirAll(shared, 0o755)
+	a := startNode(t, "alice", filepath.Join(root, "a"), shared)
+	defer a.stop()
+	a.n.opts.MaxHeldPerPeer = 3
+	flooder, other := peer.ID("flooder"), peer.ID("other")
+	hold := func(sender peer.ID, kind error, i int) {
+		t.Helper()
+		raw := []byte(fmt.Sprintf("envelope %v %d from %s", kind, i, sender))
+		oe := &envelope.OpenError{Err: kind, Sender: sender, ID: envelope.MessageID{byte(i)}}
+		if err := a.n.openFailed("shared", raw, "channel:shared", oe); err != nil {
+			t.Fatalf("openFailed: %v", err)
+		}
+	}
+	for i := range 5 {
+		hold(flooder, envelope.ErrKeyNotYet, i)
+		hold(flooder, envelope.ErrPending, i)
+	}
+	hold(other, envelope.ErrKeyNotYet, 0)
+	count := func(prefix string) int {
+		n, err := a.db.CountHeld(prefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if got := count(keyWaitPrefix(flooder)); got != 3 {
+		t.Errorf("%d envelopes held waiting for the flooder's key, want 3", got)
+	}
+	if got := count(fragmentSenderPrefix(flooder)); got != 3 {
+		t.Errorf("%d fragments of the flooder held, want 3", got)
+	}
+	if got := count(keyWaitPrefix(other)); got != 1 {
+		t.Errorf("another sender's envelope: %d held, want 1", got)
+	}
+	if got := a.n.Counters()["dropped_held_quota"]; got != 4 {
+		t.Errorf("dropped_held_quota = %d, want 4", got)
+	}
 }

@@ -56,6 +56,13 @@ type Options struct {
 	DefaultTTL time.Duration
 	// MaxPendingPerPeer is the outbox quota per recipient.
 	MaxPendingPerPeer int
+	// MaxHeldPerPeer bounds the envelopes held durably for one sender:
+	// those waiting for its key, and the fragments of its unfinished
+	// messages, each counted apart (default 4096). Past it new ones are
+	// dropped and counted (dropped_held_quota); an honest sender's
+	// messages stay unacked in its outbox and are tried again live. It
+	// keeps one member from filling the disk by never handing out its key.
+	MaxHeldPerPeer int
 	// Discovery sources beyond channels, PEX, mDNS and the cache (DNS, web, bootstrap).
 	Sources []discovery.Source
 	Now     func() time.Time
@@ -89,6 +96,9 @@ func (o *Options) fill() error {
 	}
 	if o.MaxPendingPerPeer <= 0 {
 		o.MaxPendingPerPeer = 10000
+	}
+	if o.MaxHeldPerPeer <= 0 {
+		o.MaxHeldPerPeer = 4096
 	}
 	if o.Now == nil {
 		o.Now = time.Now

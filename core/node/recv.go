@@ -75,6 +75,9 @@ func (n *Node) openFailed(channelID string, raw []byte, path string, err error) 
 		// fragment until its message completes, so a crash after the
 		// channel cursor moved loses nothing (retryHeld feeds it back).
 		if oe != nil && oe.Sender != "" {
+			if full, err := n.heldFull(fragmentSenderPrefix(oe.Sender)); err != nil || full {
+				return err
+			}
 			return n.holdFragment(fragmentKey(oe.Sender, oe.ID), channelID, path, raw)
 		}
 		return nil
@@ -85,8 +88,16 @@ func (n *Node) openFailed(channelID string, raw []byte, path string, err error) 
 		n.count("ignored_own_echo") // our own envelope read back from a channel
 		return nil
 	case errors.Is(err, envelope.ErrKeyNotYet):
+		key := heldKey(raw)
+		if oe != nil && oe.Sender != "" {
+			prefix := keyWaitPrefix(oe.Sender)
+			if full, err := n.heldFull(prefix); err != nil || full {
+				return err
+			}
+			key = prefix + key
+		}
 		n.count("held_key_not_yet")
-		h := &store.HeldEnvelope{Key: heldKey(raw), Channel: channelID, Path: path, Raw: raw, Until: n.opts.Now().Add(n.opts.DefaultTTL)}
+		h := &store.HeldEnvelope{Key: key, Channel: channelID, Path: path, Raw: raw, Until: n.opts.Now().Add(n.opts.DefaultTTL)}
 		if err := n.db.PutHeld(h); err != nil {
 			return &storeError{fmt.Errorf("node: hold envelope: %w", err)}
 		}
@@ -113,7 +124,31 @@ func (n *Node) openFailed(channelID string, raw []byte, path string, err error) 
 
 // fragmentKey prefixes the held fragments of one message.
 func fragmentKey(sender peer.ID, id envelope.MessageID) string {
-	return "f:" + sender.String() + ":" + id.String() + ":"
+	return fragmentSenderPrefix(sender) + id.String() + ":"
+}
+
+// fragmentSenderPrefix prefixes all held fragments of one sender.
+func fragmentSenderPrefix(sender peer.ID) string { return "f:" + sender.String() + ":" }
+
+// keyWaitPrefix prefixes the envelopes of one sender held for its key.
+func keyWaitPrefix(sender peer.ID) string { return "k:" + sender.String() + ":" }
+
+// heldFull says whether the held envelopes under prefix reached the
+// per-sender quota; if so the new one is dropped and counted. The sender
+// named is the one the envelope's hint points at, before any signature:
+// a member can spend another's quota, but only delay an honest sender's
+// messages: they stay unacked in its outbox, tried again live when the
+// two connect.
+func (n *Node) heldFull(prefix string) (bool, error) {
+	c, err := n.db.CountHeld(prefix)
+	if err != nil {
+		return false, &storeError{fmt.Errorf("node: count held envelopes: %w", err)}
+	}
+	if c >= n.opts.MaxHeldPerPeer {
+		n.count("dropped_held_quota")
+		return true, nil
+	}
+	return false, nil
 }
 
 func heldKey(raw []byte) string {

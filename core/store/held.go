@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
@@ -65,6 +66,26 @@ func (d *DB) Held() ([]*HeldEnvelope, error) {
 		return nil, fmt.Errorf("store: held envelopes: %w", err)
 	}
 	return out, nil
+}
+
+// CountHeld counts the held envelopes whose key starts with prefix.
+func (d *DB) CountHeld(prefix string) (int, error) {
+	n := 0
+	err := d.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bHeld)
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		for k, _ := c.Seek([]byte(prefix)); k != nil && bytes.HasPrefix(k, []byte(prefix)); k, _ = c.Next() {
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: count held envelopes: %w", err)
+	}
+	return n, nil
 }
 
 // DeleteHeld drops a held envelope.

@@ -44,3 +44,24 @@ func TestHeldAndSequences(t *testing.T) {
 		t.Fatalf("held after delete: %v", held)
 	}
 }
+
+func TestCountHeld(t *testing.T) {
+	d, err := Open(filepath.Join(t.TempDir(), "remora.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if n, err := d.CountHeld("k:a:"); err != nil || n != 0 {
+		t.Fatalf("count before any hold: %d, %v", n, err)
+	}
+	for _, k := range []string{"k:a:1", "k:a:2", "k:ab:1", "f:a:1", "k:b:1", "k:a:3"} {
+		if err := d.PutHeld(&HeldEnvelope{Key: k, Raw: []byte(k), Until: time.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for prefix, want := range map[string]int{"k:a:": 3, "k:ab:": 1, "k:": 5, "f:a:": 1, "k:c:": 0, "": 6} {
+		if n, err := d.CountHeld(prefix); err != nil || n != want {
+			t.Errorf("CountHeld(%q) = %d, %v; want %d", prefix, n, err, want)
+		}
+	}
+}
