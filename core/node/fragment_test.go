@@ -94,11 +94,7 @@ func TestHeldQuota(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a libp2p node")
 	}
-	root := t.TempDir()
-	shared := filepath.Join(root, "shared")
-	os.MkdirAll(shared, 0o755)
-	a := startNode(t, "alice", filepath.Join(root, "a"), shared)
-	defer a.stop()
+	a := startDirNodes(t, t.TempDir(), 0, nil, "alice")[0]
 	a.n.opts.MaxHeldPerPeer = 3
 	flooder, other := peer.ID("flooder"), peer.ID("other")
 	hold := func(sender peer.ID, kind error, i int) {
