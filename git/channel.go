@@ -358,7 +358,7 @@ func (c *channel) flushLoop() {
 			return
 		case <-c.kick:
 		}
-		if d := time.Until(last.Add(c.cfg.FlushInterval.D())); d > 0 && !sleep(ctx, d) {
+		if d := time.Until(last.Add(c.cfg.FlushInterval.D())); d > 0 && sdk.Sleep(ctx, d) != nil {
 			continue // stopping: the select above fails what is queued
 		}
 		for attempt := 0; ; attempt++ {
@@ -378,7 +378,7 @@ func (c *channel) flushLoop() {
 			c.health.add("push_retries", 1)
 			back := min(time.Second<<min(attempt, 6), time.Minute)
 			c.log.Warn("git: push failed; retrying", "err", err, "in", back)
-			if !sleep(ctx, jitter(max(back, c.cfg.FlushInterval.D()))) {
+			if sdk.Sleep(ctx, jitter(max(back, c.cfg.FlushInterval.D()))) != nil {
 				break
 			}
 		}
@@ -388,18 +388,6 @@ func (c *channel) flushLoop() {
 		if more {
 			c.kickFlusher()
 		}
-	}
-}
-
-// sleep waits d or until ctx ends; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }
 

@@ -101,7 +101,7 @@ func (c *channel) Subscribe(ctx context.Context, req sdk.SubscribeRequest, sink 
 				wait := max(backoff, sdk.RetryAfterOf(err))
 				c.log.Warn("mastodon: reading notifications failed, retrying", "err", err, "in", wait)
 				c.setErr(err)
-				if !sleep(ctx, wait) {
+				if sdk.Sleep(ctx, wait) != nil {
 					return nil
 				}
 				backoff = min(2*backoff, 5*time.Minute)
@@ -112,7 +112,7 @@ func (c *channel) Subscribe(ctx context.Context, req sdk.SubscribeRequest, sink 
 		backoff = time.Second
 		if conn == nil {
 			c.counters.polls.Add(1)
-			if !sleep(ctx, c.cfg.PollInterval.D()) {
+			if sdk.Sleep(ctx, c.cfg.PollInterval.D()) != nil {
 				return nil
 			}
 			continue
@@ -127,22 +127,11 @@ func (c *channel) Subscribe(ctx context.Context, req sdk.SubscribeRequest, sink 
 		}
 		c.counters.streamDrops.Add(1)
 		c.log.Info("mastodon: stream dropped, reconnecting", "err", err)
-		if !sleep(ctx, reconnectWait) {
+		if sdk.Sleep(ctx, reconnectWait) != nil {
 			return nil
 		}
 	}
 	return nil
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // dial opens the user stream. The token goes in the Authorization header

@@ -187,7 +187,7 @@ func (c *channel) withRateLimit(ctx context.Context, op string, fn func() error)
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < ra {
 			return err
 		}
-		if serr := sleep(ctx, ra); serr != nil {
+		if serr := sdk.Sleep(ctx, ra); serr != nil {
 			return serr
 		}
 	}
@@ -277,7 +277,7 @@ func (c *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.Publ
 			if dl, ok := ctx.Deadline(); ok && time.Until(dl) < ra {
 				wait = false
 			}
-			if wait && sleep(ctx, ra) == nil {
+			if wait && sdk.Sleep(ctx, ra) == nil {
 				continue // regroup: now throttled, the rest goes packed
 			}
 			for _, i := range todo {
@@ -418,7 +418,7 @@ func (c *channel) deleteOne(ctx context.Context, s string) error {
 		if sdk.CodeOf(err) != sdk.CodeNotFound || attempt == 3 {
 			break
 		}
-		if err := sleep(ctx, 300*time.Millisecond); err != nil {
+		if err := sdk.Sleep(ctx, 300*time.Millisecond); err != nil {
 			return err
 		}
 	}

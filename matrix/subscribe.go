@@ -152,7 +152,7 @@ func (c *channel) retry(ctx context.Context, op string, fn func() error) error {
 		c.lastErr = err.Error()
 		c.mu.Unlock()
 		c.log.Warn("matrix: retrying", "op", op, "err", err, "in", wait)
-		if err := sleep(ctx, wait); err != nil {
+		if err := sdk.Sleep(ctx, wait); err != nil {
 			return err
 		}
 	}

@@ -186,7 +186,7 @@ func (p *Pacer) Run(ctx context.Context, publish PublishFunc) error {
 	backoff := time.Duration(0)
 	for {
 		if d := p.pausedFor(); d > 0 {
-			if err := sleep(ctx, d); err != nil {
+			if err := sdk.Sleep(ctx, d); err != nil {
 				return err
 			}
 		}
@@ -199,7 +199,7 @@ func (p *Pacer) Run(ctx context.Context, publish PublishFunc) error {
 			continue
 		}
 		if p.opts.Linger > 0 && p.onlyBulk() {
-			if err := sleep(ctx, p.opts.Linger); err != nil {
+			if err := sdk.Sleep(ctx, p.opts.Linger); err != nil {
 				return err
 			}
 		}
@@ -251,16 +251,5 @@ func (p *Pacer) Run(ctx context.Context, publish PublishFunc) error {
 			}
 		}
 		p.requeue(again)
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }

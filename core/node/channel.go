@@ -228,7 +228,7 @@ func (c *channel) subscribe(ctx context.Context, log *slog.Logger, cursors curso
 			log.Warn("channel subscription failed; retrying", "channel", c.Name, "err", err, "in", backoff)
 		}
 		wait := max(backoff, sdk.RetryAfterOf(err))
-		if !sleepJitter(ctx, wait) {
+		if sdk.Sleep(ctx, jitter(wait)) != nil {
 			return
 		}
 		backoff = min(2*backoff, time.Minute)
@@ -271,18 +271,6 @@ func jitter(d time.Duration) time.Duration {
 		return d
 	}
 	return d + time.Duration(rand.Int64N(int64(d)/5+1)) - d/10
-}
-
-// sleepJitter sleeps d ± 10 %; false if ctx ended.
-func sleepJitter(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(jitter(d))
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // cursorStore persists channel cursors.

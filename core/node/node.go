@@ -170,6 +170,17 @@ type peerInfo struct {
 	lastPunch time.Time
 }
 
+// peerLocked returns what the node knows of p, creating the entry on first
+// contact. n.mu must be held.
+func (n *Node) peerLocked(p peer.ID) *peerInfo {
+	pi := n.peers[p]
+	if pi == nil {
+		pi = &peerInfo{}
+		n.peers[p] = pi
+	}
+	return pi
+}
+
 // New opens a node: its circles from the store, its transport, its channels.
 // Run starts its work.
 func New(ctx context.Context, opts Options) (*Node, error) {

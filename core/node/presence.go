@@ -28,7 +28,7 @@ func randRead(b []byte) (int, error) { return rand.Read(b) }
 // presenceLoop publishes this node's presence soon after start and then on a
 // jittered cadence, well before the previous record expires.
 func (n *Node) presenceLoop(ctx context.Context) {
-	if !sleepJitter(ctx, 500*time.Millisecond) {
+	if sdk.Sleep(ctx, jitter(500*time.Millisecond)) != nil {
 		return
 	}
 	for {
@@ -42,7 +42,7 @@ func (n *Node) presenceLoop(ctx context.Context) {
 		case <-n.announce:
 			t.Stop()
 			// Let a burst of changes (a join and its key hand-outs) settle.
-			if !sleepJitter(ctx, 200*time.Millisecond) {
+			if sdk.Sleep(ctx, jitter(200*time.Millisecond)) != nil {
 				return
 			}
 		}
@@ -204,7 +204,7 @@ func (n *Node) pollBoardLoop(ctx context.Context, ch *channel) {
 			n.log.Warn("board poll", "channel", ch.Name, "err", err)
 			ch.setErr(err)
 		}
-		if !sleepJitter(ctx, n.opts.BoardPollInterval) {
+		if sdk.Sleep(ctx, jitter(n.opts.BoardPollInterval)) != nil {
 			return
 		}
 	}
@@ -231,11 +231,7 @@ func (n *Node) handlePresence(msg *envelope.Message, path string) {
 		source = "pex"
 	}
 	n.mu.Lock()
-	pi := n.peers[rec.Peer]
-	if pi == nil {
-		pi = &peerInfo{}
-		n.peers[rec.Peer] = pi
-	}
+	pi := n.peerLocked(rec.Peer)
 	fresh := rec.Newer(pi.record)
 	if fresh {
 		pi.record, pi.raw = rec, msg.Body
@@ -290,11 +286,7 @@ func (n *Node) dial(p peer.ID) {
 		return
 	}
 	n.mu.Lock()
-	pi := n.peers[p]
-	if pi == nil {
-		pi = &peerInfo{}
-		n.peers[p] = pi
-	}
+	pi := n.peerLocked(p)
 	if pi.dialing {
 		n.mu.Unlock()
 		return

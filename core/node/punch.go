@@ -112,11 +112,7 @@ func (n *Node) punch(p peer.ID, start time.Time, dur time.Duration) {
 func (n *Node) punchDue(p peer.ID) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	pi := n.peers[p]
-	if pi == nil {
-		pi = &peerInfo{}
-		n.peers[p] = pi
-	}
+	pi := n.peerLocked(p)
 	if n.opts.Now().Sub(pi.lastPunch) < punchInterval {
 		return false
 	}

@@ -349,11 +349,7 @@ func (n *Node) retryHeld() {
 func (n *Node) touch(p peer.ID, foundBy string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	pi := n.peers[p]
-	if pi == nil {
-		pi = &peerInfo{}
-		n.peers[p] = pi
-	}
+	pi := n.peerLocked(p)
 	pi.lastSeen = n.opts.Now()
 	if pi.foundBy == "" && foundBy != "" {
 		pi.foundBy = foundBy
