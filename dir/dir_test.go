@@ -16,6 +16,7 @@ import (
 
 	"github.com/remora-p2p/remora/dir"
 	"github.com/remora-p2p/remora/sdk"
+	"github.com/remora-p2p/remora/sdk/channeltest"
 )
 
 func configure(t *testing.T, cfg map[string]any, state string) (sdk.Channel, error) {
@@ -137,15 +138,7 @@ func publish(t *testing.T, ch sdk.Channel, keys ...string) {
 	for _, k := range keys {
 		items = append(items, sdk.PublishItem{Data: []byte("data-" + k), IdempotencyKey: k})
 	}
-	resp, err := ch.Publish(t.Context(), sdk.PublishRequest{Items: items})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, r := range resp.Results {
-		if r.Err != nil {
-			t.Fatalf("item %d: %v", i, r.Err)
-		}
-	}
+	channeltest.Publish(t, ch, items...)
 }
 
 func counters(t *testing.T, ch sdk.Channel) sdk.Health {

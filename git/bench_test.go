@@ -13,6 +13,7 @@ import (
 
 	"github.com/remora-p2p/remora/git"
 	"github.com/remora-p2p/remora/sdk"
+	"github.com/remora-p2p/remora/sdk/channeltest"
 )
 
 // benchOpen configures member m of r for a benchmark.
@@ -170,7 +171,7 @@ func BenchmarkRendezvous(b *testing.B) {
 		it := randomItems("rv"+strconv.Itoa(i), 1, 512)
 		b.StartTimer()
 		t0 := time.Now()
-		mustPublishB(b, pub, it)
+		channeltest.Publish(b, pub, it...)
 		for !col.has(string(it[0].Data)) {
 			select {
 			case <-col.ch:
@@ -185,18 +186,6 @@ func BenchmarkRendezvous(b *testing.B) {
 	b.ReportMetric(total.Seconds()/float64(b.N), "latency-s")
 	b.ReportMetric(worst.Seconds(), "worst-s")
 	b.ReportMetric(poll.Seconds(), "poll-s")
-}
-
-func mustPublishB(b *testing.B, ch sdk.Channel, its []sdk.PublishItem) {
-	res, err := ch.Publish(context.Background(), sdk.PublishRequest{Items: its})
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, r := range res.Results {
-		if r.Err != nil {
-			b.Fatal(r.Err)
-		}
-	}
 }
 
 // BenchmarkBoardGrowth: a 1 KiB presence-sized value rewritten under one

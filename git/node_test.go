@@ -13,6 +13,7 @@ import (
 	"github.com/remora-p2p/remora/core/node/nodetest"
 	"github.com/remora-p2p/remora/git"
 	"github.com/remora-p2p/remora/sdk"
+	"github.com/remora-p2p/remora/testenv"
 )
 
 // repoNode is a node whose only channel is the shared repository.
@@ -44,7 +45,7 @@ func TestTwoNodesThroughRepo(t *testing.T) {
 	ci := nodetest.Circle(t, a, b)
 
 	start := time.Now()
-	nodetest.WaitFor(t, "alice and bob connected directly", 90*time.Second, func() bool { return nodetest.Connected(a, b) })
+	testenv.WaitFor(t, "alice and bob connected directly", 90*time.Second, func() bool { return nodetest.Connected(a, b) })
 	t.Logf("direct connection %v after the join", time.Since(start).Round(100*time.Millisecond))
 
 	bID := b.N.ID()
@@ -53,7 +54,7 @@ func TestTwoNodesThroughRepo(t *testing.T) {
 	if _, err := a.N.Send(ctx, api.SendRequest{Circle: ci, To: []string{bID.String()}, Text: "while you were out"}); err != nil {
 		t.Fatal(err)
 	}
-	nodetest.WaitFor(t, "the message pushed to the repo", 60*time.Second, func() bool {
+	testenv.WaitFor(t, "the message pushed to the repo", 60*time.Second, func() bool {
 		return a.Ch.(sdk.Healther).Health(ctx).Counters["pushed_items"] > pushed
 	})
 	b.Start()
@@ -61,7 +62,7 @@ func TestTwoNodesThroughRepo(t *testing.T) {
 	if b.N.ID() != bID {
 		t.Fatalf("bob came back as %s, want %s", b.N.ID(), bID)
 	}
-	nodetest.WaitFor(t, "bob got the offline message", 90*time.Second, func() bool {
+	testenv.WaitFor(t, "bob got the offline message", 90*time.Second, func() bool {
 		return nodetest.Texts(t, b.N)["while you were out"] >= 1
 	})
 	time.Sleep(3 * time.Second) // let the live retry and the channel copy settle

@@ -24,6 +24,7 @@ import (
 
 	"github.com/remora-p2p/remora/git"
 	"github.com/remora-p2p/remora/sdk"
+	"github.com/remora-p2p/remora/sdk/channeltest"
 	"github.com/remora-p2p/remora/testenv"
 )
 
@@ -54,22 +55,6 @@ func items(prefix string, n int) []sdk.PublishItem {
 		out[i] = sdk.PublishItem{Data: []byte("envelope " + k), IdempotencyKey: k}
 	}
 	return out
-}
-
-func mustPublish(t *testing.T, ch sdk.Channel, its []sdk.PublishItem) []sdk.PublishResult {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	res, err := ch.Publish(ctx, sdk.PublishRequest{Items: its})
-	if err != nil {
-		t.Fatalf("publish: %v", err)
-	}
-	for i, r := range res.Results {
-		if r.Err != nil {
-			t.Fatalf("publish item %d: %v", i, r.Err)
-		}
-	}
-	return res.Results
 }
 
 // collector gathers deliveries by payload.
@@ -176,7 +161,7 @@ func TestFiveMembers(t *testing.T) {
 	for m := range members {
 		wg.Go(func() {
 			for i := 0; i < per; i += 4 { // small batches, overlapping across members
-				mustPublish(t, chans[m], work[m][i:i+4])
+				channeltest.Publish(t, chans[m], work[m][i:i+4]...)
 			}
 		})
 	}
@@ -212,7 +197,7 @@ func TestForeignAndGarbage(t *testing.T) {
 	over := map[string]any{"max_payload": 1024}
 	pub := open(t, r, 0, t.TempDir(), over)
 	first := items("a", 5)
-	mustPublish(t, pub, first)
+	channeltest.Publish(t, pub, first...)
 
 	bucket := time.Now().UTC().Format("2006010215")
 	ref := "refs/heads/remora/m0"
@@ -250,7 +235,7 @@ func TestForeignAndGarbage(t *testing.T) {
 	}
 
 	second := items("b", 5)
-	mustPublish(t, pub, second) // rebases onto the foreign commits
+	channeltest.Publish(t, pub, second...) // rebases onto the foreign commits
 
 	sub := open(t, r, 1, t.TempDir(), over)
 	col, done, _ := subscribe(t, sub, nil)
@@ -281,8 +266,8 @@ func TestDeletedRef(t *testing.T) {
 	pub := open(t, r, 0, t.TempDir(), nil)
 	other := open(t, r, 2, t.TempDir(), nil)
 	first, kept := items("a", 3), items("k", 3)
-	mustPublish(t, pub, first)
-	mustPublish(t, other, kept)
+	channeltest.Publish(t, pub, first...)
+	channeltest.Publish(t, other, kept...)
 	sub := open(t, r, 1, t.TempDir(), nil)
 	col, done, cancel := subscribe(t, sub, nil)
 	waitFor(t, col, append(append([]sdk.PublishItem{}, first...), kept...), time.Minute, done)
@@ -300,7 +285,7 @@ func TestDeletedRef(t *testing.T) {
 	t.Logf("error: %v", err)
 
 	second := items("b", 2)
-	mustPublish(t, pub, second)
+	channeltest.Publish(t, pub, second...)
 	col2, done2, _ := subscribe(t, sub, nil)
 	waitFor(t, col2, append(append(append([]sdk.PublishItem{}, first...), second...), kept...), time.Minute, done2)
 }
@@ -315,7 +300,7 @@ func TestCompact(t *testing.T) {
 	var all []sdk.PublishItem
 	for i := range 5 {
 		b := items(fmt.Sprintf("c%d", i), 3)
-		mustPublish(t, pub, b)
+		channeltest.Publish(t, pub, b...)
 		all = append(all, b...)
 	}
 	sub := open(t, r, 1, t.TempDir(), nil)
@@ -343,7 +328,7 @@ func TestCompact(t *testing.T) {
 		t.Fatalf("subscribe after compact: %v, want cursor invalid", err)
 	}
 	more := items("d", 2)
-	mustPublish(t, pub, more) // the running instance rebases onto the squashed ref
+	channeltest.Publish(t, pub, more...) // the running instance rebases onto the squashed ref
 	if err := git.Compact(t.Context(), pub); err != nil {
 		t.Fatalf("compact the running instance: %v", err)
 	}
@@ -366,7 +351,7 @@ func TestRetentionPrunes(t *testing.T) {
 	commitFiles(t, r.bare, "refs/heads/remora/m0", map[string][]byte{"log/" + old + "/stale": []byte("stale")}, false, time.Time{})
 	pub := open(t, r, 0, t.TempDir(), map[string]any{"retention": "24h"})
 	fresh := items("f", 2)
-	mustPublish(t, pub, fresh)
+	channeltest.Publish(t, pub, fresh...)
 	files := gitCLI(t, "", "--git-dir="+r.bare, "ls-tree", "-r", "--name-only", "refs/heads/remora/m0")
 	if strings.Contains(files, old) {
 		t.Errorf("expired bucket %s still on the ref:\n%s", old, files)
@@ -528,7 +513,7 @@ func TestHTTPToken(t *testing.T) {
 
 	pub := open(t, r, 0, t.TempDir(), nil)
 	it := items("h", 3)
-	mustPublish(t, pub, it)
+	channeltest.Publish(t, pub, it...)
 	sub := open(t, r, 1, t.TempDir(), nil)
 	col, done, _ := subscribe(t, sub, nil)
 	waitFor(t, col, it, time.Minute, done)
@@ -546,7 +531,7 @@ func TestSSHKeyFromSecret(t *testing.T) {
 	delete(r.extra, "ssh_key_file")
 	pub := open(t, r, 0, t.TempDir(), nil)
 	it := items("s", 3)
-	mustPublish(t, pub, it)
+	channeltest.Publish(t, pub, it...)
 	sub := open(t, r, 1, t.TempDir(), nil)
 	col, done, _ := subscribe(t, sub, nil)
 	waitFor(t, col, it, time.Minute, done)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/remora-p2p/remora/sdk"
+	"github.com/remora-p2p/remora/sdk/channeltest"
 )
 
 // BenchmarkListLatency measures publish → delivery through the real list:
@@ -47,7 +48,7 @@ func benchLatency(b *testing.B, alice, bob sdk.Channel, to []string) {
 		return nil
 	}))
 	// Let the subscription reach IDLE and drain what is there.
-	publishOK(b, alice, item("warm-up", to...))
+	channeltest.Publish(b, alice, item("warm-up", to...))
 	waitData(b, got, "warm-up")
 	var lat []time.Duration
 	var pub time.Duration
@@ -55,7 +56,7 @@ func benchLatency(b *testing.B, alice, bob sdk.Channel, to []string) {
 	for i := 0; b.Loop(); i++ {
 		data := fmt.Sprintf("latency-%d-%s", i, randName(""))
 		t0 := time.Now()
-		publishOK(b, alice, item(data, to...))
+		channeltest.Publish(b, alice, item(data, to...))
 		pub += time.Since(t0)
 		waitData(b, got, data)
 		lat = append(lat, time.Since(t0))
@@ -116,7 +117,7 @@ func BenchmarkOfflineBacklog(b *testing.B) {
 					items = append(items, item(d))
 				}
 				for chunk := range slices.Chunk(items, batch) {
-					publishOK(b, alice, chunk...)
+					channeltest.Publish(b, alice, chunk...)
 				}
 				mails = uint32((1000+batch-1)/batch) * uint32((batch+defaultMaxItems-1)/defaultMaxItems)
 				env.waitCount(b, "carol", "INBOX", mails)

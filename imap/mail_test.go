@@ -20,6 +20,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/remora-p2p/remora/sdk"
+	"github.com/remora-p2p/remora/sdk/channeltest"
 )
 
 // inject sends raw by plain SMTP (port 10025, no auth), as any outsider can.
@@ -51,22 +52,6 @@ func (m mailEnv) waitCount(t testing.TB, user, folder string, n uint32) {
 	}
 }
 
-func publishOK(t testing.TB, ch sdk.Channel, items ...sdk.PublishItem) []sdk.PublishResult {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	res, err := ch.Publish(ctx, sdk.PublishRequest{Items: items})
-	if err != nil {
-		t.Fatalf("publish: %v", err)
-	}
-	for i, r := range res.Results {
-		if r.Err != nil {
-			t.Fatalf("publish item %d: %v", i, r.Err)
-		}
-	}
-	return res.Results
-}
-
 func item(data string, to ...string) sdk.PublishItem {
 	return sdk.PublishItem{Data: []byte(data), IdempotencyKey: randName("key"), To: to}
 }
@@ -96,7 +81,7 @@ func TestBadInput(t *testing.T) {
 	list := map[string]any{"list_address": "circle@example.test", "max_mail_bytes": 64 << 10, "smtp": env.submission}
 	alice := open(t, env.config(ModeList, "alice", list), "alice")
 	carol := open(t, env.config(ModeList, "carol", list), "carol")
-	publishOK(t, alice, item("real-item-1"), item("real-item-2"))
+	channeltest.Publish(t, alice, item("real-item-1"), item("real-item-2"))
 
 	got, err := collect(t, carol, nil, 2, 30*time.Second)
 	if err != nil {
@@ -252,7 +237,7 @@ func TestServerRestartMidIdle(t *testing.T) {
 	}()
 	want := map[string]int{}
 	send := func(s string) {
-		publishOK(t, alice, item(s, to))
+		channeltest.Publish(t, alice, item(s, to))
 		want[s] = 0
 	}
 	wait := func(n int) {
@@ -382,7 +367,7 @@ func TestTLS(t *testing.T) {
 					t.Fatalf("configure: %v", err)
 				}
 				defer ch.Close()
-				publishOK(t, ch, item("tls-check"))
+				channeltest.Publish(t, ch, item("tls-check"))
 				return
 			}
 			if sdk.CodeOf(err) != tt.code {
@@ -408,8 +393,8 @@ func TestConsumed(t *testing.T) {
 			if got := bob.Capabilities().Delete; got != sdk.DeleteOwn {
 				t.Errorf("Delete capability %q, want own", got)
 			}
-			publishOK(t, alice, item("c1", to), item("c2", to), item("c3", to))
-			publishOK(t, alice, item("c4", to))
+			channeltest.Publish(t, alice, item("c1", to), item("c2", to), item("c3", to))
+			channeltest.Publish(t, alice, item("c4", to))
 			got, err := collect(t, bob, nil, 4, 30*time.Second)
 			if err != nil {
 				t.Fatal(err)
@@ -500,7 +485,7 @@ func TestCursorInvalidAfterUIDValidity(t *testing.T) {
 	env := needMail(t)
 	folder := randName("uv")
 	ch := open(t, env.config(ModeShared, "carol", map[string]any{"folder": folder}), "carol")
-	publishOK(t, ch, item("uv-1"))
+	channeltest.Publish(t, ch, item("uv-1"))
 	got, err := collect(t, ch, nil, 1, 20*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -549,7 +534,7 @@ func testNewMailSeen(t *testing.T, cfg map[string]any) {
 	for i := range 3 {
 		time.Sleep(700 * time.Millisecond) // several IDLE cycles
 		want := fmt.Sprintf("after-idle-%d", i)
-		publishOK(t, pub, item(want))
+		channeltest.Publish(t, pub, item(want))
 		select {
 		case d := <-got:
 			if d != want {
@@ -573,7 +558,7 @@ func TestDirectAddressing(t *testing.T) {
 	cfg := map[string]any{"folder": folder}
 	alice := open(t, env.config(ModeDirect, "alice", cfg), "alice")
 	bobAddr, carolAddr := "bob+"+folder+"@"+env.domain, "carol+"+folder+"@"+env.domain
-	publishOK(t, alice,
+	channeltest.Publish(t, alice,
 		item("to-bob-1", bobAddr), item("to-both", bobAddr, carolAddr), item("to-carol", carolAddr),
 		item("to-bob-2", bobAddr), item("to-both-again", carolAddr, bobAddr))
 	for user, want := range map[string][]string{

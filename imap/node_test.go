@@ -11,6 +11,7 @@ import (
 	"github.com/remora-p2p/remora/core/node"
 	"github.com/remora-p2p/remora/core/node/nodetest"
 	"github.com/remora-p2p/remora/sdk"
+	"github.com/remora-p2p/remora/testenv"
 )
 
 // listNode is a node whose only channel is its member's account on the
@@ -32,7 +33,7 @@ func listNode(t *testing.T, env mailEnv, user, state string) *nodetest.Node {
 func since(t *testing.T, what string, d time.Duration, cond func() bool) time.Duration {
 	t.Helper()
 	t0 := time.Now()
-	nodetest.WaitFor(t, what, d, cond)
+	testenv.WaitFor(t, what, d, cond)
 	return time.Since(t0)
 }
 
@@ -83,18 +84,18 @@ func TestNodesOverMailingList(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range []*nodetest.Node{b, c} {
-		nodetest.WaitFor(t, n.Name+" got the broadcast", 30*time.Second, func() bool { return nodetest.Texts(t, n.N)["hello all"] == 1 })
+		testenv.WaitFor(t, n.Name+" got the broadcast", 30*time.Second, func() bool { return nodetest.Texts(t, n.N)["hello all"] == 1 })
 	}
 
 	// Carol goes offline; bob's message to her goes to the list.
 	cID := c.N.ID()
 	c.Stop()
-	nodetest.WaitFor(t, "bob noticed carol is gone", 30*time.Second, func() bool { return !nodetest.Connected(b, c) })
+	testenv.WaitFor(t, "bob noticed carol is gone", 30*time.Second, func() bool { return !nodetest.Connected(b, c) })
 	if _, err := b.N.Send(ctx, api.SendRequest{Circle: ci.ID, To: []string{cID.String()}, Text: "while you were out"}); err != nil {
 		t.Fatal(err)
 	}
 	before := env.count(t, "carol", "INBOX")
-	nodetest.WaitFor(t, "the message mailed to carol's INBOX", 60*time.Second, func() bool { return env.count(t, "carol", "INBOX") > before })
+	testenv.WaitFor(t, "the message mailed to carol's INBOX", 60*time.Second, func() bool { return env.count(t, "carol", "INBOX") > before })
 
 	// Cold start: carol's node and channel come up from disk.
 	started := time.Now()
@@ -103,9 +104,9 @@ func TestNodesOverMailingList(t *testing.T) {
 	if c.N.ID() != cID {
 		t.Fatalf("carol came back as %s", c.N.ID())
 	}
-	nodetest.WaitFor(t, "carol's first direct stream", 60*time.Second, func() bool { return nodetest.Connected(a, c) || nodetest.Connected(b, c) })
+	testenv.WaitFor(t, "carol's first direct stream", 60*time.Second, func() bool { return nodetest.Connected(a, c) || nodetest.Connected(b, c) })
 	t.Logf("cold start (IMAP+SMTP connect, node start) → first direct connection: %v (target ≤ 3 s)", time.Since(started).Round(time.Millisecond))
-	nodetest.WaitFor(t, "carol got the offline message", 60*time.Second, func() bool { return nodetest.Texts(t, c.N)["while you were out"] >= 1 })
+	testenv.WaitFor(t, "carol got the offline message", 60*time.Second, func() bool { return nodetest.Texts(t, c.N)["while you were out"] >= 1 })
 	time.Sleep(3 * time.Second) // live retries and list copies settle
 	got := nodetest.Texts(t, c.N)
 	if got["while you were out"] != 1 || got["hello all"] != 1 {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/remora-p2p/remora/mastodon/mastodontest"
 	"github.com/remora-p2p/remora/sdk"
+	"github.com/remora-p2p/remora/testenv"
 )
 
 // TestBadInput: strangers' posts, ordinary mentions, garbage, deleted
@@ -42,7 +43,7 @@ func TestBadInput(t *testing.T) {
 	srv.DeleteStatus(res[0].ID) // deleted before anyone read it
 
 	r := subscribe(t, sub, nil)
-	waitFor(t, "the item", 10*time.Second, func() bool { got, _, _ := r.counts(); return got[a] == 1 })
+	testenv.WaitFor(t, "the item", 10*time.Second, func() bool { got, _, _ := r.counts(); return got[a] == 1 })
 	h := health(sub)
 	for k, want := range map[string]int64{"ignored_stranger": 2, "ignored_plain": 2} {
 		if h.Counters[k] != want {
@@ -51,20 +52,20 @@ func TestBadInput(t *testing.T) {
 	}
 
 	// The stream drops; the server's streaming stays down for a while.
-	waitFor(t, "the stream", 5*time.Second, func() bool { return srv.Streams() == 1 })
+	testenv.WaitFor(t, "the stream", 5*time.Second, func() bool { return srv.Streams() == 1 })
 	c := armored(150)
 	cID := publish(t, pub, item(c))[0].ID
-	waitFor(t, "c", 10*time.Second, func() bool { got, _, _ := r.counts(); return got[c] == 1 })
+	testenv.WaitFor(t, "c", 10*time.Second, func() bool { got, _, _ := r.counts(); return got[c] == 1 })
 	// Its author deletes it once consumed: the stream's delete event is
 	// counted, nothing else happens.
 	if resp, err := pub.(sdk.Deleter).Delete(t.Context(), sdk.DeleteRequest{IDs: []string{cID}}); err != nil || resp.Errors[0] != nil {
 		t.Fatalf("delete: %v %v", err, resp.Errors)
 	}
-	waitFor(t, "the delete event", 5*time.Second, func() bool { return health(sub).Counters["deleted_seen"] >= 1 })
+	testenv.WaitFor(t, "the delete event", 5*time.Second, func() bool { return health(sub).Counters["deleted_seen"] >= 1 })
 	srv.SetStreaming(false)
 	d := armored(150)
 	publish(t, pub, item(d))
-	waitFor(t, "d, by polling", 10*time.Second, func() bool { got, _, _ := r.counts(); return got[d] == 1 })
+	testenv.WaitFor(t, "d, by polling", 10*time.Second, func() bool { got, _, _ := r.counts(); return got[d] == 1 })
 	h = health(sub)
 	if h.Counters["stream_drops"] < 1 || h.Counters["polls"] < 1 {
 		t.Errorf("counters after the drop: %v", h.Counters)
@@ -88,7 +89,7 @@ func TestBadInput(t *testing.T) {
 	e := armored(150)
 	publish(t, pub, item(e))
 	r2 := subscribe(t, sub, cursor)
-	waitFor(t, "e", 10*time.Second, func() bool { got, _, _ := r2.counts(); return got[e] == 1 })
+	testenv.WaitFor(t, "e", 10*time.Second, func() bool { got, _, _ := r2.counts(); return got[e] == 1 })
 	time.Sleep(300 * time.Millisecond)
 	got2, _, _ := r2.counts()
 	if len(got2) != 1 {
@@ -106,7 +107,7 @@ func TestStreamingUnavailableFromStart(t *testing.T) {
 	r := subscribe(t, sub, nil)
 	x := armored(100)
 	publish(t, pub, item(x))
-	waitFor(t, "x by polling", 10*time.Second, func() bool { got, _, _ := r.counts(); return got[x] == 1 })
+	testenv.WaitFor(t, "x by polling", 10*time.Second, func() bool { got, _, _ := r.counts(); return got[x] == 1 })
 	if h := health(sub); h.Counters["stream_connects"] != 0 || h.Counters["polls"] < 1 || h.State != sdk.HealthDegraded || !strings.Contains(h.Message, "polling") {
 		t.Errorf("health: %s %q %v", h.State, h.Message, h.Counters)
 	}
@@ -120,7 +121,7 @@ func TestCursorOtherAccount(t *testing.T) {
 	sub := mustConfigure(t, srv, bob.Token, map[string]any{"accounts": []string{"alice"}})
 	publish(t, pub, item(armored(100)))
 	r := subscribe(t, sub, nil)
-	waitFor(t, "a delivery", 10*time.Second, func() bool { got, _, _ := r.counts(); return len(got) == 1 })
+	testenv.WaitFor(t, "a delivery", 10*time.Second, func() bool { got, _, _ := r.counts(); return len(got) == 1 })
 	r.stop(t)
 	_, _, cursor := r.counts()
 	other := mustConfigure(t, srv, carol.Token, map[string]any{"accounts": []string{"alice"}})

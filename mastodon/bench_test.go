@@ -11,6 +11,7 @@ import (
 	"github.com/remora-p2p/remora/mastodon"
 	"github.com/remora-p2p/remora/mastodon/mastodontest"
 	"github.com/remora-p2p/remora/sdk"
+	"github.com/remora-p2p/remora/testenv"
 )
 
 // BenchmarkColdStart: two fresh nodes whose only common ground is their
@@ -25,14 +26,14 @@ func BenchmarkColdStart(b *testing.B) {
 		t0 := time.Now()
 		_, a, c, _ := circleOverMastodon(b, mastodontest.Options{RateLimit: 5000, StatusLimit: 5000, MaxCharacters: 500})
 		t1 := time.Now()
-		nodetest.WaitFor(b, "connected", time.Minute, func() bool { return nodetest.Connected(a, c) })
+		testenv.WaitFor(b, "connected", time.Minute, func() bool { return nodetest.Connected(a, c) })
 		t2 := time.Now()
 		a.Stop()
 		c.Stop()
 		t3 := time.Now()
 		a.Start()
 		c.Start()
-		nodetest.WaitFor(b, "reconnected", time.Minute, func() bool { return nodetest.Connected(a, c) })
+		testenv.WaitFor(b, "reconnected", time.Minute, func() bool { return nodetest.Connected(a, c) })
 		t4 := time.Now()
 		a.Stop()
 		c.Stop()

@@ -15,6 +15,7 @@ import (
 	"github.com/remora-p2p/remora/mastodon"
 	"github.com/remora-p2p/remora/mastodon/mastodontest"
 	"github.com/remora-p2p/remora/sdk"
+	"github.com/remora-p2p/remora/testenv"
 )
 
 func configure(t *testing.T, srv *mastodontest.Server, token string, cfg map[string]any) (sdk.Channel, error) {
@@ -103,18 +104,6 @@ func (r *recorder) counts() (map[string]int, int, []byte) {
 		m[string(d.Data)]++
 	}
 	return m, r.empty, r.cursor
-}
-
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %s waiting for %s", d, what)
 }
 
 func publish(t *testing.T, ch sdk.Channel, items ...sdk.PublishItem) []sdk.PublishResult {
@@ -346,7 +335,7 @@ func TestConcurrentPublishers(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	waitFor(t, "every item delivered", 20*time.Second, func() bool { got, _, _ := r.counts(); return len(got) == len(want) })
+	testenv.WaitFor(t, "every item delivered", 20*time.Second, func() bool { got, _, _ := r.counts(); return len(got) == len(want) })
 	time.Sleep(300 * time.Millisecond)
 	got, _, _ := r.counts()
 	for _, d := range want {

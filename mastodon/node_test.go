@@ -17,6 +17,7 @@ import (
 	"github.com/remora-p2p/remora/mastodon"
 	"github.com/remora-p2p/remora/mastodon/mastodontest"
 	"github.com/remora-p2p/remora/sdk"
+	"github.com/remora-p2p/remora/testenv"
 )
 
 // accountNode is a core node whose only channel is its own account on the
@@ -74,13 +75,13 @@ func TestNodesOverMastodon(t *testing.T) {
 	if got := a.Ch.Capabilities().MaxPayload; got != 500-len("@bob ") {
 		t.Fatalf("alice's max payload %d after the restart, want %d", got, 500-len("@bob "))
 	}
-	nodetest.WaitFor(t, "alice and bob connected directly", time.Minute, func() bool { return nodetest.Connected(a, b) })
+	testenv.WaitFor(t, "alice and bob connected directly", time.Minute, func() bool { return nodetest.Connected(a, b) })
 
 	ctx := context.Background()
 	if _, err := a.N.Send(ctx, api.SendRequest{Circle: circleID, Text: "hello bob"}); err != nil {
 		t.Fatal(err)
 	}
-	nodetest.WaitFor(t, "bob got the broadcast", 30*time.Second, func() bool { return nodetest.Texts(t, b.N)["hello bob"] == 1 })
+	testenv.WaitFor(t, "bob got the broadcast", 30*time.Second, func() bool { return nodetest.Texts(t, b.N)["hello bob"] == 1 })
 
 	bobID := b.N.ID()
 	b.Stop()
@@ -102,15 +103,15 @@ func TestNodesOverMastodon(t *testing.T) {
 	srv.Post("mallory", "@bob "+prefix+base64.RawURLEncoding.EncodeToString(forged)+".", "direct")
 	srv.Post("alice", "@bob are you there?", "direct")
 	// 20 KB at ~370 envelope bytes per post is over 50 posts.
-	nodetest.WaitFor(t, "the fragments posted", 2*time.Minute, func() bool { return srv.Posts()-postsBefore > 50 })
+	testenv.WaitFor(t, "the fragments posted", 2*time.Minute, func() bool { return srv.Posts()-postsBefore > 50 })
 	b.Start()
 	defer b.Stop()
 	defer a.Stop()
-	nodetest.WaitFor(t, "bob got both offline messages", 2*time.Minute, func() bool {
+	testenv.WaitFor(t, "bob got both offline messages", 2*time.Minute, func() bool {
 		got := nodetest.Texts(t, b.N)
 		return got["while you were out"] >= 1 && got[big] >= 1
 	})
-	nodetest.WaitFor(t, "alice and bob reconnected", time.Minute, func() bool { return nodetest.Connected(a, b) })
+	testenv.WaitFor(t, "alice and bob reconnected", time.Minute, func() bool { return nodetest.Connected(a, b) })
 	time.Sleep(3 * time.Second) // let the live retry and the channel copy both land
 	got := nodetest.Texts(t, b.N)
 	if got["while you were out"] != 1 || got[big] != 1 || got["hello bob"] != 1 {

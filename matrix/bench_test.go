@@ -12,6 +12,8 @@ import (
 
 	"github.com/remora-p2p/remora/core/node/nodetest"
 	"github.com/remora-p2p/remora/sdk"
+	"github.com/remora-p2p/remora/sdk/channeltest"
+	"github.com/remora-p2p/remora/testenv"
 )
 
 // BenchmarkDeliveryLatency measures publish → delivery through the room:
@@ -31,7 +33,7 @@ func BenchmarkDeliveryLatency(b *testing.B) {
 		return nil
 	}))
 	// Warm up: the subscription is live once a first item arrives.
-	publishOK(b, a, item([]byte("warmup")))
+	channeltest.Publish(b, a, item([]byte("warmup")))
 	for d := range got {
 		if d == "warmup" {
 			break
@@ -42,7 +44,7 @@ func BenchmarkDeliveryLatency(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		data := []byte("bench-" + strconv.Itoa(i) + "-" + randomName(""))
 		start := time.Now()
-		publishOK(b, a, item(data))
+		channeltest.Publish(b, a, item(data))
 		for d := range got {
 			if d == string(data) {
 				break
@@ -80,7 +82,7 @@ func benchBacklog(b *testing.B, batch int) {
 		a := hs.mustOpen(b, alice, room, b.TempDir())
 		r := hs.mustOpen(b, bob, room, b.TempDir())
 		first := item([]byte("before"))
-		publishOK(b, a, first)
+		channeltest.Publish(b, a, first)
 		col, stop := subscribe(b, r, nil)
 		col.waitFor(b, wantSet(first.Data), time.Minute)
 		stop()
@@ -93,7 +95,7 @@ func benchBacklog(b *testing.B, batch int) {
 			want[string(it.Data)] = true
 		}
 		for j := 0; j < len(items); j += batch {
-			publishOK(b, a, items[j:min(j+batch, len(items))]...)
+			channeltest.Publish(b, a, items[j:min(j+batch, len(items))]...)
 		}
 		b.StartTimer()
 		start := time.Now()
@@ -130,7 +132,7 @@ func BenchmarkColdStartDirectStream(b *testing.B) {
 			b.StartTimer()
 			start := time.Now()
 			a, c, _ := circleIn(b, hs, ua, ub, room)
-			nodetest.WaitFor(b, "direct connection", time.Minute, func() bool { return nodetest.Connected(a, c) })
+			testenv.WaitFor(b, "direct connection", time.Minute, func() bool { return nodetest.Connected(a, c) })
 			total += time.Since(start)
 			b.StopTimer()
 			a.Stop()
@@ -140,7 +142,7 @@ func BenchmarkColdStartDirectStream(b *testing.B) {
 	})
 	b.Run("restart", func(b *testing.B) {
 		a, c, _ := circleOverMatrix(b)
-		nodetest.WaitFor(b, "first connection", time.Minute, func() bool { return nodetest.Connected(a, c) })
+		testenv.WaitFor(b, "first connection", time.Minute, func() bool { return nodetest.Connected(a, c) })
 		var total time.Duration
 		for i := 0; i < b.N; i++ {
 			b.StopTimer()
@@ -150,7 +152,7 @@ func BenchmarkColdStartDirectStream(b *testing.B) {
 			start := time.Now()
 			a.Start()
 			c.Start()
-			nodetest.WaitFor(b, "direct connection after restart", time.Minute, func() bool { return nodetest.Connected(a, c) })
+			testenv.WaitFor(b, "direct connection after restart", time.Minute, func() bool { return nodetest.Connected(a, c) })
 			total += time.Since(start)
 		}
 		b.StopTimer()

@@ -24,26 +24,13 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/remora-p2p/remora/sdk"
+	"github.com/remora-p2p/remora/sdk/channeltest"
 )
 
 func ctxT(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-func publishOK(t testing.TB, ch sdk.Channel, items ...sdk.PublishItem) []sdk.PublishResult {
-	t.Helper()
-	resp, err := ch.Publish(ctxT(t, 2*time.Minute), sdk.PublishRequest{Items: items})
-	if err != nil {
-		t.Fatalf("publish: %v", err)
-	}
-	for i, r := range resp.Results {
-		if r.Err != nil {
-			t.Fatalf("publish item %d: %v", i, r.Err)
-		}
-	}
-	return resp.Results
 }
 
 func item(data []byte) sdk.PublishItem {
@@ -172,7 +159,7 @@ func TestConfigureErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer ch.Close()
-		publishOK(t, ch, item([]byte("via token")))
+		channeltest.Publish(t, ch, item([]byte("via token")))
 	})
 }
 
@@ -242,7 +229,7 @@ func TestRestartReusesDevice(t *testing.T) {
 	if ch.cli.DeviceID != first {
 		t.Errorf("after revocation: device %s, want %s", ch.cli.DeviceID, first)
 	}
-	publishOK(t, ch, item([]byte("after relogin")))
+	channeltest.Publish(t, ch, item([]byte("after relogin")))
 }
 
 // TestRetriedSendDeduplicated: a send retried after a lost answer (the key
@@ -255,7 +242,7 @@ func TestRetriedSendDeduplicated(t *testing.T) {
 	dir := t.TempDir()
 	ch := hs.mustOpen(t, alice, room, dir)
 	it := item(payloadN(100))
-	first := publishOK(t, ch, it)[0].ID
+	first := channeltest.Publish(t, ch, it)[0].ID
 	ch.Close()
 	// Forget the recorded key, as if the process died before saving it.
 	st, err := openStore(dir)
@@ -267,12 +254,12 @@ func TestRetriedSendDeduplicated(t *testing.T) {
 		t.Fatal(err)
 	}
 	ch = hs.mustOpen(t, alice, room, dir)
-	if again := publishOK(t, ch, it)[0].ID; again != first {
+	if again := channeltest.Publish(t, ch, it)[0].ID; again != first {
 		t.Fatalf("retried send got event %s, want the homeserver to return %s", again, first)
 	}
 	col, stop := subscribe(t, ch, nil)
 	marker := item(payloadN(10))
-	publishOK(t, ch, marker)
+	channeltest.Publish(t, ch, marker)
 	seen := col.waitFor(t, wantSet(it.Data, marker.Data), time.Minute)
 	col.drain(time.Second, seen)
 	stop()
@@ -460,7 +447,7 @@ func TestBadInput(t *testing.T) {
 	send := func() (want [][]byte) {
 		for i, g := range garbage {
 			d := payloadN(50)
-			publishOK(t, a, item(d))
+			channeltest.Publish(t, a, item(d))
 			want = append(want, d)
 			sendRaw(t, alice, room, EnvelopeType, g)
 			sendRaw(t, bob, room, "m.room.message", map[string]any{"msgtype": "m.text", "body": fmt.Sprintf("hello %d", i)})
@@ -469,7 +456,7 @@ func TestBadInput(t *testing.T) {
 		sendRaw(t, alice, room, EnvelopeType, oversize)
 		sendRaw(t, bob, room, "m.room.message", map[string]any{"msgtype": "m.text", "body": strings.Repeat("huge ", 12000)})
 		d := payloadN(50)
-		publishOK(t, a, item(d))
+		channeltest.Publish(t, a, item(d))
 		return append(want, d)
 	}
 	check := func(name string, col *collector, want [][]byte, stop func() error) {
@@ -530,7 +517,7 @@ func TestGapBackfill(t *testing.T) {
 	a := hs.mustOpen(t, alice, room, t.TempDir())
 	b := hs.mustOpen(t, bob, room, t.TempDir())
 	first := item(payloadN(20))
-	publishOK(t, a, first)
+	channeltest.Publish(t, a, first)
 	col, stop := subscribe(t, b, nil)
 	col.waitFor(t, wantSet(first.Data), time.Minute)
 	stop()
@@ -540,7 +527,7 @@ func TestGapBackfill(t *testing.T) {
 		items = append(items, item(payloadN(40)))
 	}
 	for i := 0; i < len(items); i += 50 {
-		publishOK(t, a, items[i:i+50]...)
+		channeltest.Publish(t, a, items[i:i+50]...)
 	}
 	col, stop = subscribe(t, b, cursor)
 	var want [][]byte
@@ -572,7 +559,7 @@ func TestHomeserverDown(t *testing.T) {
 	var before, after [][]byte
 	for range 5 {
 		d := payloadN(30)
-		publishOK(t, a, item(d))
+		channeltest.Publish(t, a, item(d))
 		before = append(before, d)
 	}
 	col, stop := subscribe(t, b, nil)
@@ -597,7 +584,7 @@ func TestHomeserverDown(t *testing.T) {
 
 	for range 5 {
 		d := payloadN(30)
-		publishOK(t, a, item(d))
+		channeltest.Publish(t, a, item(d))
 		after = append(after, d)
 	}
 	more := col.waitFor(t, wantSet(after...), time.Minute)
@@ -778,7 +765,7 @@ func TestDeletePacked(t *testing.T) {
 	b := hs.mustOpen(t, bob, room, t.TempDir())
 	a.noteRateLimit(0) // act as if throttled: pack
 	items := []sdk.PublishItem{item(payloadN(10)), item(payloadN(10)), item(payloadN(10))}
-	res := publishOK(t, a, items...)
+	res := channeltest.Publish(t, a, items...)
 	ev, _, _ := strings.Cut(res[0].ID, "/")
 	for i, r := range res {
 		if r.ID != fmt.Sprintf("%s/%d", ev, i) {
@@ -817,7 +804,7 @@ func TestDeletePacked(t *testing.T) {
 	}
 	col, stop := subscribe(t, b, nil)
 	marker := item(payloadN(10))
-	publishOK(t, a, marker)
+	channeltest.Publish(t, a, marker)
 	seen := col.waitFor(t, wantSet(marker.Data), time.Minute)
 	col.drain(time.Second, seen)
 	stop()
@@ -841,7 +828,7 @@ func TestRateLimitLongWait(t *testing.T) {
 	defer a.Close()
 	b := hs.mustOpen(t, bob, room, t.TempDir())
 	first := item(payloadN(20))
-	publishOK(t, a, first)
+	channeltest.Publish(t, a, first)
 	held := []sdk.PublishItem{item(payloadN(20)), item(payloadN(20))}
 	resp, err := a.Publish(ctxT(t, time.Minute), sdk.PublishRequest{Items: held})
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/remora-p2p/remora/core/api"
 	"github.com/remora-p2p/remora/core/node/nodetest"
 	"github.com/remora-p2p/remora/sdk"
+	"github.com/remora-p2p/remora/testenv"
 )
 
 // roomNode is a core node whose only channel is its own account in the
@@ -60,13 +61,13 @@ func TestNodesOverMatrixRoom(t *testing.T) {
 		t.Skip("starts two libp2p nodes")
 	}
 	a, b, circleID := circleOverMatrix(t)
-	nodetest.WaitFor(t, "alice and bob connected directly", time.Minute, func() bool { return nodetest.Connected(a, b) })
+	testenv.WaitFor(t, "alice and bob connected directly", time.Minute, func() bool { return nodetest.Connected(a, b) })
 
 	ctx := context.Background()
 	if _, err := a.N.Send(ctx, api.SendRequest{Circle: circleID, Text: "hello bob"}); err != nil {
 		t.Fatal(err)
 	}
-	nodetest.WaitFor(t, "bob got the broadcast", 30*time.Second, func() bool { return nodetest.Texts(t, b.N)["hello bob"] == 1 })
+	testenv.WaitFor(t, "bob got the broadcast", 30*time.Second, func() bool { return nodetest.Texts(t, b.N)["hello bob"] == 1 })
 
 	bobID := b.N.ID()
 	b.Stop()
@@ -74,12 +75,12 @@ func TestNodesOverMatrixRoom(t *testing.T) {
 	if _, err := a.N.Send(ctx, api.SendRequest{Circle: circleID, To: []string{bobID.String()}, Text: "while you were out"}); err != nil {
 		t.Fatal(err)
 	}
-	nodetest.WaitFor(t, "the message posted to the room", time.Minute, func() bool { return a.Published() > before })
+	testenv.WaitFor(t, "the message posted to the room", time.Minute, func() bool { return a.Published() > before })
 	b.Start()
 	defer b.Stop()
 	defer a.Stop()
-	nodetest.WaitFor(t, "bob got the offline message", time.Minute, func() bool { return nodetest.Texts(t, b.N)["while you were out"] >= 1 })
-	nodetest.WaitFor(t, "alice and bob reconnected", time.Minute, func() bool { return nodetest.Connected(a, b) })
+	testenv.WaitFor(t, "bob got the offline message", time.Minute, func() bool { return nodetest.Texts(t, b.N)["while you were out"] >= 1 })
+	testenv.WaitFor(t, "alice and bob reconnected", time.Minute, func() bool { return nodetest.Connected(a, b) })
 	time.Sleep(3 * time.Second) // let the live retry and the room copy both land
 	got := nodetest.Texts(t, b.N)
 	if got["while you were out"] != 1 || got["hello bob"] != 1 {

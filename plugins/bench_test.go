@@ -126,10 +126,7 @@ func benchPublish(b *testing.B, ch sdk.Channel, batch int) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(len(lat)*batch)/b.Elapsed().Seconds(), "envelopes/s")
-	slices.Sort(lat)
-	q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) }
-	b.ReportMetric(q(0.50), "p50-µs")
-	b.ReportMetric(q(0.99), "p99-µs")
+	reportLatency(b, lat)
 }
 
 // benchPublishParallel is benchPublish with several batches in flight at
@@ -176,10 +173,7 @@ func benchPublishParallel(b *testing.B, ch sdk.Channel, batch, publishers int) {
 		return
 	}
 	b.ReportMetric(float64(len(lat)*batch)/b.Elapsed().Seconds(), "envelopes/s")
-	slices.Sort(lat)
-	q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) }
-	b.ReportMetric(q(0.50), "p50-µs")
-	b.ReportMetric(q(0.99), "p99-µs")
+	reportLatency(b, lat)
 }
 
 // reportRSS reports the adapter process's resident and peak memory.
@@ -267,4 +261,12 @@ func BenchmarkSubscribe(b *testing.B) {
 			b.ReportMetric(float64(b.N*subscribeItems)/b.Elapsed().Seconds(), "deliveries/s")
 		})
 	}
+}
+
+// reportLatency reports the median and 99th percentile of lat in µs.
+func reportLatency(b *testing.B, lat []time.Duration) {
+	slices.Sort(lat)
+	q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) }
+	b.ReportMetric(q(0.50), "p50-µs")
+	b.ReportMetric(q(0.99), "p99-µs")
 }

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Dir is the folder the service scripts write to.
@@ -80,4 +81,19 @@ func Missing(t testing.TB, service, format string, args ...any) {
 		t.Skipf("%s: skipped in -short mode", service)
 	}
 	t.Skipf("%s server missing: "+format+"; run `make testenv` to start it", args...)
+}
+
+// WaitFor polls cond until it holds, or fails the test after d naming what
+// it waited for. Integration tests wait on real servers and processes, whose
+// timing no test controls.
+func WaitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %s waiting for %s", d, what)
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/remora-p2p/remora/core/api"
+	"github.com/remora-p2p/remora/testenv"
 )
 
 // BenchmarkDaemon measures, with the dir adapter: start-up time to "ready",
@@ -34,7 +35,7 @@ func BenchmarkDaemon(b *testing.B) {
 		b.Fatal(out)
 	}
 	ctx := context.Background()
-	waitUntil(b, "a direct path", 60*time.Second, func() bool {
+	testenv.WaitFor(b, "a direct path", 60*time.Second, func() bool {
 		p, err := a.client().Peers(ctx)
 		return err == nil && len(p) == 1 && p[0].Path != "channel"
 	})

@@ -103,7 +103,7 @@ func (h *home) start() {
 		h.t.Fatal(err)
 	}
 	h.t.Cleanup(h.stop)
-	waitUntil(h.t, h.name+"'s daemon answering", 30*time.Second, func() bool {
+	testenv.WaitFor(h.t, h.name+"'s daemon answering", 30*time.Second, func() bool {
 		st, err := h.client().Status(context.Background())
 		return err == nil && st.Ready
 	})
@@ -147,17 +147,6 @@ func (h *home) saveLog() {
 }
 
 func (h *home) client() *api.Client { return api.NewClient(filepath.Join(h.dir, "api.sock")) }
-
-func waitUntil(t testing.TB, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
 
 // circleOf2 makes a circle of a and b over a shared dir channel, with both
 // daemons running, and returns its ID.
@@ -293,7 +282,7 @@ func TestKill9DuringBurst(t *testing.T) {
 	a, b := newHome(t, "alice"), newHome(t, "bob")
 	id := circleOf2(t, a, b)
 	ctx := context.Background()
-	waitUntil(t, "alice and bob connected", 60*time.Second, func() bool {
+	testenv.WaitFor(t, "alice and bob connected", 60*time.Second, func() bool {
 		peers, err := a.client().Peers(ctx)
 		return err == nil && len(peers) == 1 && peers[0].Path != "channel" && peers[0].Path != "none"
 	})
@@ -338,7 +327,7 @@ func TestKill9DuringBurst(t *testing.T) {
 		}
 		accepted[text] = true
 	}
-	waitUntil(t, "bob has every accepted message", 120*time.Second, func() bool {
+	testenv.WaitFor(t, "bob has every accepted message", 120*time.Second, func() bool {
 		got := 0
 		for _, m := range allMessages(t, b) {
 			if accepted[m.Text] {

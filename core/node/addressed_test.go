@@ -9,6 +9,7 @@ import (
 
 	"github.com/remora-p2p/remora/core/api"
 	"github.com/remora-p2p/remora/sdk"
+	"github.com/remora-p2p/remora/testenv"
 )
 
 // addressedChannel declares a dir channel addressed (like mail in direct
@@ -64,7 +65,7 @@ func TestAddressedChannelGetsRecipients(t *testing.T) {
 	if _, err := nodes[0].n.Send(context.Background(), api.SendRequest{Circle: ci.ID, To: []string{nodes[1].n.ID().String()}, Text: "to bob"}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "bob got the message", 30*time.Second, func() bool { return texts(inbox(t, nodes[1].n))["to bob"] == 1 })
+	testenv.WaitFor(t, "bob got the message", 30*time.Second, func() bool { return texts(inbox(t, nodes[1].n))["to bob"] == 1 })
 	mu.Lock()
 	defer mu.Unlock()
 	n := 0

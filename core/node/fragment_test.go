@@ -14,6 +14,7 @@ import (
 	"github.com/remora-p2p/remora/core/api"
 	"github.com/remora-p2p/remora/core/circle"
 	"github.com/remora-p2p/remora/core/envelope"
+	"github.com/remora-p2p/remora/testenv"
 )
 
 // A message split into fragments survives a receiver restart between its
@@ -35,7 +36,7 @@ func TestFragmentsSurviveRestart(t *testing.T) {
 	}
 	join(t, a, b, ci.ID)
 	c, _ := a.n.circleOf(mustParse(t, ci.ID))
-	waitFor(t, "bob holds alice's sender key", 30*time.Second, func() bool {
+	testenv.WaitFor(t, "bob holds alice's sender key", 30*time.Second, func() bool {
 		_, ok := keys{b.n}.MessageKeys(c.ID().EnvelopeID(), envelope.Epoch(c.Epoch()), a.n.ID())
 		return ok
 	})
@@ -62,7 +63,7 @@ func TestFragmentsSurviveRestart(t *testing.T) {
 	if err := b.n.receive(context.Background(), "shared", sealed.Envelopes[last], "channel:shared", ""); err != nil {
 		t.Fatalf("last fragment: %v", err)
 	}
-	waitFor(t, "the reassembled message in bob's inbox", 10*time.Second, func() bool {
+	testenv.WaitFor(t, "the reassembled message in bob's inbox", 10*time.Second, func() bool {
 		for _, m := range inbox(t, b.n) {
 			if m.Text == string(body) {
 				return true

@@ -15,6 +15,7 @@ import (
 	"github.com/remora-p2p/remora/core/store"
 	"github.com/remora-p2p/remora/dir"
 	"github.com/remora-p2p/remora/sdk"
+	"github.com/remora-p2p/remora/testenv"
 )
 
 // testNode is one node with its own state folder, sharing a dir channel.
@@ -103,19 +104,6 @@ func (tn *testNode) stop() {
 	tn.db.Close()
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %s waiting for %s", d, what)
-}
-
 func inbox(t *testing.T, n *Node) []api.Message {
 	t.Helper()
 	msgs, err := n.Messages(context.Background(), 0, 1000)
@@ -178,7 +166,7 @@ func TestThreeNodesOverDirChannel(t *testing.T) {
 	// Rendezvous: presence through the folder, then direct connections.
 	for _, pair := range [][2]*testNode{{a, b}, {a, c}, {b, c}} {
 		x, y := pair[0], pair[1]
-		waitFor(t, fmt.Sprintf("%s and %s connected directly", x.name, y.name), 60*time.Second, func() bool {
+		testenv.WaitFor(t, fmt.Sprintf("%s and %s connected directly", x.name, y.name), 60*time.Second, func() bool {
 			return x.n.tr.PathTo(y.n.ID()).Live() || y.n.tr.PathTo(x.n.ID()).Live()
 		})
 	}
@@ -188,7 +176,7 @@ func TestThreeNodesOverDirChannel(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range []*testNode{b, c} {
-		waitFor(t, n.name+" got the broadcast", 30*time.Second, func() bool { return texts(inbox(t, n.n))["hello all"] == 1 })
+		testenv.WaitFor(t, n.name+" got the broadcast", 30*time.Second, func() bool { return texts(inbox(t, n.n))["hello all"] == 1 })
 	}
 
 	// Carol goes offline; a direct message to her waits in the channel.
@@ -197,7 +185,7 @@ func TestThreeNodesOverDirChannel(t *testing.T) {
 	if _, err := b.n.Send(ctx, api.SendRequest{Circle: ci.ID, To: []string{cID.String()}, Text: "while you were out"}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the message posted to the channel", 30*time.Second, func() bool {
+	testenv.WaitFor(t, "the message posted to the channel", 30*time.Second, func() bool {
 		b.n.mu.Lock()
 		defer b.n.mu.Unlock()
 		for _, e := range b.n.outbox {
@@ -212,9 +200,9 @@ func TestThreeNodesOverDirChannel(t *testing.T) {
 	if c.n.ID() != cID {
 		t.Fatalf("carol came back as %s, want %s", c.n.ID(), cID)
 	}
-	waitFor(t, "carol got the offline message", 60*time.Second, func() bool { return texts(inbox(t, c.n))["while you were out"] >= 1 })
+	testenv.WaitFor(t, "carol got the offline message", 60*time.Second, func() bool { return texts(inbox(t, c.n))["while you were out"] >= 1 })
 	// Let every path (channel copy, live retry) settle, then count.
-	waitFor(t, "bob's outbox drained", 60*time.Second, func() bool {
+	testenv.WaitFor(t, "bob's outbox drained", 60*time.Second, func() bool {
 		b.n.mu.Lock()
 		defer b.n.mu.Unlock()
 		for _, e := range b.n.outbox {

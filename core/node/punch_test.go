@@ -7,6 +7,7 @@ import (
 
 	"github.com/remora-p2p/remora/core/api"
 	"github.com/remora-p2p/remora/sdk"
+	"github.com/remora-p2p/remora/testenv"
 )
 
 // fastChannel declares a dir channel a push channel with low latency, the
@@ -30,12 +31,12 @@ func TestPunchWindowOverPushChannel(t *testing.T) {
 		t.Fatal(err)
 	}
 	join(t, a, b, ci.ID)
-	waitFor(t, "a first connection", 30*time.Second, func() bool { return a.n.tr.PathTo(b.n.ID()).Live() })
+	testenv.WaitFor(t, "a first connection", 30*time.Second, func() bool { return a.n.tr.PathTo(b.n.ID()).Live() })
 
 	a.n.tr.Host().Network().ClosePeer(b.n.ID())
 	a.n.requestPunch(b.n.ID())
-	waitFor(t, "bob joining the window", 30*time.Second, func() bool { return b.n.Counters()["punch_windows_joined"] == 1 })
-	waitFor(t, "a path again", 30*time.Second, func() bool { return a.n.tr.PathTo(b.n.ID()).Live() })
+	testenv.WaitFor(t, "bob joining the window", 30*time.Second, func() bool { return b.n.Counters()["punch_windows_joined"] == 1 })
+	testenv.WaitFor(t, "a path again", 30*time.Second, func() bool { return a.n.tr.PathTo(b.n.ID()).Live() })
 	// A second request within the interval is not sent.
 	a.n.requestPunch(b.n.ID())
 	time.Sleep(time.Second)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/remora-p2p/remora/core/api"
 	"github.com/remora-p2p/remora/core/transport"
+	"github.com/remora-p2p/remora/testenv"
 )
 
 // TestRelayPromotion: a member that is publicly reachable (here forced: in
@@ -47,11 +48,11 @@ func TestRelayPromotion(t *testing.T) {
 	}
 	join(t, public, natted, ci.ID)
 	join(t, public, optedOut, ci.ID)
-	waitFor(t, "AutoNAT's verdict on the relay", 10*time.Second, public.n.relayOffer)
+	testenv.WaitFor(t, "AutoNAT's verdict on the relay", 10*time.Second, public.n.relayOffer)
 	if optedOut.n.relayOffer() || natted.n.relayOffer() {
 		t.Fatalf("relay offers: public %v, opted out %v, natted %v; want only the public one", public.n.relayOffer(), optedOut.n.relayOffer(), natted.n.relayOffer())
 	}
-	waitFor(t, "the natted member reserving a slot on the relay", 30*time.Second, func() bool {
+	testenv.WaitFor(t, "the natted member reserving a slot on the relay", 30*time.Second, func() bool {
 		return slices.Contains(natted.n.tr.Relays(), public.n.ID())
 	})
 	if slices.Contains(natted.n.tr.Relays(), optedOut.n.ID()) {

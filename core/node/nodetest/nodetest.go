@@ -115,19 +115,6 @@ func (n *Node) Published() int64 {
 	return chs[0].Counters["published"]
 }
 
-// WaitFor polls cond until it holds, failing t after d.
-func WaitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %s waiting for %s", d, what)
-}
-
 // Texts counts the texts in n's inbox.
 func Texts(t testing.TB, n *node.Node) map[string]int {
 	t.Helper()
