@@ -197,14 +197,7 @@ func (ch *channel) publishSMTP(ctx context.Context, items []sdk.PublishItem, pla
 		if ctx.Err() != nil {
 			err = ctx.Err()
 		}
-		for _, i := range p.items {
-			if err != nil {
-				results[i].Err = err
-				continue
-			}
-			results[i].ID = keyID(items[i].IdempotencyKey)
-			ch.remember(items[i].IdempotencyKey, results[i].ID)
-		}
+		ch.settle(items, p, results, err)
 		if err != nil && c != nil {
 			if c.Reset() != nil {
 				c.Close()
@@ -216,6 +209,19 @@ func (ch *channel) publishSMTP(ctx context.Context, items []sdk.PublishItem, pla
 		}
 	}
 	return nil
+}
+
+// settle records the outcome of one mail for the items it carried: err, or
+// their IDs, remembered so a retried Publish does not send them again.
+func (ch *channel) settle(items []sdk.PublishItem, p mailPlan, results []sdk.PublishResult, err error) {
+	for _, i := range p.items {
+		if err != nil {
+			results[i].Err = err
+			continue
+		}
+		results[i].ID = keyID(items[i].IdempotencyKey)
+		ch.remember(items[i].IdempotencyKey, results[i].ID)
+	}
 }
 
 func (ch *channel) sendOne(ctx context.Context, c *smtp.Client, to []string, msg []byte) error {
@@ -264,14 +270,7 @@ func (ch *channel) publishAppend(ctx context.Context, items []sdk.PublishItem, p
 			})
 		}
 		ch.noteErr(err)
-		for _, i := range p.items {
-			if err != nil {
-				results[i].Err = err
-				continue
-			}
-			results[i].ID = keyID(items[i].IdempotencyKey)
-			ch.remember(items[i].IdempotencyKey, results[i].ID)
-		}
+		ch.settle(items, p, results, err)
 		if err != nil && (ctx.Err() != nil || sdk.CodeOf(err) == sdk.CodeAuthFailed) {
 			return nil
 		}
