@@ -20,7 +20,7 @@
 // and read details with errors.As.
 //
 // The conformance kit in sdk/channeltest checks an implementation against its
-// real backend. docs/protocol.md specifies the wire contract for authors
+// real backend. docs/adapter-protocol.md specifies the wire contract for authors
 // writing an adapter in another language; docs/adapter-guide.md walks through
 // the dir adapter.
 package sdk

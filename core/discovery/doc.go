@@ -2,8 +2,8 @@
 // ("box"): LAN mDNS, peer exchange, the persisted peer cache, every channel,
 // DNS TXT records, a static web file, and last a preloaded signed list of
 // volunteer relays. Discovery runs the sources, merges what they find, and
-// keeps a per-box report for `remora doctor`: configured, reachable, what it
-// found and when.
+// keeps a per-box report: configured, reachable, what it found and when.
+// docs/discovery.md says which boxes the daemon runs today.
 //
 // # Signed relay list
 //
