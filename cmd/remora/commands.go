@@ -178,7 +178,7 @@ func printMessage(w io.Writer, m api.Message) {
 func (a *app) peersCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "peers",
-		Short: "Show how each circle member is reached: path now, last seen, which box found it",
+		Short: "Show how each circle member is reached: path now, the box whose address made it, last seen, which box found it first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			peers, err := a.client().Peers(cmd.Context())
@@ -186,13 +186,13 @@ func (a *app) peersCmd() *cobra.Command {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tPATH\tLAST SEEN\tFOUND BY\tPEER")
+			fmt.Fprintln(tw, "NAME\tPATH\tVIA BOX\tLAST SEEN\tFOUND BY\tPEER")
 			for _, p := range peers {
 				seen := "never"
 				if !p.LastSeen.IsZero() {
 					seen = time.Since(p.LastSeen).Round(time.Second).String() + " ago"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Name, p.Path, seen, orDash(p.FoundBy), p.PeerID)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.Path, orDash(p.Via), seen, orDash(p.FoundBy), p.PeerID)
 			}
 			return tw.Flush()
 		},
@@ -249,6 +249,9 @@ func (a *app) doctor(ctx context.Context, w io.Writer) error {
 		}
 		if chans, err = a.client().Channels(ctx); err != nil {
 			return err
+		}
+		if good, err := a.doctorBoxes(ctx, w); err != nil || !good {
+			say(false, "bootstrap boxes", "a box is failing: see its fix above")
 		}
 	} else {
 		say(errors.Is(err, api.ErrNotRunning), "daemon", "not running (start it with `remora run`); checking channels directly")

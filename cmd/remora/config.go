@@ -32,6 +32,9 @@ type Config struct {
 	NoRelay bool `toml:"no_relay"`
 	// PresenceInterval is how often presence is published ("5m").
 	PresenceInterval string `toml:"presence_interval,omitempty"`
+	// Bootstrap boxes (config_boxes.go).
+	Cache *CacheConfig `toml:"cache,omitempty"`
+	PEX   *PEXConfig   `toml:"pex,omitempty"`
 	// Channels are the services this device uses as channels.
 	Channels []ChannelConfig `toml:"channel"`
 }
@@ -119,6 +122,9 @@ func (c *Config) validate(path string, adapters []string) error {
 			return bad("presence_interval", "%q is not a duration of at least 1s (e.g. \"5m\")", c.PresenceInterval)
 		}
 	}
+	if err := c.validateBoxes(bad); err != nil {
+		return err
+	}
 	seen := map[string]bool{}
 	for i, ch := range c.Channels {
 		f := fmt.Sprintf("channel[%d]", i+1)
@@ -198,7 +204,7 @@ const configHeader = `# remora configuration. Secrets never go in this file: eac
 # no_relay  do not relay for circle members (by default a device that
 #           members confirm publicly reachable relays for them, members only)
 #
-# Each [[channel]] is one service the circle shares (see docs/channel-*.md):
+` + boxesHeader + `# Each [[channel]] is one service the circle shares (see docs/channel-*.md):
 #
 # [[channel]]
 # name = "mail"                 # local name

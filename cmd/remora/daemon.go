@@ -108,6 +108,10 @@ func openDaemon(ctx context.Context, home string, cfg *Config, log *slog.Logger,
 	if !cfg.NoRelay {
 		nopts.Relay = &transport.RelayOptions{} // promoted only once reachable and up a while
 	}
+	if err := cfg.applyBoxes(&nopts); err != nil {
+		d.close()
+		return nil, err
+	}
 	d.node, err = node.New(ctx, nopts)
 	if err != nil {
 		d.close()

@@ -82,6 +82,7 @@ func (m *memBackend) Ack(_ context.Context, seq int64) error {
 }
 func (m *memBackend) Peers(context.Context) ([]Peer, error)       { return nil, nil }
 func (m *memBackend) Channels(context.Context) ([]Channel, error) { return nil, nil }
+func (m *memBackend) Boxes(context.Context) ([]Box, error)        { return nil, nil }
 func (m *memBackend) Events(context.Context, int64) ([]Event, error) {
 	return nil, nil
 }

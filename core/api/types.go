@@ -17,6 +17,8 @@ type Backend interface {
 	Ack(ctx context.Context, seq int64) error
 	Peers(ctx context.Context) ([]Peer, error)
 	Channels(ctx context.Context) ([]Channel, error)
+	// Boxes reports each bootstrap box (docs/discovery.md).
+	Boxes(ctx context.Context) ([]Box, error)
 	Events(ctx context.Context, after int64) ([]Event, error)
 	WaitEvents(ctx context.Context, after int64) error
 	CreateCircle(ctx context.Context, req CreateCircleRequest) (Circle, error)
@@ -93,9 +95,12 @@ type Peer struct {
 	Circles  []string  `json:"circles"`
 	Path     string    `json:"path"` // lan|direct|punched|relayed|channel|none
 	LastSeen time.Time `json:"last_seen"`
-	FoundBy  string    `json:"found_by"` // mdns|cache|pex|channel:NAME|dns|web|bootstrap
-	Addrs    []string  `json:"addrs,omitempty"`
-	NAT      string    `json:"nat,omitempty"`
+	FoundBy  string    `json:"found_by"` // the first box that reported it: mdns|cache|pex|channel:NAME|web|dns|relaylist
+	// Via is the box whose address made the path in use ("" with no live
+	// path; "inbound" when the peer dialed us with an address we never had).
+	Via   string   `json:"via,omitempty"`
+	Addrs []string `json:"addrs,omitempty"`
+	NAT   string   `json:"nat,omitempty"`
 }
 
 // Channel is one configured channel.

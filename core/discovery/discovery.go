@@ -36,13 +36,20 @@ type Source interface {
 // URL): it is reported as not configured and not restarted.
 var ErrNotConfigured = errors.New("discovery: source not configured")
 
-// Status is one box in the report.
+// Status is one box in the report (`remora doctor`).
 type Status struct {
-	Name       string
+	Name string
+	// Configured is false for a box that is off or lacks settings; Fix then
+	// says how to turn it on.
 	Configured bool
-	// Reachable is true once the source ran without error.
-	Reachable bool
-	LastError string
+	// Reachable is true once the box worked (a lookup, a read) without error.
+	Reachable   bool
+	LastAttempt time.Time
+	LastSuccess time.Time
+	LastError   string
+	// Fix says what to do about LastError, or how to configure the box.
+	Fix string
+	// Found counts the distinct members the box reported.
 	Found     int
 	LastFound time.Time
 }
@@ -55,11 +62,15 @@ type Options struct {
 	MinBackoff, MaxBackoff time.Duration
 }
 
+// maxFoundPerBox bounds the set of distinct peers counted per box.
+const maxFoundPerBox = 4096
+
 // Discovery runs sources and keeps the report.
 type Discovery struct {
 	opts    Options
 	mu      sync.Mutex
 	status  map[string]*Status
+	found   map[string]map[peer.ID]struct{}
 	order   []string
 	firstBy map[peer.ID]string
 	sources []Source
@@ -79,7 +90,19 @@ func New(opts Options, sources ...Source) *Discovery {
 	if opts.MaxBackoff <= 0 {
 		opts.MaxBackoff = 5 * time.Minute
 	}
-	d := &Discovery{opts: opts, status: map[string]*Status{}, firstBy: map[peer.ID]string{}, sources: sources}
+	d := &Discovery{opts: opts, status: map[string]*Status{}, found: map[string]map[peer.ID]struct{}{},
+		firstBy: map[peer.ID]string{}, sources: sources}
+	for _, s := range sources {
+		d.box(s.Name()).Configured = true
+	}
+	return d
+}
+
+// With adds sources (to a Discovery that has not run yet) and returns it.
+func (d *Discovery) With(sources ...Source) *Discovery {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.sources = append(d.sources, sources...)
 	for _, s := range sources {
 		d.box(s.Name()).Configured = true
 	}
@@ -96,6 +119,48 @@ func (d *Discovery) box(name string) *Status {
 	return st
 }
 
+// Declare puts a box in the report (in the order declared: cheapest
+// first). A box that is not configured carries fix: how to turn it on.
+func (d *Discovery) Declare(name string, configured bool, fix string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st := d.box(name)
+	st.Configured = configured
+	if !configured {
+		st.Fix = fix
+	}
+}
+
+// Attempt records that box name is trying (a lookup, a read, an announcement).
+func (d *Discovery) Attempt(name string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.box(name).LastAttempt = d.opts.Now()
+}
+
+// Succeeded records that box name worked.
+func (d *Discovery) Succeeded(name string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st := d.box(name)
+	now := d.opts.Now()
+	if st.LastAttempt.IsZero() {
+		st.LastAttempt = now
+	}
+	st.LastSuccess, st.Reachable, st.LastError, st.Fix = now, true, "", ""
+}
+
+// Failed records that box name failed with err; fix says what to do.
+func (d *Discovery) Failed(name string, err error, fix string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st := d.box(name)
+	if st.LastAttempt.IsZero() {
+		st.LastAttempt = d.opts.Now()
+	}
+	st.LastError, st.Fix = err.Error(), fix
+}
+
 // Report records a result found outside a Source's Run (a presence record
 // from a channel, an mDNS hit, a peer exchange), and returns it for chaining.
 func (d *Discovery) Report(f Found) Found {
@@ -106,8 +171,19 @@ func (d *Discovery) Report(f Found) Found {
 	defer d.mu.Unlock()
 	st := d.box(f.Source)
 	st.Configured, st.Reachable = true, true
-	st.Found++
-	st.LastFound = f.At
+	if st.LastAttempt.IsZero() {
+		st.LastAttempt = f.At
+	}
+	st.LastSuccess, st.LastFound = f.At, f.At
+	set := d.found[f.Source]
+	if set == nil {
+		set = map[peer.ID]struct{}{}
+		d.found[f.Source] = set
+	}
+	if len(set) < maxFoundPerBox {
+		set[f.Peer] = struct{}{}
+	}
+	st.Found = len(set)
 	if _, ok := d.firstBy[f.Peer]; !ok {
 		d.firstBy[f.Peer] = f.Source
 	}
@@ -121,7 +197,7 @@ func (d *Discovery) FoundBy(p peer.ID) string {
 	return d.firstBy[p]
 }
 
-// Boxes returns the report, in the order boxes were added.
+// Boxes returns the report, in the order boxes were declared or added.
 func (d *Discovery) Boxes() []Status {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -155,13 +231,15 @@ func (d *Discovery) runSource(ctx context.Context, s Source, emit func(Found)) {
 		}
 		d.mu.Lock()
 		st := d.box(s.Name())
+		now := d.opts.Now()
+		st.LastAttempt = now
 		switch {
 		case errors.Is(err, ErrNotConfigured):
 			st.Configured = false
 		case err != nil:
 			st.LastError = err.Error()
 		default:
-			st.Reachable, st.LastError = true, ""
+			st.Reachable, st.LastError, st.LastSuccess = true, "", now
 		}
 		d.mu.Unlock()
 		if errors.Is(err, ErrNotConfigured) {

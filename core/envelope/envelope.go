@@ -91,14 +91,15 @@ func (m Mode) String() string {
 type Kind uint16
 
 const (
-	KindChat      Kind = 0x0001 // an application message
-	KindAck       Kind = 0x0002 // a batch of signed acks
-	KindPresence  Kind = 0x0003 // a presence record
-	KindSenderKey Kind = 0x0004 // a sender chain key hand-over (direct only)
-	KindKeyQuery  Kind = 0x0005 // "please resend your sender key" (direct only)
-	KindRoster    Kind = 0x0006 // roster log operations
-	KindPunch     Kind = 0x0007 // hole-punching probe window request
-	KindJoin      Kind = 0x0008 // join hand-over (keys, channel descriptions)
+	KindChat         Kind = 0x0001 // an application message
+	KindAck          Kind = 0x0002 // a batch of signed acks
+	KindPresence     Kind = 0x0003 // a presence record
+	KindSenderKey    Kind = 0x0004 // a sender chain key hand-over (direct only)
+	KindKeyQuery     Kind = 0x0005 // "please resend your sender key" (direct only)
+	KindRoster       Kind = 0x0006 // roster log operations
+	KindPunch        Kind = 0x0007 // hole-punching probe window request
+	KindJoin         Kind = 0x0008 // join hand-over (keys, channel descriptions)
+	KindPeerExchange Kind = 0x0009 // signed presence records of members (core/pex), live path only
 )
 
 // CircleID names a circle (32 bytes, chosen by package circle).

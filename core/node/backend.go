@@ -221,6 +221,9 @@ func (n *Node) Peers(ctx context.Context) ([]api.Peer, error) {
 		n.mu.Lock()
 		if pi := n.peers[id]; pi != nil {
 			p.LastSeen, p.FoundBy = pi.lastSeen, pi.foundBy
+			if p.Path != "channel" {
+				p.Via = pi.via
+			}
 			if pi.record != nil {
 				p.NAT = pi.record.NAT.String()
 			}

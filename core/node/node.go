@@ -16,6 +16,8 @@ import (
 	"github.com/remora-p2p/remora/core/discovery"
 	"github.com/remora-p2p/remora/core/envelope"
 	"github.com/remora-p2p/remora/core/identity"
+	"github.com/remora-p2p/remora/core/peerstore"
+	"github.com/remora-p2p/remora/core/pex"
 	"github.com/remora-p2p/remora/core/presence"
 	"github.com/remora-p2p/remora/core/store"
 	"github.com/remora-p2p/remora/core/transport"
@@ -63,7 +65,11 @@ type Options struct {
 	// messages stay unacked in its outbox and are tried again live. It
 	// keeps one member from filling the disk by never handing out its key.
 	MaxHeldPerPeer int
-	// Discovery sources beyond channels, PEX, mDNS and the cache (DNS, web, bootstrap).
+	// Boxes configure the peer cache, peer exchange and the board boxes
+	// (static web file, DNS TXT); see boxes.go and docs/discovery.md.
+	Boxes Boxes
+	// Discovery sources beyond channels, PEX, mDNS, the cache and the
+	// boards (the relay list).
 	Sources []discovery.Source
 	Now     func() time.Time
 }
@@ -103,6 +109,7 @@ func (o *Options) fill() error {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	o.Boxes.fill()
 	return nil
 }
 
@@ -118,6 +125,8 @@ type Node struct {
 	channels []*channel
 	failed   []Channel // channels that could not be configured
 	disc     *discovery.Discovery
+	cache    *peerstore.Store
+	gossip   *pex.Gossip
 	started  time.Time
 	ready    atomic.Bool
 
@@ -126,6 +135,7 @@ type Node struct {
 	byEnv     map[envelope.CircleID]*circle.Circle
 	outbox    map[envelope.MessageID]*OutboxEntry
 	peers     map[peer.ID]*peerInfo
+	addrBox   map[peer.ID]map[string]string   // address → the box that reported it first
 	acks      map[ackKey][]envelope.MessageID // signed acks waiting to be batched
 	joins     map[string]*pendingJoin         // by invite token ID
 	joinParts joinParts
@@ -135,6 +145,9 @@ type Node struct {
 	kick      chan peer.ID // deliver outbox entries pending for a peer now
 	wake      chan struct{}
 	announce  chan struct{} // publish presence now (membership changed)
+	pexKick   chan struct{} // exchange fresh records with connected members
+	own       *pex.Record   // our full signed record for peer exchange
+	ownAt     time.Time
 
 	counters sync.Map // name → *atomic.Int64
 
@@ -168,6 +181,13 @@ type peerInfo struct {
 	redial context.CancelFunc
 	// lastPunch rate-limits probe windows with this peer.
 	lastPunch time.Time
+	// via is the box whose address made the live path; upSince when the
+	// peer connected; dialStart when our dial started (connect time).
+	via       string
+	upSince   time.Time
+	dialStart time.Time
+	// pexAt is when we last accepted a peer exchange from the peer.
+	pexAt time.Time
 }
 
 // peerLocked returns what the node knows of p, creating the entry on first
@@ -195,6 +215,7 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		byEnv:     map[envelope.CircleID]*circle.Circle{},
 		outbox:    map[envelope.MessageID]*OutboxEntry{},
 		peers:     map[peer.ID]*peerInfo{},
+		addrBox:   map[peer.ID]map[string]string{},
 		acks:      map[ackKey][]envelope.MessageID{},
 		joins:     map[string]*pendingJoin{},
 		notify:    make(chan struct{}),
@@ -202,6 +223,8 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		kick:      make(chan peer.ID, 256),
 		wake:      make(chan struct{}, 1),
 		announce:  make(chan struct{}, 1),
+		pexKick:   make(chan struct{}, 1),
+		gossip:    pex.New(opts.Now),
 		completed: map[string]time.Time{},
 		started:   opts.Now(),
 	}
@@ -225,7 +248,12 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		n.channels = append(n.channels, ch)
 	}
 	n.opener = envelope.NewOpener(keys{n}, n.self.PeerID(), envelope.OpenOptions{Now: opts.Now})
-	n.disc = discovery.New(discovery.Options{Logger: n.log, Now: opts.Now}, n.discoverySources()...)
+	if err := n.openCache(ctx); err != nil {
+		return nil, err
+	}
+	n.disc = discovery.New(discovery.Options{Logger: n.log, Now: opts.Now})
+	n.declareBoxes()
+	n.disc = n.disc.With(n.discoverySources()...)
 	tr, err := transport.New(ctx, transport.Options{
 		Identity:           n.self.PrivateKey(),
 		ListenAddrs:        opts.ListenAddrs,
@@ -242,10 +270,6 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 	}
 	n.tr = tr
 	tr.Handle(n.handleLive)
-	if err := n.loadPeerCache(); err != nil {
-		tr.Close()
-		return nil, err
-	}
 	return n, nil
 }
 
@@ -350,9 +374,13 @@ func (n *Node) Run(ctx context.Context) error {
 	wg.Go(func() { n.eventLoop(ctx) })
 	wg.Go(func() { n.ackLoop(ctx) })
 	wg.Go(func() { n.maintainLoop(ctx) })
+	wg.Go(func() { n.pexLoop(ctx) })
 	wg.Go(func() {
 		n.disc.Run(ctx, func(f discovery.Found) { n.learnAddrs(f) })
 	})
+	for _, b := range n.opts.Boxes.Boards {
+		wg.Go(func() { n.boardLoop(ctx, b) })
+	}
 	// Envelopes and fragments held before a restart are tried again now.
 	n.retryHeld()
 	n.ready.Store(true)

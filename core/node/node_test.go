@@ -223,11 +223,25 @@ func TestThreeNodesOverDirChannel(t *testing.T) {
 // changes the channel the node sees.
 func startDirNodes(t *testing.T, root string, maxPayload int, wrap func(sdk.Channel) sdk.Channel, names ...string) []*testNode {
 	t.Helper()
+	return startDirNodesWith(t, root, maxPayload, wrap, nil, names...)
+}
+
+// startDirNodesTuned is startDirNodes with tune applied to each node's options.
+func startDirNodesTuned(t *testing.T, root string, tune func(*Options), names ...string) []*testNode {
+	t.Helper()
+	return startDirNodesWith(t, root, 0, nil, tune, names...)
+}
+
+func startDirNodesWith(t *testing.T, root string, maxPayload int, wrap func(sdk.Channel) sdk.Channel, tune func(*Options), names ...string) []*testNode {
+	t.Helper()
 	shared := filepath.Join(root, "shared")
 	os.MkdirAll(shared, 0o755)
 	var nodes []*testNode
 	for _, name := range names {
-		tn := &testNode{t: t, name: name, state: filepath.Join(root, name), shared: shared}
+		tn := &testNode{t: t, name: name, state: filepath.Join(root, name), shared: shared, tune: tune}
+		if tune == nil {
+			tn.tune = func(*Options) {}
+		}
 		tn.configure = func(ctx context.Context) (sdk.Channel, error) {
 			cfg := map[string]any{"path": shared, "poll_interval": "50ms"}
 			if maxPayload > 0 {

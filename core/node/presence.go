@@ -18,7 +18,6 @@ import (
 	"github.com/remora-p2p/remora/core/discovery"
 	"github.com/remora-p2p/remora/core/envelope"
 	"github.com/remora-p2p/remora/core/presence"
-	"github.com/remora-p2p/remora/core/store"
 	"github.com/remora-p2p/remora/core/transport"
 	"github.com/remora-p2p/remora/sdk"
 )
@@ -168,20 +167,9 @@ func (n *Node) publishPresence(ctx context.Context) {
 }
 
 func (n *Node) publishPresenceOn(ctx context.Context, c *circle.Circle, ch *channel, raw []byte, boardKey string) {
-	ek, err := c.SendEpochKeys()
+	sealed, err := n.sealPresence(c, raw, ch.route())
 	if err != nil {
-		return
-	}
-	sk, err := c.SendKey()
-	if err != nil {
-		return
-	}
-	now := n.opts.Now()
-	sealed, err := n.sealer.Broadcast(ek, n.signer(), sk.Key[:], envelope.Draft{
-		Kind: envelope.KindPresence, Timestamp: now, Expiry: now.Add(3 * n.opts.PresenceInterval), Body: raw,
-	}, ch.route())
-	if err != nil {
-		n.log.Warn("presence seal", "channel", ch.Name, "err", err)
+		n.log.Debug("presence seal", "channel", ch.Name, "err", err)
 		return
 	}
 	if b, ok := ch.Impl.(sdk.Board); ok && ch.caps.Board && len(sealed.Envelopes) == 1 {
@@ -213,7 +201,13 @@ func (n *Node) pollBoardLoop(ctx context.Context, ch *channel) {
 // handlePresence takes a presence record from a member (or, by peer
 // exchange, about a member) and dials the peer if there is no live path.
 func (n *Node) handlePresence(msg *envelope.Message, path string) {
-	rec, err := presence.Open(msg.Body, n.opts.Now())
+	n.acceptPresence(msg.Circle, msg.Body, presenceSource(path))
+}
+
+// acceptPresence takes a signed record of a member of the circle, found by
+// box source; a record of anyone else is dropped and counted.
+func (n *Node) acceptPresence(circleID envelope.CircleID, body []byte, source string) {
+	rec, err := presence.Open(body, n.opts.Now())
 	if err != nil {
 		n.count("dropped_presence")
 		return
@@ -221,20 +215,16 @@ func (n *Node) handlePresence(msg *envelope.Message, path string) {
 	if rec.Peer == n.ID() {
 		return
 	}
-	c := keys{n}.circle(msg.Circle)
+	c := keys{n}.circle(circleID)
 	if c == nil || !c.Roster().IsMember(rec.Peer) {
 		n.count("dropped_presence_non_member")
 		return
-	}
-	source := path
-	if !strings.HasPrefix(path, "channel:") {
-		source = "pex"
 	}
 	n.mu.Lock()
 	pi := n.peerLocked(rec.Peer)
 	fresh := rec.Newer(pi.record)
 	if fresh {
-		pi.record, pi.raw = rec, msg.Body
+		pi.record, pi.raw = rec, body
 	}
 	if pi.foundBy == "" {
 		pi.foundBy = source
@@ -243,11 +233,10 @@ func (n *Node) handlePresence(msg *envelope.Message, path string) {
 	if !fresh {
 		return
 	}
+	n.kickPEX()
 	var addrs []ma.Multiaddr
-	var strs []string
 	for _, a := range rec.Addrs {
 		addrs = append(addrs, a.Addr)
-		strs = append(strs, a.Addr.String())
 	}
 	n.tr.AddAddrs(rec.Peer, addrs, time.Until(rec.Expiry))
 	if rec.RelayOffer && n.tr.Reachability() != transport.ReachabilityPublic {
@@ -273,9 +262,7 @@ func (n *Node) handlePresence(msg *envelope.Message, path string) {
 		pi.redial()
 	}
 	n.mu.Unlock()
-	if err := n.db.PutPeer(store.Peer{ID: rec.Peer.String(), Addrs: strs, LastSeen: n.opts.Now(), Source: source}); err != nil {
-		n.log.Warn("peer cache", "err", err)
-	}
+	n.remember(rec.Peer, rec.Addrs, source)
 	n.dial(rec.Peer)
 }
 
@@ -291,7 +278,7 @@ func (n *Node) dial(p peer.ID) {
 		n.mu.Unlock()
 		return
 	}
-	pi.dialing = true
+	pi.dialing, pi.dialStart = true, n.opts.Now()
 	n.mu.Unlock()
 	go func() {
 		defer func() {
@@ -313,6 +300,7 @@ func (n *Node) dial(p peer.ID) {
 			}
 			n.log.Debug("dial failed", "peer", p, "err", err)
 			if !redialed {
+				n.dialFailed(p)
 				n.requestPunch(p)
 				return
 			}
@@ -322,7 +310,7 @@ func (n *Node) dial(p peer.ID) {
 
 // eventLoop follows the transport: a member connecting gets our full
 // presence (LAN addresses included) and what we know of others (peer
-// exchange), and pending messages for it are sent at once.
+// exchange, pex.go), and pending messages for it are sent at once.
 func (n *Node) eventLoop(ctx context.Context) {
 	for {
 		select {
@@ -332,6 +320,7 @@ func (n *Node) eventLoop(ctx context.Context) {
 			if !ok {
 				return
 			}
+			n.onPathEvent(ev)
 			switch ev.Kind {
 			case transport.EventConnected, transport.EventPathChanged:
 				n.touch(ev.Peer, "")
@@ -340,7 +329,7 @@ func (n *Node) eventLoop(ctx context.Context) {
 				default:
 				}
 				if ev.Kind == transport.EventConnected {
-					go n.exchangePeers(ctx, ev.Peer)
+					go n.exchangeWith(ctx, ev.Peer, true)
 					n.event("peer_connected", ev.Peer.String(), "%s connected (%s)", ev.Peer, ev.Path)
 				}
 			case transport.EventPeerFound:
@@ -352,102 +341,14 @@ func (n *Node) eventLoop(ctx context.Context) {
 	}
 }
 
-// exchangePeers sends p our full record and the latest records of the other
-// members of the circles we share.
-func (n *Node) exchangePeers(ctx context.Context, p peer.ID) {
-	rec, err := n.record()
-	if err != nil {
-		return
-	}
-	own, err := presence.Sign(rec, n.self.PrivateKey())
-	if err != nil {
-		return
-	}
-	for _, c := range n.allCircles() {
-		if !c.Roster().IsMember(p) {
-			continue
-		}
-		bodies := [][]byte{own}
-		n.mu.Lock()
-		for q, pi := range n.peers {
-			if q != p && pi.raw != nil && c.Roster().IsMember(q) {
-				bodies = append(bodies, pi.raw)
-			}
-		}
-		n.mu.Unlock()
-		ek, err := c.SendEpochKeys()
-		if err != nil {
-			continue
-		}
-		sk, err := c.SendKey()
-		if err != nil {
-			continue
-		}
-		for _, body := range bodies {
-			now := n.opts.Now()
-			sealed, err := n.sealer.Broadcast(ek, n.signer(), sk.Key[:], envelope.Draft{
-				Kind: envelope.KindPresence, Timestamp: now, Expiry: now.Add(3 * n.opts.PresenceInterval), Body: body,
-			}, envelope.Route{Channel: envelope.LiveChannel, MaxSize: 1 << 20})
-			if err != nil {
-				continue
-			}
-			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			for _, env := range sealed.Envelopes {
-				if err := n.tr.Send(sctx, p, env); err != nil {
-					n.log.Debug("peer exchange", "peer", p, "err", err)
-				}
-			}
-			cancel()
-		}
-	}
-}
-
-// cachedPeers reads the peer cache as discovery results.
-func (n *Node) cachedPeers() ([]discovery.Found, error) {
-	cached, err := n.db.Peers()
-	if err != nil {
-		return nil, err
-	}
-	var out []discovery.Found
-	for _, cp := range cached {
-		id, err := peer.Decode(cp.ID)
-		if err != nil {
-			continue
-		}
-		f := discovery.Found{Peer: id, Source: "cache", At: cp.LastSeen}
-		for _, s := range cp.Addrs {
-			if a, err := ma.NewMultiaddr(s); err == nil {
-				f.Addrs = append(f.Addrs, a)
-			}
-		}
-		out = append(out, f)
-	}
-	return out, nil
-}
-
-// loadPeerCache feeds the transport the addresses remembered from before.
-func (n *Node) loadPeerCache() error {
-	cached, err := n.cachedPeers()
-	if err != nil {
-		return err
-	}
-	for _, f := range cached {
-		n.tr.AddAddrs(f.Peer, f.Addrs, time.Hour)
-		n.mu.Lock()
-		n.peers[f.Peer] = &peerInfo{lastSeen: f.At, foundBy: "cache"}
-		n.mu.Unlock()
-	}
-	return nil
-}
-
 // discoverySources are the boxes the node runs itself; channels, peer
-// exchange and mDNS report into Discovery as they find peers.
+// exchange, mDNS and the boards report into Discovery as they find peers.
 func (n *Node) discoverySources() []discovery.Source {
-	cache := discovery.Static{Label: "cache", Peers: func() []discovery.Found {
-		found, _ := n.cachedPeers()
-		return found
-	}}
-	return append([]discovery.Source{cache}, n.opts.Sources...)
+	var out []discovery.Source
+	if !n.opts.Boxes.NoCache {
+		out = append(out, n.cacheSource())
+	}
+	return append(out, n.opts.Sources...)
 }
 
 // learnAddrs takes a discovery result for a member.
@@ -456,6 +357,11 @@ func (n *Node) learnAddrs(f discovery.Found) {
 		return
 	}
 	n.tr.AddAddrs(f.Peer, f.Addrs, time.Hour)
+	addrs := make([]presence.Address, 0, len(f.Addrs))
+	for _, a := range f.Addrs {
+		addrs = append(addrs, presence.Address{Addr: a})
+	}
+	n.remember(f.Peer, addrs, f.Source)
 	n.touch(f.Peer, f.Source)
 	n.dial(f.Peer)
 }

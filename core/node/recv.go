@@ -198,6 +198,11 @@ func (n *Node) dispatch(ctx context.Context, msg *envelope.Message, path string)
 	case envelope.KindPresence:
 		n.handlePresence(msg, path)
 		return nil // presence is republished, not acked
+	case envelope.KindPeerExchange:
+		if !viaChannel {
+			n.handlePEX(msg, path)
+		}
+		return nil // gossip is resent, not acked
 	case envelope.KindSenderKey, envelope.KindKeyQuery:
 		if err := n.handleKeyMsg(c, msg); err != nil {
 			n.log.Warn("key message", "from", msg.Sender, "err", err)

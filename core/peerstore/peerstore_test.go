@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"testing"
 	"time"
 
@@ -107,7 +108,7 @@ func TestAddScoreAndOrder(t *testing.T) {
 	if got := s2.Best(p, 0); len(got) != 2 {
 		t.Fatalf("after expiry %v, want 2 addrs", got)
 	}
-	n, err := s2.Prune(ctx)
+	n, err := s2.Prune(ctx, 0)
 	if err != nil || n != 1 {
 		t.Fatalf("Prune = %d, %v; want 1", n, err)
 	}
@@ -188,7 +189,7 @@ func TestLoadSkipsBadRecords(t *testing.T) {
 	be := NewMemoryBackend()
 	good := newPeer(t)
 	other := newPeer(t)
-	val, _ := encodeRecord(good, []*Addr{{Addr: mustAddr("/ip4/198.51.100.1/tcp/1"), Score: 0.5}})
+	val, _ := encodeRecord(good, []*Addr{{Addr: mustAddr("/ip4/198.51.100.1/tcp/1"), Score: 0.5}}, 0)
 	be.Save(ctx, []byte(good), val)
 	be.Save(ctx, []byte("junk-key"), []byte("{not json"))
 	be.Save(ctx, []byte(other), val) // record of good under other's key
@@ -214,7 +215,7 @@ func TestLoadSkipsBadRecords(t *testing.T) {
 func TestDecodeRecordSanitizes(t *testing.T) {
 	p := newPeer(t)
 	in := fmt.Sprintf(`{"v":1,"peer":%q,"addrs":[{"a":"not-a-multiaddr"},{"a":"/ip4/198.51.100.1/tcp/1","score":7,"ok":-3,"rtt_us":-5}]}`, p)
-	got, addrs, err := decodeRecord([]byte(p), []byte(in))
+	got, addrs, _, err := decodeRecord([]byte(p), []byte(in))
 	if err != nil || got != p {
 		t.Fatalf("decode: %v", err)
 	}
@@ -225,12 +226,12 @@ func TestDecodeRecordSanitizes(t *testing.T) {
 
 func FuzzDecodeRecord(f *testing.F) {
 	p, _ := peer.Decode("12D3KooWCg7fzWaT8cnND3xGWs586vu8mbPqvCAgqQEzkxAMb6DQ")
-	val, _ := encodeRecord(p, []*Addr{{Addr: mustAddr("/ip4/198.51.100.1/udp/4001/quic-v1"), Kind: "observed", Score: 0.9, Successes: 3}})
+	val, _ := encodeRecord(p, []*Addr{{Addr: mustAddr("/ip4/198.51.100.1/udp/4001/quic-v1"), Kind: "observed", Score: 0.9, Successes: 3}}, time.Minute)
 	f.Add([]byte(p), val)
 	f.Add([]byte(p), []byte(`{"v":1,"peer":"12D3KooWCg7fzWaT8cnND3xGWs586vu8mbPqvCAgqQEzkxAMb6DQ","addrs":[{"a":"/ip4/1.2.3.4/tcp/1","score":"NaN"}]}`))
 	f.Add([]byte("x"), []byte(`{"v":1}`))
 	f.Fuzz(func(t *testing.T, key, value []byte) {
-		got, addrs, err := decodeRecord(key, value)
+		got, addrs, up, err := decodeRecord(key, value)
 		if err != nil {
 			return
 		}
@@ -246,12 +247,88 @@ func FuzzDecodeRecord(f *testing.F) {
 			}
 		}
 		// What decodes re-encodes and decodes to the same.
-		again, err := encodeRecord(got, addrs)
+		if up < 0 {
+			t.Fatalf("uptime %v", up)
+		}
+		again, err := encodeRecord(got, addrs, up)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, addrs2, err := decodeRecord(key, again); err != nil || len(addrs2) != len(addrs) {
+		if _, addrs2, _, err := decodeRecord(key, again); err != nil || len(addrs2) != len(addrs) {
 			t.Fatalf("re-decode: %d addrs, %v", len(addrs2), err)
 		}
 	})
+}
+
+// TestDecayPruneUptime: a verdict fades with the half-life, the dial order
+// follows the effective scores, an address nobody announced or reached for
+// MaxAge is pruned, and uptime survives a reload.
+func TestDecayPruneUptime(t *testing.T) {
+	ctx := context.Background()
+	clk := &fakeClock{t: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+	be := NewMemoryBackend()
+	s, err := New(ctx, be, Options{Clock: clk.now, HalfLife: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, bad, fresh := newPeer(t), newPeer(t), newPeer(t)
+	ga, ba, fa := mustAddr("/ip4/198.51.100.1/tcp/1"), mustAddr("/ip4/198.51.100.2/tcp/1"), mustAddr("/ip4/198.51.100.3/tcp/1")
+	for p, a := range map[peer.ID]ma.Multiaddr{good: ga, bad: ba, fresh: fa} {
+		if err := s.Add(ctx, p, []Addr{{Addr: a, Source: "pex"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Success(ctx, good, ga, time.Millisecond)
+	s.Failure(ctx, bad, ba)
+	order := func() []peer.ID {
+		var out []peer.ID
+		for _, p := range s.ByScore() {
+			out = append(out, p.ID)
+		}
+		return out
+	}
+	if got := order(); got[0] != good || got[2] != bad {
+		t.Fatalf("dial order %v, want good first and bad last", got)
+	}
+	// One half-life later the verdicts weigh half as much.
+	clk.t = clk.t.Add(time.Hour)
+	if a := s.Addrs(good)[0]; math.Abs(a.Score-0.625) > 1e-9 {
+		t.Fatalf("good after one half-life: %v, want 0.625", a.Score)
+	}
+	if a := s.Addrs(bad)[0]; math.Abs(a.Score-0.375) > 1e-9 {
+		t.Fatalf("bad after one half-life: %v, want 0.375", a.Score)
+	}
+	// A success now builds on the faded score, not on the old one.
+	s.Success(ctx, good, ga, time.Millisecond)
+	if a := s.Addrs(good)[0]; math.Abs(a.Score-0.8125) > 1e-9 {
+		t.Fatalf("good after a new success: %v, want 0.8125", a.Score)
+	}
+	if err := s.AddUptime(ctx, good, 90*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// Announced (fresh) or reached (good) again: they stay; bad, neither
+	// announced nor reached for two days, goes.
+	clk.t = clk.t.Add(47 * time.Hour)
+	s.Add(ctx, fresh, []Addr{{Addr: fa, Source: "pex"}})
+	s.Success(ctx, good, ga, time.Millisecond)
+	n, err := s.Prune(ctx, 24*time.Hour)
+	if err != nil || n != 1 {
+		t.Fatalf("Prune = %d, %v; want 1 (bad's address)", n, err)
+	}
+	if got := s.Peers(); len(got) != 2 || slices.Contains(got, bad) || !slices.Contains(got, good) {
+		t.Fatalf("after prune %v", got)
+	}
+	s2, _ := New(ctx, be, Options{Clock: clk.now, HalfLife: time.Hour})
+	var up time.Duration
+	for _, p := range s2.ByScore() {
+		if p.ID == good {
+			up = p.Uptime
+		}
+	}
+	if up != 90*time.Second {
+		t.Fatalf("uptime after reload %v, want 1m30s", up)
+	}
+	if n, _ := s2.Retain(ctx, func(p peer.ID) bool { return p == good }); n != 1 || len(s2.Peers()) != 1 {
+		t.Fatalf("Retain dropped %d, left %v", n, s2.Peers())
+	}
 }

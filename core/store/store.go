@@ -9,6 +9,7 @@
 package store
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -23,17 +24,18 @@ import (
 
 // Buckets.
 var (
-	bRoster   = []byte("roster")   // circle ID → nested bucket: op hash → op bytes
-	bKeys     = []byte("keys")     // circle ID → circle secret state (root, contributions, sender keys, invites)
-	bCursors  = []byte("cursors")  // channel ID → adapter cursor
-	bOutbox   = []byte("outbox")   // seq (8) → OutboxItem JSON
-	bOutboxID = []byte("outboxid") // message ID → seq (8)
-	bInbox    = []byte("inbox")    // seq (8) → InboxMessage JSON
-	bDedupe   = []byte("dedupe")   // dedupe key → until (8, Unix ns)
-	bMeta     = []byte("meta")     // app cursor, own presence sequence
-	bPeers    = []byte("peers")    // peer ID → Peer JSON
-	bPresence = []byte("presence") // peer ID → highest presence sequence seen (8)
-	bCounters = []byte("counters") // name → int64 (8)
+	bRoster   = []byte("roster")    // circle ID → nested bucket: op hash → op bytes
+	bKeys     = []byte("keys")      // circle ID → circle secret state (root, contributions, sender keys, invites)
+	bCursors  = []byte("cursors")   // channel ID → adapter cursor
+	bOutbox   = []byte("outbox")    // seq (8) → OutboxItem JSON
+	bOutboxID = []byte("outboxid")  // message ID → seq (8)
+	bInbox    = []byte("inbox")     // seq (8) → InboxMessage JSON
+	bDedupe   = []byte("dedupe")    // dedupe key → until (8, Unix ns)
+	bMeta     = []byte("meta")      // app cursor, own presence sequence
+	bPeers    = []byte("peercache") // peer ID → core/peerstore record
+	bOldPeers = []byte("peers")     // the cache before health scores: dropped at Open
+	bPresence = []byte("presence")  // peer ID → highest presence sequence seen (8)
+	bCounters = []byte("counters")  // name → int64 (8)
 
 	allBuckets = [][]byte{bRoster, bKeys, bCursors, bOutbox, bOutboxID, bInbox, bDedupe, bMeta, bPeers, bPresence, bCounters}
 
@@ -82,6 +84,11 @@ func Open(path string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("store: %s has mode %04o and is readable by other users; run `chmod 600 %s`", path, st.Mode().Perm(), path)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bOldPeers) != nil {
+			if err := tx.DeleteBucket(bOldPeers); err != nil {
+				return err
+			}
+		}
 		for _, b := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
@@ -228,39 +235,33 @@ func (d *DB) Cursor(channel string) ([]byte, error) {
 
 // ---- peer cache ----
 
-// Peer is a cached peer: where it was reachable, how well, and who said so.
-type Peer struct {
-	ID       string    `json:"id"`
-	Addrs    []string  `json:"addrs"`
-	Score    float64   `json:"score"`
-	LastSeen time.Time `json:"last_seen"`
-	Source   string    `json:"source"`
-}
+// PeerCache is the bbolt backend of core/peerstore (the peer cache with
+// health): opaque records keyed by peer ID bytes.
+type PeerCache struct{ d *DB }
 
-// PutPeer stores or replaces a peer.
-func (d *DB) PutPeer(p Peer) error {
-	return d.db.Update(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bPeers), []byte(p.ID), p) })
-}
+// PeerCache returns the peer cache backend.
+func (d *DB) PeerCache() PeerCache { return PeerCache{d} }
 
-// Peers returns every cached peer.
-func (d *DB) Peers() ([]Peer, error) {
-	var out []Peer
-	err := d.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bPeers).ForEach(func(_, v []byte) error {
-			var p Peer
-			if err := json.Unmarshal(v, &p); err != nil {
+// Load calls fn for every record.
+func (c PeerCache) Load(ctx context.Context, fn func(key, value []byte) error) error {
+	return c.d.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bPeers).ForEach(func(k, v []byte) error {
+			if err := ctx.Err(); err != nil {
 				return err
 			}
-			out = append(out, p)
-			return nil
+			return fn(append([]byte(nil), k...), append([]byte(nil), v...))
 		})
 	})
-	return out, err
 }
 
-// DeletePeer drops a peer.
-func (d *DB) DeletePeer(id string) error {
-	return d.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bPeers).Delete([]byte(id)) })
+// Save stores a record.
+func (c PeerCache) Save(_ context.Context, key, value []byte) error {
+	return c.d.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bPeers).Put(key, value) })
+}
+
+// Delete drops a record.
+func (c PeerCache) Delete(_ context.Context, key []byte) error {
+	return c.d.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bPeers).Delete(key) })
 }
 
 // ---- presence sequence numbers ----

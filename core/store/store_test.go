@@ -3,6 +3,7 @@ package store
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -167,18 +168,23 @@ func TestCirclesPeersCounters(t *testing.T) {
 		t.Fatalf("circles after delete = %v", ids)
 	}
 
-	p := Peer{ID: "12D3", Addrs: []string{"/ip4/127.0.0.1/tcp/1"}, Score: 0.5, LastSeen: c.t.UTC(), Source: "mdns"}
-	if err := d.PutPeer(p); err != nil {
+	pc := d.PeerCache()
+	ctx := context.Background()
+	if err := pc.Save(ctx, []byte("p1"), []byte("rec")); err != nil {
 		t.Fatal(err)
 	}
-	if ps, _ := d.Peers(); len(ps) != 1 || ps[0].Source != "mdns" || !ps[0].LastSeen.Equal(p.LastSeen) {
-		t.Fatalf("peers = %+v", ps)
+	var keys []string
+	pc.Load(ctx, func(k, v []byte) error { keys = append(keys, string(k)+"="+string(v)); return nil })
+	if len(keys) != 1 || keys[0] != "p1=rec" {
+		t.Fatalf("peer cache = %v", keys)
 	}
-	if err := d.DeletePeer(p.ID); err != nil {
+	if err := pc.Delete(ctx, []byte("p1")); err != nil {
 		t.Fatal(err)
 	}
-	if ps, _ := d.Peers(); len(ps) != 0 {
-		t.Fatal("peer not deleted")
+	keys = nil
+	pc.Load(ctx, func(k, v []byte) error { keys = append(keys, string(k)); return nil })
+	if len(keys) != 0 {
+		t.Fatal("peer record not deleted")
 	}
 
 	for want := uint64(1); want <= 3; want++ {

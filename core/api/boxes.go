@@ -1,0 +1,41 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"time"
+)
+
+// Box is one bootstrap box (a way of finding members) as `remora doctor`
+// shows it: mdns, cache, pex, channel:NAME, web, dns, relaylist, cheapest
+// first.
+type Box struct {
+	Name       string `json:"name"`
+	Configured bool   `json:"configured"`
+	// State is ok (worked), failing (its last attempt failed), idle
+	// (configured, not tried or nothing to report yet) or off.
+	State       string    `json:"state"`
+	LastAttempt time.Time `json:"last_attempt,omitzero"`
+	LastSuccess time.Time `json:"last_success,omitzero"`
+	// Found is how many distinct members the box reported.
+	Found     int       `json:"found"`
+	LastFound time.Time `json:"last_found,omitzero"`
+	Error     string    `json:"error,omitempty"`
+	// Fix says what to do about Error, or how to turn the box on.
+	Fix string `json:"fix,omitempty"`
+}
+
+func (s *server) boxes(w http.ResponseWriter, r *http.Request) {
+	b, err := s.b.Boxes(r.Context())
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, orEmpty(b))
+}
+
+// Boxes returns the bootstrap boxes' report.
+func (c *Client) Boxes(ctx context.Context) ([]Box, error) {
+	var out []Box
+	return out, c.do(ctx, http.MethodGet, "/v1/boxes", nil, &out)
+}
