@@ -76,4 +76,3 @@ func (c *Config) applyBoxes(o *node.Options) error {
 	}
 	return nil
 }
-
