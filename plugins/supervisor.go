@@ -16,8 +16,9 @@ import (
 	"github.com/remora-p2p/remora/sdk/host"
 )
 
-// ErrClosed is returned by calls on a closed Supervisor or Channel.
-var ErrClosed = errors.New("plugins: closed")
+// ErrClosed is returned by calls on a closed Supervisor or Channel. It is
+// sdk.ErrClosed, so a closed channel reads the same here as in-process.
+var ErrClosed = sdk.ErrClosed
 
 // Options configure a Supervisor.
 type Options struct {
@@ -113,7 +114,7 @@ func (s *Supervisor) proc(name string) (*proc, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, ErrClosed
+		return nil, fmt.Errorf("plugins: supervisor: %w", ErrClosed)
 	}
 	if p, ok := s.procs[name]; ok {
 		return p, nil
@@ -235,7 +236,7 @@ func (p *proc) current(ctx context.Context, wait bool) (*host.Client, int, error
 		switch {
 		case p.closed:
 			p.mu.Unlock()
-			return nil, 0, ErrClosed
+			return nil, 0, fmt.Errorf("plugins: adapter %s: %w", p.name, ErrClosed)
 		case p.client != nil:
 			c, g := p.client, p.gen
 			p.mu.Unlock()
@@ -423,7 +424,7 @@ func (p *proc) close() {
 // must change before it can succeed.
 func fatalConfig(err error) bool {
 	switch sdk.CodeOf(err) {
-	case sdk.CodeBadConfig, sdk.CodeAuthFailed, sdk.CodeNeedsUserAction:
+	case sdk.CodeBadConfig, sdk.CodeAuthFailed, sdk.CodeNeedsUserAction, sdk.CodeInvalidArgument, sdk.CodeUnsupported:
 		return true
 	}
 	return false
@@ -441,6 +442,7 @@ type Channel struct {
 	gen    int
 	caps   sdk.Capabilities
 	err    error // the last re-Configure error
+	gaveUp bool  // err is an unknown error retried MaxUnknownRetries times
 	closed bool
 }
 
@@ -471,7 +473,6 @@ func (ch *Channel) reconfigure(c *host.Client, gen int, err error) {
 		stale := ch.p.gen != gen
 		ch.p.mu.Unlock()
 		if ch.closed || stale || (ch.gen == gen && ch.remote != nil) {
-			// closed, a newer process, or already configured on this one
 			ch.mu.Unlock()
 			if remote != nil {
 				_ = remote.Close()
@@ -479,9 +480,17 @@ func (ch *Channel) reconfigure(c *host.Client, gen int, err error) {
 			return
 		}
 		if err == nil {
-			ch.remote, ch.gen, ch.err, ch.caps = remote, gen, nil, remote.Capabilities()
+			ch.remote, ch.gen, ch.err, ch.gaveUp, ch.caps = remote, gen, nil, false, remote.Capabilities()
 			ch.mu.Unlock()
 			logger.Info("channel reconfigured after adapter restart")
+			return
+		}
+		if sdk.CodeOf(err) == sdk.CodeUnknown && try+1 >= sdk.MaxUnknownRetries {
+			// An unclassified error that keeps coming back is no outage.
+			err = fmt.Errorf("%w (gave up after %d attempts: the adapter did not say the error was transient)", err, try+1)
+			ch.err, ch.gaveUp = err, true
+			ch.mu.Unlock()
+			logger.Error("channel reconfigure keeps failing with an unclassified error; giving up until the channel is reopened", "error", err)
 			return
 		}
 		ch.err = err
@@ -516,7 +525,7 @@ func (ch *Channel) current() (sdk.Channel, error) {
 	if ch.p.client != nil && ch.gen == ch.p.gen && ch.remote != nil {
 		return ch.remote, nil
 	}
-	if ch.err != nil && fatalConfig(ch.err) {
+	if ch.err != nil && (fatalConfig(ch.err) || ch.gaveUp) {
 		return nil, ch.err
 	}
 	return nil, ch.p.unavailableLocked()

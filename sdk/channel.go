@@ -54,7 +54,10 @@ type Channel interface {
 	// from is an error with CodeCursorInvalid; the host then resubscribes
 	// with a nil cursor and dedupes.
 	Subscribe(ctx context.Context, req SubscribeRequest, sink Sink) error
-	// Close releases the channel. Calls after Close fail.
+	// Close releases the channel: calls in flight return promptly (their
+	// I/O is cancelled), running Subscribes return, background work stops,
+	// and every later call fails with ErrClosed. Closing twice is not an
+	// error. The Lifecycle helper does all of this.
 	Close() error
 }
 
@@ -62,9 +65,10 @@ type Channel interface {
 type PublishItem struct {
 	// Data is the envelope: opaque bytes, or armored text on Text channels.
 	Data []byte
-	// IdempotencyKey is unique per envelope (at most 64 characters of
-	// [A-Za-z0-9_-]). Adapters embed it where the service carries one and may
-	// check for it before a retry.
+	// IdempotencyKey is unique per envelope (1 to 64 characters of
+	// [A-Za-z0-9_-]: ValidKey). Adapters embed it where the service carries
+	// one and may check for it before a retry; an item with an invalid key
+	// fails alone with CodeInvalidArgument.
 	IdempotencyKey string
 	// To optionally addresses the item to service accounts (Capabilities.Addressed).
 	To []string
@@ -97,9 +101,14 @@ type SubscribeRequest struct {
 type Delivery struct {
 	// ID is the item's ID on the service (as PublishResult.ID).
 	ID string
-	// Data is the item as published. Empty Data with a Cursor only moves the
-	// cursor past items the adapter skipped (foreign mail, chat messages).
+	// Data is the item as published.
 	Data []byte
+	// Skip marks a delivery that only moves the cursor past items the
+	// adapter skipped (foreign mail, chat messages); it has no Data. Send
+	// one when skipping is expensive to redo after a restart. (Protocol 1
+	// before Skip existed used empty Data for this; hosts still read an
+	// empty Data so, and the kit reports it.)
+	Skip bool
 	// Cursor resumes the subscription just after this item.
 	Cursor []byte
 	// From is the service account that posted it, if the service says.
@@ -129,7 +138,8 @@ type Board interface {
 	Get(ctx context.Context, req GetRequest) (GetResponse, error)
 }
 
-// PutRequest stores one board value.
+// PutRequest stores one board value. Key follows the same rule as
+// idempotency keys (ValidKey); an invalid one is CodeInvalidArgument.
 type PutRequest struct {
 	Key   string
 	Value []byte
@@ -164,10 +174,44 @@ type DeleteRequest struct {
 	IDs []string
 }
 
-// DeleteResponse holds one error (nil on success) per requested ID, in order.
-// Deleting an item that is already gone is success.
+// DeleteResponse says which IDs could not be deleted. An ID absent from
+// Failed is gone (deleting an item that is already gone is success), so an
+// adapter that deleted everything returns the zero value.
 type DeleteResponse struct {
+	// Failed maps an ID that is still there, or that is not this channel's
+	// to delete, to why.
+	Failed map[string]error
+	// Errors is the older form: one error (nil on success) per requested
+	// ID, in order.
+	//
+	// Deprecated: use Failed. Adapters may still fill Errors instead (then
+	// it must have one entry per ID); hosts fill both.
 	Errors []error
+}
+
+// Fail records that id could not be deleted.
+func (r *DeleteResponse) Fail(id string, err error) {
+	if r.Failed == nil {
+		r.Failed = map[string]error{}
+	}
+	r.Failed[id] = err
+}
+
+// Err returns why id could not be deleted, nil if it is gone. It reads
+// Failed, or Errors for ids (the request's IDs, in order) from an adapter
+// that still fills it.
+func (r DeleteResponse) Err(ids []string, id string) error {
+	if err, ok := r.Failed[id]; ok {
+		return err
+	}
+	if len(r.Errors) == len(ids) {
+		for i, x := range ids {
+			if x == id {
+				return r.Errors[i]
+			}
+		}
+	}
+	return nil
 }
 
 // Healther is an optional channel capability for `remora doctor`.

@@ -21,7 +21,16 @@ const (
 	CodeCursorInvalid   Code = 7 // the cursor can no longer be resumed from
 	CodeUnavailable     Code = 8 // transient: server down, network; retry with backoff
 	CodeBadConfig       Code = 9 // configuration is invalid; Message names the field
+	// CodeInvalidArgument: the request itself is wrong (an idempotency or
+	// board key that breaks the key rule, a malformed ID); retrying it
+	// unchanged fails again. Added in protocol 1 after the first release:
+	// an older host reads it as unknown.
+	CodeInvalidArgument Code = 10
 )
+
+// MaxCode is the highest code this version of the protocol defines. A host
+// that receives a higher one treats it as CodeUnknown and says so.
+const MaxCode = CodeInvalidArgument
 
 var codeNames = map[Code]string{
 	CodeUnknown:         "unknown",
@@ -34,6 +43,7 @@ var codeNames = map[Code]string{
 	CodeCursorInvalid:   "cursor invalid",
 	CodeUnavailable:     "unavailable",
 	CodeBadConfig:       "bad config",
+	CodeInvalidArgument: "invalid argument",
 }
 
 func (c Code) String() string {
@@ -43,11 +53,24 @@ func (c Code) String() string {
 	return fmt.Sprintf("code(%d)", int(c))
 }
 
-// Retryable reports whether an operation that failed with this code may
-// succeed when retried unchanged (after RetryAfter, or with backoff).
+// Known reports whether c is a code this version of the protocol defines.
+func (c Code) Known() bool { return c >= CodeUnknown && c <= MaxCode }
+
+// Retryable reports whether an operation that failed with this code will
+// likely succeed when retried unchanged (after RetryAfter, or with backoff):
+// CodeRateLimited and CodeUnavailable.
+//
+// CodeUnknown is not: an error the adapter did not classify may be a
+// passing network failure or a configuration that will never work. Hosts
+// retry it at most MaxUnknownRetries times, then give up and report it, so
+// an adapter that wants a failure retried must say CodeUnavailable.
 func (c Code) Retryable() bool {
-	return c == CodeRateLimited || c == CodeUnavailable || c == CodeUnknown
+	return c == CodeRateLimited || c == CodeUnavailable
 }
+
+// MaxUnknownRetries is how many times a host retries an operation that
+// failed with CodeUnknown before it reports the failure as final.
+const MaxUnknownRetries = 3
 
 // Error is an adapter error that keeps its Code, Message and RetryAfter across
 // the process boundary.
@@ -95,17 +118,26 @@ var (
 	ErrCursorInvalid   = &Error{Code: CodeCursorInvalid}
 	ErrUnavailable     = &Error{Code: CodeUnavailable}
 	ErrBadConfig       = &Error{Code: CodeBadConfig}
+	ErrInvalidArgument = &Error{Code: CodeInvalidArgument}
 )
+
+// ErrClosed is what every call on a channel returns after its Close (the
+// Lifecycle helper returns it). It is a host-side condition, not a service
+// one, so it has no Code: a host never sends calls to a channel it closed.
+var ErrClosed = errors.New("channel closed")
 
 // Errorf returns an *Error with code and a formatted message. A %w verb in
 // format also keeps that error as Err, for errors.Is on the adapter's side.
-func Errorf(code Code, format string, args ...any) *Error {
+//
+// It returns the error interface, never a typed nil: assigning its result
+// to an error variable and comparing with nil does what it says.
+func Errorf(code Code, format string, args ...any) error {
 	wrapped := fmt.Errorf(format, args...)
 	return &Error{Code: code, Message: wrapped.Error(), Err: errors.Unwrap(wrapped)}
 }
 
 // RateLimited returns a CodeRateLimited error with a retry-after.
-func RateLimited(retryAfter time.Duration, format string, args ...any) *Error {
+func RateLimited(retryAfter time.Duration, format string, args ...any) error {
 	return &Error{Code: CodeRateLimited, Message: fmt.Sprintf(format, args...), RetryAfter: retryAfter}
 }
 

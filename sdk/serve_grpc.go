@@ -183,7 +183,7 @@ func (s *grpcServer) Subscribe(req *wire.SubscribeRequest, stream wire.Adapter_S
 		if !d.Time.IsZero() {
 			t = d.Time.UnixNano()
 		}
-		return stream.Send(&wire.Delivery{Id: d.ID, Data: d.Data, Cursor: d.Cursor, From: d.From, TimeUnixNano: t})
+		return stream.Send(&wire.Delivery{Id: d.ID, Data: d.Data, Cursor: d.Cursor, From: d.From, TimeUnixNano: t, Skip: d.Skip})
 	})
 	err = c.ch.Subscribe(ctx, SubscribeRequest{Cursor: req.GetCursor()}, sink)
 	if err == nil {
@@ -245,16 +245,21 @@ func (s *grpcServer) Delete(ctx context.Context, req *wire.DeleteRequest) (*wire
 	if !ok {
 		return nil, statusOf(Errorf(CodeUnsupported, "channel %s cannot delete", c.id))
 	}
-	resp, err := d.Delete(ctx, DeleteRequest{IDs: req.GetIds()})
+	ids := req.GetIds()
+	resp, err := d.Delete(ctx, DeleteRequest{IDs: ids})
 	if err != nil {
 		return nil, statusOf(err)
 	}
-	if len(resp.Errors) != len(req.GetIds()) {
-		return nil, statusOf(fmt.Errorf("adapter %s returned %d delete results for %d IDs", s.impl.Info().Name, len(resp.Errors), len(req.GetIds())))
+	if resp.Errors != nil && len(resp.Errors) != len(ids) {
+		return nil, statusOf(fmt.Errorf("adapter %s returned %d delete results for %d IDs", s.impl.Info().Name, len(resp.Errors), len(ids)))
 	}
-	out := &wire.DeleteResponse{Results: make([]*wire.DeleteResult, len(resp.Errors))}
-	for i, e := range resp.Errors {
+	out := &wire.DeleteResponse{Results: make([]*wire.DeleteResult, len(ids))}
+	for i, id := range ids {
 		out.Results[i] = &wire.DeleteResult{}
+		e := resp.Failed[id]
+		if e == nil && resp.Errors != nil {
+			e = resp.Errors[i]
+		}
 		if e != nil {
 			out.Results[i].Error = errorToWire(e)
 		}
@@ -319,6 +324,7 @@ var grpcCodes = map[Code]codes.Code{
 	CodeCursorInvalid:   codes.OutOfRange,
 	CodeUnavailable:     codes.Unavailable,
 	CodeBadConfig:       codes.InvalidArgument,
+	CodeInvalidArgument: codes.InvalidArgument,
 }
 
 // statusOf converts a call-level error to a gRPC status carrying the wire

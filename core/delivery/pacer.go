@@ -180,10 +180,13 @@ func (p *Pacer) onlyBulk() bool {
 
 // Run drains the queues into publish until ctx ends. Items that fail with a
 // rate-limit error are requeued and the channel paused for the retry-after;
-// other per-item errors go to the job's Done. A call-level error requeues
-// the whole batch and backs off.
+// other per-item errors go to the job's Done. A call-level error that is
+// retryable (sdk.Code.Retryable) requeues the whole batch and backs off; an
+// unclassified one (CodeUnknown) does so at most sdk.MaxUnknownRetries
+// times in a row; any other fails every job of the batch.
 func (p *Pacer) Run(ctx context.Context, publish PublishFunc) error {
 	backoff := time.Duration(0)
+	unknown := 0 // call-level CodeUnknown errors in a row
 	for {
 		if d := p.pausedFor(); d > 0 {
 			if err := sdk.Sleep(ctx, d); err != nil {
@@ -229,6 +232,23 @@ func (p *Pacer) Run(ctx context.Context, publish PublishFunc) error {
 				p.requeue(batch)
 				return ctx.Err()
 			}
+			// A call-level error the adapter says will not pass (bad config,
+			// auth, an invalid request), or an unclassified one that keeps
+			// coming back, fails the batch: retrying it forever would only
+			// hide it.
+			code := sdk.CodeOf(err)
+			if code == sdk.CodeUnknown {
+				unknown++
+			}
+			if (!code.Retryable() && code != sdk.CodeUnknown) || unknown >= sdk.MaxUnknownRetries {
+				unknown = 0
+				for _, j := range batch {
+					if j.Done != nil {
+						j.Done(sdk.PublishResult{Err: err})
+					}
+				}
+				continue
+			}
 			p.requeue(batch)
 			if ra := sdk.RetryAfterOf(err); ra > 0 {
 				p.pause(ra)
@@ -238,7 +258,7 @@ func (p *Pacer) Run(ctx context.Context, publish PublishFunc) error {
 			p.pause(backoff)
 			continue
 		}
-		backoff = 0
+		backoff, unknown = 0, 0
 		var again []*Job
 		for i, res := range resp.Results {
 			if errors.Is(res.Err, sdk.ErrRateLimited) || errors.Is(res.Err, sdk.ErrUnavailable) {

@@ -154,6 +154,43 @@ func TestCallErrorRequeuesBatch(t *testing.T) {
 	}
 }
 
+// TestCallErrorNotRetriedForever: a call-level error that will not pass
+// fails the batch at once; an unclassified one after sdk.MaxUnknownRetries
+// calls. (Before, both were retried forever: a bad configuration that an
+// adapter reported with fmt.Errorf kept the queue busy for good.)
+func TestCallErrorNotRetriedForever(t *testing.T) {
+	tests := []struct {
+		name  string
+		err   error
+		calls int
+	}{
+		{"bad config", sdk.Errorf(sdk.CodeBadConfig, "no such field"), 1},
+		{"invalid argument", sdk.Errorf(sdk.CodeInvalidArgument, "bad key"), 1},
+		{"unknown", errors.New("something the adapter did not classify"), sdk.MaxUnknownRetries},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := NewPacer(PacerOptions{})
+			rs := newResults()
+			r := &recorder{callErr: func(int) error { return tt.err }}
+			p.Enqueue(rs.job(PriorityBulk, "x", ""))
+			run(t, p, r)
+			rs.wait(t, 1)
+			rs.mu.Lock()
+			got := rs.errs["x"]
+			rs.mu.Unlock()
+			if got == nil || got.Error() != tt.err.Error() {
+				t.Fatalf("x: %v, want %v", got, tt.err)
+			}
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if r.calls != tt.calls {
+				t.Errorf("%d calls, want %d", r.calls, tt.calls)
+			}
+		})
+	}
+}
+
 func TestPermanentItemErrorReported(t *testing.T) {
 	p := NewPacer(PacerOptions{})
 	rs := newResults()

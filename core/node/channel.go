@@ -184,6 +184,7 @@ type receiver func(ctx context.Context, c *channel, raw []byte) error
 // scratch after a cursor-invalid error.
 func (c *channel) subscribe(ctx context.Context, log *slog.Logger, cursors cursorStore, recv receiver) {
 	backoff := 250 * time.Millisecond
+	unknown := 0 // CodeUnknown failures in a row
 	for ctx.Err() == nil {
 		cur, err := cursors.Cursor(c.Name)
 		if err != nil {
@@ -201,7 +202,7 @@ func (c *channel) subscribe(ctx context.Context, log *slog.Logger, cursors curso
 					return fmt.Errorf("save cursor: %w", err)
 				}
 			}
-			backoff = 250 * time.Millisecond
+			backoff, unknown = 250*time.Millisecond, 0
 			c.setErr(nil)
 			return nil
 		}))
@@ -221,10 +222,21 @@ func (c *channel) subscribe(ctx context.Context, log *slog.Logger, cursors curso
 		}
 		c.setErr(err)
 		code := sdk.CodeOf(err)
-		if code == sdk.CodeAuthFailed || code == sdk.CodeBadConfig || code == sdk.CodeNeedsUserAction {
+		if code == sdk.CodeUnknown {
+			unknown++
+		} else {
+			unknown = 0
+		}
+		switch {
+		case code == sdk.CodeAuthFailed || code == sdk.CodeBadConfig || code == sdk.CodeNeedsUserAction || code == sdk.CodeInvalidArgument:
 			log.Error("channel needs the user", "channel", c.Name, "err", err)
 			backoff = 5 * time.Minute
-		} else {
+		case unknown >= sdk.MaxUnknownRetries:
+			// An unclassified error that keeps coming back is no outage:
+			// slow down to the pace of errors that need the user.
+			log.Error("channel subscription keeps failing with an unclassified error", "channel", c.Name, "err", err, "attempts", unknown)
+			backoff = 5 * time.Minute
+		default:
 			log.Warn("channel subscription failed; retrying", "channel", c.Name, "err", err, "in", backoff)
 		}
 		wait := max(backoff, sdk.RetryAfterOf(err))

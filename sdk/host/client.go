@@ -16,8 +16,10 @@ import (
 	"github.com/remora-p2p/remora/sdk/internal/wire"
 )
 
-// ErrClosed is returned by calls on a channel or client after Close.
-var ErrClosed = errors.New("host: closed")
+// ErrClosed is returned by calls on a channel after Close: it is
+// sdk.ErrClosed, so errors.Is works the same in-process and across the
+// process boundary.
+var ErrClosed = sdk.ErrClosed
 
 // deadlineSkew is how early a DeadlineExceeded from the adapter may arrive
 // and still be the caller's own deadline.
@@ -37,6 +39,10 @@ type Client struct {
 	close func() error
 	once  sync.Once
 	err   error
+
+	unknownMu    sync.Mutex
+	unknownCode  int32
+	unknownCount int64
 }
 
 var _ sdk.Adapter = (*Client)(nil)
@@ -144,7 +150,7 @@ func (ch *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.Pub
 	out := sdk.PublishResponse{Results: make([]sdk.PublishResult, len(resp.GetResults()))}
 	for i, r := range resp.GetResults() {
 		if e := r.GetError(); e != nil {
-			out.Results[i].Err = errorFromWire(e)
+			out.Results[i].Err = ch.c.errorFromWire(e)
 		} else {
 			out.Results[i].ID = r.GetId()
 		}
@@ -180,6 +186,7 @@ func (ch *channel) Subscribe(ctx context.Context, req sdk.SubscribeRequest, sink
 			Cursor: d.GetCursor(),
 			From:   d.GetFrom(),
 			Time:   t,
+			Skip:   d.GetSkip() || len(d.GetData()) == 0, // protocol 1 before skip: empty data
 		}); err != nil {
 			return err
 		}
@@ -244,11 +251,16 @@ func (ch *channel) Delete(ctx context.Context, req sdk.DeleteRequest) (sdk.Delet
 	out := sdk.DeleteResponse{Errors: make([]error, len(req.IDs))}
 	for i, r := range resp.GetResults() {
 		if e := r.GetError(); e != nil {
-			out.Errors[i] = errorFromWire(e)
+			out.Errors[i] = ch.c.errorFromWire(e)
+			out.Fail(req.IDs[i], out.Errors[i])
 		}
 	}
 	return out, nil
 }
+
+// ReportsHealth reports whether the adapter implements Health for this
+// channel (its Features); Health without it always says ok.
+func (ch *channel) ReportsHealth() bool { return ch.features.GetHealth() }
 
 // Health reports the remote channel's health. A channel without Healther
 // reports HealthOK with a note; a call that fails reports HealthDown with
@@ -307,7 +319,7 @@ func (c *Client) callError(ctx context.Context, err error) error {
 	}
 	for _, d := range st.Details() {
 		if we, ok := d.(*wire.Error); ok {
-			return errorFromWire(we)
+			return c.errorFromWire(we)
 		}
 	}
 	switch st.Code() {
@@ -329,12 +341,37 @@ func (c *Client) callError(ctx context.Context, err error) error {
 	return &sdk.Error{Code: sdk.CodeUnknown, Message: fmt.Sprintf("adapter %s: %s: %s", c.name, st.Code(), st.Message()), Err: err}
 }
 
-func errorFromWire(e *wire.Error) *sdk.Error {
-	return &sdk.Error{
+// errorFromWire turns a wire Error into an *sdk.Error. A code this host
+// does not know becomes CodeUnknown, with the number in the message and
+// counted in UnknownCodes, so `remora doctor` can name the adapter.
+func (c *Client) errorFromWire(e *wire.Error) *sdk.Error {
+	out := &sdk.Error{
 		Code:       sdk.Code(e.GetCode()),
 		Message:    e.GetMessage(),
-		RetryAfter: time.Duration(e.GetRetryAfterMs()) * time.Millisecond,
+		RetryAfter: max(0, time.Duration(e.GetRetryAfterMs())*time.Millisecond),
 	}
+	if !out.Code.Known() {
+		c.noteUnknownCode(e.GetCode())
+		out.Message = fmt.Sprintf("adapter %s answered with error code %d, which this remora does not know (protocol %d knows 0 to %d): %s",
+			c.name, e.GetCode(), sdk.ProtocolVersion, sdk.MaxCode, e.GetMessage())
+		out.Code = sdk.CodeUnknown
+	}
+	return out
+}
+
+// UnknownCode reports the last error code the adapter sent that this host
+// does not know, and how many such answers there were.
+func (c *Client) UnknownCode() (code int32, count int64) {
+	c.unknownMu.Lock()
+	defer c.unknownMu.Unlock()
+	return c.unknownCode, c.unknownCount
+}
+
+func (c *Client) noteUnknownCode(code int32) {
+	c.unknownMu.Lock()
+	defer c.unknownMu.Unlock()
+	c.unknownCode = code
+	c.unknownCount++
 }
 
 func dur(ms int64) sdk.Duration { return sdk.Duration(time.Duration(ms) * time.Millisecond) }

@@ -34,7 +34,8 @@ type Error struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// code is the sdk.Code number: 0 unknown, 1 unsupported, 2 auth failed,
 	// 3 needs user action, 4 not found, 5 rate limited, 6 too large,
-	// 7 cursor invalid, 8 unavailable, 9 bad config.
+	// 7 cursor invalid, 8 unavailable, 9 bad config, 10 invalid argument.
+	// A receiver reads a code it does not know as 0.
 	Code int32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
 	// message says what happened and what the user can do about it.
 	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
@@ -844,7 +845,11 @@ type Delivery struct {
 	Cursor []byte                 `protobuf:"bytes,3,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	From   string                 `protobuf:"bytes,4,opt,name=from,proto3" json:"from,omitempty"`
 	// time_unix_nano is 0 when unknown.
-	TimeUnixNano  int64 `protobuf:"varint,5,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	TimeUnixNano int64 `protobuf:"varint,5,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	// skip marks a delivery that only moves the cursor past items the
+	// adapter skipped; it has no data. (An empty data without skip is read
+	// the same way, for adapters older than this field.)
+	Skip          bool `protobuf:"varint,6,opt,name=skip,proto3" json:"skip,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -912,6 +917,13 @@ func (x *Delivery) GetTimeUnixNano() int64 {
 		return x.TimeUnixNano
 	}
 	return 0
+}
+
+func (x *Delivery) GetSkip() bool {
+	if x != nil {
+		return x.Skip
+	}
+	return false
 }
 
 type BoardPutRequest struct {
@@ -1560,13 +1572,14 @@ const file_adapter_proto_rawDesc = "" +
 	"\aresults\x18\x01 \x03(\v2 .remora.adapter.v1.PublishResultR\aresults\"B\n" +
 	"\x10SubscribeRequest\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\x04R\x06handle\x12\x16\n" +
-	"\x06cursor\x18\x02 \x01(\fR\x06cursor\"\x80\x01\n" +
+	"\x06cursor\x18\x02 \x01(\fR\x06cursor\"\x94\x01\n" +
 	"\bDelivery\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x16\n" +
 	"\x06cursor\x18\x03 \x01(\fR\x06cursor\x12\x12\n" +
 	"\x04from\x18\x04 \x01(\tR\x04from\x12$\n" +
-	"\x0etime_unix_nano\x18\x05 \x01(\x03R\ftimeUnixNano\"Q\n" +
+	"\x0etime_unix_nano\x18\x05 \x01(\x03R\ftimeUnixNano\x12\x12\n" +
+	"\x04skip\x18\x06 \x01(\bR\x04skip\"Q\n" +
 	"\x0fBoardPutRequest\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\x04R\x06handle\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x14\n" +
