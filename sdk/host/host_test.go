@@ -50,6 +50,7 @@ var sentinels = map[sdk.Code]error{
 	sdk.CodeCursorInvalid:   sdk.ErrCursorInvalid,
 	sdk.CodeUnavailable:     sdk.ErrUnavailable,
 	sdk.CodeBadConfig:       sdk.ErrBadConfig,
+	sdk.CodeInvalidArgument: sdk.ErrInvalidArgument,
 }
 
 // checkError asserts err is an *sdk.Error with exactly this code, message
@@ -83,7 +84,7 @@ func TestErrorsCrossTheBoundary(t *testing.T) {
 		t.Run(tr.name, func(t *testing.T) {
 			c := tr.open(t)
 			ctx := context.Background()
-			for code := sdk.CodeUnknown; code <= sdk.CodeBadConfig; code++ {
+			for code := sdk.CodeUnknown; code <= sdk.MaxCode; code++ {
 				t.Run(code.String(), func(t *testing.T) {
 					msg := "the " + code.String() + " message: do X"
 					retry := 1500 * time.Millisecond
@@ -123,6 +124,32 @@ func TestErrorsCrossTheBoundary(t *testing.T) {
 					}
 					checkError(t, resp.Results[1].Err, code, "mem: item 1 refused", 0)
 				})
+			}
+		})
+	}
+}
+
+// TestUnknownCode: a code this host does not know arrives as CodeUnknown
+// with the number and the adapter named, and the client counts it for
+// `remora doctor`.
+func TestUnknownCode(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			c := tr.open(t)
+			ctx := context.Background()
+			cfg := hosttest.Config{Fail: true, FailCode: 42, FailMessage: "from the future"}
+			ch, err := c.Configure(ctx, sdk.ConfigureRequest{ChannelID: "u", Config: mustJSON(t, cfg)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ch.Close()
+			_, err = ch.Publish(ctx, sdk.PublishRequest{Items: []sdk.PublishItem{{Data: []byte("x")}}})
+			if sdk.CodeOf(err) != sdk.CodeUnknown || !strings.Contains(err.Error(), "adapter mem answered with error code 42") ||
+				!strings.Contains(err.Error(), "from the future") {
+				t.Fatalf("got %v, want CodeUnknown naming the adapter and code 42", err)
+			}
+			if code, n := c.UnknownCode(); code != 42 || n != 1 {
+				t.Fatalf("UnknownCode = %d, %d; want 42, 1", code, n)
 			}
 		})
 	}
