@@ -16,9 +16,11 @@
 // key); it is derived, never carried.
 //
 // A [Keyring] makes a new prekey every RotateEvery (default one week); a
-// prekey expires RotateEvery after it was made (senders stop sealing to it)
-// and its private half is deleted Grace (default two weeks) after expiry, long
-// enough to open envelopes still waiting on slow channels.
+// prekey expires RotateEvery after it was made (senders stop sealing to it
+// once they learn its successor) and its private half is deleted Grace
+// (default two weeks) after the later of its expiry and its replacement,
+// long enough to open envelopes still waiting on slow channels or sealed by
+// members that had not learned the new key yet.
 //
 // # Files
 //

@@ -140,6 +140,34 @@ func TestKeyringRotation(t *testing.T) {
 	}
 }
 
+// TestLateRotationKeepsTheOldKey: a device that rotates long after its
+// prekey expired (it was off for two months, or its clock jumped) keeps the
+// old private half Grace past the rotation, since members went on sealing
+// to the old key until they learn the new one. Before, the old key was
+// deleted in the same Rotate that replaced it.
+func TestLateRotationKeepsTheOldKey(t *testing.T) {
+	c := &clock{time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	k, err := Create(t.TempDir(), testOpts(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := k.Current()
+	c.t = c.t.Add(60 * 24 * time.Hour)
+	if rotated, err := k.Rotate(); err != nil || !rotated {
+		t.Fatalf("rotate after 60 days: rotated=%v err=%v", rotated, err)
+	}
+	if _, ok := k.BoxKey(first.ID()); !ok {
+		t.Fatal("the replaced prekey's private half was deleted at once")
+	}
+	c.t = c.t.Add(DefaultGrace)
+	if _, err := k.Rotate(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := k.BoxKey(first.ID()); ok {
+		t.Fatal("the replaced prekey's private half outlived its replacement plus grace")
+	}
+}
+
 func TestKeyFilePermissions(t *testing.T) {
 	c := &clock{time.Now()}
 	for _, tt := range []struct {

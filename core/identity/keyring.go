@@ -252,7 +252,8 @@ func (k *Keyring) BoxKey(id KeyID) (BoxKey, bool) {
 }
 
 // Rotate makes a new prekey if the current one has expired and deletes
-// private halves whose expiry plus grace has passed. It reports whether the
+// private halves whose expiry, or replacement if later, plus grace has
+// passed. It reports whether the
 // current prekey changed. Call it periodically (hourly is plenty).
 func (k *Keyring) Rotate() (bool, error) {
 	k.mu.Lock()
@@ -267,8 +268,16 @@ func (k *Keyring) Rotate() (bool, error) {
 		k.opts.Logger.Info("identity: rotated box prekey", "key_id", k.boxes[0].ID().String())
 	}
 	kept := k.boxes[:1]
-	for _, b := range k.boxes[1:] {
-		if now.Before(b.Expires.Add(k.opts.Grace)) {
+	for i, b := range k.boxes[1:] {
+		// Members seal to a prekey until they learn its successor, so a
+		// private half lives Grace past the later of its expiry and its
+		// replacement: a device that rotates late (it was off, or its clock
+		// jumped) still opens what was sealed to the old key meanwhile.
+		retired := b.Expires
+		if next := k.boxes[i].Created; next.After(retired) {
+			retired = next
+		}
+		if now.Before(retired.Add(k.opts.Grace)) {
 			kept = append(kept, b)
 			continue
 		}
