@@ -17,20 +17,37 @@
 //
 // # Merge
 //
-// Canonical order: topological, ties broken by the smaller op hash. An op is
-// authorized when its author is an admin in the roster of the op's causal
-// past (its ancestors), or when it is a member removing itself. The roster
-// of a set of ops folds the authorized ops in canonical order, with
-// remove-wins:
+// The roster is a function of the set of ops a device holds, never of the
+// order they arrived in or of their time fields (informational only): only
+// the causal order counts (a is before b when b's author had seen a). A
+// revocation of P ends P's authority: a remove of P (by an admin, or P
+// leaving) ends membership and admin rights; a role change of P to member
+// ends admin rights. Every op needs admin rights except create, leaving and
+// publishing one's own prekey ([OpPrekey]), which need membership. An op
+// counts when
 //
-//   - an add or role change of X concurrent with an authorized remove of X
-//     is void;
-//   - any non-remove op whose author is concurrently removed is void;
-//   - an op whose author is no longer in the folded roster is void unless
-//     that removal is concurrent with it (two admins removing each other
-//     at once are both removed).
+//   - its author holds the rights it needs in the roster of the counted ops
+//     before it, and
+//   - no counted revocation of its author is concurrent with it, unless
+//     both are revocations in one cycle (A removes B while B removes A: all
+//     of a cycle count, remove-wins), or another admin, already an admin
+//     before the op, built a counted op on it without knowing the
+//     revocation (the remover's own removal, when it saw the op, is such).
 //
-// Concurrent channel and settings changes resolve by canonical order.
+// So an admin's ops count only if they are causally before its removal (or
+// endorsed that way): a removed admin cannot back-date ops by choosing old
+// parents, and authority granted by a void op is void. Because the rule
+// refers to itself it is computed as a fixed point (roster.go, evaluate). The
+// roster folds the counted ops in canonical order (topological, ties by the
+// smaller hash) with remove-wins on targets: an add, role change or prekey
+// of X concurrent with a counted removal of X is void, a promotion
+// concurrent with a counted demotion too. A member's prekey is the newest
+// (by its signed creation time) of those counted. Concurrent channel and
+// settings changes resolve by canonical order.
+//
+// An op whose parents have not arrived waits in the circle's state,
+// bounded by bytes and age, while the member that sent it is asked for
+// them ([MsgOpRequest]); it applies when they arrive.
 //
 // # Epochs and keys
 //

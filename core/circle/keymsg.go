@@ -22,6 +22,11 @@ const (
 	// MsgKeyRequest asks the recipient to resend its chain key for an epoch
 	// (Epoch set) or a remove op's contribution (Op set).
 	MsgKeyRequest KeyMsgKind = 3
+	// MsgOpRequest asks the recipient for roster operations (Want) and
+	// those of their ancestors the asker lacks; Have are the asker's heads.
+	// It is what a member sends when an operation arrives before its
+	// parents.
+	MsgOpRequest KeyMsgKind = 4
 )
 
 // KeyMsg is a key hand-out or request.
@@ -32,6 +37,8 @@ type KeyMsg struct {
 	Day    uint32   // sender key: the day Key belongs to (days since 1970-01-01 UTC)
 	Key    [32]byte // sender key: chain key for Day; contribution: the secret
 	Op     Hash     // contribution, request for a contribution
+	Want   []Hash   // op request: the operations wanted (1 to MaxParents)
+	Have   []Hash   // op request: the asker's heads (at most MaxParents)
 }
 
 const keyMsgVersion = 1
@@ -41,7 +48,9 @@ var ErrMalformedKeyMsg = errors.New("circle: malformed key message")
 
 // Marshal encodes m: version ‖ kind ‖ circle (16) ‖ then per kind
 // sender key: epoch (32) ‖ day (4, big endian) ‖ key (32);
-// contribution: op (32) ‖ key (32); request: 0x01 ‖ epoch (32) or 0x02 ‖ op (32).
+// contribution: op (32) ‖ key (32); request: 0x01 ‖ epoch (32) or 0x02 ‖ op (32);
+// op request: count ‖ wanted ops (32 each) ‖ count ‖ heads (32 each), counts
+// one byte each.
 func (m KeyMsg) Marshal() []byte {
 	b := []byte{keyMsgVersion, byte(m.Kind)}
 	b = append(b, m.Circle[:]...)
@@ -60,6 +69,13 @@ func (m KeyMsg) Marshal() []byte {
 		} else {
 			b = append(b, 1)
 			b = append(b, m.Epoch[:]...)
+		}
+	case MsgOpRequest:
+		for _, hs := range [][]Hash{m.Want, m.Have} {
+			b = append(b, byte(len(hs)))
+			for _, h := range hs {
+				b = append(b, h[:]...)
+			}
 		}
 	}
 	return b
@@ -100,16 +116,34 @@ func ParseKeyMsg(b []byte) (KeyMsg, error) {
 				return m, fmt.Errorf("%w: request for the zero op", ErrMalformedKeyMsg)
 			}
 		}
+	case MsgOpRequest:
+		for k, dst := range []*[]Hash{&m.Want, &m.Have} {
+			if len(rest) < 1 || int(rest[0]) > MaxParents || k == 0 && rest[0] == 0 || len(rest) < 1+32*int(rest[0]) {
+				return m, fmt.Errorf("%w: op request", ErrMalformedKeyMsg)
+			}
+			for i := range int(rest[0]) {
+				*dst = append(*dst, Hash(rest[1+32*i:]))
+			}
+			rest = rest[1+32*int(rest[0]):]
+		}
+		if len(rest) != 0 {
+			return m, fmt.Errorf("%w: op request length", ErrMalformedKeyMsg)
+		}
 	default:
 		return m, fmt.Errorf("%w: unknown kind %d", ErrMalformedKeyMsg, m.Kind)
 	}
 	return m, nil
 }
 
-// Outgoing is a key message the node must seal in a direct envelope to To.
+// Outgoing is a key message, or a roster operation, the node must seal in a
+// direct envelope to To.
 type Outgoing struct {
 	To  peer.ID
 	Msg KeyMsg
+	// Roster, when set, is a roster operation to send (envelope kind
+	// roster) instead of Msg: an answer to an op request, or an op
+	// forwarded to a member its author did not know of.
+	Roster []byte
 	// Epoch is the epoch to seal under; the zero Epoch means the current
 	// one. After a membership change the recipient may not be able to open
 	// the new epoch yet (it lacks the op or a contribution), so key

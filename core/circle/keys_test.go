@@ -2,6 +2,7 @@ package circle
 
 import (
 	"errors"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -204,14 +205,19 @@ func TestKeyMsgParse(t *testing.T) {
 		{Kind: MsgContribution, Circle: ID{1}, Op: Hash{4}, Key: [32]byte{5}},
 		{Kind: MsgKeyRequest, Circle: ID{1}, Epoch: Epoch{6}},
 		{Kind: MsgKeyRequest, Circle: ID{1}, Op: Hash{7}},
+		{Kind: MsgOpRequest, Circle: ID{1}, Want: []Hash{{8}, {9}}, Have: []Hash{{10}}},
+		{Kind: MsgOpRequest, Circle: ID{1}, Want: []Hash{{8}}},
 	}
 	for _, m := range good {
 		got, err := ParseKeyMsg(m.Marshal())
-		if err != nil || got != m {
+		if err != nil || !reflect.DeepEqual(got, m) {
 			t.Fatalf("%v: got %+v, %v", m.Kind, got, err)
 		}
 	}
-	for _, b := range [][]byte{nil, {1}, append(good[0].Marshal(), 0), good[1].Marshal()[:40], {2, 1}} {
+	noWant := KeyMsg{Kind: MsgOpRequest, Circle: ID{1}, Have: []Hash{{1}}}.Marshal()
+	tooMany := KeyMsg{Kind: MsgOpRequest, Circle: ID{1}, Want: make([]Hash, MaxParents+1)}.Marshal()
+	for _, b := range [][]byte{nil, {1}, append(good[0].Marshal(), 0), good[1].Marshal()[:40], {2, 1},
+		noWant, tooMany, good[4].Marshal()[:60], append(good[5].Marshal(), 0)} {
 		if _, err := ParseKeyMsg(b); !errors.Is(err, ErrMalformedKeyMsg) {
 			t.Fatalf("%x: %v", b, err)
 		}

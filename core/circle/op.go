@@ -26,6 +26,7 @@ const (
 	OpChannelSet    OpKind = 5 // add or replace a channel description
 	OpChannelRemove OpKind = 6 // remove a channel
 	OpSettings      OpKind = 7 // rename the circle, change the history setting
+	OpPrekey        OpKind = 8 // a member publishes its rotated box prekey (signed by itself)
 )
 
 func (k OpKind) String() string {
@@ -44,6 +45,8 @@ func (k OpKind) String() string {
 		return "channel-remove"
 	case OpSettings:
 		return "settings"
+	case OpPrekey:
+		return "prekey"
 	}
 	return fmt.Sprintf("op(%d)", uint8(k))
 }
@@ -72,8 +75,8 @@ type Op struct {
 	Author  peer.ID
 	Time    time.Time // author's clock; informational, never used for ordering
 
-	Target     peer.ID         // add, remove, role (OpCreate: the creator)
-	Prekey     identity.Prekey // add, create
+	Target     peer.ID         // add, remove, role (OpCreate, OpPrekey: the author)
+	Prekey     identity.Prekey // add, create, prekey
 	Name       string          // add, create: display name
 	Role       Role            // add, role
 	Channel    Channel         // channel-set; channel-remove uses Channel.ID
@@ -367,6 +370,11 @@ func (o *Op) check() error {
 		}
 	case OpSettings:
 		err = has(false, false, false, false, false, o.CircleName != "")
+	case OpPrekey:
+		err = has(true, true, false, false, false, false)
+		if err == nil && o.Target != o.Author {
+			err = bad("a member publishes only its own prekey")
+		}
 	default:
 		return fmt.Errorf("%w: unknown kind %d", ErrMalformedOp, o.Kind)
 	}

@@ -274,7 +274,6 @@ func TestLogErrors(t *testing.T) {
 		raw  []byte
 		want error
 	}{
-		{"missing parent", u2.Op.Raw(), ErrMissingParent},
 		{"other circle", other.Ops()[0], ErrWrongCircle},
 		{"tampered", tamper, ErrMalformedOp},
 		{"garbage", []byte("hello"), ErrMalformedOp},
@@ -288,7 +287,6 @@ func TestLogErrors(t *testing.T) {
 			}
 		})
 	}
-	// After the parent arrives the held op applies.
 	for _, raw := range [][]byte{u.Op.Raw(), u2.Op.Raw()} {
 		if _, err := g[1].ApplyOp(raw); err != nil {
 			t.Fatal(err)

@@ -1,7 +1,9 @@
 package circle
 
 import (
+	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -91,14 +93,23 @@ type Circle struct {
 	invites map[TokenID]*inviteRecord
 	early   map[Hash]earlyContribution    // contributions that arrived before their op
 	ek      map[Epoch]*envelope.EpochKeys // cache for the envelope.Keys methods
+	waiting map[Hash]*waitingOp           // roster ops whose parents have not arrived
 }
 
 // Update tells the node what changed after a roster operation.
 type Update struct {
-	Op           *Op  // the new operation (nil if it was already known)
-	EpochChanged bool // the membership changed: a new epoch is current
+	Op           *Op   // the new operation (nil if it was already known or waits)
+	Applied      []*Op // every operation applied, Op first, then those that waited for it
+	EpochChanged bool  // the membership changed: a new epoch is current
 	Epoch        Epoch
-	Send         []Outgoing // key hand-outs to seal and send, one direct envelope each
+	// Send are key hand-outs, requests for missing roster operations and
+	// roster operations to forward: seal and send each in one direct
+	// envelope.
+	Send []Outgoing
+	// Waiting is set when the operation was kept to wait for its parents
+	// (Send asks for them); the node may acknowledge its envelope, since
+	// the operation is in the circle's state once saved.
+	Waiting bool
 }
 
 // Create makes a new circle with the device as its first admin.
@@ -129,7 +140,8 @@ func Create(k *identity.Keyring, name, displayName string, history bool, opts Op
 
 func newCircle(k *identity.Keyring, log *Log, opts Options) *Circle {
 	return &Circle{keys: k, opts: opts, log: log, contrib: map[Hash][32]byte{}, chains: map[chainID]*chain{},
-		invites: map[TokenID]*inviteRecord{}, early: map[Hash]earlyContribution{}, ek: map[Epoch]*envelope.EpochKeys{}}
+		invites: map[TokenID]*inviteRecord{}, early: map[Hash]earlyContribution{}, ek: map[Epoch]*envelope.EpochKeys{},
+		waiting: map[Hash]*waitingOp{}}
 }
 
 // ID is the circle ID.
@@ -162,23 +174,245 @@ func (c *Circle) HasOp(h Hash) bool {
 	return c.log.Has(h)
 }
 
-// ApplyOp verifies a roster operation received from another member and adds
-// it. ErrMissingParent means the node must fetch its parents first.
-func (c *Circle) ApplyOp(raw []byte) (*Update, error) {
+// ApplyOp verifies a roster operation and adds it, like ApplyOpFrom with
+// no known sender.
+func (c *Circle) ApplyOp(raw []byte) (*Update, error) { return c.ApplyOpFrom("", raw) }
+
+// ApplyOpFrom verifies a roster operation received from member from (the
+// sender of the envelope that carried it, not necessarily its author) and
+// adds it. An operation whose parents have not arrived waits in the
+// circle's state (Update.Waiting) and Update.Send asks from for the missing
+// ones; it applies, with every operation that waited for it, when they
+// arrive. Waiting is bounded by bytes (MaxWaitingBytes in all,
+// MaxWaitingBytesPerSender per sender) and by age (MaxAge); past the bound
+// it returns ErrRosterBacklog and keeps nothing: the node must not
+// acknowledge the envelope, so the sender tries again.
+func (c *Circle) ApplyOpFrom(from peer.ID, raw []byte) (*Update, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	before := c.log.Roster()
-	added, err := c.log.Add(raw)
+	if h := Hash(sha256.Sum256(raw)); c.log.Has(h) {
+		return &Update{Epoch: c.log.Roster().Epoch}, nil // a duplicate: nothing to verify
+	}
+	o, err := ParseOp(raw)
 	if err != nil {
 		return nil, fmt.Errorf("circle %s: apply op: %w", c.log.circle, err)
 	}
-	u := &Update{}
-	if added {
-		o, _ := ParseOp(raw)
-		u.Op, _ = c.log.Op(o.hash)
+	if o.Circle != c.log.circle {
+		return nil, fmt.Errorf("circle %s: apply op: %w: %s", c.log.circle, ErrWrongCircle, o.Circle)
 	}
+	before := c.log.Roster()
+	u := &Update{Epoch: before.Epoch}
+	if c.log.Has(o.hash) {
+		return u, nil
+	}
+	_, err = c.log.Add(raw)
+	if errors.Is(err, ErrMissingParent) {
+		if err := c.wait(o, from); err != nil {
+			return nil, err
+		}
+		u.Waiting = true
+		u.Send = c.opRequests(from)
+		return u, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("circle %s: apply op: %w", c.log.circle, err)
+	}
+	applied, _ := c.log.Op(o.hash)
+	u.Applied = c.drainWaiting([]*Op{applied})
+	u.Op = applied
+	for _, a := range u.Applied {
+		u.Send = append(u.Send, c.forward(a)...)
+	}
+	u.Send = append(u.Send, c.opRequests(from)...)
 	c.afterChange(u, before)
 	return u, nil
+}
+
+// Limits on roster operations waiting for their parents.
+const (
+	MaxWaitingBytes          = 256 << 10
+	MaxWaitingBytesPerSender = 64 << 10
+)
+
+// ErrRosterBacklog means a roster operation could not wait for its parents:
+// the bytes already waiting reached a limit. Nothing was kept.
+var ErrRosterBacklog = errors.New("circle: too many roster operations wait for their parents")
+
+type waitingOp struct {
+	op    *Op
+	From  peer.ID   `json:"from,omitempty"`
+	Since time.Time `json:"since"`
+	Raw   []byte    `json:"op"`
+}
+
+// wait keeps an op whose parents are missing. Called with c.mu held.
+func (c *Circle) wait(o *Op, from peer.ID) error {
+	if _, ok := c.waiting[o.hash]; ok {
+		return nil
+	}
+	total, mine := 0, 0
+	for _, w := range c.waiting {
+		total += len(w.Raw)
+		if w.From == from {
+			mine += len(w.Raw)
+		}
+	}
+	if total+len(o.raw) > MaxWaitingBytes || mine+len(o.raw) > MaxWaitingBytesPerSender {
+		return fmt.Errorf("circle %s: op %s: %w (%d bytes in all, %d from %s; limits %d and %d)", c.log.circle, o.hash,
+			ErrRosterBacklog, total, mine, from, MaxWaitingBytes, MaxWaitingBytesPerSender)
+	}
+	c.waiting[o.hash] = &waitingOp{op: o, From: from, Since: c.opts.Now(), Raw: o.raw}
+	return nil
+}
+
+// drainWaiting applies every waiting op whose parents are now all in the
+// log, repeatedly, and returns applied followed by those. Called with c.mu
+// held.
+func (c *Circle) drainWaiting(applied []*Op) []*Op {
+	for progress := true; progress; {
+		progress = false
+		for _, h := range c.waitingOrder() {
+			w := c.waiting[h]
+			ready := true
+			for _, p := range w.op.Parents {
+				if !c.log.Has(p) {
+					ready = false
+					break
+				}
+			}
+			if !ready {
+				continue
+			}
+			delete(c.waiting, h)
+			if _, err := c.log.Add(w.Raw); err != nil {
+				c.opts.Logger.Warn("circle: dropped a roster op that waited for its parents", "op", h.String(), "err", err)
+				continue
+			}
+			o, _ := c.log.Op(h)
+			applied = append(applied, o)
+			progress = true
+		}
+	}
+	return applied
+}
+
+// waitingOrder lists the waiting ops' hashes sorted, so every replica
+// drains in the same order. Called with c.mu held.
+func (c *Circle) waitingOrder() []Hash {
+	hs := make([]Hash, 0, len(c.waiting))
+	for h := range c.waiting {
+		hs = append(hs, h)
+	}
+	slices.SortFunc(hs, func(a, b Hash) int { return bytes.Compare(a[:], b[:]) })
+	return hs
+}
+
+// missingParents lists the ops that waiting ops need and nobody here holds,
+// at most MaxParents: those the ops from sender from (any sender when
+// from is empty) wait for, directly or through other waiting ops. The
+// member that sent an op holds all its ancestors. Called with c.mu held.
+func (c *Circle) missingParents(from peer.ID) []Hash {
+	var out []Hash
+	seen := map[Hash]bool{}
+	var walk func(h Hash)
+	walk = func(h Hash) {
+		if seen[h] || len(out) >= MaxParents {
+			return
+		}
+		seen[h] = true
+		w, ok := c.waiting[h]
+		if !ok {
+			if !c.log.Has(h) {
+				out = append(out, h)
+			}
+			return
+		}
+		for _, p := range w.op.Parents {
+			walk(p)
+		}
+	}
+	for _, h := range c.waitingOrder() {
+		if from == "" || c.waiting[h].From == from {
+			walk(h)
+		}
+	}
+	return out
+}
+
+// opRequests asks for the parents that ops waiting here lack: of from when
+// given (the member that sent them holds their ancestors), else of the
+// member each waiting op came from, or an admin. Called with c.mu held.
+func (c *Circle) opRequests(from peer.ID) []Outgoing {
+	r := c.log.Roster()
+	self := c.Self()
+	ask := map[peer.ID]bool{}
+	if from != "" {
+		ask[from] = true
+	} else {
+		for _, w := range c.waiting {
+			ask[w.From] = true
+		}
+	}
+	var out []Outgoing
+	heads := r.Heads
+	if len(heads) > MaxParents {
+		heads = heads[:MaxParents]
+	}
+	for _, p := range sortedPeers(ask) {
+		want := c.missingParents(p)
+		if len(want) == 0 {
+			continue
+		}
+		to := p
+		if to == "" || to == self || !r.IsMember(to) {
+			to = ""
+			for _, m := range r.Members() {
+				if m.Role == RoleAdmin && m.Peer != self {
+					to = m.Peer
+					break
+				}
+			}
+		}
+		if to == "" {
+			continue
+		}
+		out = append(out, c.outgoing(to, KeyMsg{Kind: MsgOpRequest, Circle: r.Circle, Want: want, Have: heads}))
+	}
+	return out
+}
+
+func sortedPeers(m map[peer.ID]bool) []peer.ID {
+	out := make([]peer.ID, 0, len(m))
+	for p := range m {
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// forward returns op o for the members this device added without o's
+// author knowing them (their add is not in o's causal past): o's author
+// sent o to the members it knew, so nobody else would send it to them.
+// Called with c.mu held.
+func (c *Circle) forward(o *Op) []Outgoing {
+	self := c.Self()
+	if o.Author == self {
+		return nil
+	}
+	var out []Outgoing
+	for _, m := range c.log.Roster().Members() {
+		if m.Peer == self || m.Peer == o.Author || m.Peer == o.Target || m.Since == o.hash {
+			continue
+		}
+		add, ok := c.log.Op(m.Since)
+		if !ok || add.Author != self || c.log.Precedes(m.Since, o.hash) {
+			continue
+		}
+		f := c.outgoing(m.Peer, KeyMsg{})
+		f.Roster = o.raw
+		out = append(out, f)
+	}
+	return out
 }
 
 // author signs a new op on top of the current heads and applies it.
@@ -187,8 +421,12 @@ func (c *Circle) author(o Op) (*Update, error) {
 	defer c.mu.Unlock()
 	before := c.log.Roster()
 	self := c.keys.Identity()
-	selfLeave := o.Kind == OpRemove && o.Target == self.PeerID() && before.IsMember(o.Target)
-	if !before.IsAdmin(self.PeerID()) && !selfLeave {
+	// A member signs only what concerns itself: leaving, and its prekey.
+	ownOp := (o.Kind == OpRemove || o.Kind == OpPrekey) && o.Target == self.PeerID() && before.IsMember(o.Target)
+	if !before.IsAdmin(self.PeerID()) && !ownOp {
+		if !before.IsMember(self.PeerID()) {
+			return nil, fmt.Errorf("circle %s: %s: %w: this device is no longer a member", c.log.circle, o.Kind, ErrNotMember)
+		}
 		return nil, fmt.Errorf("circle %s: %s: %w: only admins sign roster operations", c.log.circle, o.Kind, ErrUnauthorized)
 	}
 	o.Circle = c.log.circle
@@ -201,7 +439,7 @@ func (c *Circle) author(o Op) (*Update, error) {
 		return nil, fmt.Errorf("circle %s: %s: %w", c.log.circle, o.Kind, err)
 	}
 	op, _ := c.log.Op(o.hash)
-	u := &Update{Op: op}
+	u := &Update{Op: op, Applied: []*Op{op}}
 	if o.Kind == OpRemove {
 		// A fresh contribution to the epoch secret, for the members that remain.
 		var s [32]byte
@@ -223,6 +461,22 @@ func (c *Circle) AddMember(p peer.ID, prekey identity.Prekey, name string, role 
 // RemoveMember signs the removal of a member (admins only, or the member itself).
 func (c *Circle) RemoveMember(p peer.ID) (*Update, error) {
 	return c.author(Op{Kind: OpRemove, Target: p})
+}
+
+// PublishPrekey signs the device's current box prekey into the roster, so
+// members seal direct envelopes to it rather than to the one it joined with,
+// whose private half is deleted about three weeks after it was made. It does
+// nothing (nil, nil) when the roster already holds that prekey or a newer
+// one. Call it after the keyring rotates; any member may.
+func (c *Circle) PublishPrekey() (*Update, error) {
+	cur := c.keys.Current()
+	c.mu.Lock()
+	m, ok := c.log.Roster().Member(c.Self())
+	c.mu.Unlock()
+	if ok && !cur.Created.After(m.Prekey.Created) {
+		return nil, nil
+	}
+	return c.author(Op{Kind: OpPrekey, Target: c.Self(), Prekey: cur})
 }
 
 // SetRole signs a role change (admins only).
@@ -539,6 +793,14 @@ func (c *Circle) HandleKeyMsg(from peer.ID, m KeyMsg) ([]Outgoing, error) {
 			return nil, nil
 		}
 		return nil, c.takeContribution(o, from, m.Key)
+	case MsgOpRequest:
+		var out []Outgoing
+		for _, raw := range c.log.Missing(m.Want, m.Have, maxOpAnswer) {
+			o := c.outgoing(from, KeyMsg{})
+			o.Roster = raw
+			out = append(out, o)
+		}
+		return out, nil
 	case MsgKeyRequest:
 		if m.Op != (Hash{}) {
 			s, ok := c.contrib[m.Op]
@@ -562,6 +824,10 @@ func (c *Circle) HandleKeyMsg(from peer.ID, m KeyMsg) ([]Outgoing, error) {
 // maxEarly bounds contributions held for ops not yet received.
 const maxEarly = 64
 
+// maxOpAnswer bounds the roster operations sent for one op request; the
+// asker asks again for what is still missing.
+const maxOpAnswer = 256
+
 type earlyContribution struct {
 	From peer.ID  `json:"from"`
 	Key  [32]byte `json:"key"`
@@ -584,7 +850,9 @@ func (c *Circle) takeContribution(o *Op, from peer.ID, key [32]byte) error {
 
 // Requests returns key requests for what is missing in the current epoch:
 // contributions of remove ops (asked of their authors) and sender keys of
-// members (asked of each). The node sends them with backoff.
+// members (asked of each), and requests for the parents of roster ops that
+// wait for them (asked of the member that sent each). The node sends them
+// with backoff.
 func (c *Circle) Requests() []Outgoing {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -610,6 +878,7 @@ func (c *Circle) Requests() []Outgoing {
 			out = append(out, c.outgoing(to, KeyMsg{Kind: MsgKeyRequest, Circle: r.Circle, Op: h}))
 		}
 	}
+	out = append(out, c.opRequests("")...)
 	for _, m := range r.Members() {
 		if m.Peer == self {
 			continue
@@ -655,6 +924,13 @@ func (c *Circle) Maintain() {
 			delete(c.invites, t)
 		}
 	}
+	for h, w := range c.waiting {
+		if now.Sub(w.Since) > c.opts.MaxAge {
+			delete(c.waiting, h)
+			c.opts.Logger.Warn("circle: dropped a roster op whose parents never arrived", "circle", c.log.circle.String(),
+				"op", h.String(), "from", w.From, "since", w.Since)
+		}
+	}
 }
 
 // state is the secret part of a circle, persisted by the node (store keys
@@ -667,6 +943,7 @@ type state struct {
 	Chains  []chainJSON                  `json:"chains"`
 	Invites map[string]inviteJSON        `json:"invites,omitempty"`
 	Early   map[string]earlyContribution `json:"early_contributions,omitempty"`
+	Waiting []*waitingOp                 `json:"waiting_ops,omitempty"`
 }
 
 type chainJSON struct {
@@ -690,6 +967,9 @@ func (c *Circle) State() ([]byte, error) {
 	}
 	for t, inv := range c.invites {
 		s.Invites[t.String()] = inv.json()
+	}
+	for _, h := range c.waitingOrder() {
+		s.Waiting = append(s.Waiting, c.waiting[h])
 	}
 	if len(c.early) > 0 {
 		s.Early = map[string]earlyContribution{}
@@ -744,6 +1024,17 @@ func Load(k *identity.Keyring, ops [][]byte, secret []byte, opts Options) (*Circ
 		}
 		c.early[h] = e
 	}
+	for _, w := range s.Waiting {
+		o, err := ParseOp(w.Raw)
+		if err != nil || o.Circle != log.circle {
+			return nil, fmt.Errorf("circle %s: load: bad waiting roster op: %v", log.circle, err)
+		}
+		if !log.Has(o.hash) {
+			w.op = o
+			c.waiting[o.hash] = w
+		}
+	}
+	c.drainWaiting(nil)
 	// The log may hold ops the secret state predates (saved separately).
 	if n := len(c.epochs); n == 0 || c.epochs[n-1].Epoch != log.Roster().Epoch {
 		u := &Update{}

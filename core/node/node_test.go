@@ -33,6 +33,8 @@ type testNode struct {
 	configure func(ctx context.Context) (sdk.Channel, error)
 	// tune adjusts the node's options (optional).
 	tune func(*Options)
+	// now is the clock of the node and its keyring (optional).
+	now func() time.Time
 }
 
 func logger(t *testing.T, name string) *slog.Logger {
@@ -53,7 +55,7 @@ func (tn *testNode) start() {
 	t := tn.t
 	t.Helper()
 	ctx := context.Background()
-	k, err := identity.Open(filepath.Join(tn.state, "keys"), identity.Options{})
+	k, err := identity.Open(filepath.Join(tn.state, "keys"), identity.Options{Now: tn.now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,6 +83,7 @@ func (tn *testNode) start() {
 		BoardPollInterval: 100 * time.Millisecond,
 		LiveTimeout:       2 * time.Second,
 		AckDelay:          50 * time.Millisecond,
+		Now:               tn.now,
 	}
 	if tn.tune != nil {
 		tn.tune(&opts)

@@ -211,8 +211,13 @@ func (n *Node) dispatch(ctx context.Context, msg *envelope.Message, path string)
 		n.handlePunch(msg)
 		return nil // ephemeral: not acked
 	case envelope.KindRoster:
-		if err := n.handleRosterOp(c, msg.Body); err != nil {
+		if err := n.handleRosterOp(c, msg.Sender, msg.Body); err != nil {
 			n.log.Warn("roster operation", "from", msg.Sender, "err", err)
+			if errors.Is(err, circle.ErrRosterBacklog) {
+				// Not kept: no ack, so the sender tries again (live).
+				n.count("dropped_roster_backlog")
+				return err
+			}
 		}
 	default:
 		n.count("ignored_unknown_kind")
@@ -252,12 +257,17 @@ func (n *Node) handleKeyMsg(c *circle.Circle, msg *envelope.Message) error {
 	return nil
 }
 
-// handleRosterOp applies a roster operation from the log of another member.
-func (n *Node) handleRosterOp(c *circle.Circle, raw []byte) error {
+// handleRosterOp applies a roster operation that member from sent. One
+// whose parents have not arrived waits in the circle's state (saved below,
+// so the envelope may be acked) while from is asked for them.
+func (n *Node) handleRosterOp(c *circle.Circle, from peer.ID, raw []byte) error {
 	before := c.Epoch()
-	u, err := c.ApplyOp(raw)
+	u, err := c.ApplyOpFrom(from, raw)
 	if err != nil {
 		return err
+	}
+	if u.Waiting {
+		n.count("roster_ops_waiting")
 	}
 	if err := n.saveCircle(c); err != nil {
 		return err
@@ -296,18 +306,22 @@ func (n *Node) afterUpdate(c *circle.Circle, u *circle.Update, before circle.Epo
 	}
 }
 
-// sendKeyMsgs seals each key message in a direct envelope to its member.
+// sendKeyMsgs seals each key message (or roster operation) in a direct
+// envelope to its member.
 func (n *Node) sendKeyMsgs(c *circle.Circle, out []circle.Outgoing) {
 	for _, o := range out {
-		kind := envelope.KindSenderKey
-		if o.Msg.Kind == circle.MsgKeyRequest {
+		kind, body := envelope.KindSenderKey, o.Msg.Marshal()
+		switch {
+		case o.Roster != nil:
+			kind, body = envelope.KindRoster, o.Roster
+		case o.Msg.Kind == circle.MsgKeyRequest, o.Msg.Kind == circle.MsgOpRequest:
 			kind = envelope.KindKeyQuery
 		}
 		var ep *circle.Epoch
 		if o.Epoch != (circle.Epoch{}) {
 			ep = &o.Epoch
 		}
-		if _, err := n.enqueue(c.ID(), []peer.ID{o.To}, kind, o.Msg.Marshal(), 0, ep); err != nil {
+		if _, err := n.enqueue(c.ID(), []peer.ID{o.To}, kind, body, 0, ep); err != nil {
 			n.log.Warn("key message", "to", o.To, "err", err)
 		}
 	}
@@ -367,15 +381,14 @@ func (n *Node) maintainLoop(ctx context.Context) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	lastPrune := time.Time{}
+	n.rotatePrekeys() // a node started after a long pause publishes its prekey now
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if _, err := n.opts.Keyring.Rotate(); err != nil {
-			n.log.Warn("prekey rotation", "err", err)
-		}
+		n.rotatePrekeys()
 		for _, c := range n.allCircles() {
 			c.Maintain()
 			n.sendKeyMsgs(c, c.Requests())
