@@ -63,16 +63,16 @@ func TestNodesOverMailingList(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, j := range []*nodetest.Node{b, c} {
-		inv, err := a.N.Invite(ctx, api.InviteRequest{Circle: ci.ID})
+		inv, err := a.N.Invite(ctx, api.InviteRequest{Circle: ci.ID, InPerson: true})
 		if err != nil {
 			t.Fatal(err)
 		}
 		jctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 		t0 := time.Now()
-		got, err := j.N.Join(jctx, api.JoinRequest{Invite: inv.Invite})
+		got, _, err := j.N.JoinCircle(jctx, inv.Invite)
 		cancel()
-		if err != nil || got.ID != ci.ID {
-			t.Fatalf("%s joining over the list: %v (circle %s)", j.Name, err, got.ID)
+		if err != nil || got.ID().String() != ci.ID {
+			t.Fatalf("%s joining over the list: %v", j.Name, err)
 		}
 		t.Logf("%s joined over the list in %v (request and welcome each through mlmmj and IDLE)", j.Name, time.Since(t0).Round(time.Millisecond))
 	}

@@ -31,7 +31,7 @@ func BenchmarkDaemon(b *testing.B) {
 	ready := time.Since(start)
 	c.start()
 	id := strings.Fields(a.ok("circle", "create", "bench"))[1]
-	if out := c.ok("join", inviteCode(a.ok("invite")), "--timeout", "60s"); !strings.Contains(out, "joined") {
+	if out := c.ok("join", inviteCode(a.ok("invite", "--in-person")), "--timeout", "60s"); !strings.Contains(out, "joined") {
 		b.Fatal(out)
 	}
 	ctx := context.Background()

@@ -284,50 +284,6 @@ func (a *app) doctor(ctx context.Context, w io.Writer) error {
 	return nil
 }
 
-func (a *app) inviteCmd() *cobra.Command {
-	var circle, channel string
-	var ttl time.Duration
-	cmd := &cobra.Command{
-		Use:   "invite",
-		Short: "Print a single-use invite (text and QR) for a friend's device",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			res, err := a.client().Invite(cmd.Context(), api.InviteRequest{Circle: circle, Hint: channel, TTL: api.Duration(ttl)})
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s\n%s\nvalid until %s; single use. Compare the fingerprint your friend sees when they join.\n",
-				res.QR, res.Invite, res.Expires.Local().Format(time.DateTime))
-			return nil
-		},
-	}
-	cmd.Flags().StringVar(&circle, "circle", "", "circle ID (needed when you are in several)")
-	cmd.Flags().StringVar(&channel, "channel", "", "channel ID to meet on (default: your first channel)")
-	cmd.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long the invite is valid (at most 24h)")
-	return cmd
-}
-
-func (a *app) joinCmd() *cobra.Command {
-	var timeout time.Duration
-	cmd := &cobra.Command{
-		Use:   "join INVITE",
-		Short: "Join a circle with an invite; waits for the inviter's welcome",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-			defer cancel()
-			c, err := a.client().Join(ctx, api.JoinRequest{Invite: args[0]})
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "joined %q (%s), %d members; %s — compare it with the inviter\n", c.Name, c.ID, len(c.Members), c.Epoch)
-			return nil
-		},
-	}
-	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "how long to wait for the welcome")
-	return cmd
-}
-
 func (a *app) circleCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "circle", Short: "Manage circles"}
 	cmd.AddCommand(&cobra.Command{
@@ -343,5 +299,6 @@ func (a *app) circleCmd() *cobra.Command {
 			return nil
 		},
 	})
+	a.addMembershipCmds(cmd)
 	return cmd
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/remora-p2p/remora/core/api"
+	"github.com/remora-p2p/remora/core/circle"
 	"github.com/remora-p2p/remora/core/identity"
 )
 
@@ -94,19 +95,20 @@ func runDemo(ctx context.Context, out io.Writer, keep bool) (err error) {
 		return err
 	}
 	dm.say("alice creates the circle %q and invites bob and carol (single-use invites; no circle key inside).", "demo")
-	for _, joiner := range []*demoNode{bob, carol} {
-		inv, err := alice.d.node.NewInvite(c.ID(), "folder", 10*time.Minute)
-		if err != nil {
-			return err
-		}
-		jctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		_, fp, err := joiner.d.node.JoinCircle(jctx, inv.String())
-		cancel()
-		if err != nil {
-			return fmt.Errorf("%s could not join: %w", joiner.name, err)
-		}
-		dm.say("%s joined through the folder; both sides show fingerprint %s", joiner.name, fp)
+	if err := dm.joinApproved(ctx, alice, bob, c.ID()); err != nil {
+		return err
 	}
+	inv, err := alice.d.node.NewInvite(c.ID(), "folder", 10*time.Minute, true)
+	if err != nil {
+		return err
+	}
+	jctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	_, code, err := carol.d.node.JoinCircle(jctx, inv.String())
+	cancel()
+	if err != nil {
+		return fmt.Errorf("carol could not join: %w", err)
+	}
+	dm.say("carol scanned an in-person invite (remora invite --in-person) on alice's screen: pre-approved, she joined at once (safety code %s).", code)
 
 	dm.say("Everyone publishes a signed, encrypted presence record to the folder and dials the others...")
 	pairs := [][2]*demoNode{{alice, bob}, {alice, carol}, {bob, carol}}
@@ -268,4 +270,40 @@ func countFiles(dir string) int {
 		return nil
 	})
 	return n
+}
+
+// joinApproved runs the default join: the joiner's request waits until the
+// inviter, having compared the safety code, approves it.
+func (dm *demo) joinApproved(ctx context.Context, inviter, joiner *demoNode, id circle.ID) error {
+	inv, err := inviter.d.node.NewInvite(id, "folder", 10*time.Minute, false)
+	if err != nil {
+		return err
+	}
+	st, err := joiner.d.node.Join(ctx, api.JoinRequest{Invite: inv.String()})
+	if err != nil {
+		return fmt.Errorf("%s could not ask to join: %w", joiner.name, err)
+	}
+	dm.say("%s asks to join through the folder; the request waits for an admin. %s reads the safety code aloud: %s", joiner.name, joiner.name, st.SafetyCode)
+	var pending []api.PendingJoin
+	if err := dm.until(ctx, inviter.name+" sees the request", func() bool {
+		pending, _ = inviter.d.node.Pending(ctx, "")
+		return len(pending) > 0
+	}); err != nil {
+		return err
+	}
+	if pending[0].SafetyCode != st.SafetyCode {
+		return fmt.Errorf("safety codes differ: %s shows %s, %s shows %s", inviter.name, pending[0].SafetyCode, joiner.name, st.SafetyCode)
+	}
+	dm.say("%s runs `remora circle pending`: %s, safety code %s — the same, so %s approves.", inviter.name, pending[0].Name, pending[0].SafetyCode, inviter.name)
+	if _, err := inviter.d.node.Approve(ctx, api.MemberRequest{Who: pending[0].PeerID}); err != nil {
+		return err
+	}
+	jctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	st, err = joiner.d.node.JoinStatus(jctx, st.ID, 60*time.Second)
+	if err != nil || st.State != "joined" {
+		return fmt.Errorf("%s could not join: %v %s", joiner.name, err, st.Error)
+	}
+	dm.say("%s joined: only now did the circle's keys and roster reach it.", joiner.name)
+	return nil
 }

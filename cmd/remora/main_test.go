@@ -159,7 +159,7 @@ func circleOf2(t testing.TB, a, b *home) string {
 	}
 	out := a.ok("circle", "create", "friends")
 	id := strings.Fields(out)[1]
-	inv := a.ok("invite")
+	inv := a.ok("invite", "--in-person")
 	var code string
 	for _, f := range strings.Fields(inv) {
 		if strings.HasPrefix(f, "remora1") {

@@ -93,9 +93,24 @@ func (m *memBackend) CreateCircle(_ context.Context, r CreateCircleRequest) (Cir
 func (m *memBackend) Invite(context.Context, InviteRequest) (InviteResult, error) {
 	return InviteResult{}, errors.New("not in this test")
 }
-func (m *memBackend) Join(context.Context, JoinRequest) (Circle, error) {
-	return Circle{}, &Error{Status: 400, Message: "invite expired", Advice: "ask for a new invite"}
+func (m *memBackend) Join(context.Context, JoinRequest) (JoinStatus, error) {
+	return JoinStatus{}, &Error{Status: 400, Message: "invite expired", Advice: "ask for a new invite"}
 }
+func (m *memBackend) JoinStatus(_ context.Context, id string, _ time.Duration) (JoinStatus, error) {
+	return JoinStatus{ID: id, State: "pending", SafetyCode: "123 456 789 012"}, nil
+}
+func (m *memBackend) Pending(context.Context, string) ([]PendingJoin, error) { return nil, nil }
+func (m *memBackend) Approve(_ context.Context, r MemberRequest) (Member, error) {
+	if r.Who != "bob" {
+		return Member{}, &Error{Status: 404, Message: "no join request from " + r.Who + " is pending", Advice: "pending: bob"}
+	}
+	return Member{Name: "bob", Role: "member"}, nil
+}
+func (m *memBackend) Deny(context.Context, MemberRequest) error              { return nil }
+func (m *memBackend) Members(context.Context, string) ([]Member, error)      { return nil, nil }
+func (m *memBackend) RemoveMember(context.Context, MemberRequest) error      { return nil }
+func (m *memBackend) SetRole(context.Context, MemberRequest) (Member, error) { return Member{}, nil }
+func (m *memBackend) Leave(context.Context, MemberRequest) error             { return nil }
 
 func serve(t *testing.T, b Backend) (*Client, string) {
 	t.Helper()
@@ -215,6 +230,7 @@ func TestErrors(t *testing.T) {
 			return c.do(ctx, http.MethodPost, "/v1/send", map[string]string{"circel": "typo"}, nil)
 		}, 400, true},
 		{"bad after", func() error { return c.do(ctx, http.MethodGet, "/v1/messages?after=x", nil, nil) }, 400, true},
+		{"approve an unknown name", func() error { _, err := c.Approve(ctx, MemberRequest{Who: "mallory"}); return err }, 404, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -225,6 +241,37 @@ func TestErrors(t *testing.T) {
 		})
 	}
 
+}
+
+func TestMembershipRoutes(t *testing.T) {
+	c, _ := serve(t, newMem())
+	ctx := t.Context()
+	st, err := c.JoinStatus(ctx, "ab/cd", time.Second)
+	if err != nil || st.ID != "ab/cd" || st.SafetyCode == "" {
+		t.Fatalf("join status: %+v, %v", st, err)
+	}
+	m, err := c.Approve(ctx, MemberRequest{Who: "bob"})
+	if err != nil || m.Name != "bob" {
+		t.Fatalf("approve: %+v, %v", m, err)
+	}
+	p, err := c.Pending(ctx, "")
+	if err != nil || p == nil {
+		t.Fatalf("pending: %v, %v (want an empty list, not null)", p, err)
+	}
+	for name, call := range map[string]func() error{
+		"deny":   func() error { return c.Deny(ctx, MemberRequest{Who: "bob"}) },
+		"remove": func() error { return c.RemoveMember(ctx, MemberRequest{Who: "bob"}) },
+		"leave":  func() error { return c.Leave(ctx, MemberRequest{}) },
+		"role":   func() error { _, err := c.SetRole(ctx, MemberRequest{Who: "bob", Role: "admin"}); return err },
+		"members": func() error {
+			_, err := c.Members(ctx, "")
+			return err
+		},
+	} {
+		if err := call(); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
 }
 
 func TestDaemonNotRunning(t *testing.T) {

@@ -149,7 +149,47 @@ func (c *Client) Invite(ctx context.Context, req InviteRequest) (InviteResult, e
 	return r, c.do(ctx, http.MethodPost, "/v1/invites", req, &r)
 }
 
-func (c *Client) Join(ctx context.Context, req JoinRequest) (Circle, error) {
-	var ci Circle
-	return ci, c.do(ctx, http.MethodPost, "/v1/join", req, &ci)
+// Join sends a join request; the join is pending until an admin approves.
+func (c *Client) Join(ctx context.Context, req JoinRequest) (JoinStatus, error) {
+	var st JoinStatus
+	return st, c.do(ctx, http.MethodPost, "/v1/join", req, &st)
+}
+
+// JoinStatus long-polls a join of this device while it is pending.
+func (c *Client) JoinStatus(ctx context.Context, id string, wait time.Duration) (JoinStatus, error) {
+	var st JoinStatus
+	q := url.Values{"wait": {wait.String()}}
+	return st, c.do(ctx, http.MethodGet, "/v1/joins/"+url.PathEscape(id)+"?"+q.Encode(), nil, &st)
+}
+
+func (c *Client) Pending(ctx context.Context, circle string) ([]PendingJoin, error) {
+	var p []PendingJoin
+	return p, c.do(ctx, http.MethodGet, "/v1/pending?"+url.Values{"circle": {circle}}.Encode(), nil, &p)
+}
+
+func (c *Client) Approve(ctx context.Context, req MemberRequest) (Member, error) {
+	var m Member
+	return m, c.do(ctx, http.MethodPost, "/v1/pending/approve", req, &m)
+}
+
+func (c *Client) Deny(ctx context.Context, req MemberRequest) error {
+	return c.do(ctx, http.MethodPost, "/v1/pending/deny", req, nil)
+}
+
+func (c *Client) Members(ctx context.Context, circle string) ([]Member, error) {
+	var m []Member
+	return m, c.do(ctx, http.MethodGet, "/v1/members?"+url.Values{"circle": {circle}}.Encode(), nil, &m)
+}
+
+func (c *Client) RemoveMember(ctx context.Context, req MemberRequest) error {
+	return c.do(ctx, http.MethodPost, "/v1/members/remove", req, nil)
+}
+
+func (c *Client) SetRole(ctx context.Context, req MemberRequest) (Member, error) {
+	var m Member
+	return m, c.do(ctx, http.MethodPost, "/v1/members/role", req, &m)
+}
+
+func (c *Client) Leave(ctx context.Context, req MemberRequest) error {
+	return c.do(ctx, http.MethodPost, "/v1/circles/leave", req, nil)
 }

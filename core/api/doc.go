@@ -15,8 +15,15 @@
 //	GET  /v1/channels                    per channel: adapter, health, advice
 //	GET  /v1/events?after=N&wait=30s     undeliverable, needs-user-action, ...
 //	POST /v1/circles                     {"name"} → circle
-//	POST /v1/invites                     {"circle","hint"} → invite text
-//	POST /v1/join                        {"invite"} → circle (after the inviter's answer)
+//	POST /v1/invites                     {"circle","hint","in_person"} → invite text
+//	POST /v1/join                        {"invite"} → join status: pending, with the safety code
+//	GET  /v1/joins/{id}?wait=30s         join status: pending|joined|refused
+//	GET  /v1/pending?circle=ID           join requests waiting for an admin, with safety codes
+//	POST /v1/pending/approve|deny        {"circle","who"}: admit or refuse a pending device
+//	GET  /v1/members?circle=ID           members: role, added by whom and when, last seen
+//	POST /v1/members/remove              {"circle","who"}: remove a member or one device (admins)
+//	POST /v1/members/role                {"circle","who","role"}: admin|member (admins)
+//	POST /v1/circles/leave               {"circle"}: this device leaves
 //
 // Delivery to the app is exactly once through the acked cursor: every inbox
 // entry has a sequence number; an app that crashes before acking sees the

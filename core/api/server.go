@@ -56,6 +56,14 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 	mux.HandleFunc("POST /v1/circles", s.createCircle)
 	mux.HandleFunc("POST /v1/invites", s.invite)
 	mux.HandleFunc("POST /v1/join", s.join)
+	mux.HandleFunc("GET /v1/joins/{id}", s.joinStatus)
+	mux.HandleFunc("GET /v1/pending", s.pending)
+	mux.HandleFunc("POST /v1/pending/approve", s.approve)
+	mux.HandleFunc("POST /v1/pending/deny", s.deny)
+	mux.HandleFunc("GET /v1/members", s.members)
+	mux.HandleFunc("POST /v1/members/remove", s.removeMember)
+	mux.HandleFunc("POST /v1/members/role", s.setRole)
+	mux.HandleFunc("POST /v1/circles/leave", s.leave)
 	return mux
 }
 
@@ -303,6 +311,75 @@ func (s *server) join(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, c)
+}
+
+func (s *server) joinStatus(w http.ResponseWriter, r *http.Request) {
+	_, wait, err := query(r)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	st, err := s.b.JoinStatus(r.Context(), r.PathValue("id"), wait)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (s *server) pending(w http.ResponseWriter, r *http.Request) {
+	p, err := s.b.Pending(r.Context(), r.URL.Query().Get("circle"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, orEmpty(p))
+}
+
+func (s *server) members(w http.ResponseWriter, r *http.Request) {
+	m, err := s.b.Members(r.Context(), r.URL.Query().Get("circle"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, orEmpty(m))
+}
+
+// memberCall decodes a MemberRequest, calls fn and writes its result.
+func (s *server) memberCall(fn func(context.Context, MemberRequest) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req MemberRequest
+		if err := decode(r, &req); err != nil {
+			s.fail(w, err)
+			return
+		}
+		res, err := fn(r.Context(), req)
+		if err != nil {
+			s.fail(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, res)
+	}
+}
+
+func (s *server) approve(w http.ResponseWriter, r *http.Request) {
+	s.memberCall(func(ctx context.Context, req MemberRequest) (any, error) { return s.b.Approve(ctx, req) })(w, r)
+}
+
+func (s *server) deny(w http.ResponseWriter, r *http.Request) {
+	s.memberCall(func(ctx context.Context, req MemberRequest) (any, error) { return req, s.b.Deny(ctx, req) })(w, r)
+}
+
+func (s *server) removeMember(w http.ResponseWriter, r *http.Request) {
+	s.memberCall(func(ctx context.Context, req MemberRequest) (any, error) { return req, s.b.RemoveMember(ctx, req) })(w, r)
+}
+
+func (s *server) setRole(w http.ResponseWriter, r *http.Request) {
+	s.memberCall(func(ctx context.Context, req MemberRequest) (any, error) { return s.b.SetRole(ctx, req) })(w, r)
+}
+
+func (s *server) leave(w http.ResponseWriter, r *http.Request) {
+	s.memberCall(func(ctx context.Context, req MemberRequest) (any, error) { return req, s.b.Leave(ctx, req) })(w, r)
 }
 
 func orEmpty[T any](s []T) []T {

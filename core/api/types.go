@@ -23,7 +23,31 @@ type Backend interface {
 	WaitEvents(ctx context.Context, after int64) error
 	CreateCircle(ctx context.Context, req CreateCircleRequest) (Circle, error)
 	Invite(ctx context.Context, req InviteRequest) (InviteResult, error)
-	Join(ctx context.Context, req JoinRequest) (Circle, error)
+	// Join sends a join request and returns at once: the join is pending
+	// until an admin of the circle approves it (JoinStatus.SafetyCode is
+	// what both sides compare). The daemon keeps waiting for the welcome.
+	Join(ctx context.Context, req JoinRequest) (JoinStatus, error)
+	// JoinStatus reports a join of this device by its ID, waiting up to
+	// wait while it is pending.
+	JoinStatus(ctx context.Context, id string, wait time.Duration) (JoinStatus, error)
+	Membership
+}
+
+// Membership is the approval gate and the roster, for admins and members.
+type Membership interface {
+	// Pending lists the join requests waiting for approval (circle "": all).
+	Pending(ctx context.Context, circle string) ([]PendingJoin, error)
+	// Approve admits a pending device (by display name or peer ID).
+	Approve(ctx context.Context, req MemberRequest) (Member, error)
+	// Deny refuses a pending device; its invite can no longer be used.
+	Deny(ctx context.Context, req MemberRequest) error
+	Members(ctx context.Context, circle string) ([]Member, error)
+	// RemoveMember removes a device from the roster (admins).
+	RemoveMember(ctx context.Context, req MemberRequest) error
+	// SetRole makes a member an admin or a plain member (admins).
+	SetRole(ctx context.Context, req MemberRequest) (Member, error)
+	// Leave removes this device from a circle.
+	Leave(ctx context.Context, req MemberRequest) error
 }
 
 // Status describes the daemon.
@@ -47,11 +71,51 @@ type Circle struct {
 	Epoch   string   `json:"epoch,omitempty"`
 }
 
-// Member is one device in a circle's roster.
+// Member is one device in a circle's roster. Each device is a member of
+// its own; a person with two devices is two members.
 type Member struct {
-	PeerID string `json:"peer_id"`
-	Name   string `json:"name"`
-	Role   string `json:"role"`
+	PeerID      string    `json:"peer_id"`
+	Name        string    `json:"name"`
+	Role        string    `json:"role"` // admin|member
+	Circle      string    `json:"circle,omitempty"`
+	Self        bool      `json:"self,omitempty"` // this device
+	AddedBy     string    `json:"added_by,omitempty"`
+	AddedByName string    `json:"added_by_name,omitempty"`
+	Added       time.Time `json:"added,omitzero"`
+	LastSeen    time.Time `json:"last_seen,omitzero"`
+}
+
+// PendingJoin is a join request waiting for an admin's approval.
+type PendingJoin struct {
+	Circle     string    `json:"circle"`
+	CircleName string    `json:"circle_name"`
+	Name       string    `json:"name"` // the name the joiner gave
+	PeerID     string    `json:"peer_id"`
+	Channel    string    `json:"channel"` // where the request arrived
+	Since      time.Time `json:"since"`
+	Expires    time.Time `json:"expires"`
+	// SafetyCode is what the joiner's `remora join` shows: compare them
+	// (read it aloud) before approving.
+	SafetyCode string `json:"safety_code"`
+}
+
+// MemberRequest names a device of a circle: by display name or peer ID.
+type MemberRequest struct {
+	Circle string `json:"circle,omitempty"`
+	Who    string `json:"who,omitempty"`
+	Role   string `json:"role,omitempty"` // SetRole: admin|member
+}
+
+// JoinStatus is where a join of this device stands.
+type JoinStatus struct {
+	ID         string    `json:"id"`    // the invite's ID
+	State      string    `json:"state"` // pending|joined|refused
+	SafetyCode string    `json:"safety_code"`
+	Inviter    string    `json:"inviter"`
+	Channel    string    `json:"channel"`
+	Expires    time.Time `json:"expires"` // the daemon waits for the welcome until then
+	Circle     *Circle   `json:"circle,omitempty"`
+	Error      string    `json:"error,omitempty"` // refused: why
 }
 
 // SendRequest sends a message to a circle: to everyone (To empty, one
@@ -132,13 +196,16 @@ type InviteRequest struct {
 	Circle string   `json:"circle"`
 	Hint   string   `json:"hint,omitempty"` // the channel to rendezvous on (default: the first)
 	TTL    Duration `json:"ttl,omitempty"`
+	// InPerson approves the invite's single use in advance: only for an
+	// invite handed over face to face (QR), never one sent through a service.
+	InPerson bool `json:"in_person,omitempty"`
 }
 
 type InviteResult struct {
-	Invite      string    `json:"invite"`
-	QR          string    `json:"qr,omitempty"`
-	Expires     time.Time `json:"expires"`
-	Fingerprint string    `json:"fingerprint"`
+	Invite   string    `json:"invite"`
+	QR       string    `json:"qr,omitempty"`
+	Expires  time.Time `json:"expires"`
+	InPerson bool      `json:"in_person,omitempty"`
 }
 
 type JoinRequest struct {

@@ -65,7 +65,13 @@
 //
 // An [Invite] carries a single-use token, an expiry of at most 24 hours,
 // the inviter's peer ID and box key and one rendezvous hint. The join
-// request is sealed to the inviter (HPKE) and MACed with the token; the
-// welcome (roster log, root secret, contributions) is sealed to the joiner
-// and MACed with the token; both sides compare a [Fingerprint].
+// request is sealed to the inviter (HPKE), MACed with the token and bound
+// to the invite's lifetime. Holding the token is not membership: the
+// request waits as pending ([Circle.HoldJoin]) until an admin, having
+// compared the safety code ([Fingerprint]) with the joiner, approves it
+// ([Circle.ApproveJoin]) or denies it, which voids the invite. Only then is
+// the welcome (roster log, root secret, contributions) sealed to the joiner
+// and MACed with the token. A used invite welcomes again only the device
+// it admitted while that device is still a member, so a replayed request
+// readmits nobody.
 package circle

@@ -69,6 +69,7 @@ func join(t testing.TB, c *clock, inviter *Circle, name string, members map[stri
 	if jr.Fingerprint(inviter.Self(), inv.BoxKey) != pending.Fingerprint() {
 		t.Fatal("fingerprints differ")
 	}
+	jr = approve(t, inviter, jr)
 	welcome, u, err := inviter.Welcome(jr)
 	if err != nil {
 		t.Fatal(err)
@@ -97,4 +98,22 @@ func join(t testing.TB, c *clock, inviter *Circle, name string, members map[stri
 		}
 	}
 	return nc
+}
+
+// approve holds an opened join request and approves it, as an admin would
+// after comparing the safety code.
+func approve(t testing.TB, inviter *Circle, jr *JoinRequest) *JoinRequest {
+	t.Helper()
+	ok, err := inviter.HoldJoin(jr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok {
+		return jr
+	}
+	req, _, err := inviter.ApproveJoin(jr.Joiner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
 }

@@ -35,7 +35,13 @@ var (
 	ErrInviteUsed      = errors.New("invite: the invite was already used by another device; each invite admits one device, ask for a new one")
 	ErrInviteInvalid   = errors.New("invite: the join request does not match any open invite of this circle (wrong or revoked invite, or a forged request); ask the inviter for a new invite")
 	ErrWelcomeInvalid  = errors.New("invite: the welcome message could not be opened or verified; it was not sent by the inviter for this join, ask for a new invite")
+	ErrInviteDenied    = errors.New("invite: an admin of the circle denied this join request, and the invite can no longer be used; if that was a mistake, ask for a new invite")
+	ErrInviteVoid      = errors.New("invite: the device that made this invite is no longer an admin of the circle, so its invites are void; ask an admin for a new invite")
 )
+
+// joinSkew is how far a join request's own time may lie outside its
+// invite's lifetime and ahead of the inviter's clock.
+const joinSkew = 10 * time.Minute
 
 // Token is an invite's single-use 128-bit secret.
 type Token [16]byte
@@ -155,34 +161,106 @@ func lenPrefixed(b []byte) (v, rest []byte, ok bool) {
 	return b[n : n+int(l)], b[n+int(l):], true
 }
 
-// inviteRecord is the inviter's memory of an open invite.
+// inviteRecord is the inviter's memory of an invite: open, with requests
+// pending approval, used (approved for one device), or denied.
 type inviteRecord struct {
-	Token   Token
-	Expires time.Time
-	UsedBy  peer.ID
+	Token    Token
+	Created  time.Time
+	Expires  time.Time
+	Box      []byte // the inviter's box key the invite named (for the safety code)
+	InPerson bool   // its single use is approved in advance
+	UsedBy   peer.ID
+	Denied   bool
+	Pending  []*pendingRecord
+}
+
+// pendingRecord is an authentic join request waiting for an admin.
+type pendingRecord struct {
+	Joiner   peer.ID
+	Prekey   identity.Prekey
+	Name     string
+	Time     time.Time // the request's own time
+	Received time.Time
+	Channel  string // where it arrived, and where the answer goes
 }
 
 type inviteJSON struct {
-	Token   []byte    `json:"token"`
-	Expires time.Time `json:"expires"`
-	UsedBy  peer.ID   `json:"used_by,omitempty"`
+	Token    []byte        `json:"token"`
+	Created  time.Time     `json:"created,omitzero"`
+	Expires  time.Time     `json:"expires"`
+	Box      []byte        `json:"box,omitempty"`
+	InPerson bool          `json:"in_person,omitempty"`
+	UsedBy   peer.ID       `json:"used_by,omitempty"`
+	Denied   bool          `json:"denied,omitempty"`
+	Pending  []pendingJSON `json:"pending,omitempty"`
+}
+
+type pendingJSON struct {
+	Joiner   peer.ID   `json:"joiner"`
+	Prekey   []byte    `json:"prekey"`
+	Name     string    `json:"name"`
+	Time     time.Time `json:"time"`
+	Received time.Time `json:"received"`
+	Channel  string    `json:"channel,omitempty"`
 }
 
 func (r *inviteRecord) json() inviteJSON {
-	return inviteJSON{Token: r.Token[:], Expires: r.Expires, UsedBy: r.UsedBy}
+	j := inviteJSON{Token: r.Token[:], Created: r.Created, Expires: r.Expires, Box: r.Box, InPerson: r.InPerson, UsedBy: r.UsedBy, Denied: r.Denied}
+	for _, p := range r.Pending {
+		j.Pending = append(j.Pending, pendingJSON{Joiner: p.Joiner, Prekey: p.Prekey.Marshal(), Name: p.Name, Time: p.Time, Received: p.Received, Channel: p.Channel})
+	}
+	return j
 }
 
-func (j inviteJSON) record() *inviteRecord {
-	r := &inviteRecord{Expires: j.Expires, UsedBy: j.UsedBy}
+func (j inviteJSON) record() (*inviteRecord, error) {
+	r := &inviteRecord{Created: j.Created, Expires: j.Expires, Box: j.Box, InPerson: j.InPerson, UsedBy: j.UsedBy, Denied: j.Denied}
 	copy(r.Token[:], j.Token)
-	return r
+	if r.Created.IsZero() {
+		r.Created = r.Expires.Add(-MaxInviteTTL) // stored before the field existed
+	}
+	for _, pj := range j.Pending {
+		pk, err := identity.ParsePrekey(pj.Prekey)
+		if err != nil {
+			return nil, fmt.Errorf("pending request of %s: %w", pj.Joiner, err)
+		}
+		r.Pending = append(r.Pending, &pendingRecord{Joiner: pj.Joiner, Prekey: pk, Name: pj.Name, Time: pj.Time, Received: pj.Received, Channel: pj.Channel})
+	}
+	return r, nil
+}
+
+// pendingOf returns the joiner's pending request, if any.
+func (r *inviteRecord) pendingOf(p peer.ID) *pendingRecord {
+	for _, pr := range r.Pending {
+		if pr.Joiner == p {
+			return pr
+		}
+	}
+	return nil
+}
+
+// InviteOptions configure [Circle.Invite].
+type InviteOptions struct {
+	Hint string        // one rendezvous hint: a channel description without credentials
+	TTL  time.Duration // at most MaxInviteTTL
+	// InPerson approves the invite's single use in advance: the first
+	// authentic request is welcomed without an admin's approval. Only for
+	// an invite handed over face to face (QR code), never one sent through
+	// a service that someone else runs.
+	InPerson bool
 }
 
 // NewInvite makes a single-use invite valid for ttl (at most MaxInviteTTL)
-// with one rendezvous hint. Any member may invite; an admin signs the
-// addition (see Welcome). Persist State afterwards: the token must survive a
-// restart to be usable, and its use must be remembered.
+// with one rendezvous hint, whose use an admin must approve: see [Circle.Invite].
 func (c *Circle) NewInvite(hint string, ttl time.Duration) (Invite, error) {
+	return c.Invite(InviteOptions{Hint: hint, TTL: ttl})
+}
+
+// Invite makes a single-use invite. Only admins invite: an admin approves
+// the request and signs the new member's addition, and a member's invite
+// could not be answered. Persist State afterwards: the token must survive a
+// restart to be usable, and its use must be remembered.
+func (c *Circle) Invite(o InviteOptions) (Invite, error) {
+	hint, ttl := o.Hint, o.TTL
 	if ttl <= 0 || ttl > MaxInviteTTL {
 		return Invite{}, fmt.Errorf("invite: lifetime %s out of range (0, %s]", ttl, MaxInviteTTL)
 	}
@@ -197,16 +275,22 @@ func (c *Circle) NewInvite(hint string, ttl time.Duration) (Invite, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.log.Roster().IsMember(c.Self()) {
+	r := c.log.Roster()
+	if !r.IsMember(c.Self()) {
 		return Invite{}, fmt.Errorf("invite: %w: this device is not in the roster", ErrNotMember)
+	}
+	if !r.IsAdmin(c.Self()) {
+		return Invite{}, fmt.Errorf("invite: %w: only admins invite (an admin approves each join and signs the addition); ask %s to run `remora invite`",
+			ErrUnauthorized, adminNames(r))
 	}
 	var t Token
 	if _, err := io.ReadFull(c.opts.Rand, t[:]); err != nil {
 		return Invite{}, fmt.Errorf("invite: %w", err)
 	}
-	inv := Invite{Token: t, Expires: c.opts.Now().Add(ttl).Truncate(time.Second).UTC(), Inviter: c.Self(),
-		BoxKey: c.keys.Current().Public, Hint: hint}
-	c.invites[t.ID()] = &inviteRecord{Token: t, Expires: inv.Expires}
+	now := c.opts.Now()
+	box := c.keys.Current().Public
+	inv := Invite{Token: t, Expires: now.Add(ttl).Truncate(time.Second).UTC(), Inviter: c.Self(), BoxKey: box, Hint: hint}
+	c.invites[t.ID()] = &inviteRecord{Token: t, Created: now, Expires: inv.Expires, Box: box.Bytes(), InPerson: o.InPerson}
 	return inv, nil
 }
 
@@ -263,6 +347,12 @@ type JoinRequest struct {
 	Joiner  peer.ID
 	Prekey  identity.Prekey
 	Name    string
+	// Channel is where the request arrived; the answer goes there.
+	Channel string
+	// Resend marks a repeated request from the device this invite already
+	// admitted, still a member with the same box key: its welcome may have
+	// been lost, so it is sent again. It never readmits a removed device.
+	Resend bool
 
 	token Token // set once matched
 }
@@ -319,10 +409,14 @@ func RequestJoin(k *identity.Keyring, inv Invite, displayName string, now time.T
 }
 
 // OpenJoin opens a join request sealed to one of this device's box keys and
-// checks it against the open invites: unknown or forged → ErrInviteInvalid,
-// expired → ErrInviteExpired, used by another device → ErrInviteUsed. A
-// repeated request from the same device is accepted again (its welcome may
-// have been lost). The invite is marked used: persist State.
+// checks it against the invites: unknown, forged or outside its invite's
+// lifetime → ErrInviteInvalid; expired → ErrInviteExpired; approved for
+// another device, or for a device no longer in the roster → ErrInviteUsed;
+// denied → ErrInviteDenied; made while this device was an admin that it no
+// longer is → ErrInviteVoid. On those four the authentic request is returned
+// with the error, so [Refuse] can answer it. A request that passes is not
+// admitted: [Circle.HoldJoin] holds it for an admin's approval. OpenJoin
+// changes nothing.
 func (c *Circle) OpenJoin(sealed []byte) (*JoinRequest, error) {
 	var plain []byte
 	for _, bk := range c.keys.BoxKeys() {
@@ -354,18 +448,33 @@ func (c *Circle) OpenJoin(sealed []byte) (*JoinRequest, error) {
 	if err := req.Prekey.Verify(req.Joiner); err != nil {
 		return nil, fmt.Errorf("%w (joiner box key)", ErrInviteInvalid)
 	}
-	// On a used or expired invite the request is returned with the error:
-	// it is authentic (MAC and signature checked), so Refuse can answer it.
-	if rec.UsedBy != "" && rec.UsedBy != req.Joiner {
-		req.token = rec.Token
-		return req, ErrInviteUsed
+	// A request is bound to its invite's lifetime and to its own time: one
+	// made outside it, or dated ahead of our clock, is not one the joiner
+	// made for this invite.
+	now := c.opts.Now()
+	if req.Time.Before(rec.Created.Add(-joinSkew)) || req.Time.After(rec.Expires.Add(joinSkew)) || req.Time.After(now.Add(joinSkew)) {
+		return nil, fmt.Errorf("%w (request dated %s, outside the invite's lifetime)", ErrInviteInvalid, req.Time.Format(time.RFC3339))
 	}
-	if rec.UsedBy == "" && !c.opts.Now().Before(rec.Expires) {
-		req.token = rec.Token
+	req.token = rec.Token
+	r := c.log.Roster()
+	switch {
+	case !r.IsAdmin(c.Self()):
+		return req, ErrInviteVoid
+	case rec.Denied:
+		return req, ErrInviteDenied
+	case rec.UsedBy != "":
+		// Only the admitted device, still a member with the same box key,
+		// gets its welcome again; a replay after its removal readmits nobody.
+		if m, ok := r.Member(req.Joiner); ok && rec.UsedBy == req.Joiner && m.Prekey.Public.Equal(req.Prekey.Public) {
+			req.Resend = true
+			return req, nil
+		}
+		return req, ErrInviteUsed
+	case rec.pendingOf(req.Joiner) != nil:
+		return req, nil // asked again while waiting (its join was restarted)
+	case !now.Before(rec.Expires):
 		return req, ErrInviteExpired
 	}
-	rec.UsedBy = req.Joiner
-	req.token = rec.Token
 	return req, nil
 }
 
@@ -413,6 +522,13 @@ func parseJoinRequest(b []byte) (req *JoinRequest, signed, sig, tag []byte, err 
 func (c *Circle) Welcome(req *JoinRequest) ([]byte, *Update, error) {
 	if req.token == (Token{}) {
 		return nil, nil, errors.New("invite: welcome: request was not opened with OpenJoin")
+	}
+	c.mu.Lock()
+	rec, ok := c.invites[req.TokenID]
+	approved := ok && rec.UsedBy == req.Joiner
+	c.mu.Unlock()
+	if !approved {
+		return nil, nil, fmt.Errorf("invite: welcome: %w: the join of %s was not approved (ApproveJoin, or an in-person invite)", ErrUnauthorized, req.Joiner)
 	}
 	r := c.Roster()
 	var u *Update
@@ -547,22 +663,32 @@ func Join(k *identity.Keyring, p *PendingJoin, sealed []byte, opts Options) (*Ci
 const (
 	refusedUsed    = 1
 	refusedExpired = 2
+	refusedDenied  = 3
+	refusedVoid    = 4
 )
 
+var refusals = []struct {
+	code byte
+	err  error
+}{{refusedUsed, ErrInviteUsed}, {refusedExpired, ErrInviteExpired}, {refusedDenied, ErrInviteDenied}, {refusedVoid, ErrInviteVoid}}
+
 // Refuse answers an authentic join request whose invite cannot be used
-// (OpenJoin returned ErrInviteUsed or ErrInviteExpired with the request):
+// (OpenJoin returned ErrInviteUsed, ErrInviteExpired, ErrInviteDenied or
+// ErrInviteVoid with the request; DenyJoin, ApproveJoin and ExpirePending
+// return the requests to answer):
 // token ID (8) ‖ reason (1) ‖ HMAC-SHA256(token, "remora/v1/join-refused" ‖
 // token ID ‖ reason ‖ joiner peer ID)[:16]. Only the holder of the invite
 // can make or check it, and it names the joiner, so it cannot be replayed
 // against another device's join.
 func Refuse(req *JoinRequest, reason error) ([]byte, error) {
 	code := byte(0)
-	switch {
-	case errors.Is(reason, ErrInviteUsed):
-		code = refusedUsed
-	case errors.Is(reason, ErrInviteExpired):
-		code = refusedExpired
-	default:
+	for _, r := range refusals {
+		if errors.Is(reason, r.err) {
+			code = r.code
+			break
+		}
+	}
+	if code == 0 {
 		return nil, fmt.Errorf("invite: refuse: %w is not a reason to answer", reason)
 	}
 	if req == nil || req.token == (Token{}) {
@@ -576,8 +702,9 @@ func refusalMAC(t Token, head []byte, joiner peer.ID) []byte {
 	return mac(t, "remora/v1/join-refused", append(append([]byte{}, head...), joiner...))[:16]
 }
 
-// Refused returns the reason (ErrInviteUsed or ErrInviteExpired) if b is
-// the inviter's refusal of this pending join, nil otherwise.
+// Refused returns the reason (ErrInviteUsed, ErrInviteExpired,
+// ErrInviteDenied or ErrInviteVoid) if b is the inviter's refusal of this
+// pending join, nil otherwise.
 func (p *PendingJoin) Refused(b []byte) error {
 	if len(b) != 8+1+16 {
 		return nil
@@ -586,11 +713,10 @@ func (p *PendingJoin) Refused(b []byte) error {
 	if !bytes.Equal(b[:8], id[:]) || !hmac.Equal(b[9:], refusalMAC(p.Invite.Token, b[:9], p.self)) {
 		return nil
 	}
-	switch b[8] {
-	case refusedUsed:
-		return ErrInviteUsed
-	case refusedExpired:
-		return ErrInviteExpired
+	for _, r := range refusals {
+		if r.code == b[8] {
+			return r.err
+		}
 	}
 	return nil
 }

@@ -19,9 +19,11 @@ func TestRefusalReachesOnlyTheRefusedJoiner(t *testing.T) {
 	_, bobJoin, _ := RequestJoin(newKeyring(t, c), inv, "bob", c.t)
 	req1, _, _ := RequestJoin(newKeyring(t, c), inv, "bob", c.t)
 	req2, eveJoin, _ := RequestJoin(newKeyring(t, c), inv, "eve", c.t)
-	if _, err := a.OpenJoin(req1); err != nil {
+	jr, err := a.OpenJoin(req1)
+	if err != nil {
 		t.Fatal(err)
 	}
+	approve(t, a, jr)
 	req, err := a.OpenJoin(req2)
 	if !errors.Is(err, ErrInviteUsed) || req == nil {
 		t.Fatalf("OpenJoin of a reused invite: %v, request %v", err, req)

@@ -429,6 +429,9 @@ func (c *Circle) author(o Op) (*Update, error) {
 		}
 		return nil, fmt.Errorf("circle %s: %s: %w: only admins sign roster operations", c.log.circle, o.Kind, ErrUnauthorized)
 	}
+	if err := keepsAnAdmin(before, o); err != nil {
+		return nil, fmt.Errorf("circle %s: %s: %w", c.log.circle, o.Kind, err)
+	}
 	o.Circle = c.log.circle
 	o.Parents = before.Heads
 	o.Time = c.opts.Now()
@@ -1015,7 +1018,11 @@ func Load(k *identity.Keyring, ops [][]byte, secret []byte, opts Options) (*Circ
 		if err := unhex(t[:], ts); err != nil {
 			return nil, fmt.Errorf("circle %s: load: bad invite %q", log.circle, ts)
 		}
-		c.invites[t] = ij.record()
+		rec, err := ij.record()
+		if err != nil {
+			return nil, fmt.Errorf("circle %s: load: invite %s: %w", log.circle, ts, err)
+		}
+		c.invites[t] = rec
 	}
 	for hs, e := range s.Early {
 		var h Hash

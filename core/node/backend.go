@@ -95,6 +95,9 @@ func (n *Node) Send(ctx context.Context, req api.SendRequest) (api.SendResult, e
 	}
 	mid, err := n.SendMessage(ctx, SendRequest{Circle: id, To: to, Body: body, TTL: time.Duration(req.TTL)})
 	if err != nil {
+		if errors.Is(err, ErrRemoved) {
+			return api.SendResult{}, badRequest(err.Error(), "ask an admin of the circle for a new invite if you should be in it")
+		}
 		if errors.Is(err, ErrNotAMember) || errors.Is(err, ErrNoRecipients) || errors.Is(err, ErrQuota) {
 			return api.SendResult{}, badRequest(err.Error(), "see `remora peers` for the members")
 		}
@@ -352,25 +355,14 @@ func (n *Node) Invite(ctx context.Context, req api.InviteRequest) (api.InviteRes
 	if err != nil {
 		return api.InviteResult{}, err
 	}
-	inv, err := n.NewInvite(id, req.Hint, time.Duration(req.TTL))
+	inv, err := n.NewInvite(id, req.Hint, time.Duration(req.TTL), req.InPerson)
 	if err != nil {
+		if errors.Is(err, circle.ErrUnauthorized) {
+			return api.InviteResult{}, &api.Error{Status: http.StatusForbidden, Message: err.Error(), Advice: "an admin approves each join and signs the addition"}
+		}
 		return api.InviteResult{}, badRequest(err.Error(), "")
 	}
 	var qr bytes.Buffer
 	inv.QR(&qr)
-	return api.InviteResult{Invite: inv.String(), QR: qr.String(), Expires: inv.Expires}, nil
-}
-
-// Join implements api.Backend.
-func (n *Node) Join(ctx context.Context, req api.JoinRequest) (api.Circle, error) {
-	c, fp, err := n.JoinCircle(ctx, req.Invite)
-	if err != nil {
-		if errors.Is(err, circle.ErrInviteExpired) || errors.Is(err, circle.ErrInviteMalformed) || errors.Is(err, circle.ErrInviteUsed) || errors.Is(err, ErrNoRendezvous) {
-			return api.Circle{}, badRequest(err.Error(), "ask the inviter for a new invite")
-		}
-		return api.Circle{}, err
-	}
-	ci := circleInfo(c)
-	ci.Epoch = "fingerprint " + fp
-	return ci, nil
+	return api.InviteResult{Invite: inv.String(), QR: qr.String(), Expires: inv.Expires, InPerson: req.InPerson}, nil
 }

@@ -31,7 +31,14 @@
 // welcome cannot carry a routing tag. They travel on the invite's rendezvous
 // channel in a frame of their own: version (1) ‖ frame type (1: 0x10 join
 // request, 0x11 welcome) ‖ the sealed blob from package circle (HPKE to the
-// recipient's box key, MACed with the invite token). Only a node with an open
-// invite or a pending join tries to open such frames; the frame type in
-// clear reveals to the service that a join happened, nothing more.
+// recipient's box key, MACed with the invite token), 0x12 a part of a
+// larger frame, 0x13 a refusal. Only a node with an open invite or a
+// pending join tries to open such frames; the frame type in clear reveals
+// to the service that a join happened, nothing more.
+//
+// The inviter answers nothing until an admin approves the request (the
+// pending request is kept in the circle's state; the joiner's side of the
+// join in the store, so both survive restarts). On a removal the node cuts
+// the removed device off at once: connections, relay, presence, held items,
+// pending outbox; see docs/circle.md, "Members and removal".
 package node

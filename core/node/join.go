@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -132,13 +131,6 @@ func splitFrame(frame []byte, max int) ([][]byte, error) {
 	return out, nil
 }
 
-// pendingJoin is a join this node requested and waits to be welcomed into.
-type pendingJoin struct {
-	p       *circle.PendingJoin
-	done    chan *circle.Circle
-	refused chan error
-}
-
 // NewCircle makes a new circle with this device as its admin.
 func (n *Node) NewCircle(name string) (*circle.Circle, error) {
 	c, _, err := circle.Create(n.opts.Keyring, name, n.opts.Name, false, n.circleOptions())
@@ -154,8 +146,9 @@ func (n *Node) NewCircle(name string) (*circle.Circle, error) {
 }
 
 // NewInvite makes a single-use invite to a circle. hint names the channel ID the
-// joiner will rendezvous on (default: this node's first channel).
-func (n *Node) NewInvite(id circle.ID, hint string, ttl time.Duration) (circle.Invite, error) {
+// joiner will rendezvous on (default: this node's first channel). Unless
+// inPerson, an admin must approve the request it brings.
+func (n *Node) NewInvite(id circle.ID, hint string, ttl time.Duration, inPerson bool) (circle.Invite, error) {
 	c, ok := n.circleOf(id)
 	if !ok {
 		return circle.Invite{}, fmt.Errorf("%w %s", ErrUnknownCircle, id)
@@ -169,7 +162,7 @@ func (n *Node) NewInvite(id circle.ID, hint string, ttl time.Duration) (circle.I
 	if ttl <= 0 {
 		ttl = circle.MaxInviteTTL
 	}
-	inv, err := c.NewInvite(hint, ttl)
+	inv, err := c.Invite(circle.InviteOptions{Hint: hint, TTL: ttl, InPerson: inPerson})
 	if err != nil {
 		return circle.Invite{}, err
 	}
@@ -179,60 +172,8 @@ func (n *Node) NewInvite(id circle.ID, hint string, ttl time.Duration) (circle.I
 	return inv, nil
 }
 
-// ErrNoRendezvous means the joiner has no channel the invite names.
-var ErrNoRendezvous = errors.New("node: join: no configured channel matches the invite's rendezvous hint")
-
-// JoinCircle asks to join the circle of an invite over the channel its hint names
-// and waits (until ctx ends) for the inviter's welcome.
-func (n *Node) JoinCircle(ctx context.Context, text string) (*circle.Circle, string, error) {
-	inv, err := circle.ParseInvite(strings.TrimSpace(text))
-	if err != nil {
-		return nil, "", err
-	}
-	req, pj, err := circle.RequestJoin(n.opts.Keyring, inv, n.opts.Name, n.opts.Now())
-	if err != nil {
-		return nil, "", err
-	}
-	var ch *channel
-	for _, c := range n.channels {
-		if c.ID == inv.Hint || c.Name == inv.Hint {
-			ch = c
-		}
-	}
-	if ch == nil {
-		var ids []string
-		for _, c := range n.channels {
-			ids = append(ids, c.ID)
-		}
-		return nil, "", fmt.Errorf("%w %q (configured: %s): add that channel first with `remora channel add`", ErrNoRendezvous, inv.Hint, strings.Join(ids, ", "))
-	}
-	wait := &pendingJoin{p: pj, done: make(chan *circle.Circle, 1), refused: make(chan error, 1)}
-	key := inv.Token.ID().String()
-	n.mu.Lock()
-	n.joins[key] = wait
-	n.mu.Unlock()
-	defer func() {
-		n.mu.Lock()
-		delete(n.joins, key)
-		n.mu.Unlock()
-	}()
-	parts, err := splitFrame(append([]byte{frameVersion, frameJoin}, req...), ch.maxEnv)
-	if err != nil {
-		return nil, "", err
-	}
-	ch.publish(parts, delivery.PriorityControl, "", nil)
-	n.log.Info("join requested; waiting for the inviter's welcome", "channel", ch.Name, "fingerprint", pj.Fingerprint())
-	select {
-	case c := <-wait.done:
-		return c, pj.Fingerprint(), nil
-	case err := <-wait.refused:
-		return nil, pj.Fingerprint(), fmt.Errorf("node: join refused by the inviter: %w", err)
-	case <-ctx.Done():
-		return nil, pj.Fingerprint(), fmt.Errorf("node: join: no welcome yet (%w); the inviter's daemon must be running and reading %s", ctx.Err(), ch.Name)
-	}
-}
-
-// handleJoinFrame opens a join request (as inviter) or a welcome (as joiner).
+// handleJoinFrame opens a join request (as inviter) or a welcome or refusal
+// (as joiner).
 func (n *Node) handleJoinFrame(ctx context.Context, channelID string, raw []byte) error {
 	if raw[1] == framePart {
 		whole := n.joinParts.add(raw, n.opts.Now())
@@ -244,81 +185,15 @@ func (n *Node) handleJoinFrame(ctx context.Context, channelID string, raw []byte
 	blob := raw[2:]
 	switch raw[1] {
 	case frameJoin:
-		for _, c := range n.allCircles() {
-			req, err := c.OpenJoin(blob)
-			if errors.Is(err, circle.ErrInviteUsed) || errors.Is(err, circle.ErrInviteExpired) {
-				// Authentic, but the invite cannot admit this device: say so,
-				// so the joiner gets an error instead of silence.
-				if refusal, rerr := circle.Refuse(req, err); rerr == nil {
-					// A fresh nonce makes each answer a new item: channels
-					// with strong idempotency would drop a repeated one.
-					nonce := make([]byte, 8)
-					randRead(nonce)
-					n.publishFrame(channelID, frameRefused, append(nonce, refusal...))
-				}
-				n.event("join_refused", c.ID().String(), "a join request was refused: %v", err)
-				return nil
-			}
-			if err != nil {
-				continue
-			}
-			before := c.Epoch()
-			welcome, u, err := c.Welcome(req)
-			if err != nil {
-				n.log.Warn("join request refused", "err", err)
-				n.event("join_refused", c.ID().String(), "a join request was refused: %v", err)
-				return nil
-			}
-			if err := n.saveCircle(c); err != nil {
-				return &storeError{err}
-			}
-			n.publishFrame(channelID, frameWelcome, welcome)
-			fp := req.Fingerprint(n.ID(), n.opts.Keyring.Current().Public)
-			n.log.Info("member joined", "circle", c.ID(), "member", req.Name, "fingerprint", fp)
-			n.event("member_joined", c.ID().String(), "%s joined; compare fingerprint %s with them", req.Name, fp)
-			n.afterUpdate(c, u, before)
-			n.announcePresence()
-			return nil
-		}
-		n.count("ignored_join_request")
+		return n.receiveJoinRequest(channelID, blob)
 	case frameRefused:
-		n.mu.Lock()
-		for _, j := range n.joins {
-			if len(blob) < 8 {
-				break
-			}
-			if err := j.p.Refused(blob[8:]); err != nil {
-				select {
-				case j.refused <- err:
-				default:
-				}
-			}
+		if len(blob) >= 8 {
+			n.joinRefused(blob[8:])
 		}
-		n.mu.Unlock()
 	case frameWelcome:
-		n.mu.Lock()
-		var pending []*pendingJoin
-		for _, j := range n.joins {
-			pending = append(pending, j)
+		if !n.joinWelcomed(blob) {
+			n.count("ignored_welcome")
 		}
-		n.mu.Unlock()
-		for _, j := range pending {
-			c, u, err := circle.Join(n.opts.Keyring, j.p, blob, n.circleOptions())
-			if err != nil {
-				continue
-			}
-			if err := n.saveCircle(c); err != nil {
-				return &storeError{err}
-			}
-			n.addCircle(c)
-			n.afterUpdate(c, u, c.Epoch())
-			n.announcePresence()
-			n.log.Info("joined circle", "circle", c.ID())
-			j.done <- c
-			n.poke()
-			return nil
-		}
-		n.count("ignored_welcome")
 	}
 	return nil
 }

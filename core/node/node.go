@@ -139,6 +139,7 @@ type Node struct {
 	acks      map[ackKey][]envelope.MessageID // signed acks waiting to be batched
 	joins     map[string]*pendingJoin         // by invite token ID
 	joinParts joinParts
+	watch     memberWatch   // members as last seen, to act on removals
 	notify    chan struct{} // closed and replaced when the inbox grows
 	events    []eventRec
 	evNotify  chan struct{}
@@ -236,6 +237,9 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 	if err := n.loadOutbox(); err != nil {
 		return nil, err
 	}
+	if err := n.loadJoins(); err != nil {
+		return nil, err
+	}
 	for _, c := range opts.Channels {
 		if c.Err != nil || c.Impl == nil {
 			n.failed = append(n.failed, c)
@@ -278,6 +282,11 @@ func (n *Node) circleOptions() circle.Options {
 }
 
 func (n *Node) addCircle(c *circle.Circle) {
+	members := map[peer.ID]bool{}
+	for _, m := range c.Roster().Members() {
+		members[m.Peer] = true
+	}
+	n.watch.swap(c.ID(), members)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.circles[c.ID()] = c
@@ -290,12 +299,13 @@ func (n *Node) ID() peer.ID { return n.self.PeerID() }
 // Transport is the node's live path (for tests and diagnostics).
 func (n *Node) Transport() *transport.Transport { return n.tr }
 
-// isMember is the connection gater: a member of any of our circles.
+// isMember is the connection gater: a member of any circle this device is
+// still a member of.
 func (n *Node) isMember(p peer.ID) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, c := range n.circles {
-		if c.Roster().IsMember(p) {
+		if r := c.Roster(); r.IsMember(p) && r.IsMember(n.self.PeerID()) {
 			return true
 		}
 	}

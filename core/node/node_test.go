@@ -128,18 +128,18 @@ func texts(msgs []api.Message) map[string]int {
 func join(t *testing.T, inviter, joiner *testNode, circleID string) {
 	t.Helper()
 	ctx := context.Background()
-	inv, err := inviter.n.Invite(ctx, api.InviteRequest{Circle: circleID})
+	inv, err := inviter.n.Invite(ctx, api.InviteRequest{Circle: circleID, InPerson: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	c, err := joiner.n.Join(jctx, api.JoinRequest{Invite: inv.Invite})
+	c, _, err := joiner.n.JoinCircle(jctx, inv.Invite)
 	if err != nil {
 		t.Fatalf("%s joining: %v", joiner.name, err)
 	}
-	if c.ID != circleID {
-		t.Fatalf("joined %s, want %s", c.ID, circleID)
+	if c.ID().String() != circleID {
+		t.Fatalf("joined %s, want %s", c.ID(), circleID)
 	}
 }
 

@@ -300,6 +300,7 @@ func (n *Node) afterUpdate(c *circle.Circle, u *circle.Update, before circle.Epo
 		}
 	}
 	n.sendKeyMsgs(c, u.Send)
+	n.syncMembers(c, u, before)
 	n.retryHeld()
 	if u.EpochChanged {
 		n.announcePresence()
@@ -389,6 +390,7 @@ func (n *Node) maintainLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		n.rotatePrekeys()
+		n.expirePending()
 		for _, c := range n.allCircles() {
 			c.Maintain()
 			n.sendKeyMsgs(c, c.Requests())

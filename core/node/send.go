@@ -37,6 +37,11 @@ type SendRequest struct {
 // SendMessage stores the message durably in the outbox and returns its ID; delivery
 // goes on in the background. An undeliverable message raises an event.
 func (n *Node) SendMessage(ctx context.Context, req SendRequest) (envelope.MessageID, error) {
+	if c, ok := n.circleOf(req.Circle); ok {
+		if err := n.stillMember(c); err != nil {
+			return envelope.MessageID{}, err
+		}
+	}
 	e, err := n.enqueue(req.Circle, req.To, envelope.KindChat, req.Body, req.TTL, nil)
 	if err != nil {
 		return envelope.MessageID{}, err

@@ -150,18 +150,20 @@ func Circle(t testing.TB, inviter *Node, joiners ...*Node) string {
 		t.Fatal(err)
 	}
 	for _, j := range joiners {
-		inv, err := inviter.N.Invite(ctx, api.InviteRequest{Circle: ci.ID})
+		// In person: these tests are about the channel, not the approval
+		// gate (core/node and cmd/remora test that).
+		inv, err := inviter.N.Invite(ctx, api.InviteRequest{Circle: ci.ID, InPerson: true})
 		if err != nil {
 			t.Fatal(err)
 		}
 		jctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		c, err := j.N.Join(jctx, api.JoinRequest{Invite: inv.Invite})
+		c, _, err := j.N.JoinCircle(jctx, inv.Invite)
 		cancel()
 		if err != nil {
 			t.Fatalf("%s joining: %v", j.Name, err)
 		}
-		if c.ID != ci.ID {
-			t.Fatalf("%s joined %s, want %s", j.Name, c.ID, ci.ID)
+		if c.ID().String() != ci.ID {
+			t.Fatalf("%s joined %s, want %s", j.Name, c.ID(), ci.ID)
 		}
 	}
 	return ci.ID

@@ -1,0 +1,244 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io/fs"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/remora-p2p/remora/core/api"
+	"github.com/remora-p2p/remora/core/circle"
+	"github.com/remora-p2p/remora/core/envelope"
+	"github.com/remora-p2p/remora/testenv"
+)
+
+// TestApprovalGate: a join request waits as pending, durably on both sides:
+// the inviter restarts, the joiner restarts, and nothing reaches the joiner
+// until the admin approves; both show one safety code.
+func TestApprovalGate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts libp2p nodes")
+	}
+	nodes := startDirNodes(t, t.TempDir(), 0, nil, "alice", "bob")
+	a, b := nodes[0], nodes[1]
+	ctx := context.Background()
+	ci, err := a.n.CreateCircle(ctx, api.CreateCircleRequest{Name: "gate"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := a.n.Invite(ctx, api.InviteRequest{Circle: ci.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := b.n.Join(ctx, api.JoinRequest{Invite: inv.Invite})
+	if err != nil || st.State != "pending" || st.SafetyCode == "" {
+		t.Fatalf("join: %+v, %v", st, err)
+	}
+	var pending []api.PendingJoin
+	testenv.WaitFor(t, "alice holds bob's request", 30*time.Second, func() bool {
+		pending, _ = a.n.Pending(ctx, "")
+		return len(pending) == 1
+	})
+	p := pending[0]
+	if p.Name != "bob" || p.PeerID != b.n.ID().String() || p.SafetyCode != st.SafetyCode || p.Channel != "shared" || p.Circle != ci.ID {
+		t.Fatalf("pending %+v; bob's safety code %s", p, st.SafetyCode)
+	}
+	// Approving an unknown name lists what is pending.
+	_, err = a.n.Approve(ctx, api.MemberRequest{Who: "mallory"})
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Status != 404 || !strings.Contains(ae.Message, "pending: bob") || !strings.Contains(ae.Message, st.SafetyCode) {
+		t.Fatalf("approve an unknown name: %#v", err)
+	}
+	// Both daemons restart while the request waits.
+	a.stop()
+	a.start()
+	b.stop()
+	if got, _ := a.n.Pending(ctx, ""); len(got) != 1 || got[0].SafetyCode != st.SafetyCode {
+		t.Fatalf("after alice's restart: %+v", got)
+	}
+	if c, _ := a.n.circleOf(mustParse(t, ci.ID)); c.Roster().Len() != 1 {
+		t.Fatal("the roster changed before approval")
+	}
+	m, err := a.n.Approve(ctx, api.MemberRequest{Who: "bob"})
+	if err != nil || m.Name != "bob" {
+		t.Fatalf("approve: %+v, %v", m, err)
+	}
+	b.start()
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	st, err = b.n.JoinStatus(wctx, st.ID, 30*time.Second)
+	if err != nil || st.State != "joined" || st.Circle == nil || st.Circle.ID != ci.ID {
+		t.Fatalf("bob after approval and a restart: %+v, %v", st, err)
+	}
+	members, err := a.n.Members(ctx, ci.ID)
+	if err != nil || len(members) != 2 {
+		t.Fatalf("members: %+v, %v", members, err)
+	}
+	for _, m := range members {
+		if m.Name == "bob" && (m.AddedByName != "alice" || m.Role != "member" || m.Added.IsZero()) {
+			t.Fatalf("bob's entry: %+v", m)
+		}
+	}
+	if got, _ := a.n.Pending(ctx, ""); len(got) != 0 {
+		t.Fatalf("still pending after approval: %+v", got)
+	}
+}
+
+// TestDenyTellsTheJoiner: deny reaches the joiner as a refusal, and the
+// invite stays dead for it.
+func TestDenyTellsTheJoiner(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts libp2p nodes")
+	}
+	nodes := startDirNodes(t, t.TempDir(), 0, nil, "alice", "bob")
+	a, b := nodes[0], nodes[1]
+	ctx := context.Background()
+	ci, _ := a.n.CreateCircle(ctx, api.CreateCircleRequest{Name: "deny"})
+	inv, _ := a.n.Invite(ctx, api.InviteRequest{Circle: ci.ID})
+	st, err := b.n.Join(ctx, api.JoinRequest{Invite: inv.Invite})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, "alice holds bob's request", 30*time.Second, func() bool {
+		p, _ := a.n.Pending(ctx, "")
+		return len(p) == 1
+	})
+	if err := a.n.Deny(ctx, api.MemberRequest{Who: b.n.ID().String()}); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	st, err = b.n.JoinStatus(wctx, st.ID, 30*time.Second)
+	if err != nil || st.State != "refused" || !strings.Contains(st.Error, "denied") {
+		t.Fatalf("bob after the denial: %+v, %v", st, err)
+	}
+	// Asking again with the same invite: a stale invite says why.
+	b.n.mu.Lock()
+	delete(b.n.joins, st.ID)
+	b.n.mu.Unlock()
+	_, _, err = b.n.JoinCircle(wctx, inv.Invite)
+	if !errors.Is(err, circle.ErrInviteDenied) {
+		t.Fatalf("asking again after a denial: %v", err)
+	}
+}
+
+// TestRemovalTakesEffectAtOnce: alice removes bob. His connections close,
+// the gater refuses him, alice stops using him as a relay, his presence is
+// dropped, his held fragments go, he is told and can no longer send, keeps
+// what he had, and reads nothing sent afterwards; the last admin cannot
+// leave.
+func TestRemovalTakesEffectAtOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts libp2p nodes")
+	}
+	root := t.TempDir()
+	nodes := startDirNodes(t, root, 0, nil, "alice", "bob", "carol")
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	ctx := context.Background()
+	ci, _ := a.n.CreateCircle(ctx, api.CreateCircleRequest{Name: "friends"})
+	join(t, a, b, ci.ID)
+	join(t, a, c, ci.ID)
+	id := mustParse(t, ci.ID)
+	testenv.WaitFor(t, "alice and bob connected", 60*time.Second, func() bool { return a.n.tr.PathTo(b.n.ID()).Live() })
+	if _, err := a.n.Send(ctx, api.SendRequest{Circle: ci.ID, Text: "before"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*testNode{b, c} {
+		testenv.WaitFor(t, n.name+" got the message sent before", 30*time.Second, func() bool { return texts(inbox(t, n.n))["before"] == 1 })
+	}
+	// bob is alice's relay, and alice holds a fragment of an unfinished
+	// message of his.
+	if err := a.n.tr.AddRelay(peer.AddrInfo{ID: b.n.ID(), Addrs: a.n.tr.KnownAddrs(b.n.ID())}); err != nil {
+		t.Fatal(err)
+	}
+	bc, _ := b.n.circleOf(id)
+	big := &OutboxEntry{ID: envelope.MessageID{9}, Circle: id, Kind: envelope.KindChat, Body: bytes.Repeat([]byte("x"), 3000),
+		Created: time.Now(), Expiry: time.Now().Add(time.Hour)}
+	sealed, err := b.n.seal(bc, big, "", envelope.Route{Channel: a.n.channels[0].ID, MaxSize: 600})
+	if err != nil || len(sealed.Envelopes) < 2 {
+		t.Fatalf("fragments: %v", err)
+	}
+	if err := a.n.receive(ctx, a.n.channels[0].ID, sealed.Envelopes[0], "channel:shared", ""); err != nil {
+		t.Fatal(err)
+	}
+	heldOf := func(p peer.ID) int {
+		n, _ := a.db.CountHeld(fragmentSenderPrefix(p))
+		return n
+	}
+	if heldOf(b.n.ID()) != 1 {
+		t.Fatal("the fragment was not held")
+	}
+
+	// The last admin can neither leave nor be demoted while others remain.
+	if err := a.n.Leave(ctx, api.MemberRequest{}); err == nil || !strings.Contains(err.Error(), "only admin") {
+		t.Fatalf("the last admin leaving: %v", err)
+	}
+	if err := a.n.RemoveMember(ctx, api.MemberRequest{Who: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+
+	if a.n.isMember(b.n.ID()) || slices.Contains(a.n.tr.Relays(), b.n.ID()) {
+		t.Fatal("bob still passes the gater or is still alice's relay")
+	}
+	testenv.WaitFor(t, "alice's connections to bob closed", 10*time.Second, func() bool { return !a.n.tr.PathTo(b.n.ID()).Live() })
+	// Dropped by the removal itself (counted dropped_held_removed) or by
+	// a retry that ran meanwhile and found the sender gone.
+	if n := heldOf(b.n.ID()); n != 0 {
+		t.Fatalf("%d fragments of bob still held after his removal", n)
+	}
+	a.n.mu.Lock()
+	_, known := a.n.peers[b.n.ID()]
+	a.n.mu.Unlock()
+	if known {
+		t.Fatal("alice keeps bob's presence")
+	}
+	testenv.WaitFor(t, "bob told of his removal", 30*time.Second, func() bool {
+		_, err := b.n.Send(ctx, api.SendRequest{Circle: ci.ID, Text: "am I still in?"})
+		var ae *api.Error
+		return errors.As(err, &ae) && strings.Contains(ae.Message, "no longer a member")
+	})
+	if _, err := b.n.tr.Connect(ctx, a.n.ID()); err == nil {
+		t.Fatal("bob connected to alice after his removal")
+	}
+	testenv.WaitFor(t, "carol saw the removal", 30*time.Second, func() bool {
+		cc, _ := c.n.circleOf(id)
+		return !cc.Roster().IsMember(b.n.ID())
+	})
+	if _, err := a.n.Send(ctx, api.SendRequest{Circle: ci.ID, Text: "after, from alice"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.n.Send(ctx, api.SendRequest{Circle: ci.ID, Text: "after, from carol"}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, "carol got alice's message", 30*time.Second, func() bool { return texts(inbox(t, c.n))["after, from alice"] == 1 })
+	testenv.WaitFor(t, "alice got carol's message", 30*time.Second, func() bool { return texts(inbox(t, a.n))["after, from carol"] == 1 })
+	// Wait until bob has read every item in the folder, then look.
+	testenv.WaitFor(t, "bob read the whole folder", 30*time.Second, func() bool {
+		return b.n.channels[0].received.Load() >= int64(countItems(t, filepath.Join(root, "shared", "log")))
+	})
+	got := texts(inbox(t, b.n))
+	if got["after, from alice"] != 0 || got["after, from carol"] != 0 {
+		t.Fatalf("the removed device read messages sent after its removal: %v", got)
+	}
+	if got["before"] != 1 {
+		t.Fatalf("the removed device lost what it had: %v", got)
+	}
+}
+
+func countItems(t *testing.T, dir string) int {
+	n := 0
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && !strings.HasPrefix(d.Name(), ".") {
+			n++
+		}
+		return nil
+	})
+	return n
+}
