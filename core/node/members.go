@@ -105,9 +105,10 @@ func (n *Node) cutOff(p peer.ID) {
 		}
 	}
 	n.mu.Unlock()
-	if err := n.db.DeletePeer(p.String()); err != nil {
+	if err := n.cache.Forget(context.Background(), p); err != nil {
 		n.log.Warn("peer cache", "err", err)
 	}
+	n.gossip.Forget(p)
 	for _, e := range done {
 		n.db.OutboxDelete(e.ID)
 	}

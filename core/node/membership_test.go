@@ -194,10 +194,11 @@ func TestRemovalTakesEffectAtOnce(t *testing.T) {
 		t.Fatalf("%d fragments of bob still held after his removal", n)
 	}
 	a.n.mu.Lock()
-	_, known := a.n.peers[b.n.ID()]
+	pi := a.n.peers[b.n.ID()]
+	kept := pi != nil && (pi.record != nil || pi.raw != nil)
 	a.n.mu.Unlock()
-	if known {
-		t.Fatal("alice keeps bob's presence")
+	if kept {
+		t.Fatal("alice keeps bob's presence record")
 	}
 	testenv.WaitFor(t, "bob told of his removal", 30*time.Second, func() bool {
 		_, err := b.n.Send(ctx, api.SendRequest{Circle: ci.ID, Text: "am I still in?"})
