@@ -253,6 +253,9 @@ func (a *app) doctor(ctx context.Context, w io.Writer) error {
 		if good, err := a.doctorBoxes(ctx, w); err != nil || !good {
 			say(false, "bootstrap boxes", "a box is failing: see its fix above")
 		}
+		if err := a.doctorMembership(ctx, w); err != nil {
+			return err
+		}
 	} else {
 		say(errors.Is(err, api.ErrNotRunning), "daemon", "not running (start it with `remora run`); checking channels directly")
 		sup := newSupervisor(a.home, a.logger())

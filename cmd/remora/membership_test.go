@@ -96,6 +96,9 @@ func TestMembershipEndToEnd(t *testing.T) {
 		t.Fatalf("bob's join ended before approval (%v):\n%s", err, out.String())
 	default:
 	}
+	if doc, _ := a.remora("doctor"); !strings.Contains(doc, "waiting for approval") || !strings.Contains(doc, code) {
+		t.Fatalf("doctor does not show the pending request:\n%s", doc)
+	}
 	if msg := a.fails("circle", "approve", "mallory"); !strings.Contains(msg, "pending: bob") {
 		t.Fatalf("approving an unknown name does not list the pending ones:\n%s", msg)
 	}

@@ -332,3 +332,15 @@ func TestRemovedAdminsInvitesVoid(t *testing.T) {
 		t.Fatal("an addition signed by a removed admin counts")
 	}
 }
+
+// TestJoinNameControlCharacters: the name an admin reads before approving
+// carries no terminal escapes or line breaks.
+func TestJoinNameControlCharacters(t *testing.T) {
+	c, a := newAdmin(t)
+	inv, _ := a.NewInvite("", time.Hour)
+	for _, name := range []string{"bob\x1b[2Jalice", "bob\nalice", "bob\x00"} {
+		if _, _, err := RequestJoin(newKeyring(t, c), inv, name, c.t); err == nil {
+			t.Errorf("name %q accepted", name)
+		}
+	}
+}

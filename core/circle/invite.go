@@ -14,6 +14,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -385,8 +386,8 @@ func RequestJoin(k *identity.Keyring, inv Invite, displayName string, now time.T
 	if inv.Expires.Sub(now) > MaxInviteTTL+5*time.Minute {
 		return nil, nil, fmt.Errorf("%w (expiry more than 24 hours ahead)", ErrInviteMalformed)
 	}
-	if displayName == "" || len(displayName) > MaxNameLen || !utf8.ValidString(displayName) {
-		return nil, nil, fmt.Errorf("invite: display name must be 1 to %d bytes of UTF-8", MaxNameLen)
+	if displayName == "" || len(displayName) > MaxNameLen || !utf8.ValidString(displayName) || strings.IndexFunc(displayName, unicode.IsControl) >= 0 {
+		return nil, nil, fmt.Errorf("invite: display name must be 1 to %d bytes of UTF-8 without control characters", MaxNameLen)
 	}
 	self := k.Identity()
 	pre := k.Current()
@@ -505,7 +506,9 @@ func parseJoinRequest(b []byte) (req *JoinRequest, signed, sig, tag []byte, err 
 		return nil, nil, nil, nil, bad
 	}
 	name, rest, ok := lenPrefixed(rest[identity.PrekeySize:])
-	if !ok || len(rest) != 0 || len(name) == 0 || len(name) > MaxNameLen || !utf8.Valid(name) {
+	// No control characters: the name is shown to an admin deciding
+	// whether to approve (a terminal escape could redraw what it sees).
+	if !ok || len(rest) != 0 || len(name) == 0 || len(name) > MaxNameLen || !utf8.Valid(name) || bytes.IndexFunc(name, unicode.IsControl) >= 0 {
 		return nil, nil, nil, nil, bad
 	}
 	req.Name = string(name)

@@ -212,6 +212,13 @@ func (n *Node) joinWelcomed(blob []byte) bool {
 		if err != nil {
 			continue
 		}
+		if have, ok := n.circleOf(c.ID()); ok && have.Roster().IsMember(n.ID()) {
+			// A welcome sent again for a device already in the circle (its
+			// join was restarted after it got in): keep the circle as it is,
+			// with its keys, instead of starting over from the welcome.
+			n.finishJoin(j, joinJoined, have, nil)
+			return true
+		}
 		if err := n.saveCircle(c); err != nil {
 			n.log.Error("save joined circle", "err", err)
 			return true
