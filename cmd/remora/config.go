@@ -35,6 +35,8 @@ type Config struct {
 	// Bootstrap boxes (config_boxes.go).
 	Cache *CacheConfig `toml:"cache,omitempty"`
 	PEX   *PEXConfig   `toml:"pex,omitempty"`
+	Web   *WebConfig   `toml:"web,omitempty"`
+	DNS   *DNSConfig   `toml:"dns,omitempty"`
 	// Channels are the services this device uses as channels.
 	Channels []ChannelConfig `toml:"channel"`
 }

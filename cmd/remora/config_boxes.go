@@ -1,9 +1,13 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"time"
 
+	"github.com/remora-p2p/remora/core/dnsbox"
 	"github.com/remora-p2p/remora/core/node"
+	"github.com/remora-p2p/remora/core/webbox"
 )
 
 // CacheConfig is the [cache] table: the peer cache box.
@@ -25,6 +29,39 @@ type PEXConfig struct {
 	Interval string `toml:"interval,omitempty"`
 }
 
+// WebConfig is the [web] table: the static web file box.
+type WebConfig struct {
+	// URL of the board file (read by everyone; written per Publish).
+	URL string `toml:"url"`
+	// Publish is put (HTTP PUT / WebDAV), command, dropbox (the PHP
+	// drop-box script) or empty (read only).
+	Publish string `toml:"publish,omitempty"`
+	// Command publishes the file (publish = "command"); its path is in
+	// $REMORA_BOARD_FILE.
+	Command string `toml:"command,omitempty"`
+	// Username for basic auth (publish = "put").
+	Username string `toml:"username,omitempty"`
+	// Secrets: password (put), token (dropbox).
+	Secrets map[string]SecretRef `toml:"secrets,omitempty"`
+}
+
+// DNSConfig is the [dns] table: the DNS TXT box.
+type DNSConfig struct {
+	// Name whose TXT records hold the entries ("_remora.example.org").
+	Name string `toml:"name"`
+	// Server to read from ("host:port"; default: the system resolver).
+	Server string `toml:"server,omitempty"`
+	// UpdateServer is the zone's primary for RFC 2136 updates (empty:
+	// read only).
+	UpdateServer string `toml:"update_server,omitempty"`
+	// Zone to update (default: found by SOA lookup).
+	Zone          string `toml:"zone,omitempty"`
+	TSIGName      string `toml:"tsig_name,omitempty"`
+	TSIGAlgorithm string `toml:"tsig_algorithm,omitempty"`
+	// Secrets: tsig_secret (base64).
+	Secrets map[string]SecretRef `toml:"secrets,omitempty"`
+}
+
 const boxesHeader = `# Bootstrap boxes (docs/discovery.md), tried cheapest first; each can be
 # turned off, and ` + "`remora doctor`" + ` shows what each found:
 #
@@ -35,6 +72,24 @@ const boxesHeader = `# Bootstrap boxes (docs/discovery.md), tried cheapest first
 # [pex]                       peer exchange among connected members
 # enabled = true
 # interval = "2m"             also on connect and whenever a record changes
+#
+# [web]                       a static web file the circle shares (sealed entries only)
+# url = "https://example.org/remora-board.txt"
+# publish = "put"             put (HTTP PUT/WebDAV), command, dropbox (the PHP
+#                             script core/webbox/php/remora-board.php) or "" (read only)
+# command = "cp $REMORA_BOARD_FILE ~/pages/board.txt && git -C ~/pages commit -qam board && git -C ~/pages push -q"
+# username = "me"             basic auth for put
+# [web.secrets]
+# password = { env = "REMORA_WEB_PASSWORD" }    (put) or token = ... (dropbox)
+#
+# [dns]                       TXT records of a name the circle controls
+# name = "_remora.example.org"
+# server = "ns1.example.org:53"          read from (default: the system resolver)
+# update_server = "ns1.example.org:53"   publish by RFC 2136 + TSIG ("" reads only)
+# tsig_name = "remora."
+# tsig_algorithm = "hmac-sha256"
+# [dns.secrets]
+# tsig_secret = { file = "~/.config/remora/tsig.key" }
 #
 `
 
@@ -49,6 +104,23 @@ func (c *Config) validateBoxes(bad func(field, format string, args ...any) error
 	if c.PEX != nil {
 		durations = append(durations, struct{ field, v string }{"pex.interval", c.PEX.Interval})
 	}
+	if c.Web != nil {
+		if _, err := webbox.New(c.Web.options(nil)); err != nil {
+			return bad("web", "%v", err)
+		}
+		if err := checkSecrets(bad, "web", c.Web.Secrets); err != nil {
+			return err
+		}
+	}
+	if c.DNS != nil {
+		o := c.DNS.options(map[string]string{"tsig_secret": "AAAA"})
+		if _, err := dnsbox.New(o); err != nil {
+			return bad("dns", "%v", err)
+		}
+		if err := checkSecrets(bad, "dns", c.DNS.Secrets); err != nil {
+			return err
+		}
+	}
 	for _, d := range durations {
 		if d.v == "" {
 			continue
@@ -60,8 +132,37 @@ func (c *Config) validateBoxes(bad func(field, format string, args ...any) error
 	return nil
 }
 
+func checkSecrets(bad func(field, format string, args ...any) error, table string, secrets map[string]SecretRef) error {
+	for k, s := range secrets {
+		n := 0
+		for _, v := range []string{s.Env, s.File, s.Command} {
+			if v != "" {
+				n++
+			}
+		}
+		if n != 1 {
+			return bad(table+".secrets."+k, "give exactly one of env, file or command")
+		}
+	}
+	return nil
+}
+
+func (w *WebConfig) options(secrets map[string]string) webbox.Options {
+	return webbox.Options{URL: w.URL, Publish: w.Publish, Command: w.Command, Username: w.Username,
+		Password: secrets["password"], Token: secrets["token"]}
+}
+
+func (d *DNSConfig) options(secrets map[string]string) dnsbox.Options {
+	server := d.Server
+	if server == "" && d.UpdateServer != "" {
+		server = d.UpdateServer
+	}
+	return dnsbox.Options{Name: d.Name, Server: server, UpdateServer: d.UpdateServer, Zone: d.Zone,
+		TSIGName: d.TSIGName, TSIGAlgorithm: d.TSIGAlgorithm, TSIGSecret: secrets["tsig_secret"]}
+}
+
 // applyBoxes sets the node's box options from the config (validated).
-func (c *Config) applyBoxes(o *node.Options) error {
+func (c *Config) applyBoxes(ctx context.Context, o *node.Options) error {
 	if c.Cache != nil {
 		o.Boxes.NoCache = !enabled(c.Cache.Enabled)
 		if c.Cache.MaxAge != "" {
@@ -73,6 +174,28 @@ func (c *Config) applyBoxes(o *node.Options) error {
 		if c.PEX.Interval != "" {
 			o.Boxes.PEXInterval, _ = time.ParseDuration(c.PEX.Interval)
 		}
+	}
+	if c.Web != nil {
+		secrets, err := ChannelConfig{Name: "web", Secrets: c.Web.Secrets}.resolveSecrets(ctx)
+		if err != nil {
+			return err
+		}
+		b, err := webbox.New(c.Web.options(secrets))
+		if err != nil {
+			return fmt.Errorf("[web]: %w", err)
+		}
+		o.Boxes.Boards = append(o.Boxes.Boards, b)
+	}
+	if c.DNS != nil {
+		secrets, err := ChannelConfig{Name: "dns", Secrets: c.DNS.Secrets}.resolveSecrets(ctx)
+		if err != nil {
+			return err
+		}
+		b, err := dnsbox.New(c.DNS.options(secrets))
+		if err != nil {
+			return fmt.Errorf("[dns]: %w", err)
+		}
+		o.Boxes.Boards = append(o.Boxes.Boards, b)
 	}
 	return nil
 }

@@ -108,7 +108,7 @@ func openDaemon(ctx context.Context, home string, cfg *Config, log *slog.Logger,
 	if !cfg.NoRelay {
 		nopts.Relay = &transport.RelayOptions{} // promoted only once reachable and up a while
 	}
-	if err := cfg.applyBoxes(&nopts); err != nil {
+	if err := cfg.applyBoxes(ctx, &nopts); err != nil {
 		d.close()
 		return nil, err
 	}
