@@ -63,7 +63,7 @@ func (n *Node) syncMembers(c *circle.Circle, u *circle.Update, before circle.Epo
 			n.event("removed", c.ID().String(), "this device is no longer a member of %q; it keeps what it received", r.Name)
 			for q := range prev {
 				if q != p && !n.isMember(q) {
-					n.cutOff(q)
+					n.cutOff(q, true)
 				}
 			}
 			continue
@@ -71,14 +71,17 @@ func (n *Node) syncMembers(c *circle.Circle, u *circle.Update, before circle.Epo
 		n.log.Info("member removed", "circle", c.ID(), "peer", p)
 		n.event("member_removed", p.String(), "%s is no longer a member of %q", p, r.Name)
 		if !n.isMember(p) {
-			n.cutOff(p)
+			n.cutOff(p, false)
 		}
 	}
 }
 
 // cutOff ends everything this node does with a device that is in none of
-// its circles any more.
-func (n *Node) cutOff(p peer.ID) {
+// its circles any more (or, once this device left or was removed, with the
+// members it no longer belongs with). keepRoster keeps the roster
+// operations still to be delivered to p: a device that leaves must still
+// get its own removal to the others, sealed under the epoch they know.
+func (n *Node) cutOff(p peer.ID, keepRoster bool) {
 	// Our relay reservation on it, and its admission as our relay.
 	n.tr.RemoveRelay(p)
 	// Every connection (direct and relayed); closing them also ends any
@@ -93,7 +96,7 @@ func (n *Node) cutOff(p peer.ID) {
 	delete(n.peers, p) // its presence is neither used nor passed on
 	var changed, done []*OutboxEntry
 	for id, e := range n.outbox {
-		if !slices.Contains(e.Pending, p) {
+		if !slices.Contains(e.Pending, p) || keepRoster && e.Kind == envelope.KindRoster {
 			continue
 		}
 		e.Pending = slices.DeleteFunc(e.Pending, func(q peer.ID) bool { return q == p })

@@ -252,3 +252,32 @@ func countItems(t *testing.T, dir string) int {
 	})
 	return n
 }
+
+// TestLeave: a member leaves; the others see it go (its own removal
+// reaches them although it is no longer a member), and it can send no more.
+func TestLeave(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts libp2p nodes")
+	}
+	nodes := startDirNodes(t, t.TempDir(), 0, nil, "alice", "bob", "carol")
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	ctx := context.Background()
+	ci, _ := a.n.CreateCircle(ctx, api.CreateCircleRequest{Name: "friends"})
+	join(t, a, b, ci.ID)
+	join(t, a, c, ci.ID)
+	id := mustParse(t, ci.ID)
+	if err := b.n.Leave(ctx, api.MemberRequest{Circle: ci.ID}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*testNode{a, c} {
+		testenv.WaitFor(t, n.name+" sees bob gone", 30*time.Second, func() bool {
+			cc, _ := n.n.circleOf(id)
+			return !cc.Roster().IsMember(b.n.ID())
+		})
+	}
+	_, err := b.n.Send(ctx, api.SendRequest{Circle: ci.ID, Text: "still here?"})
+	var ae *api.Error
+	if !errors.As(err, &ae) || !strings.Contains(ae.Message, "no longer a member") {
+		t.Fatalf("send after leaving: %v", err)
+	}
+}
