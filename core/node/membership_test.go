@@ -16,6 +16,7 @@ import (
 	"github.com/remora-p2p/remora/core/api"
 	"github.com/remora-p2p/remora/core/circle"
 	"github.com/remora-p2p/remora/core/envelope"
+	"github.com/remora-p2p/remora/core/identity"
 	"github.com/remora-p2p/remora/testenv"
 )
 
@@ -279,5 +280,49 @@ func TestLeave(t *testing.T) {
 	var ae *api.Error
 	if !errors.As(err, &ae) || !strings.Contains(ae.Message, "no longer a member") {
 		t.Fatalf("send after leaving: %v", err)
+	}
+}
+
+// TestRemoveOneLostDevice: two devices share a display name; removing by
+// the name is refused with both peer IDs, so one lost device is revoked by
+// its own ID.
+func TestRemoveOneLostDevice(t *testing.T) {
+	k := func() *identity.Keyring {
+		kr, err := identity.Create(t.TempDir(), identity.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return kr
+	}
+	c, _, err := circle.Create(k(), "friends", "alice", false, circle.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	phone, laptop := k(), k()
+	for _, d := range []*identity.Keyring{phone, laptop} {
+		if _, err := c.AddMember(d.Identity().PeerID(), d.Current(), "bob", circle.RoleMember); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := &Node{}
+	_, err = n.findMember(c, "bob")
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Status != 409 || !strings.Contains(ae.Message, phone.Identity().PeerID().String()) ||
+		!strings.Contains(ae.Message, laptop.Identity().PeerID().String()) {
+		t.Fatalf("a name two devices share: %#v", err)
+	}
+	m, err := n.findMember(c, phone.Identity().PeerID().String())
+	if err != nil || m.Peer != phone.Identity().PeerID() {
+		t.Fatalf("by peer ID: %v, %v", m, err)
+	}
+	if _, err := c.RemoveMember(m.Peer); err != nil {
+		t.Fatal(err)
+	}
+	if c.Roster().IsMember(phone.Identity().PeerID()) || !c.Roster().IsMember(laptop.Identity().PeerID()) {
+		t.Fatal("removing one device did not leave the other")
+	}
+	_, err = n.findMember(c, "mallory")
+	if !errors.As(err, &ae) || ae.Status != 404 || !strings.Contains(ae.Message, "members: ") {
+		t.Fatalf("an unknown member: %#v", err)
 	}
 }
