@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -324,5 +326,52 @@ func TestRemoveOneLostDevice(t *testing.T) {
 	_, err = n.findMember(c, "mallory")
 	if !errors.As(err, &ae) || ae.Status != 404 || !strings.Contains(ae.Message, "members: ") {
 		t.Fatalf("an unknown member: %#v", err)
+	}
+}
+
+// TestPendingExpiryTellsTheJoiner: a request nobody approves expires, and
+// the joiner hears that its invite expired instead of waiting on.
+func TestPendingExpiryTellsTheJoiner(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts libp2p nodes")
+	}
+	root := t.TempDir()
+	shared := filepath.Join(root, "shared")
+	if err := os.MkdirAll(shared, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var skew atomic.Int64 // alice's clock runs ahead by this much
+	a := &testNode{t: t, name: "alice", state: filepath.Join(root, "alice"), shared: shared,
+		tune: func(o *Options) { o.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) } }}
+	b := &testNode{t: t, name: "bob", state: filepath.Join(root, "bob"), shared: shared}
+	for _, n := range []*testNode{a, b} {
+		n.start()
+		t.Cleanup(n.stop)
+	}
+	ctx := context.Background()
+	ci, _ := a.n.CreateCircle(ctx, api.CreateCircleRequest{Name: "slow"})
+	inv, _ := a.n.Invite(ctx, api.InviteRequest{Circle: ci.ID})
+	st, err := b.n.Join(ctx, api.JoinRequest{Invite: inv.Invite})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, "alice holds bob's request", 30*time.Second, func() bool {
+		p, _ := a.n.Pending(ctx, "")
+		return len(p) == 1
+	})
+	a.n.expirePending()
+	if p, _ := a.n.Pending(ctx, ""); len(p) != 1 {
+		t.Fatal("a fresh request expired")
+	}
+	skew.Store(int64(circle.PendingTTL + time.Minute))
+	a.n.expirePending()
+	if p, _ := a.n.Pending(ctx, ""); len(p) != 0 {
+		t.Fatalf("still pending after %s: %+v", circle.PendingTTL, p)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	st, err = b.n.JoinStatus(wctx, st.ID, 30*time.Second)
+	if err != nil || st.State != "refused" || !strings.Contains(st.Error, "expired") {
+		t.Fatalf("bob after the expiry: %+v, %v", st, err)
 	}
 }
