@@ -2,7 +2,9 @@ package imap
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -26,7 +28,7 @@ func (adapter) Info() sdk.Info {
 		Name:     "imap",
 		Version:  Version,
 		Summary:  "mail account or mailing list (IMAP IDLE + SMTP, or a shared IMAP folder)",
-		Defaults: capabilities(Config{Mode: ModeList, Consumed: ConsumedKeep, PollInterval: sdk.Duration(time.Minute), MaxMailBytes: defaultMaxMail}, true),
+		Defaults: capabilities(Config{Mode: ModeList, Consumed: ConsumedKeep, PollInterval: sdk.Duration(time.Minute), MaxMailBytes: defaultListMaxMail}, true),
 	}
 }
 
@@ -67,7 +69,7 @@ func capabilities(c Config, push bool) sdk.Capabilities {
 // maxPayload is the largest item, in armored characters, that fits one mail
 // with room for headers and base64 of a non-armor item.
 func maxPayload(c Config) int {
-	limit := int(c.MaxMailBytes-16<<10) * 3 / 4 * 76 / 78
+	limit := int(c.MaxMailBytes-mailHeadroom-1<<10) * 3 / 4 * lineWidth / (lineWidth + 2)
 	return max(1024, min(maxItemBytes, limit))
 }
 
@@ -96,7 +98,10 @@ func (adapter) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.Cha
 		closed:       make(chan struct{}),
 		counters:     map[string]int64{},
 		sent:         map[string]string{},
+		held:         map[string]heldItem{},
+		stateDir:     req.StateDir,
 	}
+	ch.loadEcho()
 	// Connect once now, so bad credentials, TLS and folders show at once.
 	c, err := ch.dialIMAP(ctx, nil)
 	if err != nil {
@@ -178,6 +183,32 @@ type channel struct {
 	counters map[string]int64
 	lastErr  error
 	lastOK   time.Time
+	// damage says why the last of our mails read had damaged items; empty
+	// once an intact one arrived.
+	damage string
+	// listProblem says why the list last failed to distribute one of our
+	// posts (a hold or rejection notice, no copy back); empty once a post
+	// came back through the list.
+	listProblem string
+	// echoNote says that own posts do not come back (echo = echoNone).
+	echoNote string
+	// held maps keys of items the list did not distribute to that error,
+	// so a retry is not mailed again to a moderation queue at once.
+	held map[string]heldItem
+
+	stateDir string
+	// echo is what the channel learned about copies of its own posts
+	// (verdict.go); guarded by mu.
+	echo echoState
+	// sizeLimit, when set, is a mail size a list held a mail for;
+	// guarded by mu.
+	sizeLimit int64
+
+	// watchMu serializes use of watch, the connection Publish uses to wait
+	// for the list's verdicts; watchWake gets its EXISTS.
+	watchMu   sync.Mutex
+	watch     *imapclient.Client
+	watchWake chan struct{}
 	// sent maps idempotency keys published by this process to their IDs.
 	sent      map[string]string
 	sentOrder []string
@@ -204,6 +235,37 @@ func (ch *channel) noteErr(err error) {
 	ch.lastErr = err
 }
 
+// noteDamage counts the damaged items of p and keeps a message for Health.
+func (ch *channel) noteDamage(p parsedMail, folder string, uid imap.UID) {
+	kinds := map[string]int{}
+	for _, it := range p.Items {
+		if it.Damage != "" {
+			kinds[it.Damage]++
+		}
+	}
+	var what []string
+	for k, n := range kinds {
+		what = append(what, fmt.Sprintf("%d %s", n, k))
+	}
+	slices.Sort(what)
+	n := p.damaged()
+	ch.count(counterDamaged, int64(n))
+	msg := fmt.Sprintf("%d of %d items of a mail (folder %s, UID %d, Message-ID %s) arrived damaged (%s) and were not delivered: something on the way changes message bodies; "+
+		"the list (or a filter) must pass the body through, adding at most a header, a footer or a new transfer encoding (docs/channel-mail.md)",
+		n, len(p.Items), folder, uid, p.MessageID, strings.Join(what, ", "))
+	ch.log.Warn("imap: damaged items not delivered", "folder", folder, "uid", uid, "message_id", p.MessageID, "damaged", n, "items", len(p.Items), "kinds", strings.Join(what, ", "))
+	ch.mu.Lock()
+	ch.damage = msg
+	ch.mu.Unlock()
+}
+
+// noteIntact clears the damage message: the last mail arrived whole.
+func (ch *channel) noteIntact() {
+	ch.mu.Lock()
+	ch.damage = ""
+	ch.mu.Unlock()
+}
+
 func (ch *channel) remember(key, id string) {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
@@ -216,6 +278,45 @@ func (ch *channel) remember(key, id string) {
 		delete(ch.sent, ch.sentOrder[0])
 		ch.sentOrder = ch.sentOrder[1:]
 	}
+}
+
+func (ch *channel) forget(key string) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	delete(ch.sent, key) // sentOrder keeps the key until it ages out
+}
+
+// heldItem is an item the list did not distribute, until when Publish
+// answers a retry with err instead of mailing it again.
+type heldItem struct {
+	err   error
+	until time.Time
+}
+
+// heldFor is how long a held item's retry is answered without mailing it.
+const heldFor = 10 * time.Minute
+
+func (ch *channel) hold(key string, err error) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if len(ch.held) > maxSentMemory {
+		clear(ch.held)
+	}
+	ch.held[key] = heldItem{err: err, until: time.Now().Add(heldFor)}
+}
+
+func (ch *channel) heldErr(key string) error {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	h, ok := ch.held[key]
+	if !ok {
+		return nil
+	}
+	if time.Now().After(h.until) {
+		delete(ch.held, key)
+		return nil
+	}
+	return h.err
 }
 
 func (ch *channel) recall(key string) (string, bool) {
@@ -244,6 +345,12 @@ func (ch *channel) Health(ctx context.Context) sdk.Health {
 		if c := sdk.CodeOf(ch.lastErr); c == sdk.CodeAuthFailed || c == sdk.CodeBadConfig || c == sdk.CodeNeedsUserAction {
 			h.State = sdk.HealthDown
 		}
+	} else if ch.listProblem != "" {
+		h.State, h.Message = sdk.HealthDegraded, ch.listProblem
+	} else if ch.damage != "" {
+		h.State, h.Message = sdk.HealthDegraded, ch.damage
+	} else if ch.echoNote != "" {
+		h.Message = ch.echoNote
 	} else if !ch.push {
 		h.Message = "server has no IDLE: polling every " + ch.cfg.PollInterval.D().String()
 	}
@@ -260,6 +367,22 @@ func (ch *channel) Close() error {
 			ch.pub = nil
 		}
 		ch.pubMu.Unlock()
+		// a Publish waiting for a verdict holds watchMu: close its
+		// connection first (under mu), so Close never waits for it
+		ch.mu.Lock()
+		w := ch.watch
+		ch.mu.Unlock()
+		if w != nil {
+			w.Close()
+		}
+		ch.watchMu.Lock()
+		ch.mu.Lock()
+		if ch.watch != nil {
+			ch.watch.Close()
+			ch.watch = nil
+		}
+		ch.mu.Unlock()
+		ch.watchMu.Unlock()
 	})
 	return nil
 }

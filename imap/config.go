@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/mail"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -88,11 +89,21 @@ type Config struct {
 	// PollInterval is how often folders are polled where IDLE is missing,
 	// and how often ExtraFolders are checked (default 60s).
 	PollInterval sdk.Duration `json:"poll_interval,omitempty"`
-	// MaxMailBytes is the largest mail downloaded and the largest mail sent
-	// (default 4 MiB). Larger foreign mails are skipped unread.
+	// MaxMailBytes is the largest mail sent (default 4 MiB; in list mode
+	// 40 KiB, the size above which Mailman holds a post for its moderator
+	// by default). Batches are split to stay below it with room for what
+	// servers add on the way; mails up to 64 KiB larger are read, bigger
+	// ones are skipped unread.
 	MaxMailBytes int64 `json:"max_mail_bytes,omitempty"`
 	// MaxItemsPerMail bounds how many items one mail carries (default 256).
 	MaxItemsPerMail int `json:"max_items_per_mail,omitempty"`
+	// NoConfirm (list mode) makes Publish return once the SMTP server took
+	// the mail, without waiting for the list's verdict (verdict.go).
+	NoConfirm bool `json:"no_confirm,omitempty"`
+	// ConfirmTimeout (list mode) is how long Publish waits for each mail to
+	// come back through the list, or for the list's notice that it held or
+	// rejected it (default 60s).
+	ConfirmTimeout sdk.Duration `json:"confirm_timeout,omitempty"`
 	// Timeout bounds each connect and command round (default 30s).
 	Timeout sdk.Duration `json:"timeout,omitempty"`
 }
@@ -101,7 +112,17 @@ const (
 	defaultSharedFolder   = "remora"
 	defaultConsumedFolder = "remora-done"
 	defaultMaxMail        = 4 << 20
-	defaultMaxItems       = 256
+	// defaultListMaxMail is Mailman 3's default max_message_size (40 KB,
+	// counted in units of 1024 bytes): a larger post is held for the
+	// moderator. Lists of other managers allow at least as much by default.
+	defaultListMaxMail = 40 << 10
+	// minMaxMail is the smallest max_mail_bytes accepted.
+	minMaxMail = 16 << 10
+	// mailHeadroom is what planning leaves free in every mail for our own
+	// headers and what servers add on the way (Received, DKIM and ARC
+	// signatures, list headers) before a list checks the size.
+	mailHeadroom    = 8 << 10
+	defaultMaxItems = 256
 	// maxItemBytes is the largest item Publish accepts (MaxPayload).
 	maxItemBytes = 1 << 20
 )
@@ -195,11 +216,17 @@ func parseConfig(raw json.RawMessage) (Config, error) {
 	if c.Timeout <= 0 {
 		c.Timeout = sdk.Duration(30 * time.Second)
 	}
+	if c.ConfirmTimeout <= 0 {
+		c.ConfirmTimeout = sdk.Duration(60 * time.Second)
+	}
 	if c.MaxMailBytes <= 0 {
 		c.MaxMailBytes = defaultMaxMail
+		if c.Mode == ModeList {
+			c.MaxMailBytes = defaultListMaxMail
+		}
 	}
-	if c.MaxMailBytes < 64<<10 {
-		return c, badConfig(`config: "max_mail_bytes" %d is below 64 KiB`, c.MaxMailBytes)
+	if c.MaxMailBytes < minMaxMail {
+		return c, badConfig(`config: "max_mail_bytes" %d is below %d (16 KiB)`, c.MaxMailBytes, minMaxMail)
 	}
 	if c.MaxItemsPerMail <= 0 {
 		c.MaxItemsPerMail = defaultMaxItems
@@ -284,6 +311,31 @@ func (c Config) smtpUser() string {
 		return c.Username
 	}
 	return c.SMTPUsername
+}
+
+// readLimit is the largest mail downloaded: max_mail_bytes plus room for
+// what a list manager adds on the way (headers, footers, re-encoding).
+func (c Config) readLimit() int64 { return c.MaxMailBytes + 64<<10 }
+
+// sender is the poster of p: From, or, where a list rewrote From to its own
+// address (DMARC mitigation: Mailman's munge_from, Sympa's
+// dmarc_protection), the address the list says the post came from:
+// X-Original-From, else a single Reply-To or Cc address that is not the
+// list's.
+func (c Config) sender(p parsedMail) string {
+	if c.Mode != ModeList || (p.From != "" && !strings.EqualFold(p.From, c.ListAddress)) {
+		return p.From
+	}
+	if p.OriginalFrom != "" {
+		return p.OriginalFrom
+	}
+	for _, list := range [][]string{p.ReplyTo, p.Cc} {
+		others := slices.DeleteFunc(slices.Clone(list), func(a string) bool { return strings.EqualFold(a, c.ListAddress) })
+		if len(others) == 1 {
+			return others[0]
+		}
+	}
+	return p.From
 }
 
 // folders returns every watched folder, the IDLE one first.

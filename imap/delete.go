@@ -177,15 +177,13 @@ func rewriteMail(raw []byte, drop map[string]bool, limit int64) ([]byte, error) 
 	if err != nil {
 		return nil, err
 	}
-	if len(p.Keys) != len(p.Items) {
-		return nil, fmt.Errorf("%w: %d keys for %d items", errMalformed, len(p.Keys), len(p.Items))
-	}
 	var keys []string
 	var items [][]byte
-	for i, k := range p.Keys {
-		if !drop[k] {
-			keys = append(keys, k)
-			items = append(items, p.Items[i])
+	for _, it := range p.Items {
+		// a damaged item was never delivered, and cannot be written again
+		if it.Damage == "" && it.Key != "" && !drop[it.Key] {
+			keys = append(keys, it.Key)
+			items = append(items, it.Data)
 		}
 	}
 	if len(items) == 0 {
@@ -205,8 +203,8 @@ func rewriteMail(raw []byte, drop map[string]bool, limit int64) ([]byte, error) 
 	if err := textproto.WriteHeader(&buf, h.Header); err != nil {
 		return nil, err
 	}
-	for _, it := range items {
-		writeBlock(&buf, it)
+	for i, it := range items {
+		writeBlock(&buf, i+1, len(items), keys[i], it)
 	}
 	return buf.Bytes(), nil
 }

@@ -12,22 +12,33 @@
 //   - direct: mail to members' own addresses (PublishItem.To); read the own
 //     mailbox.
 //
-// # Mail format (version 1)
+// # Mail format (version 2)
 //
 // One mail carries one or more items (a batch): a single-part
 //
 //	Content-Type: text/plain; charset=us-ascii
 //	Content-Transfer-Encoding: 7bit
 //
-// mail with a neutral Subject ("message"), the header "X-Remora: 1" and a
-// header "X-Remora-Items: N" (the number of items in the body). The body is
-// N blocks, each the item's text wrapped at 76 characters and followed by a
-// line holding a single ".". An item that is not printable ASCII without
-// spaces (core sends armored text, so this is unusual) is carried as a block
-// whose first line is "=b64" followed by its standard base64. Anything after
-// the N-th block (a footer a list manager appends) is ignored; a list manager
-// that re-encodes the body (quoted-printable, base64) or wraps it in a
-// multipart with a footer part is handled: the first text/plain part is read.
+// mail with the Subject "message REF" (REF: 16 hex digits derived from the
+// item keys, so a list's notice that quotes the subject names the mail), the
+// header "X-Remora: 2" and a header "X-Remora-Items: N". The body is N
+// blocks, each framed explicitly:
+//
+//	remora-item I/N KEY DIGEST ENC
+//	…the item wrapped at 76 characters…
+//	remora-end I/N
+//
+// DIGEST is base64url of the first 16 bytes of the item's SHA-256; ENC is
+// "text" (the item's own bytes: printable ASCII without spaces, which core's
+// armor is) or "b64" (standard base64 of any other item). Item lines have no
+// spaces, so none looks like a first or last line. Text outside blocks (a
+// list header right before the body, footers, parts a list adds) is
+// ignored; a re-encoded body (quoted-printable, base64) and multiparts are
+// decoded, and every text/plain part is read until all N blocks are found.
+// An item whose bytes do not match the digest, or whose block is cut short
+// or missing, is damaged: counted and reported, never delivered. Version 1
+// (blocks ended by a "." line, no digest) is not read: a list header glued
+// onto the first block turned into wrong data delivered as good.
 //
 // The Message-ID is <KEY@remora.invalid> for a mail with one item, and
 // <b-HASH@remora.invalid> for a batch (HASH: SHA-256 of the item keys,
@@ -35,6 +46,13 @@
 // in body order, so a retry can be detected with IMAP SEARCH. Idempotency
 // keys are random strings chosen by core: nothing in the headers or the
 // body names the circle or its members.
+//
+// # List verdicts
+//
+// In list mode Publish waits after sending until each mail came back
+// through the list (distributed) or a notice quoting its reference arrived
+// (held or rejected: the items' error), up to confirm_timeout; see
+// verdict.go and docs/channel-mail.md.
 //
 // # Cursor
 //

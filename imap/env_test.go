@@ -181,3 +181,34 @@ func collect(t testing.TB, ch sdk.Channel, cursor []byte, want int, timeout time
 	}
 	return got, err
 }
+
+// mailmanEnv is the Mailman 3 beside mlmmj started by testenv/svc-mailman.sh
+// on the same Postfix and Dovecot.
+type mailmanEnv struct {
+	domain                           string
+	kit, circle, decor, dmarc, moder string
+}
+
+func needMailman(t testing.TB) mailmanEnv {
+	t.Helper()
+	v := testenv.Need(t, "mailman", "REMORA_MAILMAN_DOMAIN", "REMORA_MAILMAN_KIT_LIST", "REMORA_MAILMAN_LIST",
+		"REMORA_MAILMAN_DECOR_LIST", "REMORA_MAILMAN_DMARC_LIST", "REMORA_MAILMAN_REJECT_LIST")
+	return mailmanEnv{v[0], v[1], v[2], v[3], v[4], v[5]}
+}
+
+// listManager is one list manager of the test system and its lists.
+type listManager struct {
+	name        string
+	kit, circle string // kit: dave, erin, frank; circle: alice, bob, carol
+}
+
+// listManagers returns mlmmj and Mailman 3, the list managers every list
+// test runs against.
+func listManagers(t testing.TB) []listManager {
+	needMail(t)
+	mm := needMailman(t)
+	return []listManager{
+		{name: "mlmmj", kit: "kit@example.test", circle: "circle@example.test"},
+		{name: "mailman", kit: mm.kit, circle: mm.circle},
+	}
+}

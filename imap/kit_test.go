@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -101,19 +102,24 @@ func kitOptions() []channeltest.Option {
 	return []channeltest.Option{channeltest.Timeout(3 * time.Minute), channeltest.Items(8), channeltest.Settle(2 * time.Second)}
 }
 
-// TestKitList runs the conformance kit on the mlmmj list kit@ (dave, erin,
-// frank): publish by SMTP submission to the list, read each INBOX.
+// TestKitList runs the conformance kit on the list kit (dave, erin, frank)
+// of each list manager, mlmmj and Mailman 3 with its default list
+// settings: publish by SMTP submission to the list, read each INBOX.
 func TestKitList(t *testing.T) {
 	env := needMail(t)
-	channeltest.Run(t, New(), func(t *testing.T) channeltest.Harness {
-		h := &harness{env: env, mode: ModeList, users: []string{"dave", "erin", "frank"}, folder: "INBOX", listID: "kit.example.test",
-			extra: map[string]any{"list_address": "kit@example.test"}}
-		for _, u := range h.users {
-			env.empty(t, u, "INBOX")
-			h.states = append(h.states, t.TempDir())
-		}
-		return h
-	}, kitOptions()...)
+	for _, lm := range listManagers(t) {
+		t.Run(lm.name, func(t *testing.T) {
+			channeltest.Run(t, New(), func(t *testing.T) channeltest.Harness {
+				h := &harness{env: env, mode: ModeList, users: []string{"dave", "erin", "frank"}, folder: "INBOX",
+					listID: strings.ReplaceAll(lm.kit, "@", "."), extra: map[string]any{"list_address": lm.kit}}
+				for _, u := range h.users {
+					env.empty(t, u, "INBOX")
+					h.states = append(h.states, t.TempDir())
+				}
+				return h
+			}, kitOptions()...)
+		})
+	}
 }
 
 // TestKitShared runs the kit on one account two members share, each case in

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -26,18 +27,30 @@ const (
 	headerItems = "X-Remora-Items"
 	// headerKeys lists the items' idempotency keys (retry detection).
 	headerKeys = "X-Remora-Keys"
-	// formatVersion is the value of headerMarker this package writes and reads.
-	formatVersion = "1"
+	// formatVersion is the value of headerMarker this package writes and
+	// reads. Version 1 (blocks ended by a "." line, no digest) let a list
+	// header glued onto the first block pass as item data; it is no longer
+	// read.
+	formatVersion = "2"
 	// msgIDDomain is the right-hand side of our Message-IDs.
 	msgIDDomain = "remora.invalid"
-	// subject is the neutral subject of every mail.
+	// subject starts the subject of every mail; the mail's reference
+	// follows, so a list manager's notice that quotes the subject names the
+	// mail it is about.
 	subject = "message"
 	// lineWidth is where item text is wrapped.
 	lineWidth = 76
 	// maxItemsPerMail bounds what the parser accepts from one mail.
 	maxItemsPerMail = 4096
-	// b64Marker starts a block carrying an item that is not plain armor.
-	b64Marker = "=b64"
+	// beginTag and endTag open and close an item block; see doc.go.
+	beginTag = "remora-item"
+	endTag   = "remora-end"
+	// encText and encB64 say how a block carries its item.
+	encText = "text"
+	encB64  = "b64"
+	// digestLen is the length of a block's digest: base64url of the first
+	// 16 bytes of the item's SHA-256.
+	digestLen = 22
 )
 
 // outMail is one mail to send or append.
@@ -55,20 +68,41 @@ func messageID(keys []string) string {
 	if len(keys) == 1 {
 		return keys[0] + "@" + msgIDDomain
 	}
+	return "b-" + hex.EncodeToString(keysHash(keys)[:16]) + "@" + msgIDDomain
+}
+
+func keysHash(keys []string) []byte {
 	h := sha256.New()
 	for _, k := range keys {
 		h.Write([]byte(k))
 		h.Write([]byte{0})
 	}
-	return "b-" + hex.EncodeToString(h.Sum(nil)[:16]) + "@" + msgIDDomain
+	return h.Sum(nil)
 }
 
-// plainArmor reports whether b can travel as wrapped lines unchanged.
+// mailRef is the reference of the mail carrying these keys: it follows
+// "message" in the Subject. List managers quote the subject in their hold
+// and reject notices, which is how a notice is tied to the items it holds.
+// It is derived from the random keys, so it names nobody.
+func mailRef(keys []string) string {
+	h := sha256.Sum256(append([]byte("remora/v1/mail-ref\x00"), keysHash(keys)...))
+	return hex.EncodeToString(h[:8])
+}
+
+// refRE finds a mail reference in a subject or a notice.
+var refRE = regexp.MustCompile(`\bmessage ([0-9a-f]{16})\b`)
+
+// itemDigest is the digest a block carries for item.
+func itemDigest(item []byte) string {
+	h := sha256.Sum256(item)
+	return base64.RawURLEncoding.EncodeToString(h[:16])
+}
+
+// plainArmor reports whether b can travel as wrapped lines unchanged:
+// printable ASCII without spaces (core's armor), so that no line of it can
+// be mistaken for a block's first or last line.
 func plainArmor(b []byte) bool {
-	if len(b) == 0 || bytes.Equal(b, []byte(b64Marker)) || b[0] == '.' {
-		return false
-	}
-	if len(b)%lineWidth == 1 && b[len(b)-1] == '.' { // the last wrapped line would read "."
+	if len(b) == 0 {
 		return false
 	}
 	for _, c := range b {
@@ -79,20 +113,34 @@ func plainArmor(b []byte) bool {
 	return true
 }
 
-// writeBlock writes one item block: wrapped lines, then a "." line.
-func writeBlock(w *bytes.Buffer, item []byte) {
-	text := item
+// blockSize is the number of bytes writeBlock writes for item (key: its
+// idempotency key); planning uses it to fill mails up to a size.
+func blockSize(item []byte, key string) int {
+	n := len(item)
 	if !plainArmor(item) {
-		w.WriteString(b64Marker + "\r\n")
-		text = []byte(base64.StdEncoding.EncodeToString(item))
+		n = base64.StdEncoding.EncodedLen(n)
 	}
+	lines := (n + lineWidth - 1) / lineWidth
+	head := len(beginTag) + 1 + 2*5 + 1 + len(key) + 1 + digestLen + 1 + len(encText) + 2
+	return head + n + 2*lines + len(endTag) + 1 + 2*5 + 2
+}
+
+// writeBlock writes one item block: a first line naming the item (index/
+// count, key, digest, encoding), the item wrapped at lineWidth, and a last
+// line naming it again.
+func writeBlock(w *bytes.Buffer, index, count int, key string, item []byte) {
+	text, enc := item, encText
+	if !plainArmor(item) {
+		text, enc = []byte(base64.StdEncoding.EncodeToString(item)), encB64
+	}
+	fmt.Fprintf(w, "%s %d/%d %s %s %s\r\n", beginTag, index, count, key, itemDigest(item), enc)
 	for len(text) > 0 {
 		n := min(lineWidth, len(text))
 		w.Write(text[:n])
 		w.WriteString("\r\n")
 		text = text[n:]
 	}
-	w.WriteString(".\r\n")
+	fmt.Fprintf(w, "%s %d/%d\r\n", endTag, index, count)
 }
 
 // buildMail renders m as an RFC 5322 message and returns it with its
@@ -117,7 +165,7 @@ func buildMail(m outMail) ([]byte, string, error) {
 	}
 	h.SetAddressList("To", to)
 	h.SetDate(m.Date)
-	h.SetSubject(subject)
+	h.SetSubject(subject + " " + mailRef(m.Keys))
 	id := messageID(m.Keys)
 	h.SetMessageID(id)
 	h.Set("MIME-Version", "1.0")
@@ -131,8 +179,8 @@ func buildMail(m outMail) ([]byte, string, error) {
 	if err := textproto.WriteHeader(&buf, h.Header.Header); err != nil {
 		return nil, "", fmt.Errorf("build mail: header: %w", err)
 	}
-	for _, it := range m.Items {
-		writeBlock(&buf, it)
+	for i, it := range m.Items {
+		writeBlock(&buf, i+1, len(m.Items), m.Keys[i], it)
 	}
 	return buf.Bytes(), id, nil
 }
@@ -144,8 +192,23 @@ const (
 	reasonMalformed  = "ignored_malformed"   // X-Remora present but unreadable
 	reasonTooLarge   = "ignored_too_large"   // larger than max_mail_bytes; not downloaded
 	reasonBadVersion = "ignored_bad_version" // a format version we do not read
-	counterBadBlocks = "ignored_bad_blocks"  // unreadable blocks inside an otherwise good mail
+	counterDamaged   = "damaged_items"       // blocks altered, cut or missing on the way: never delivered
 )
+
+// Why an item of one of our mails is damaged.
+const (
+	damageAltered   = "altered"   // its bytes do not match the digest
+	damageTruncated = "truncated" // no last line, or a new block began inside it
+	damageMissing   = "missing"   // declared by X-Remora-Items but not in the body
+	damageEncoding  = "undecodable"
+)
+
+// parsedItem is one item of a mail: its data, or why it is damaged.
+type parsedItem struct {
+	Key    string
+	Data   []byte
+	Damage string // empty for a good item
+}
 
 // parsedMail is what the parser found in one mail.
 type parsedMail struct {
@@ -153,12 +216,40 @@ type parsedMail struct {
 	Reason    string
 	ListID    string
 	MessageID string
+	Subject   string
 	From      string
+	// ReplyTo, Cc and OriginalFrom are where list managers that rewrite
+	// From put the poster (Mailman: Reply-To or Cc; Sympa and others:
+	// X-Original-From).
+	ReplyTo, Cc  []string
+	OriginalFrom string
 	// Keys are the items' idempotency keys from X-Remora-Keys.
-	Keys  []string
-	Items [][]byte
-	// BadBlocks counts blocks that could not be decoded (skipped).
-	BadBlocks int
+	Keys []string
+	// Items has one entry per declared item, in order; damaged ones carry
+	// no data.
+	Items []parsedItem
+}
+
+// good returns the data of the undamaged items.
+func (p parsedMail) good() [][]byte {
+	var out [][]byte
+	for _, it := range p.Items {
+		if it.Damage == "" {
+			out = append(out, it.Data)
+		}
+	}
+	return out
+}
+
+// damaged counts the damaged items.
+func (p parsedMail) damaged() int {
+	n := 0
+	for _, it := range p.Items {
+		if it.Damage != "" {
+			n++
+		}
+	}
+	return n
 }
 
 // errMalformed reports mail we cannot read; the caller skips it.
@@ -176,6 +267,19 @@ func listIDValue(v string) string {
 	return strings.ToLower(v)
 }
 
+// addresses returns the addresses of an address-list header, lower case.
+func addresses(h mail.Header, field string) []string {
+	list, err := h.AddressList(field)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, a := range list {
+		out = append(out, strings.ToLower(a.Address))
+	}
+	return out
+}
+
 // parseMail reads an RFC 5322 message and extracts our items. It never
 // panics on hostile input and reads at most limit bytes of body. A mail that
 // is not ours is reported with a Reason, not an error; an error means the
@@ -190,8 +294,13 @@ func parseMail(r io.Reader, limit int64) (parsedMail, error) {
 	h := mail.Header{Header: e.Header}
 	p.ListID = listIDValue(h.Get("List-Id"))
 	p.MessageID, _ = h.MessageID()
-	if from, err := h.AddressList("From"); err == nil && len(from) > 0 {
-		p.From = from[0].Address
+	p.Subject, _ = h.Subject()
+	if from := addresses(h, "From"); len(from) > 0 {
+		p.From = from[0]
+	}
+	p.ReplyTo, p.Cc = addresses(h, "Reply-To"), addresses(h, "Cc")
+	if of := addresses(h, "X-Original-From"); len(of) > 0 {
+		p.OriginalFrom = of[0]
 	}
 	p.Keys = strings.Fields(h.Get(headerKeys))
 	marker := strings.TrimSpace(h.Get(headerMarker))
@@ -208,95 +317,206 @@ func parseMail(r io.Reader, limit int64) (parsedMail, error) {
 		p.Reason = reasonMalformed
 		return p, fmt.Errorf("%w: %s %q", errMalformed, headerItems, h.Get(headerItems))
 	}
-	body, err := textBody(e, limit)
-	if err != nil {
+	blocks := newBlockReader(want)
+	if err := walkText(e, &limit, 0, blocks.read); err != nil && blocks.found == 0 {
 		p.Reason = reasonMalformed
 		return p, err
 	}
-	p.Items, p.BadBlocks = parseBlocks(body, want)
-	if len(p.Items) == 0 {
+	if blocks.found == 0 {
 		p.Reason = reasonMalformed
-		return p, fmt.Errorf("%w: no readable item block", errMalformed)
+		return p, fmt.Errorf("%w: no item block", errMalformed)
 	}
+	p.Items = blocks.items(p.Keys)
 	return p, nil
 }
 
-// textBody returns the decoded first text/plain part of e (e itself when it
-// is not multipart), at most limit bytes.
-func textBody(e *message.Entity, limit int64) (io.Reader, error) {
+// walkText calls read with the decoded body of every text/plain part of e,
+// in order, descending into multiparts and attached messages (a list that
+// adds its header or footer as a part of its own, or wraps the post), until
+// read reports it has all it wants. At most *limit bytes are read in all.
+func walkText(e *message.Entity, limit *int64, depth int, read func(io.Reader) bool) error {
+	if depth > 8 {
+		return fmt.Errorf("%w: parts nested too deep", errMalformed)
+	}
 	mt, _, err := mime.ParseMediaType(e.Header.Get("Content-Type"))
 	if err != nil {
 		mt = "text/plain" // RFC 2045 default
 	}
-	if !strings.HasPrefix(mt, "multipart/") {
-		if mt != "text/plain" {
-			return nil, fmt.Errorf("%w: content type %q", errMalformed, mt)
+	switch {
+	case mt == "text/plain":
+		lr := &io.LimitedReader{R: e.Body, N: *limit}
+		done := read(lr)
+		*limit = lr.N
+		if done {
+			return errDone
 		}
-		return io.LimitReader(e.Body, limit), nil
-	}
-	mr := e.MultipartReader()
-	for depth := 0; ; depth++ {
-		if depth > 64 {
-			return nil, fmt.Errorf("%w: too many parts", errMalformed)
+		return nil
+	case mt == "message/rfc822":
+		inner, err := message.Read(bufio.NewReader(e.Body))
+		if err != nil && inner == nil {
+			return fmt.Errorf("%w: attached message: %v", errMalformed, err)
 		}
-		part, err := mr.NextPart()
-		if err == io.EOF {
-			return nil, fmt.Errorf("%w: no text/plain part", errMalformed)
+		return walkText(inner, limit, depth+1, read)
+	case strings.HasPrefix(mt, "multipart/"):
+		mr := e.MultipartReader()
+		for n := 0; ; n++ {
+			if n > 64 {
+				return fmt.Errorf("%w: too many parts", errMalformed)
+			}
+			part, err := mr.NextPart()
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil && !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err) {
+				return fmt.Errorf("%w: %v", errMalformed, err)
+			}
+			if part == nil {
+				return fmt.Errorf("%w: unreadable part", errMalformed)
+			}
+			if err := walkText(part, limit, depth+1, read); err != nil {
+				return err
+			}
 		}
-		if err != nil && !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err) {
-			return nil, fmt.Errorf("%w: %v", errMalformed, err)
-		}
-		if part == nil {
-			return nil, fmt.Errorf("%w: unreadable part", errMalformed)
-		}
-		pt, _, err := mime.ParseMediaType(part.Header.Get("Content-Type"))
-		if err != nil {
-			pt = "text/plain"
-		}
-		if pt == "text/plain" {
-			return io.LimitReader(part.Body, limit), nil
-		}
+	default:
+		return nil
 	}
 }
 
-// parseBlocks reads up to want blocks from body. Lines are trimmed of
-// trailing white space; blank lines between blocks are skipped; whatever
-// follows the last wanted block is ignored.
-func parseBlocks(body io.Reader, want int) (items [][]byte, bad int) {
+// errDone ends walkText early: every block was found.
+var errDone = errors.New("all blocks found")
+
+// block is one item block as read from a body.
+type block struct {
+	key, digest, enc string
+	lines            []byte
+	closed           bool
+}
+
+// blockReader collects the blocks of a mail that declares want items.
+// Lines outside blocks (a list header glued onto the body, footers, text
+// between parts) are ignored; a block is taken only between its first and
+// last line, and its item only if it matches the digest.
+type blockReader struct {
+	want   int
+	blocks map[int]*block
+	found  int // blocks whose first line was seen
+}
+
+func newBlockReader(want int) *blockReader {
+	return &blockReader{want: want, blocks: map[int]*block{}}
+}
+
+// parseBegin parses a block's first line.
+func parseBegin(line string, want int) (index int, b *block, ok bool) {
+	f := strings.Fields(line)
+	if len(f) != 5 || f[0] != beginTag {
+		return 0, nil, false
+	}
+	i, n, ok := parsePos(f[1])
+	if !ok || n != want || len(f[3]) != digestLen || (f[4] != encText && f[4] != encB64) {
+		return 0, nil, false
+	}
+	return i, &block{key: f[2], digest: f[3], enc: f[4]}, true
+}
+
+// parsePos parses "I/N" with 1 <= I <= N.
+func parsePos(s string) (int, int, bool) {
+	a, b, ok := strings.Cut(s, "/")
+	i, err1 := strconv.Atoi(a)
+	n, err2 := strconv.Atoi(b)
+	if !ok || err1 != nil || err2 != nil || i < 1 || i > n {
+		return 0, 0, false
+	}
+	return i, n, true
+}
+
+// read scans one text part and reports whether every block was found
+// closed.
+func (br *blockReader) read(body io.Reader) bool {
 	sc := bufio.NewScanner(body)
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	var cur []byte
-	b64, started := false, false
-	for sc.Scan() && len(items)+bad < want {
-		line := bytes.TrimRight(sc.Bytes(), " \t\r")
-		switch {
-		case string(line) == ".":
-			if !started {
+	var cur *block
+	curIndex := 0
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if strings.HasPrefix(line, beginTag+" ") {
+			if i, b, ok := parseBegin(line, br.want); ok {
+				cur, curIndex = nil, 0 // an open block is cut short
+				if br.blocks[i] == nil || !br.blocks[i].closed {
+					if br.blocks[i] == nil {
+						br.found++
+					}
+					br.blocks[i], cur, curIndex = b, b, i
+				}
 				continue
 			}
-			item := cur
-			if b64 {
-				dec, err := base64.StdEncoding.DecodeString(string(cur))
-				if err != nil {
-					bad++
-					item = nil
-				} else {
-					item = dec
-				}
+		}
+		if cur == nil {
+			continue
+		}
+		if line == fmt.Sprintf("%s %d/%d", endTag, curIndex, br.want) {
+			cur.closed = true
+			cur, curIndex = nil, 0
+			if br.complete() {
+				return true
 			}
-			if len(item) > 0 {
-				items = append(items, item)
-			} else if !b64 {
-				bad++
-			}
-			cur, b64, started = nil, false, false
-		case len(line) == 0 && !started:
-		case !started && string(line) == b64Marker:
-			b64, started = true, true
-		default:
-			started = true
-			cur = append(cur, bytes.TrimLeft(line, " \t")...)
+			continue
+		}
+		cur.lines = append(cur.lines, line...)
+		if len(cur.lines) > 2*maxItemBytes {
+			cur.lines = nil // hostile: far beyond any item we send
+			cur = nil
 		}
 	}
-	return items, bad
+	return br.complete()
+}
+
+func (br *blockReader) complete() bool {
+	if len(br.blocks) < br.want {
+		return false
+	}
+	for _, b := range br.blocks {
+		if !b.closed {
+			return false
+		}
+	}
+	return true
+}
+
+// items returns one parsedItem per declared item. keys (from the header)
+// name blocks whose own key is unreadable.
+func (br *blockReader) items(keys []string) []parsedItem {
+	out := make([]parsedItem, br.want)
+	for i := range out {
+		if i < len(keys) && len(keys) == br.want {
+			out[i].Key = keys[i]
+		}
+		b := br.blocks[i+1]
+		switch {
+		case b == nil:
+			out[i].Damage = damageMissing
+			continue
+		case !b.closed:
+			out[i].Damage = damageTruncated
+			continue
+		}
+		if keyRE.MatchString(b.key) {
+			out[i].Key = b.key
+		}
+		data := b.lines
+		if b.enc == encB64 {
+			dec, err := base64.StdEncoding.DecodeString(string(b.lines))
+			if err != nil {
+				out[i].Damage = damageEncoding
+				continue
+			}
+			data = dec
+		}
+		if len(data) == 0 || itemDigest(data) != b.digest {
+			out[i].Damage = damageAltered
+			continue
+		}
+		out[i].Data = data
+	}
+	return out
 }

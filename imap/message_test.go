@@ -2,6 +2,7 @@ package imap
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"os"
 	"path/filepath"
@@ -35,7 +36,8 @@ func TestBuildParseRoundTrip(t *testing.T) {
 		{"starts with dot", []string{".hidden"}},
 		{"spaces and newlines", []string{"not armor\r\n.\r\nat all"}},
 		{"binary", []string{"\x00\xff\x10=b64"}},
-		{"looks like the b64 marker", []string{"=b64"}},
+		{"looks like a block's last line", []string{"remora-end 1/1"}},
+		{"looks like a block's first line", []string{"remora-item 1/1 k AAAAAAAAAAAAAAAAAAAAAA text"}},
 		{"utf-8", []string{"größe-✓"}},
 	}
 	for _, tt := range tests {
@@ -63,8 +65,8 @@ func TestBuildParseRoundTrip(t *testing.T) {
 				t.Fatalf("got %d items, want %d", len(p.Items), len(tt.items))
 			}
 			for i := range tt.items {
-				if string(p.Items[i]) != tt.items[i] {
-					t.Errorf("item %d: got %q, want %q", i, p.Items[i], tt.items[i])
+				if it := p.Items[i]; it.Damage != "" || string(it.Data) != tt.items[i] || it.Key != keys[i] {
+					t.Errorf("item %d: got %q (key %s, damage %q), want %q", i, it.Data, it.Key, it.Damage, tt.items[i])
 				}
 			}
 			if strings.Join(p.Keys, " ") != strings.Join(keys, " ") {
@@ -82,7 +84,7 @@ func TestBuildParseRoundTrip(t *testing.T) {
 func TestMailHeaders(t *testing.T) {
 	raw := mustBuild(t, []string{"K1"}, "payload")
 	head, _, _ := strings.Cut(string(raw), "\r\n\r\n")
-	for _, want := range []string{"Subject: message", "X-Remora: 1", "X-Remora-Items: 1", "Message-Id: <K1@remora.invalid>", "Content-Type: text/plain; charset=us-ascii"} {
+	for _, want := range []string{"Subject: message " + mailRef([]string{"K1"}), "X-Remora: 2", "X-Remora-Items: 1", "Message-Id: <K1@remora.invalid>", "Content-Type: text/plain; charset=us-ascii"} {
 		if !strings.Contains(head, want) {
 			t.Errorf("header lacks %q:\n%s", want, head)
 		}
@@ -92,23 +94,42 @@ func TestMailHeaders(t *testing.T) {
 	}
 }
 
-// TestParseMangled feeds what list managers and filters do to a mail.
+// TestParseMangled feeds what list managers and filters do to a mail: every
+// good item survives, and an item whose bytes changed is reported damaged,
+// never delivered with other data.
 func TestParseMangled(t *testing.T) {
-	raw := mustBuild(t, []string{"k1", "k2"}, "first-item", strings.Repeat("Z", 200))
+	second := strings.Repeat("Z", 200)
+	raw := mustBuild(t, []string{"k1", "k2"}, "first-item", second)
 	head, body, _ := strings.Cut(string(raw), "\r\n\r\n")
+	multipart := func(parts ...string) string {
+		m := strings.Replace(head, "Content-Type: text/plain; charset=us-ascii", `Content-Type: multipart/mixed; boundary="BB"`, 1) + "\r\n\r\n"
+		for _, p := range parts {
+			m += "--BB\r\n" + p + "\r\n"
+		}
+		return m + "--BB--\r\n"
+	}
+	b64 := base64.StdEncoding.EncodeToString([]byte("Gruß vom Listenserver\r\n" + body + "-- \r\nFußzeile ✓\r\n"))
 	tests := []struct {
-		name  string
-		mail  string
-		items int
+		name   string
+		mail   string
+		damage []string // per item, "" for good
 	}{
-		{"footer appended", string(raw) + "-- \r\nTo unsubscribe write to circle+unsubscribe@example.test\r\n.\r\n", 2},
-		{"list headers and subject tag", "List-Id: circle <circle.example.test>\r\n" + strings.Replace(head, "Subject: message", "Subject: [circle] message", 1) + "\r\n\r\n" + body, 2},
-		{"quoted-printable re-encoding", strings.Replace(head, "Content-Transfer-Encoding: 7bit", "Content-Transfer-Encoding: quoted-printable", 1) + "\r\n\r\n" + strings.ReplaceAll(body, "ZZZZ", "Z=\r\nZZ=5A"), 2},
-		{"LF line ends", strings.ReplaceAll(string(raw), "\r\n", "\n"), 2},
-		{"trailing spaces", head + "\r\n\r\n" + strings.ReplaceAll(body, "\r\n", " \t\r\n"), 2},
-		{"multipart with a footer part", strings.Replace(head, "Content-Type: text/plain; charset=us-ascii", `Content-Type: multipart/mixed; boundary="BB"`, 1) +
-			"\r\n\r\n--BB\r\nContent-Type: text/plain\r\n\r\n" + body + "\r\n--BB\r\nContent-Type: text/plain\r\n\r\nfooter\r\n--BB--\r\n", 2},
-		{"body cut short", string(raw[:len(raw)-100]), 1},
+		{"footer appended", string(raw) + "-- \r\nTo unsubscribe write to circle+unsubscribe@example.test\r\n.\r\n", []string{"", ""}},
+		{"list header glued onto the body, no blank line", head + "\r\n\r\nPosts to this list are archived. Be kind.\r\n" + body, []string{"", ""}},
+		{"list header without a line end", head + "\r\n\r\nPosts are archived." + body, []string{damageMissing, ""}},
+		{"list headers and subject tag", "List-Id: circle <circle.example.test>\r\n" + strings.Replace(head, "Subject: message", "Subject: [circle] message", 1) + "\r\n\r\n" + body, []string{"", ""}},
+		{"quoted-printable re-encoding", strings.Replace(head, "Content-Transfer-Encoding: 7bit", "Content-Transfer-Encoding: quoted-printable", 1) + "\r\n\r\n" + strings.ReplaceAll(body, "ZZZZ", "Z=\r\nZZ=5A"), []string{"", ""}},
+		{"base64 re-encoding with a non-ASCII header and footer", strings.NewReplacer("Content-Transfer-Encoding: 7bit", "Content-Transfer-Encoding: base64", "charset=us-ascii", "charset=utf-8").Replace(head) + "\r\n\r\n" + b64 + "\r\n", []string{"", ""}},
+		{"LF line ends", strings.ReplaceAll(string(raw), "\r\n", "\n"), []string{"", ""}},
+		{"trailing spaces", head + "\r\n\r\n" + strings.ReplaceAll(body, "\r\n", " \t\r\n"), []string{"", ""}},
+		{"text between the blocks", head + "\r\n\r\n" + strings.Replace(body, "remora-end 1/2\r\n", "remora-end 1/2\r\nan ad from the list\r\n\r\n", 1), []string{"", ""}},
+		{"multipart with a footer part", multipart("Content-Type: text/plain\r\n\r\n"+body, "Content-Type: text/plain\r\n\r\nfooter"), []string{"", ""}},
+		{"multipart with the list header as the first part", multipart("Content-Type: text/plain\r\n\r\nPosts are archived.", "Content-Type: text/plain\r\n\r\n"+body), []string{"", ""}},
+		{"post attached to a wrapper (DMARC wrap_message)", multipart("Content-Type: text/plain\r\n\r\nThe list wrapped this post.", "Content-Type: message/rfc822\r\n\r\n"+string(raw)), []string{"", ""}},
+		{"a line inserted into an item", head + "\r\n\r\n" + strings.Replace(body, "first-item\r\n", "first-item\r\nsponsored\r\n", 1), []string{damageAltered, ""}},
+		{"a character changed", head + "\r\n\r\n" + strings.Replace(body, "first-item", "first-itex", 1), []string{damageAltered, ""}},
+		{"body cut short", string(raw[:len(raw)-100]), []string{"", damageTruncated}},
+		{"second block gone", head + "\r\n\r\n" + body[:strings.Index(body, "remora-item 2/2")], []string{"", damageMissing}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -116,8 +137,23 @@ func TestParseMangled(t *testing.T) {
 			if err != nil || p.Reason != "" {
 				t.Fatalf("parse: %v (reason %q)", err, p.Reason)
 			}
-			if len(p.Items) != tt.items || string(p.Items[0]) != "first-item" {
-				t.Fatalf("got %d items (%q), want %d starting with first-item", len(p.Items), p.Items, tt.items)
+			if len(p.Items) != 2 {
+				t.Fatalf("got %d items, want 2", len(p.Items))
+			}
+			for i, want := range []string{"first-item", second} {
+				it := p.Items[i]
+				if it.Damage != tt.damage[i] {
+					t.Errorf("item %d: damage %q, want %q", i, it.Damage, tt.damage[i])
+				}
+				if it.Damage == "" && string(it.Data) != want {
+					t.Errorf("item %d delivered as good with data %q, want %q", i, it.Data, want)
+				}
+				if it.Damage != "" && it.Data != nil {
+					t.Errorf("damaged item %d carries data %q", i, it.Data)
+				}
+				if it.Key != []string{"k1", "k2"}[i] {
+					t.Errorf("item %d: key %q", i, it.Key)
+				}
 			}
 		})
 	}
@@ -132,14 +168,15 @@ func TestParseNotOurs(t *testing.T) {
 	}{
 		{"ordinary mail", "From: bob@example.test\r\nSubject: lunch?\r\n\r\nat noon\r\n", reasonForeign, false},
 		{"spam", "From: win@spam.test\r\nSubject: =?utf-8?b?WW91IHdvbiE=?=\r\nContent-Type: text/html\r\n\r\n<b>$$$</b>\r\n", reasonForeign, false},
-		{"other version", "X-Remora: 2\r\nX-Remora-Items: 1\r\n\r\nabc\r\n.\r\n", reasonBadVersion, false},
-		{"forged count", "X-Remora: 1\r\nX-Remora-Items: 99999999\r\n\r\nabc\r\n.\r\n", reasonMalformed, true},
-		{"no count", "X-Remora: 1\r\n\r\nabc\r\n.\r\n", reasonMalformed, true},
-		{"empty body", "X-Remora: 1\r\nX-Remora-Items: 2\r\n\r\n", reasonMalformed, true},
-		{"html body", "X-Remora: 1\r\nX-Remora-Items: 1\r\nContent-Type: text/html\r\n\r\n<p>abc</p>\r\n.\r\n", reasonMalformed, true},
-		{"broken multipart", "X-Remora: 1\r\nX-Remora-Items: 1\r\nContent-Type: multipart/mixed; boundary=\"x\"\r\n\r\n--x\r\nContent-Type: text/plain\r\n", reasonMalformed, true},
+		{"version 1 (no item boundaries)", "X-Remora: 1\r\nX-Remora-Items: 1\r\n\r\nabc\r\n.\r\n", reasonBadVersion, false},
+		{"other version", "X-Remora: 3\r\nX-Remora-Items: 1\r\n\r\nabc\r\n.\r\n", reasonBadVersion, false},
+		{"forged count", "X-Remora: 2\r\nX-Remora-Items: 99999999\r\n\r\nabc\r\n", reasonMalformed, true},
+		{"no count", "X-Remora: 2\r\n\r\nabc\r\n", reasonMalformed, true},
+		{"empty body", "X-Remora: 2\r\nX-Remora-Items: 2\r\n\r\n", reasonMalformed, true},
+		{"no block", "X-Remora: 2\r\nX-Remora-Items: 1\r\n\r\nabc\r\n.\r\n", reasonMalformed, true},
+		{"html body", "X-Remora: 2\r\nX-Remora-Items: 1\r\nContent-Type: text/html\r\n\r\n<p>abc</p>\r\n", reasonMalformed, true},
+		{"broken multipart", "X-Remora: 2\r\nX-Remora-Items: 1\r\nContent-Type: multipart/mixed; boundary=\"x\"\r\n\r\n--x\r\nContent-Type: text/plain\r\n", reasonMalformed, true},
 		{"header garbage", "\x00\x01\x02: \xff\r\n\r\n", reasonMalformed, true},
-		{"bad base64 block", "X-Remora: 1\r\nX-Remora-Items: 1\r\n\r\n=b64\r\n!!!!\r\n.\r\n", reasonMalformed, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -157,6 +194,34 @@ func TestParseNotOurs(t *testing.T) {
 	}
 }
 
+// TestParseDamagedBlocks: blocks that lie about themselves are damaged, and
+// never turn into good items.
+func TestParseDamagedBlocks(t *testing.T) {
+	head := "X-Remora: 2\r\nX-Remora-Items: 1\r\nX-Remora-Keys: k1\r\n\r\n"
+	good := itemDigest([]byte("abc"))
+	tests := []struct{ name, body, damage string }{
+		{"bad base64", "remora-item 1/1 k1 " + itemDigest([]byte("x")) + " b64\r\n!!!!\r\nremora-end 1/1\r\n", damageEncoding},
+		{"wrong digest", "remora-item 1/1 k1 " + itemDigest([]byte("abd")) + " text\r\nabc\r\nremora-end 1/1\r\n", damageAltered},
+		{"empty block", "remora-item 1/1 k1 " + good + " text\r\nremora-end 1/1\r\n", damageAltered},
+		{"end of another block", "remora-item 1/1 k1 " + good + " text\r\nabc\r\nremora-end 2/1\r\n", damageTruncated},
+		{"count disagrees with the header", "remora-item 1/2 k1 " + good + " text\r\nabc\r\nremora-end 1/2\r\n", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := parseMail(strings.NewReader(head+tt.body), 1<<20)
+			if tt.damage == "" {
+				if err == nil || p.Reason != reasonMalformed {
+					t.Fatalf("got %v, reason %q: want malformed (no block for this mail)", err, p.Reason)
+				}
+				return
+			}
+			if err != nil || len(p.Items) != 1 || p.Items[0].Damage != tt.damage || p.Items[0].Data != nil {
+				t.Fatalf("got %v, items %+v: want one item damaged %q", err, p.Items, tt.damage)
+			}
+		})
+	}
+}
+
 func TestRewriteMail(t *testing.T) {
 	raw := append([]byte("List-Id: circle <circle.example.test>\r\n"), mustBuild(t, []string{"k1", "k2", "k3"}, "one", "two", "three")...)
 	out, err := rewriteMail(raw, map[string]bool{"k2": true}, 1<<20)
@@ -167,7 +232,7 @@ func TestRewriteMail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(p.Items) != 2 || string(p.Items[0]) != "one" || string(p.Items[1]) != "three" || strings.Join(p.Keys, ",") != "k1,k3" {
+	if len(p.Items) != 2 || string(p.Items[0].Data) != "one" || string(p.Items[1].Data) != "three" || strings.Join(p.Keys, ",") != "k1,k3" {
 		t.Fatalf("rewritten mail: items %q keys %v", p.Items, p.Keys)
 	}
 	if p.ListID != "circle.example.test" || p.MessageID != messageID([]string{"k1", "k3"}) {
@@ -234,8 +299,11 @@ func FuzzParseMail(f *testing.F) {
 			t.Fatalf("%d items", len(p.Items))
 		}
 		for _, it := range p.Items {
-			if len(it) == 0 {
-				t.Fatal("empty item")
+			if it.Damage == "" && (len(it.Data) == 0 || len(it.Data) > 2*maxItemBytes) {
+				t.Fatalf("good item of %d bytes", len(it.Data))
+			}
+			if it.Damage != "" && it.Data != nil {
+				t.Fatal("damaged item with data")
 			}
 		}
 	})

@@ -15,11 +15,11 @@ import (
 )
 
 // listNode is a node whose only channel is its member's account on the
-// real mlmmj list circle@example.test.
-func listNode(t *testing.T, env mailEnv, user, state string) *nodetest.Node {
+// real list (mlmmj's or Mailman's circle list).
+func listNode(t *testing.T, env mailEnv, list, user, state string) *nodetest.Node {
 	n := nodetest.New(t, user, state, nodetest.Channel{Name: "mail", ID: "circle-list", Adapter: "imap",
 		Open: func(ctx context.Context, stateDir string) (sdk.Channel, error) {
-			cfg := env.config(ModeList, user, map[string]any{"list_address": "circle@example.test"})
+			cfg := env.config(ModeList, user, map[string]any{"list_address": list})
 			return New().Configure(ctx, sdk.ConfigureRequest{ChannelID: "mail", Config: cfg, Secrets: password(user),
 				StateDir: stateDir, Logger: nodetest.Logger(user)})
 		}})
@@ -37,8 +37,8 @@ func since(t *testing.T, what string, d time.Duration, cond func() bool) time.Du
 	return time.Since(t0)
 }
 
-// TestNodesOverMailingList: three members whose only channel is the real
-// mlmmj list join a circle over it, find each other through presence
+// TestNodesOverMailingList: three members whose only channel is a real list
+// (mlmmj, and Mailman 3 with its default list settings) join a circle over it, find each other through presence
 // records mailed to the list and connect directly, and a message to an
 // offline member waits in her mailbox and reaches her once. A restarted
 // member's time from cold start to its first direct stream is logged (the
@@ -48,11 +48,17 @@ func TestNodesOverMailingList(t *testing.T) {
 		t.Skip("starts three libp2p nodes")
 	}
 	env := needMail(t)
+	for _, lm := range listManagers(t) {
+		t.Run(lm.name, func(t *testing.T) { nodesOverList(t, env, lm.circle) })
+	}
+}
+
+func nodesOverList(t *testing.T, env mailEnv, list string) {
 	root := t.TempDir()
 	nodes := map[string]*nodetest.Node{}
 	for _, u := range []string{"alice", "bob", "carol"} {
 		env.empty(t, u, "INBOX")
-		nodes[u] = listNode(t, env, u, filepath.Join(root, u))
+		nodes[u] = listNode(t, env, list, u, filepath.Join(root, u))
 		nodes[u].Start()
 	}
 	a, b, c := nodes["alice"], nodes["bob"], nodes["carol"]
@@ -74,7 +80,7 @@ func TestNodesOverMailingList(t *testing.T) {
 		if err != nil || got.ID().String() != ci.ID {
 			t.Fatalf("%s joining over the list: %v", j.Name, err)
 		}
-		t.Logf("%s joined over the list in %v (request and welcome each through mlmmj and IDLE)", j.Name, time.Since(t0).Round(time.Millisecond))
+		t.Logf("%s joined over the list in %v (request and welcome each through the list and IDLE)", j.Name, time.Since(t0).Round(time.Millisecond))
 	}
 	for _, p := range [][2]*nodetest.Node{{a, b}, {a, c}, {b, c}} {
 		d := since(t, fmt.Sprintf("%s and %s connected directly", p[0].Name, p[1].Name), 90*time.Second, func() bool { return nodetest.Connected(p[0], p[1]) })

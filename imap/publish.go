@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/mail"
 	"regexp"
 	"slices"
@@ -52,6 +53,10 @@ func (ch *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.Pub
 			res.Results[i].Err = err
 			continue
 		}
+		if err := ch.heldErr(it.IdempotencyKey); err != nil {
+			res.Results[i].Err = err // not mailed again to a moderation queue
+			continue
+		}
 		if id, ok := ch.recall(it.IdempotencyKey); ok {
 			res.Results[i].ID = id
 			continue
@@ -86,7 +91,19 @@ func (ch *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.Pub
 	case ModeShared:
 		err = ch.publishAppend(ctx, req.Items, plans, res.Results)
 	default:
-		err = ch.publishSMTP(ctx, req.Items, plans, res.Results)
+		var mark watchMark
+		confirm := len(plans) > 0 && ch.confirming()
+		if confirm {
+			if mark, err = ch.mark(ctx); err != nil {
+				ch.log.Warn("imap: cannot watch for the list's verdict; publishing without", "err", err)
+				confirm = false
+			}
+		}
+		var sent []*sentMail
+		sent, err = ch.publishSMTP(ctx, req.Items, plans, res.Results)
+		if confirm && len(sent) > 0 && err == nil {
+			ch.confirm(ctx, req.Items, mark, sent, res.Results)
+		}
 	}
 	for i, it := range req.Items { // copies of a key repeated in the batch
 		if j, ok := first[it.IdempotencyKey]; ok && j != i && res.Results[i].Err == nil && res.Results[i].ID == "" {
@@ -143,13 +160,14 @@ func (ch *channel) plan(items []sdk.PublishItem, todo []int) []mailPlan {
 		}
 		groups[k] = append(groups[k], i)
 	}
-	budget := int(ch.cfg.MaxMailBytes) - 8<<10
+	budget := int(ch.mailLimit()) - mailHeadroom
 	var plans []mailPlan
 	for _, k := range order {
 		cur := mailPlan{to: rcpt[k]}
 		size := 0
 		for _, i := range groups[k] {
-			n := len(items[i].Data)*4/3 + len(items[i].Data)/lineWidth*2 + 80 + len(items[i].IdempotencyKey)
+			// the block, and the key again in X-Remora-Keys
+			n := blockSize(items[i].Data, items[i].IdempotencyKey) + len(items[i].IdempotencyKey) + 1
 			if len(cur.items) > 0 && (len(cur.items) >= ch.cfg.MaxItemsPerMail || size+n > budget) {
 				plans = append(plans, cur)
 				cur, size = mailPlan{to: rcpt[k]}, 0
@@ -172,7 +190,57 @@ func (ch *channel) render(items []sdk.PublishItem, p mailPlan) ([]byte, string, 
 	return buildMail(m)
 }
 
-func (ch *channel) publishSMTP(ctx context.Context, items []sdk.PublishItem, plans []mailPlan, results []sdk.PublishResult) error {
+// confirm waits for the list's verdict on the mails sent and turns holds,
+// rejections and (where the list echoes posts) silence into the items'
+// errors.
+func (ch *channel) confirm(ctx context.Context, items []sdk.PublishItem, mark watchMark, sent []*sentMail, results []sdk.PublishResult) {
+	echoed, err := ch.await(ctx, mark, sent)
+	if err != nil && ctx.Err() == nil {
+		ch.log.Warn("imap: waiting for the list's verdict failed; items count as published", "err", err)
+	}
+	if echoed > 0 {
+		ch.setEcho(echoSeen)
+	}
+	ch.mu.Lock()
+	echo := ch.echo
+	ch.mu.Unlock()
+	failed := false
+	for _, s := range sent {
+		if !s.done && err == nil && ctx.Err() == nil {
+			if echo == echoSeen {
+				s.err = ch.errNoVerdict(s)
+			} else {
+				// no copy of our posts has ever come back: this account does
+				// not get them, so silence says nothing
+				ch.setEcho(echoNone)
+				ch.mu.Lock()
+				ch.echoNote = fmt.Sprintf("own posts do not come back through the list %s to this mailbox (none within %s), so remora cannot notice when the list holds or drops one; "+
+					"if the list sends members their own posts, check that the provider does not file them away (docs/channel-mail.md)", ch.cfg.ListAddress, ch.cfg.ConfirmTimeout.D())
+				ch.mu.Unlock()
+			}
+		}
+		if s.err == nil {
+			continue
+		}
+		failed = true
+		for _, i := range s.plan.items {
+			key := items[i].IdempotencyKey
+			ch.forget(key)
+			results[i] = sdk.PublishResult{Err: s.err}
+			if sdk.CodeOf(s.err) != sdk.CodeUnavailable {
+				ch.hold(key, s.err)
+			}
+		}
+	}
+	if !failed && echoed == len(sent) {
+		ch.mu.Lock()
+		ch.listProblem = ""
+		ch.mu.Unlock()
+	}
+}
+
+func (ch *channel) publishSMTP(ctx context.Context, items []sdk.PublishItem, plans []mailPlan, results []sdk.PublishResult) ([]*sentMail, error) {
+	var sent []*sentMail
 	var c *smtp.Client
 	defer func() {
 		if c != nil {
@@ -180,7 +248,7 @@ func (ch *channel) publishSMTP(ctx context.Context, items []sdk.PublishItem, pla
 		}
 	}()
 	for _, p := range plans {
-		msg, _, err := ch.render(items, p)
+		msg, id, err := ch.render(items, p)
 		if err == nil {
 			if c == nil {
 				c, err = ch.dialSMTP(ctx)
@@ -198,6 +266,9 @@ func (ch *channel) publishSMTP(ctx context.Context, items []sdk.PublishItem, pla
 			err = ctx.Err()
 		}
 		ch.settle(items, p, results, err)
+		if err == nil {
+			sent = append(sent, &sentMail{plan: p, msgID: id, ref: mailRef(keysOf(items, p)), size: len(msg)})
+		}
 		if err != nil && c != nil {
 			if c.Reset() != nil {
 				c.Close()
@@ -205,10 +276,18 @@ func (ch *channel) publishSMTP(ctx context.Context, items []sdk.PublishItem, pla
 			}
 		}
 		if err != nil && sdk.CodeOf(err) == sdk.CodeAuthFailed {
-			return err // nothing else will get through
+			return sent, err // nothing else will get through
 		}
 	}
-	return nil
+	return sent, nil
+}
+
+func keysOf(items []sdk.PublishItem, p mailPlan) []string {
+	keys := make([]string, len(p.items))
+	for j, i := range p.items {
+		keys[j] = items[i].IdempotencyKey
+	}
+	return keys
 }
 
 // settle records the outcome of one mail for the items it carried: err, or

@@ -287,7 +287,7 @@ func (ch *channel) drain(ctx context.Context, c *imapclient.Client, cur *cursor,
 
 // candidate reports whether m may be ours and is small enough to download.
 func (ch *channel) candidate(m *imapclient.FetchMessageBuffer) bool {
-	if m.RFC822Size > ch.cfg.MaxMailBytes {
+	if m.RFC822Size > ch.cfg.readLimit() {
 		return false
 	}
 	return bytes.Contains(bytes.ToLower(m.FindBodySection(fetchHeader)), []byte(strings.ToLower(headerMarker)))
@@ -299,13 +299,13 @@ func (ch *channel) deliverMail(ctx context.Context, cur *cursor, folder string, 
 	fc := *cur.folder(folder)
 	var p parsedMail
 	switch {
-	case m.RFC822Size > ch.cfg.MaxMailBytes:
+	case m.RFC822Size > ch.cfg.readLimit():
 		p.Reason = reasonTooLarge
 	case body == nil:
 		p.Reason = reasonForeign
 	default:
 		var err error
-		p, err = parseMail(bytes.NewReader(body), ch.cfg.MaxMailBytes)
+		p, err = parseMail(bytes.NewReader(body), ch.cfg.readLimit())
 		if err != nil {
 			ch.log.Debug("imap: unreadable mail skipped", "folder", folder, "uid", m.UID, "err", err)
 		}
@@ -320,32 +320,44 @@ func (ch *channel) deliverMail(ctx context.Context, cur *cursor, folder string, 
 		cur.set(next)
 		return false, nil
 	}
-	if p.BadBlocks > 0 && (fc.UID != uint32(m.UID) || fc.Index == 0) {
-		ch.count(counterBadBlocks, int64(p.BadBlocks))
-	}
 	from := 0
 	if fc.UID == uint32(m.UID) {
 		from = min(fc.Index, len(p.Items))
 	}
-	keyed := len(p.Keys) == len(p.Items)
+	lastGood := -1
 	for i := from; i < len(p.Items); i++ {
+		if p.Items[i].Damage == "" {
+			lastGood = i
+		}
+	}
+	if bad := p.damaged(); bad > 0 && from == 0 {
+		ch.noteDamage(p, folder, m.UID)
+	} else if bad == 0 && from == 0 {
+		ch.noteIntact()
+	}
+	sender := ch.cfg.sender(p)
+	for i := from; i <= lastGood; i++ {
+		it := p.Items[i]
+		if it.Damage != "" {
+			continue
+		}
 		pos := fc
 		pos.UID, pos.Index = uint32(m.UID), i+1
-		if i == len(p.Items)-1 {
+		if i == lastGood {
 			pos = next
 		}
 		id := itemID(folder, fc.UIDValidity, m.UID, i, len(p.Items))
-		if keyed && keyRE.MatchString(p.Keys[i]) {
-			id = keyID(p.Keys[i])
+		if keyRE.MatchString(it.Key) {
+			id = keyID(it.Key)
 		}
 		cur.set(pos)
-		d := sdk.Delivery{ID: id, Data: p.Items[i], Cursor: cur.encode(), From: p.From, Time: m.InternalDate}
+		d := sdk.Delivery{ID: id, Data: it.Data, Cursor: cur.encode(), From: sender, Time: m.InternalDate}
 		if err := ch.deliver(ctx, sink, d); err != nil {
 			return false, err
 		}
 	}
 	ch.count("delivered_mails", 1)
-	if from >= len(p.Items) { // every item was delivered before: like a skip
+	if lastGood < 0 { // nothing (left) to deliver: like a skip
 		cur.set(next)
 		return false, nil
 	}

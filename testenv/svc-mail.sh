@@ -10,6 +10,8 @@
 #            IMAPS       127.0.0.1:10993  implicit TLS; LMTP on a unix socket
 #   mlmmj    lists       circle@example.test: alice, bob, carol
 #                        kit@example.test:    dave, erin, frank
+#   mailman  lists       @lists.example.test: relayed over LMTP to
+#                        127.0.0.1:10024, where svc-mailman.sh runs Mailman 3
 #
 # TLS: a throw-away CA (DIR/mail/tls/ca.pem) signs the server certificate for
 # 127.0.0.1 and localhost. Mail to user+detail@example.test lands in the folder
@@ -28,7 +30,9 @@ SUBM_PORT=${REMORA_MAIL_SUBMISSION_PORT:-10587}
 SMTPS_PORT=${REMORA_MAIL_SMTPS_PORT:-10465}
 IMAP_PORT=${REMORA_MAIL_IMAP_PORT:-10143}
 IMAPS_PORT=${REMORA_MAIL_IMAPS_PORT:-10993}
+MAILMAN_LMTP_PORT=${REMORA_MAILMAN_LMTP_PORT:-10024}
 DOMAIN=example.test
+LISTS_DOMAIN=lists.$DOMAIN # Mailman's (svc-mailman.sh)
 USERS="alice bob carol dave erin frank tiny"
 MAILUSER=mail # Debian system user (uid 8): owns maildirs and the mlmmj spool
 
@@ -94,6 +98,19 @@ wait_tests() {
   command -v flock >/dev/null || return 0
   exec 9>>"$LOCK"
   flock -w 600 9 || echo "svc-mail: imap tests still running after 10 min; going on anyway" >&2
+}
+
+# closefds closes every file descriptor above 2 of the (sub)shell: daemons
+# started from it must not inherit the caller's open files — a lock fd of
+# `flock /work/testenv.lock make testenv` kept by dovecot would hold that
+# lock for as long as dovecot runs.
+closefds() {
+  local fd
+  for fd in /proc/$BASHPID/fd/*; do
+    fd=${fd##*/}
+    [ "$fd" -gt 2 ] && eval "exec $fd>&-"
+  done
+  return 0
 }
 
 alive() {
@@ -256,7 +273,7 @@ protocol lmtp {
   postmaster_address = postmaster@$DOMAIN
 }
 EOF
-  dovecot -c "$D/dovecot.conf" </dev/null >>"$D/dovecot-start.log" 2>&1
+  (closefds; exec dovecot -c "$D/dovecot.conf" </dev/null >>"$D/dovecot-start.log" 2>&1)
   for _ in $(seq 100); do [ -S "$D/run/lmtp" ] && [ -s "$D/run/master.pid" ] && break; sleep 0.05; done
   [ -S "$D/run/lmtp" ] || { echo "svc-mail: dovecot did not start" >&2; cat "$D/dovecot-start.log" "$D/dovecot.log" >&2; exit 1; }
   cp "$D/run/master.pid" "$W/dovecot.pid"
@@ -267,6 +284,9 @@ EOF
   echo "postmaster@$DOMAIN alice@$DOMAIN" >> "$P/virtual"
   mklist circle alice bob carol
   mklist kit dave erin frank
+  # every address of Mailman's domain goes to its LMTP runner (Mailman
+  # answers 550 for lists it does not have)
+  echo "$LISTS_DOMAIN lmtp:inet:127.0.0.1:$MAILMAN_LMTP_PORT" >> "$P/transport"
   chown -R "$MAILUSER:$MAILUSER" "$W/mlmmj"
 
   cat > "$P/main.cf" <<EOF
@@ -303,6 +323,7 @@ disable_dns_lookups = yes
 smtp_dns_support_level = disabled
 lmtp_host_lookup = native
 virtual_mailbox_domains = $DOMAIN
+relay_domains = $LISTS_DOMAIN
 virtual_mailbox_maps = texthash:$P/vmailbox
 virtual_alias_maps = texthash:$P/virtual
 virtual_transport = lmtp:unix:$D/run/lmtp
@@ -361,7 +382,7 @@ mlmmj     unix  -       n       n       -       -       pipe
 EOF
   # postfix ignores config files changed in the last ~2 s ("cool down"): backdate them
   touch -d "@$(( $(date +%s) - 10 ))" "$P"/*
-  "$(postconf -h daemon_directory)/master" -c "$P" -w </dev/null >>"$W/postfix-start.log" 2>&1
+  (closefds; exec "$(postconf -h daemon_directory)/master" -c "$P" -w </dev/null >>"$W/postfix-start.log" 2>&1)
   for _ in $(seq 100); do
     [ -s "$Q/pid/master.pid" ] && (exec 3<>"/dev/tcp/127.0.0.1/$SMTP_PORT") 2>/dev/null && break
     sleep 0.05
