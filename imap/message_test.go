@@ -308,3 +308,29 @@ func FuzzParseMail(f *testing.F) {
 		}
 	})
 }
+
+// TestSender: where a list rewrote From to its own address, the poster comes
+// from the header the list manager uses for it.
+func TestSender(t *testing.T) {
+	list := Config{Mode: ModeList, ListAddress: "circle@lists.example.test"}
+	tests := []struct {
+		name, header string
+		cfg          Config
+		want         string
+	}{
+		{"From kept", "From: alice@example.test\r\n", list, "alice@example.test"},
+		{"Mailman munge_from: Reply-To", "From: \"alice via circle\" <circle@lists.example.test>\r\nReply-To: alice@example.test\r\n", list, "alice@example.test"},
+		{"Mailman with reply_goes_to_list: Cc", "From: <circle@lists.example.test>\r\nReply-To: circle@lists.example.test\r\nCc: alice@example.test\r\n", list, "alice@example.test"},
+		{"Sympa dmarc_protection: X-Original-From", "From: \"alice (via circle)\" <circle@lists.example.test>\r\nX-Original-From: alice@example.test\r\nReply-To: circle@lists.example.test\r\n", list, "alice@example.test"},
+		{"ambiguous Reply-To: the list address stays", "From: circle@lists.example.test\r\nReply-To: a@example.test, b@example.test\r\n", list, "circle@lists.example.test"},
+		{"direct mode: From as it is", "From: circle@lists.example.test\r\nReply-To: alice@example.test\r\n", Config{Mode: ModeDirect}, "circle@lists.example.test"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, _ := parseMail(strings.NewReader(tt.header+"\r\nbody\r\n"), 1<<20)
+			if got := tt.cfg.sender(p); got != tt.want {
+				t.Errorf("sender %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
