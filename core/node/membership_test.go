@@ -50,14 +50,15 @@ func TestApprovalGate(t *testing.T) {
 		return len(pending) == 1
 	})
 	// An app learns of it from the event stream.
-	evs, _ := a.n.Events(ctx, 0)
-	asked := false
-	for _, e := range evs {
-		asked = asked || e.Kind == "join_pending" && e.Ref == b.n.ID().String() && strings.Contains(e.Message, st.SafetyCode)
-	}
-	if !asked {
-		t.Fatalf("no join_pending event naming bob and the safety code: %+v", evs)
-	}
+	testenv.WaitFor(t, "a join_pending event naming bob and the safety code", 10*time.Second, func() bool {
+		evs, _ := a.n.Events(ctx, 0)
+		for _, e := range evs {
+			if e.Kind == "join_pending" && e.Ref == b.n.ID().String() && strings.Contains(e.Message, st.SafetyCode) {
+				return true
+			}
+		}
+		return false
+	})
 	p := pending[0]
 	if p.Name != "bob" || p.PeerID != b.n.ID().String() || p.SafetyCode != st.SafetyCode || p.Channel != "shared" || p.Circle != ci.ID {
 		t.Fatalf("pending %+v; bob's safety code %s", p, st.SafetyCode)
