@@ -256,6 +256,7 @@ func (a *app) doctor(ctx context.Context, w io.Writer) error {
 		if err := a.doctorMembership(ctx, w); err != nil {
 			return err
 		}
+		ok = doctorRoster(w, st.Circles, time.Now()) && ok
 	} else {
 		say(errors.Is(err, api.ErrNotRunning), "daemon", "not running (start it with `remora run`); checking channels directly")
 		sup := newSupervisor(a.home, a.logger())

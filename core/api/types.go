@@ -69,6 +69,8 @@ type Circle struct {
 	Name    string   `json:"name"`
 	Members []Member `json:"members,omitempty"`
 	Epoch   string   `json:"epoch,omitempty"`
+	// Roster is the health of the roster log, for `remora doctor`.
+	Roster *RosterHealth `json:"roster,omitempty"`
 }
 
 // Member is one device in a circle's roster. Each device is a member of

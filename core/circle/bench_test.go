@@ -1,6 +1,7 @@
 package circle
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -55,4 +56,67 @@ func BenchmarkVerifyRoster(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkRosterYear measures what a year of weekly prekey operations
+// costs: a log of 10 members who each published 52 prekeys (530 ops).
+// "verify" rebuilds it from scratch (Load, a welcome); "apply" is the merge
+// recomputed when one more operation arrives.
+func BenchmarkRosterYear(b *testing.B) {
+	c := &clock{time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)}
+	k, err := identity.Create(b.TempDir(), identity.Options{Now: c.Now, Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	a, _, err := Create(k, "year", "admin", false, opts(c))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var ids []*identity.Identity
+	for range 9 {
+		id, _ := identity.Generate(nil)
+		if _, err := a.AddMember(id.PeerID(), id.SignPrekey(k.Current().Public, c.t, c.t.Add(time.Hour)), "m", RoleMember); err != nil {
+			b.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	for w := range 52 {
+		c.t = c.t.Add(7 * 24 * time.Hour)
+		for _, id := range ids {
+			o := Op{Circle: a.ID(), Parents: a.Roster().Heads, Kind: OpPrekey, Time: c.t, Target: id.PeerID(),
+				Prekey: id.SignPrekey(k.Current().Public, c.t, c.t.Add(7*24*time.Hour))}
+			if err := o.sign(id); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := a.ApplyOp(o.Raw()); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if _, err := a.SetChannel(Channel{ID: "c", Kind: "dir", Address: fmt.Sprint("/w", w)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ops := a.Ops()
+	b.Logf("%d ops, %d bytes", len(ops), func() (n int) {
+		for _, o := range ops {
+			n += len(o)
+		}
+		return n
+	}())
+	b.Run("verify", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := VerifyLog(ops); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("apply", func(b *testing.B) {
+		l, err := VerifyLog(ops)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			l.recompute()
+		}
+	})
 }

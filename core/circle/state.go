@@ -228,6 +228,36 @@ func (c *Circle) ApplyOpFrom(from peer.ID, raw []byte) (*Update, error) {
 	return u, nil
 }
 
+// Health describes the roster log as this device holds it.
+type Health struct {
+	Ops           int       // operations in the log
+	Waiting       int       // operations waiting for their parents
+	OldestWaiting time.Time // when the oldest of them arrived
+	Member        bool      // this device is in the roster
+	Prekey        time.Time // creation time of the prekey the roster holds for this device
+	PrekeyCurrent bool      // ... and it is the keyring's current prekey
+	KeyCreated    time.Time // creation time of the keyring's current prekey
+}
+
+// Health reports the roster log's size, what waits for its parents, and
+// whether the roster holds this device's current box prekey.
+func (c *Circle) Health() Health {
+	cur := c.keys.Current()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h := Health{Ops: c.log.Len(), Waiting: len(c.waiting), KeyCreated: cur.Created}
+	for _, w := range c.waiting {
+		if h.OldestWaiting.IsZero() || w.Since.Before(h.OldestWaiting) {
+			h.OldestWaiting = w.Since
+		}
+	}
+	if m, ok := c.log.Roster().Member(c.Self()); ok {
+		h.Member, h.Prekey = true, m.Prekey.Created
+		h.PrekeyCurrent = m.Prekey.Public.Equal(cur.Public)
+	}
+	return h
+}
+
 // Limits on roster operations waiting for their parents.
 const (
 	MaxWaitingBytes          = 256 << 10

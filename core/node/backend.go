@@ -51,6 +51,7 @@ func circleInfo(c *circle.Circle) api.Circle {
 	for _, m := range r.Members() {
 		ci.Members = append(ci.Members, api.Member{PeerID: m.Peer.String(), Name: m.Name, Role: m.Role.String()})
 	}
+	ci.Roster = rosterHealth(c)
 	return ci
 }
 

@@ -1,5 +1,10 @@
 package node
 
+import (
+	"github.com/remora-p2p/remora/core/api"
+	"github.com/remora-p2p/remora/core/circle"
+)
+
 // rotatePrekeys rotates this device's box prekey when it expires and
 // publishes the current one in every circle whose roster still holds an
 // older one (a prekey roster operation, signed by this device), so members
@@ -29,4 +34,11 @@ func (n *Node) rotatePrekeys() {
 		n.log.Info("published the rotated box prekey", "circle", c.ID(), "key_id", n.opts.Keyring.Current().ID().String())
 		n.afterUpdate(c, u, before)
 	}
+}
+
+// rosterHealth is the roster part of a circle's status, for doctor.
+func rosterHealth(c *circle.Circle) *api.RosterHealth {
+	h := c.Health()
+	return &api.RosterHealth{Ops: h.Ops, Waiting: h.Waiting, OldestWaiting: h.OldestWaiting, Member: h.Member,
+		PrekeyCreated: h.Prekey, PrekeyCurrent: h.PrekeyCurrent, KeyCreated: h.KeyCreated}
 }

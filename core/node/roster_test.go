@@ -156,4 +156,14 @@ func TestDirectAfterSixtyDays(t *testing.T) {
 	direct(a, b, "day 75, to bob")
 	direct(b, a, "day 75, to alice")
 	waitPrekeys()
+	// doctor's view: the roster holds this device's current prekey.
+	for _, n := range []*testNode{a, b} {
+		st, err := n.n.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := st.Circles[0].Roster; r == nil || !r.Member || !r.PrekeyCurrent || r.Waiting != 0 || r.Ops < 4 {
+			t.Fatalf("%s's status shows the roster as %+v", n.name, r)
+		}
+	}
 }
