@@ -135,7 +135,18 @@ func (s *sim) act() {
 		s.added[newDev.keys.Identity().PeerID()] = true
 		u, err = d.c.AddMember(newDev.keys.Identity().PeerID(), newDev.keys.Current(), newDev.name, role)
 	case k < 5 && len(others) > 0:
-		u, err = d.c.RemoveMember(others[s.pick(len(others))].keys.Identity().PeerID())
+		// Admins removing admins is where removals conflict: prefer it.
+		victims := others
+		var admins []*simDev
+		for _, o := range others {
+			if r.IsAdmin(o.keys.Identity().PeerID()) {
+				admins = append(admins, o)
+			}
+		}
+		if len(admins) > 0 && s.pick(2) == 0 {
+			victims = admins
+		}
+		u, err = d.c.RemoveMember(victims[s.pick(len(victims))].keys.Identity().PeerID())
 	case k < 7 && len(others) > 0:
 		o := others[s.pick(len(others))]
 		m, _ := r.Member(o.keys.Identity().PeerID())
@@ -239,6 +250,15 @@ func (s *sim) deliver() bool {
 	return true
 }
 
+// maintain is the node's periodic work for one device: ask again for
+// the parents of ops still waiting (Circle.Requests, with its backoff).
+func (s *sim) maintain() {
+	d := s.devs[s.pick(len(s.devs))]
+	if d.c != nil {
+		s.route(d, d.c.Requests())
+	}
+}
+
 func (s *sim) partition() {
 	s.stats.partitions++
 	groups := 1 + s.pick(3)
@@ -263,8 +283,10 @@ func (s *sim) run(steps int) {
 		switch k := s.pick(20); {
 		case k < 8:
 			s.act()
-		case k < 19:
+		case k < 18:
 			s.deliver()
+		case k < 19:
+			s.maintain()
 		case s.pick(2) == 0:
 			s.partition()
 		default:
@@ -294,6 +316,11 @@ func (s *sim) run(steps int) {
 					o.inbox = append(o.inbox, simMsg{from: d.c.Self(), op: u.Op.Raw()})
 				}
 				s.route(d, u.Send)
+			}
+		}
+		for _, d := range s.devs {
+			if d.c != nil {
+				s.route(d, d.c.Requests())
 			}
 		}
 		s.drain()

@@ -31,8 +31,9 @@
 //   - no counted revocation of its author is concurrent with it, unless
 //     both are revocations in one cycle (A removes B while B removes A: all
 //     of a cycle count, remove-wins), or another admin, already an admin
-//     before the op, built a counted op on it without knowing the
-//     revocation (the remover's own removal, when it saw the op, is such).
+//     before the op or before the revocation, built a counted op on it
+//     without knowing the revocation (the remover's own removal, when it
+//     saw the op, is such).
 //
 // So an admin's ops count only if they are causally before its removal (or
 // endorsed that way): a removed admin cannot back-date ops by choosing old

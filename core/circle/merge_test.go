@@ -198,6 +198,38 @@ func TestMergeRule(t *testing.T) {
 			want: []string{"A*", "E*", "X"},
 		},
 		{
+			// A promotes E while B adds X; E saw the add and removes B;
+			// A, not having seen the add, demotes B. The add stands: E was
+			// an admin before A's demotion, whatever B did.
+			name: "an add seen by a concurrently promoted admin stands",
+			build: func(s *scene) {
+				s.add("b", "A", []string{"create"}, "B", RoleAdmin)
+				s.add("e", "A", []string{"b"}, "E", RoleMember)
+				s.sign("promote", "A", []string{"e"}, Op{Kind: OpRole, Target: s.id("E"), Role: RoleAdmin})
+				s.add("x", "B", []string{"e"}, "X", RoleMember)
+				s.remove("rmB", "E", []string{"promote", "x"}, "B")
+				s.sign("demote", "A", []string{"promote"}, Op{Kind: OpRole, Target: s.id("B"), Role: RoleMember})
+			},
+			want: []string{"A*", "E*", "X"},
+		},
+		{
+			// B, removed, back-dates two promotions, and each promoted
+			// accomplice builds on the other's: void authority cannot
+			// vouch for void authority.
+			name: "accomplices cannot endorse each other",
+			build: func(s *scene) {
+				s.add("b", "A", []string{"create"}, "B", RoleAdmin)
+				s.add("c", "A", []string{"b"}, "C", RoleMember)
+				s.add("x", "A", []string{"c"}, "X", RoleMember)
+				s.remove("rmB", "A", []string{"x"}, "B")
+				s.sign("px", "B", []string{"x"}, Op{Kind: OpRole, Target: s.id("X"), Role: RoleAdmin})
+				s.sign("pc", "B", []string{"x"}, Op{Kind: OpRole, Target: s.id("C"), Role: RoleAdmin})
+				s.sign("qx", "X", []string{"px", "pc"}, Op{Kind: OpChannelSet, Channel: Channel{ID: "x", Kind: "dir"}})
+				s.sign("qc", "C", []string{"px", "pc"}, Op{Kind: OpChannelSet, Channel: Channel{ID: "c", Kind: "dir"}})
+			},
+			want: []string{"A*", "C", "X"},
+		},
+		{
 			// What nobody but B saw when E removed B is indistinguishable
 			// from an op B back-dated after its removal: void.
 			name: "stale removal voids what only the removed admin saw",

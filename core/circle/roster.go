@@ -580,9 +580,11 @@ func (d *dag) cut(i int, prev verdict, counted bitset) bool {
 // endorsed reports whether another admin, in good standing, built on op i
 // without knowing revocation r: then i was part of the circle's history
 // before r was, and r does not undo it. The remover's own op counts as
-// such an endorsement when it saw i. The endorser must already have been
-// an admin before i (in the roster of i's causal past), so an op cannot be
-// endorsed by the authority it grants, and must not be the one i revokes,
+// such an endorsement when it saw i. The endorser must have been an admin
+// before i or before r (in the roster of either's causal past), so its
+// authority does not come from i, from what i leads to, or from other ops
+// concurrent with r — an op is never endorsed by the authority it grants,
+// and void ops cannot endorse each other. Nor is it the one i revokes,
 // whose standing depends on i.
 func (d *dag) endorsed(i, r int, prev verdict, counted bitset) bool {
 	o := d.ops[i]
@@ -594,6 +596,10 @@ func (d *dag) endorsed(i, r int, prev verdict, counted bitset) bool {
 			return true
 		}
 		if _, admin := d.standing(counted, i, qa); admin {
+			found = true
+			return false
+		}
+		if _, admin := d.standing(prev.counted, r, qa); admin {
 			found = true
 			return false
 		}

@@ -94,6 +94,12 @@ type Circle struct {
 	early   map[Hash]earlyContribution    // contributions that arrived before their op
 	ek      map[Epoch]*envelope.EpochKeys // cache for the envelope.Keys methods
 	waiting map[Hash]*waitingOp           // roster ops whose parents have not arrived
+	asked   map[Hash]asked                // missing parents asked for: when, how often
+}
+
+type asked struct {
+	at    time.Time
+	tries int
 }
 
 // Update tells the node what changed after a roster operation.
@@ -141,7 +147,7 @@ func Create(k *identity.Keyring, name, displayName string, history bool, opts Op
 func newCircle(k *identity.Keyring, log *Log, opts Options) *Circle {
 	return &Circle{keys: k, opts: opts, log: log, contrib: map[Hash][32]byte{}, chains: map[chainID]*chain{},
 		invites: map[TokenID]*inviteRecord{}, early: map[Hash]earlyContribution{}, ek: map[Epoch]*envelope.EpochKeys{},
-		waiting: map[Hash]*waitingOp{}}
+		waiting: map[Hash]*waitingOp{}, asked: map[Hash]asked{}}
 }
 
 // ID is the circle ID.
@@ -223,7 +229,6 @@ func (c *Circle) ApplyOpFrom(from peer.ID, raw []byte) (*Update, error) {
 	for _, a := range u.Applied {
 		u.Send = append(u.Send, c.forward(a)...)
 	}
-	u.Send = append(u.Send, c.opRequests(from)...)
 	c.afterChange(u, before)
 	return u, nil
 }
@@ -371,10 +376,19 @@ func (c *Circle) missingParents(from peer.ID) []Hash {
 
 // opRequests asks for the parents that ops waiting here lack: of from when
 // given (the member that sent them holds their ancestors), else of the
-// member each waiting op came from, or an admin. Called with c.mu held.
+// member each waiting op came from, or an admin. An op already asked for is
+// asked again only after a backoff (2 minutes, doubling to an hour), so the
+// answers streaming in do not each cause another request. Called with c.mu
+// held.
 func (c *Circle) opRequests(from peer.ID) []Outgoing {
 	r := c.log.Roster()
 	self := c.Self()
+	now := c.opts.Now()
+	for h := range c.asked {
+		if c.log.Has(h) || len(c.waiting) == 0 {
+			delete(c.asked, h)
+		}
+	}
 	ask := map[peer.ID]bool{}
 	if from != "" {
 		ask[from] = true
@@ -389,7 +403,19 @@ func (c *Circle) opRequests(from peer.ID) []Outgoing {
 		heads = heads[:MaxParents]
 	}
 	for _, p := range sortedPeers(ask) {
-		want := c.missingParents(p)
+		var want []Hash
+		for _, h := range c.missingParents(p) {
+			a := c.asked[h]
+			if !a.at.IsZero() && now.Sub(a.at) < min(2*time.Minute<<a.tries, time.Hour) {
+				continue
+			}
+			if !a.at.IsZero() {
+				a.tries++
+			}
+			a.at = now
+			c.asked[h] = a
+			want = append(want, h)
+		}
 		if len(want) == 0 {
 			continue
 		}

@@ -107,3 +107,47 @@ func TestWaitingOpsBounded(t *testing.T) {
 		t.Fatalf("after the old ones expired: %v", err)
 	}
 }
+
+// TestAdderForwardsMissedOps: admin B changes a channel while admin A adds
+// X; B sends its op to the members it knows, not X. A, X's adder, forwards
+// it to X when it applies it, so X does not wait for some later op to
+// bring it.
+func TestAdderForwardsMissedOps(t *testing.T) {
+	c := &clock{time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)}
+	g := group(t, c, 2) // two admins
+	x := newKeyring(t, c)
+	ub, err := g[1].SetChannel(Channel{ID: "c1", Kind: "dir", Address: "/srv/b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ua, err := g[0].AddMember(x.Identity().PeerID(), x.Current(), "x", RoleMember)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g[0].log.Precedes(ub.Op.Hash(), ua.Op.Hash()) {
+		t.Fatal("the two ops are not concurrent")
+	}
+	u, err := g[0].ApplyOpFrom(g[1].Self(), ub.Op.Raw())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fwd []Outgoing
+	for _, o := range u.Send {
+		if o.Roster != nil {
+			fwd = append(fwd, o)
+		}
+	}
+	if len(fwd) != 1 || fwd[0].To != x.Identity().PeerID() || !slices.Equal(fwd[0].Roster, ub.Op.Raw()) {
+		t.Fatalf("forwarded %+v, want B's op to X", fwd)
+	}
+	// B, not X's adder, forwards nothing when it gets A's add.
+	u, err = g[1].ApplyOpFrom(g[0].Self(), ua.Op.Raw())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range u.Send {
+		if o.Roster != nil {
+			t.Fatalf("B forwarded %x to %s", o.Roster[:8], o.To)
+		}
+	}
+}
