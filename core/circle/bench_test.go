@@ -8,9 +8,8 @@ import (
 	"github.com/remora-p2p/remora/core/identity"
 )
 
-// benchLog builds a log of 200 ops leaving 50 members: 60 adds, 10
-// removals, 130 role/channel/settings changes, signed by the creator.
-func benchLog(b *testing.B) [][]byte {
+// benchCircle creates a circle and adds n members, signed by the creator.
+func benchCircle(b *testing.B, n int) (*clock, *Circle, []*identity.Identity) {
 	c := &clock{time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)}
 	k, err := identity.Create(b.TempDir(), identity.Options{Now: c.Now, Logger: quiet})
 	if err != nil {
@@ -21,14 +20,20 @@ func benchLog(b *testing.B) [][]byte {
 		b.Fatal(err)
 	}
 	var ids []*identity.Identity
-	for i := 0; i < 60; i++ {
+	for range n {
 		id, _ := identity.Generate(nil)
-		pre := id.SignPrekey(k.Current().Public, c.t, c.t.Add(time.Hour))
-		if _, err := a.AddMember(id.PeerID(), pre, "m", RoleMember); err != nil {
+		if _, err := a.AddMember(id.PeerID(), id.SignPrekey(k.Current().Public, c.t, c.t.Add(time.Hour)), "m", RoleMember); err != nil {
 			b.Fatal(err)
 		}
 		ids = append(ids, id)
 	}
+	return c, a, ids
+}
+
+// benchLog builds a log of 200 ops leaving 50 members: 60 adds, 10
+// removals, 130 role/channel/settings changes, signed by the creator.
+func benchLog(b *testing.B) [][]byte {
+	_, a, ids := benchCircle(b, 60)
 	for i := 0; i < 11; i++ {
 		if _, err := a.RemoveMember(ids[i].PeerID()); err != nil {
 			b.Fatal(err)
@@ -63,23 +68,8 @@ func BenchmarkVerifyRoster(b *testing.B) {
 // "verify" rebuilds it from scratch (Load, a welcome); "apply" is the merge
 // recomputed when one more operation arrives.
 func BenchmarkRosterYear(b *testing.B) {
-	c := &clock{time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)}
-	k, err := identity.Create(b.TempDir(), identity.Options{Now: c.Now, Logger: quiet})
-	if err != nil {
-		b.Fatal(err)
-	}
-	a, _, err := Create(k, "year", "admin", false, opts(c))
-	if err != nil {
-		b.Fatal(err)
-	}
-	var ids []*identity.Identity
-	for range 9 {
-		id, _ := identity.Generate(nil)
-		if _, err := a.AddMember(id.PeerID(), id.SignPrekey(k.Current().Public, c.t, c.t.Add(time.Hour)), "m", RoleMember); err != nil {
-			b.Fatal(err)
-		}
-		ids = append(ids, id)
-	}
+	c, a, ids := benchCircle(b, 9)
+	k := a.keys
 	for w := range 52 {
 		c.t = c.t.Add(7 * 24 * time.Hour)
 		for _, id := range ids {
