@@ -29,6 +29,18 @@ func circleOfNode(t *testing.T, tn *testNode, id string) *circle.Circle {
 	return c
 }
 
+// twoMembers makes a create a circle and b join it, and returns the
+// circle as each holds it.
+func twoMembers(t *testing.T, a, b *testNode) (api.Circle, *circle.Circle, *circle.Circle) {
+	t.Helper()
+	ci, err := a.n.CreateCircle(context.Background(), api.CreateCircleRequest{Name: "friends"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	join(t, a, b, ci.ID)
+	return ci, circleOfNode(t, a, ci.ID), circleOfNode(t, b, ci.ID)
+}
+
 // TestRosterOpBeforeParent: a roster operation that reaches a member before
 // its parent (the parent travels another way, or was lost) waits, the
 // member asks the sender for the parent, and both apply. Before, the node
@@ -40,13 +52,7 @@ func TestRosterOpBeforeParent(t *testing.T) {
 	}
 	nodes := startDirNodes(t, t.TempDir(), 0, nil, "alice", "bob")
 	a, b := nodes[0], nodes[1]
-	ctx := context.Background()
-	ci, err := a.n.CreateCircle(ctx, api.CreateCircleRequest{Name: "friends"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	join(t, a, b, ci.ID)
-	ca, cb := circleOfNode(t, a, ci.ID), circleOfNode(t, b, ci.ID)
+	_, ca, cb := twoMembers(t, a, b)
 	// Alice signs two operations; only the second is sent to bob.
 	u1, err := ca.SetChannel(circle.Channel{ID: "c1", Kind: "dir", Address: "/srv/one"})
 	if err != nil {
@@ -105,12 +111,7 @@ func TestDirectAfterSixtyDays(t *testing.T) {
 	}
 	a, b := nodes[0], nodes[1]
 	ctx := context.Background()
-	ci, err := a.n.CreateCircle(ctx, api.CreateCircleRequest{Name: "friends"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	join(t, a, b, ci.ID)
-	ca, cb := circleOfNode(t, a, ci.ID), circleOfNode(t, b, ci.ID)
+	ci, ca, cb := twoMembers(t, a, b)
 	direct := func(from, to *testNode, text string) {
 		t.Helper()
 		if _, err := from.n.Send(ctx, api.SendRequest{Circle: ci.ID, To: []string{to.n.ID().String()}, Text: text}); err != nil {
