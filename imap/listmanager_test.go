@@ -172,13 +172,7 @@ func TestMailmanRejectBecomesError(t *testing.T) {
 // which was delivered as good with wrong data.
 func TestMailmanListHeaderAndFooter(t *testing.T) {
 	env := needMail(t)
-	mm := needMailman(t)
-	for _, u := range []string{"alice", "bob"} {
-		env.empty(t, u, "INBOX")
-	}
-	list := map[string]any{"list_address": mm.decor}
-	alice := open(t, env.config(ModeList, "alice", list), "alice")
-	bob := open(t, env.config(ModeList, "bob", list), "bob")
+	alice, bob := aliceAndBob(t, env, needMailman(t).decor)
 	items := append(armorItems(3, 300), item("\x00binary\xff item"), item("short"))
 	channeltest.Publish(t, alice, items...)
 	got, err := collect(t, bob, nil, len(items), 2*time.Minute)
@@ -195,6 +189,17 @@ func TestMailmanListHeaderAndFooter(t *testing.T) {
 	if !strings.Contains(raw, "Content-Transfer-Encoding: base64") {
 		t.Errorf("the decor list did not re-encode the body; mail:\n%.600s", raw)
 	}
+}
+
+// aliceAndBob empties alice's and bob's INBOX and opens their channels on
+// the list.
+func aliceAndBob(t *testing.T, env mailEnv, list string) (alice, bob sdk.Channel) {
+	t.Helper()
+	cfg := map[string]any{"list_address": list}
+	for _, u := range []string{"alice", "bob"} {
+		env.empty(t, u, "INBOX")
+	}
+	return open(t, env.config(ModeList, "alice", cfg), "alice"), open(t, env.config(ModeList, "bob", cfg), "bob")
 }
 
 // lastMail returns the newest mail in user's folder.
@@ -218,12 +223,7 @@ func lastMail(t *testing.T, env mailEnv, user, folder string) string {
 func TestMailmanMungeFrom(t *testing.T) {
 	env := needMail(t)
 	mm := needMailman(t)
-	for _, u := range []string{"alice", "bob"} {
-		env.empty(t, u, "INBOX")
-	}
-	list := map[string]any{"list_address": mm.dmarc}
-	alice := open(t, env.config(ModeList, "alice", list), "alice")
-	bob := open(t, env.config(ModeList, "bob", list), "bob")
+	alice, bob := aliceAndBob(t, env, mm.dmarc)
 	channeltest.Publish(t, alice, item("from-alice"))
 	got, err := collect(t, bob, nil, 1, 2*time.Minute)
 	if err != nil {

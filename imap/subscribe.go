@@ -121,23 +121,8 @@ func (ch *channel) follow(ctx context.Context, cur *cursor, sink sdk.Sink) error
 			wait = min(wait, ch.cfg.PollInterval.D())
 		}
 		if push {
-			idle, err := c.Idle()
-			if err != nil {
-				return classify("IDLE on "+main, "", err)
-			}
-			timer := time.NewTimer(wait)
-			select {
-			case <-wake:
-			case <-timer.C:
-			case <-ctx.Done():
-			case <-c.Closed():
-			}
-			timer.Stop()
-			if err := idle.Close(); err != nil {
-				return classify("end IDLE on "+main, "", err)
-			}
-			if err := idle.Wait(); err != nil {
-				return classify("IDLE on "+main, "", err)
+			if err := idleUntil(ctx, c, wake, main, wait); err != nil {
+				return err
 			}
 		} else {
 			select {

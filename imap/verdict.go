@@ -206,7 +206,7 @@ func (ch *channel) await(ctx context.Context, mark watchMark, sent []*sentMail) 
 			}
 			if len(folders) == 1 && ch.push {
 				// IDLE in the selected folder until new mail or the deadline
-				if err := idleUntil(ctx, c, wake, min(left, ch.cfg.IdleRestart.D())); err != nil {
+				if err := idleUntil(ctx, c, wake, folders[0], min(left, ch.cfg.IdleRestart.D())); err != nil {
 					return err
 				}
 				continue
@@ -220,11 +220,12 @@ func (ch *channel) await(ctx context.Context, mark watchMark, sent []*sentMail) 
 	return echoed, err
 }
 
-// idleUntil runs IDLE on the selected folder until wake, d or ctx.
-func idleUntil(ctx context.Context, c *imapclient.Client, wake <-chan struct{}, d time.Duration) error {
+// idleUntil runs IDLE on the selected folder until wake, d or ctx; it
+// returns ctx.Err() once ctx ended.
+func idleUntil(ctx context.Context, c *imapclient.Client, wake <-chan struct{}, folder string, d time.Duration) error {
 	idle, err := c.Idle()
 	if err != nil {
-		return classify("IDLE", "", err)
+		return classify("IDLE on "+folder, "", err)
 	}
 	t := time.NewTimer(d)
 	select {
@@ -235,10 +236,10 @@ func idleUntil(ctx context.Context, c *imapclient.Client, wake <-chan struct{}, 
 	}
 	t.Stop()
 	if err := idle.Close(); err != nil {
-		return classify("end IDLE", "", err)
+		return classify("end IDLE on "+folder, "", err)
 	}
 	if err := idle.Wait(); err != nil {
-		return classify("IDLE", "", err)
+		return classify("IDLE on "+folder, "", err)
 	}
 	return ctx.Err()
 }
