@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -22,10 +23,14 @@ const Version = "0.1.0"
 // Published limits. Mastodon allows 300 API requests per 5 minutes per
 // account, and 300 new statuses per 3 hours (RateLimiter family
 // "statuses"); every item is one status, so the second one is what paces
-// Publish.
+// Publish. GoToSocial allows 300 requests per 5 minutes per client IP
+// (advanced-rate-limit-requests), shared by every account and anonymous
+// call from that address.
 const (
-	rateRequests = 300
-	ratePer      = 3 * time.Hour
+	rateRequests    = 300
+	ratePer         = 3 * time.Hour
+	gtsRateRequests = 300
+	gtsRatePer      = 5 * time.Minute
 	// idempotencyWindow is how long Mastodon keeps an Idempotency-Key
 	// (3600 s in Redis).
 	idempotencyWindow = time.Hour
@@ -61,12 +66,65 @@ func (adapter) Info() sdk.Info {
 	}
 }
 
+// software is the server software, as far as it matters here.
+type software int
+
+const (
+	// softOther is any server that does not say it is Mastodon: the
+	// adapter assumes the least (GoToSocial, Pleroma, Akkoma...).
+	softOther software = iota
+	// softMastodon is Mastodon or a fork that says so (glitch-soc): it
+	// counts a remote mention as its local part, keeps Idempotency-Key an
+	// hour, and limits per account with a separate statuses family.
+	softMastodon
+	// softGoToSocial counts a post's full text, ignores Idempotency-Key,
+	// and limits requests per client IP in one bucket.
+	softGoToSocial
+)
+
+func (s software) String() string {
+	switch s {
+	case softMastodon:
+		return "mastodon"
+	case softGoToSocial:
+		return "gotosocial"
+	}
+	return "other"
+}
+
+// detectSoftware reads the instance's source_url (v2) and version.
+// Mastodon's source_url is https://github.com/mastodon/mastodon (forks
+// keep the /mastodon repository name); GoToSocial's names gotosocial.
+// Without a source_url (a v1-only server), a bare "x.y.z" version is an old
+// Mastodon; "(compatible; ...)" versions are other software.
+func detectSoftware(sourceURL, version string) software {
+	src, ver := strings.ToLower(strings.TrimRight(sourceURL, "/")), strings.ToLower(version)
+	switch {
+	case strings.Contains(src, "gotosocial") || strings.Contains(ver, "gotosocial"):
+		return softGoToSocial
+	case strings.HasSuffix(src, "/mastodon"):
+		return softMastodon
+	case src == "" && ver != "" && !strings.ContainsAny(ver, "(+ ") && strings.Count(ver, ".") == 2:
+		return softMastodon
+	}
+	return softOther
+}
+
 // instanceInfo is what the adapter reads from /api/v2/instance (or v1).
 type instanceInfo struct {
 	domain    string
 	maxChars  int
 	streaming string // streaming API base URL, when the server names one
+	software  software
 }
+
+// mastodonCounting reports whether the server counts a mention by its
+// local part only (Mastodon's rule); other servers count the full text.
+func (i instanceInfo) mastodonCounting() bool { return i.software == softMastodon }
+
+// honorsIdempotencyKey reports whether the server dedupes a repeated
+// Idempotency-Key (Mastodon: an hour, per account). GoToSocial ignores it.
+func (i instanceInfo) honorsIdempotencyKey() bool { return i.software == softMastodon }
 
 func (adapter) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.Channel, error) {
 	cfg, accts, err := parseConfig(req.Config, req.Secrets)
@@ -98,7 +156,7 @@ func (adapter) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.Cha
 	}
 	cost := 0
 	for _, a := range accts {
-		cost += a.cost()
+		cost += a.cost(inst.mastodonCounting())
 	}
 	maxPayload := inst.maxChars - cost
 	if maxPayload < minBody {
@@ -110,7 +168,7 @@ func (adapter) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.Cha
 		}
 		maxPayload = min(maxPayload, cfg.MaxPayload)
 	}
-	j, err := openJournal(req.StateDir, time.Now())
+	j, err := openJournal(req.StateDir, time.Now(), !inst.honorsIdempotencyKey())
 	if err != nil {
 		return nil, sdk.Errorf(sdk.CodeBadConfig, "mastodon: state directory %s: %w", req.StateDir, err)
 	}
@@ -121,8 +179,25 @@ func (adapter) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.Cha
 		caps.Push = false
 		caps.Latency = cfg.PollInterval
 	}
+	if !inst.mastodonCounting() {
+		caps.Counting = sdk.CountCodepoints
+	}
+	tr.single = inst.software != softMastodon
+	if inst.software == softGoToSocial {
+		// One bucket per client IP, shared by every account and by reads;
+		// its size is in the headers of the answers already seen.
+		caps.RateLimit = sdk.RateLimit{Requests: gtsRateRequests, Per: sdk.Duration(gtsRatePer)}
+		if limit, _, _ := tr.state(bucketGeneral); limit > 0 {
+			caps.RateLimit.Requests = limit
+		}
+	}
 	if cfg.RateLimit != nil {
 		caps.RateLimit = *cfg.RateLimit
+	}
+	if !inst.honorsIdempotencyKey() && req.StateDir == "" {
+		// Only the journal, kept in memory here, stands between a retry
+		// and a second post: nothing survives a restart.
+		caps.Idempotency = sdk.Idempotency{Level: sdk.IdempotencyNone}
 	}
 	if !*cfg.DeleteConsumed {
 		caps.Delete = sdk.DeleteNone
@@ -137,7 +212,14 @@ func (adapter) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.Cha
 	for _, a := range accts {
 		ch.known[a.String()] = true
 	}
-	log.Info("mastodon channel ready", "server", cfg.Server, "account", me.Acct, "max_characters", inst.maxChars, "max_payload", maxPayload, "accounts", len(accts))
+	// Items from this account itself (another device of the same member,
+	// or a post addressing its own account) are accepted too: GoToSocial
+	// notifies an account of its own mentions; Mastodon does not.
+	if own, ok := parseAcct(me.Acct); ok {
+		ch.known[own.local(inst.domain).String()] = true
+	}
+	log.Info("mastodon channel ready", "server", cfg.Server, "software", inst.software.String(), "account", me.Acct,
+		"max_characters", inst.maxChars, "max_payload", maxPayload, "accounts", len(accts))
 	return ch, nil
 }
 
@@ -148,6 +230,8 @@ func readInstance(ctx context.Context, client *gomasto.Client, server string) (i
 	info := instanceInfo{domain: strings.ToLower(u.Hostname()), maxChars: defaultMaxChars}
 	var v2 struct {
 		Domain        string `json:"domain"`
+		Version       string `json:"version"`
+		SourceURL     string `json:"source_url"`
 		Configuration struct {
 			URLs struct {
 				Streaming string `json:"streaming"`
@@ -166,6 +250,7 @@ func readInstance(ctx context.Context, client *gomasto.Client, server string) (i
 			info.maxChars = n
 		}
 		info.streaming = v2.Configuration.URLs.Streaming
+		info.software = detectSoftware(v2.SourceURL, v2.Version)
 		return info, nil
 	}
 	if code := sdk.CodeOf(err); code != sdk.CodeNotFound {
@@ -189,28 +274,58 @@ func readInstance(ctx context.Context, client *gomasto.Client, server string) (i
 	if s, ok := inst.URLs["streaming_api"]; ok {
 		info.streaming = s
 	}
+	info.software = detectSoftware("", inst.Version)
 	return info, nil
 }
 
 // getJSON is a GET for endpoints go-mastodon lacks, through the same
 // client (token, rate limits).
 func getJSON(ctx context.Context, client *gomasto.Client, u string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	return call(ctx, client, http.MethodGet, u, nil, out)
+}
+
+// call sends a request through the client (token, user agent, rate
+// limits): form goes in the body of a POST, in the query otherwise. An
+// error answer becomes a *gomasto.APIError with the server's message, for
+// classify.
+func call(ctx context.Context, client *gomasto.Client, method, u string, form url.Values, out any) error {
+	var body io.Reader
+	if method == http.MethodPost && form != nil {
+		body = strings.NewReader(form.Encode())
+	} else if form != nil {
+		u += "?" + form.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
 		return fmt.Errorf("mastodon: %w", err)
 	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
 	req.Header.Set("Authorization", "Bearer "+client.Config.AccessToken)
 	req.Header.Set("User-Agent", client.UserAgent)
+	op := method + " " + req.URL.Path
 	resp, err := client.Do(req)
 	if err != nil {
-		return classify("GET "+req.URL.Path, err)
+		return classify(op, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return classify("GET "+req.URL.Path, &gomasto.APIError{StatusCode: resp.StatusCode, Message: resp.Status})
+		var e struct {
+			Error string `json:"error"`
+		}
+		json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&e)
+		msg := e.Error
+		if msg == "" {
+			msg = resp.Status
+		}
+		return classify(op, &gomasto.APIError{StatusCode: resp.StatusCode, Message: msg})
+	}
+	if out == nil {
+		return nil
 	}
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return sdk.Errorf(sdk.CodeUnavailable, "mastodon: GET %s: bad JSON: %w", req.URL.Path, err)
+		return sdk.Errorf(sdk.CodeUnavailable, "mastodon: %s: bad JSON: %w", op, err)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,7 +39,8 @@ type channel struct {
 	closed    chan struct{}
 	subs      sync.WaitGroup
 
-	polling atomic.Bool // streaming failed; the subscription polls
+	polling    atomic.Bool  // streaming failed; the subscription polls
+	streamBase atomic.Value // string: the streaming base URL that worked last
 
 	counters struct {
 		published, deliveries, ignoredStranger, ignoredPlain, ignoredOther, duplicates,
@@ -131,7 +133,7 @@ func (c *channel) status(it sdk.PublishItem) (string, error) {
 	for _, a := range to {
 		b.WriteString(a.mention())
 		b.WriteByte(' ')
-		cost += a.cost()
+		cost += a.cost(c.inst.mastodonCounting())
 	}
 	if cost+len(data) > c.maxChars {
 		return "", sdk.Errorf(sdk.CodeTooLarge, "mastodon: publish: %d characters of mentions and %d of data exceed the server's %d", cost, len(data), c.maxChars)
@@ -152,8 +154,10 @@ func (c *channel) publishOne(ctx context.Context, it sdk.PublishItem) (string, e
 		switch {
 		case at.id != "":
 			return at.id, nil // published by this process; the server may have forgotten the key
-		case seen && now.Sub(at.first) > idempotencyWindow-5*time.Minute:
-			// The server's key may have expired: look for the post itself.
+		case seen && (!c.inst.honorsIdempotencyKey() || now.Sub(at.first) > idempotencyWindow-5*time.Minute):
+			// An earlier attempt's answer was lost, and the server will not
+			// recognise the key (it ignores Idempotency-Key, or the key may
+			// have expired): look for the post itself before posting again.
 			id, err := c.findOwn(ctx, string(it.Data), at.first.Add(-time.Minute))
 			if err != nil {
 				return "", err
@@ -168,17 +172,13 @@ func (c *channel) publishOne(ctx context.Context, it sdk.PublishItem) (string, e
 	if key != "" {
 		pctx = context.WithValue(pctx, keyIdempotency, key)
 	}
-	st, err := c.client.PostStatus(pctx, &gomasto.Toot{Status: text, Visibility: gomasto.VisibilityDirectMessage})
+	st, err := c.postStatus(pctx, text)
 	if err != nil {
-		err = classify("publish", err)
-		if sdk.CodeOf(err) == sdk.CodeUnknown && strings.Contains(err.Error(), "character limit") {
-			err = sdk.Errorf(sdk.CodeTooLarge, "mastodon: publish: the server counts the post over its limit: %w", err)
-		}
 		return "", err
 	}
-	c.remember(key, string(st.ID))
+	c.remember(key, st.ID)
 	c.counters.published.Add(1)
-	return string(st.ID), nil
+	return st.ID, nil
 }
 
 func (c *channel) remember(key, id string) {
@@ -187,26 +187,34 @@ func (c *channel) remember(key, id string) {
 	}
 }
 
+// ownPages bounds how far back findOwn looks: 100 pages of 40 statuses,
+// more than an hour of posting at any server's default rate limit.
+const ownPages = 100
+
 // findOwn looks through the account's own statuses back to since for one
 // carrying data; it returns its ID or "".
 func (c *channel) findOwn(ctx context.Context, data string, since time.Time) (string, error) {
 	c.counters.retryChecks.Add(1)
-	pg := &gomasto.Pagination{Limit: 40}
-	for range 10 { // at most 400 statuses back
-		sts, err := c.client.GetAccountStatuses(ctx, c.me.ID, pg)
-		if err != nil {
-			return "", classify("check own statuses before retry", err)
+	q := url.Values{"limit": {"40"}}
+	for range ownPages {
+		var sts []status
+		if err := getJSON(ctx, c.client, c.cfg.Server+"/api/v1/accounts/"+url.PathEscape(string(c.me.ID))+"/statuses?"+q.Encode(), &sts); err != nil {
+			return "", fmt.Errorf("mastodon: check own statuses before retry: %w", err)
 		}
+		oldest := ""
 		for _, st := range sts {
-			if b, ok := body(PlainText(st.Content)); ok && b == data {
+			if b, ok := body(st.plain()); ok && b == data {
 				c.counters.retryFound.Add(1)
-				return string(st.ID), nil
+				return st.ID, nil
+			}
+			if validID(st.ID) && (oldest == "" || idLess(st.ID, oldest)) {
+				oldest = st.ID
 			}
 		}
-		if len(sts) == 0 || sts[len(sts)-1].CreatedAt.Before(since) || pg.MaxID == "" {
+		if len(sts) == 0 || oldest == "" || sts[len(sts)-1].CreatedAt.Before(since) {
 			return "", nil
 		}
-		pg = &gomasto.Pagination{Limit: 40, MaxID: pg.MaxID}
+		q.Set("max_id", oldest)
 	}
 	return "", nil
 }
@@ -252,7 +260,11 @@ func (c *channel) Health(ctx context.Context) sdk.Health {
 	c.mu.Unlock()
 	h := sdk.Health{State: sdk.HealthOK, Message: fmt.Sprintf("%s as @%s", c.cfg.Server, c.me.Acct)}
 	if limit > 0 {
-		h.Message += fmt.Sprintf("; requests %d/%d left until %s", remaining, limit, reset.Format(time.RFC3339))
+		scope := "" // Mastodon: per account
+		if c.tr.single {
+			scope = " (per client IP, shared with other accounts)"
+		}
+		h.Message += fmt.Sprintf("; requests %d/%d left until %s%s", remaining, limit, reset.Format(time.RFC3339), scope)
 	}
 	if slimit > 0 {
 		h.Message += fmt.Sprintf("; statuses %d/%d left until %s", sremaining, slimit, sreset.Format(time.RFC3339))

@@ -34,9 +34,12 @@ type Config struct {
 	// AcceptStrangers delivers armored posts from accounts not in Accounts
 	// too (core still drops anything not signed by a member). Default false.
 	AcceptStrangers bool `json:"accept_strangers,omitempty"`
-	// RateLimit overrides the declared publishing limit, for servers whose
-	// limits differ from Mastodon's 300 statuses per 3 hours (GoToSocial:
-	// 1000 requests per 5 minutes per IP, e.g. {"requests": 1000, "per": "5m"}).
+	// RateLimit overrides the declared publishing limit. The default is
+	// Mastodon's 300 statuses per 3 hours per account; on GoToSocial, 300
+	// requests per 5 minutes per client IP (or what its headers say),
+	// shared with reads and with every account used from that address.
+	// Set it for a server configured otherwise, e.g. {"requests": 1000,
+	// "per": "5m"}.
 	RateLimit *sdk.RateLimit `json:"rate_limit,omitempty"`
 	// Stream is the streaming timeline: "user" (default) or "none" to poll
 	// only.
@@ -80,9 +83,15 @@ func (a acct) String() string {
 // mention is the text that mentions a in a post.
 func (a acct) mention() string { return "@" + a.String() }
 
-// cost is what the mention and its separating space count on Mastodon:
-// only "@username" counts.
-func (a acct) cost() int { return 1 + len(a.user) + 1 }
+// cost is what the mention and its separating space count: on Mastodon
+// only "@username" counts; other servers (GoToSocial, Pleroma) count the
+// text as written, "@username@domain" for a remote account.
+func (a acct) cost(mastodonRule bool) int {
+	if mastodonRule {
+		return 1 + len(a.user) + 1
+	}
+	return len(a.mention()) + 1
+}
 
 func badConfig(format string, args ...any) error {
 	return sdk.Errorf(sdk.CodeBadConfig, format, args...)

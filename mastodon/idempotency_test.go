@@ -152,7 +152,7 @@ func FuzzCursor(f *testing.F) {
 func TestJournalReplay(t *testing.T) {
 	dir := t.TempDir()
 	now := time.Now()
-	j, err := openJournal(dir, now)
+	j, err := openJournal(dir, now, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +162,7 @@ func TestJournalReplay(t *testing.T) {
 	j.begin("c", now)
 	j.file.WriteString(`{"k":"d","t":"2026-`) // a torn line from a crash
 	j.close()
-	j, err = openJournal(dir, now)
+	j, err = openJournal(dir, now, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,6 +29,10 @@ type journal struct {
 	mu   sync.Mutex
 	m    map[string]attempt
 	file *os.File
+	// syncBegin makes a first attempt durable before the post is sent: on
+	// a server that ignores Idempotency-Key the journal is all that tells
+	// a retry to look for the post instead of posting again.
+	syncBegin bool
 }
 
 type journalLine struct {
@@ -37,8 +41,8 @@ type journalLine struct {
 	ID    string    `json:"id,omitempty"`
 }
 
-func openJournal(dir string, now time.Time) (*journal, error) {
-	j := &journal{m: map[string]attempt{}}
+func openJournal(dir string, now time.Time, syncBegin bool) (*journal, error) {
+	j := &journal{m: map[string]attempt{}, syncBegin: syncBegin}
 	if dir == "" {
 		return j, nil
 	}
@@ -103,6 +107,9 @@ func (j *journal) begin(key string, now time.Time) (attempt, bool) {
 	if !seen {
 		j.m[key] = attempt{first: now}
 		j.append(journalLine{Key: key, First: now})
+		if j.syncBegin && j.file != nil {
+			j.file.Sync() // best effort, as append
+		}
 	}
 	return a, seen
 }

@@ -335,7 +335,7 @@ func TestConcurrentPublishers(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	testenv.WaitFor(t, "every item delivered", 20*time.Second, func() bool { got, _, _ := r.counts(); return len(got) == len(want) })
+	testenv.WaitFor(t, "every item delivered", time.Minute, func() bool { got, _, _ := r.counts(); return len(got) == len(want) })
 	time.Sleep(300 * time.Millisecond)
 	got, _, _ := r.counts()
 	for _, d := range want {

@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/gorilla/websocket"
-	gomasto "github.com/mattn/go-mastodon"
 
 	"github.com/remora-p2p/remora/sdk"
 )
@@ -134,14 +134,56 @@ func (c *channel) Subscribe(ctx context.Context, req sdk.SubscribeRequest, sink 
 	return nil
 }
 
-// dial opens the user stream. The token goes in the Authorization header
-// (Mastodon) and as the subprotocol (Mastodon and GoToSocial), never in
-// the URL, which proxies log.
+// dial opens the user stream, trying each of streamBases in turn. The
+// token goes in the Authorization header (Mastodon) and as the subprotocol
+// (Mastodon and GoToSocial), never in the URL, which proxies log.
 func (c *channel) dial(ctx context.Context) (*websocket.Conn, error) {
-	base := c.cfg.Server
-	if c.inst.streaming != "" {
-		base = strings.TrimRight(c.inst.streaming, "/")
+	var errs []error
+	for _, base := range c.streamBases() {
+		conn, err := c.dialBase(ctx, base)
+		if err == nil {
+			c.streamBase.Store(base)
+			return conn, nil
+		}
+		if ctx.Err() != nil || sdk.CodeOf(err) == sdk.CodeAuthFailed {
+			return nil, err
+		}
+		errs = append(errs, err)
 	}
+	return nil, errors.Join(errs...)
+}
+
+// streamBases lists where to open the streaming API, in order: the one
+// that worked last; the URL the instance advertises
+// (configuration.urls.streaming: Mastodon may serve streaming from another
+// host), unless it names the server's own host, where the configured
+// server URL is used instead because its scheme and port are known to work
+// (GoToSocial advertises wss://HOST whatever its protocol and port); and
+// last the configured server URL.
+func (c *channel) streamBases() []string {
+	server := c.cfg.Server
+	var out []string
+	add := func(b string) {
+		if b != "" && !slices.Contains(out, b) {
+			out = append(out, b)
+		}
+	}
+	if last, ok := c.streamBase.Load().(string); ok {
+		add(last)
+	}
+	if adv := strings.TrimRight(c.inst.streaming, "/"); adv != "" {
+		au, err := url.Parse(adv)
+		su, _ := url.Parse(server)
+		if err == nil && au.Host != "" && (au.Scheme == "wss" || au.Scheme == "ws" || au.Scheme == "https" || au.Scheme == "http") &&
+			!strings.EqualFold(au.Hostname(), su.Hostname()) {
+			add(adv)
+		}
+	}
+	add(server)
+	return out
+}
+
+func (c *channel) dialBase(ctx context.Context, base string) (*websocket.Conn, error) {
 	u, err := url.Parse(base + "/api/v1/streaming")
 	if err != nil {
 		return nil, fmt.Errorf("mastodon: streaming URL: %w", err)
@@ -171,7 +213,7 @@ func (c *channel) dial(ctx context.Context) (*websocket.Conn, error) {
 		if resp != nil {
 			status = " (" + resp.Status + ")"
 		}
-		return nil, sdk.Errorf(sdk.CodeUnavailable, "mastodon: streaming%s: %w", status, err)
+		return nil, sdk.Errorf(sdk.CodeUnavailable, "mastodon: streaming at %s%s: %w", u.Host, status, err)
 	}
 	return conn, nil
 }
@@ -233,8 +275,8 @@ func (s *sub) event(ctx context.Context, msg []byte) error {
 			s.c.counters.ignoredOther.Add(1)
 			return nil
 		}
-		var n gomasto.Notification
-		if err := json.Unmarshal([]byte(payload), &n); err != nil || !validID(string(n.ID)) {
+		var n notification
+		if err := json.Unmarshal([]byte(payload), &n); err != nil || !validID(n.ID) {
 			s.c.counters.ignoredOther.Add(1)
 			return nil
 		}
@@ -254,17 +296,15 @@ func (s *sub) catchUp(ctx context.Context) error {
 			from = "0" // the earliest retained
 		}
 		q := url.Values{"types[]": {"mention"}, "min_id": {from}, "limit": {fmt.Sprint(pageLimit)}}
-		var ns []*gomasto.Notification
+		var ns []*notification
 		if err := getJSON(ctx, s.c.client, s.c.cfg.Server+"/api/v1/notifications?"+q.Encode(), &ns); err != nil {
 			return err
 		}
-		sort.Slice(ns, func(i, j int) bool { return idLess(string(ns[i].ID), string(ns[j].ID)) })
+		ns = slices.DeleteFunc(ns, func(n *notification) bool { return n == nil || !validID(n.ID) })
+		sort.Slice(ns, func(i, j int) bool { return idLess(ns[i].ID, ns[j].ID) })
 		fresh := 0
 		for _, n := range ns {
-			if !validID(string(n.ID)) {
-				continue
-			}
-			if s.cur.seen(string(n.ID), "") {
+			if s.cur.seen(n.ID, "") {
 				continue
 			}
 			fresh++
@@ -280,10 +320,10 @@ func (s *sub) catchUp(ctx context.Context) error {
 
 // handle delivers one notification: the item it carries, or a cursor-only
 // delivery when it carries none (an ordinary mention, a stranger's post).
-func (s *sub) handle(ctx context.Context, n *gomasto.Notification) error {
-	nid, sid := string(n.ID), ""
-	if n.Status != nil && validID(string(n.Status.ID)) {
-		sid = string(n.Status.ID)
+func (s *sub) handle(ctx context.Context, n *notification) error {
+	nid, sid := n.ID, ""
+	if n.Status != nil && validID(n.Status.ID) {
+		sid = n.Status.ID
 	}
 	if s.cur.seen(nid, sid) {
 		s.c.counters.duplicates.Add(1)
@@ -306,8 +346,8 @@ func (s *sub) handle(ctx context.Context, n *gomasto.Notification) error {
 
 // accept returns the item a notification carries and its sender, counting
 // what it skips.
-func (c *channel) accept(n *gomasto.Notification) (data, from string, ok bool) {
-	if n.Type != "mention" || n.Status == nil || n.Status.Reblog != nil || !validID(string(n.Status.ID)) {
+func (c *channel) accept(n *notification) (data, from string, ok bool) {
+	if n.Type != "mention" || n.Status == nil || n.Status.Reblog != nil || !validID(n.Status.ID) {
 		c.counters.ignoredOther.Add(1)
 		return "", "", false
 	}
@@ -321,7 +361,7 @@ func (c *channel) accept(n *gomasto.Notification) (data, from string, ok bool) {
 		c.counters.ignoredStranger.Add(1)
 		return "", "", false
 	}
-	b, ok := body(PlainText(n.Status.Content))
+	b, ok := body(n.Status.plain())
 	if !ok {
 		c.counters.ignoredPlain.Add(1)
 		return "", "", false

@@ -60,7 +60,11 @@ const (
 	bucketDeletes  = "deletes"
 )
 
-func bucketOf(req *http.Request) string {
+// bucketOf names the limit a request counts against.
+func (t *transport) bucketOf(req *http.Request) string {
+	if t.single {
+		return bucketGeneral
+	}
 	switch {
 	case req.Method == http.MethodPost && strings.HasSuffix(req.URL.Path, "/api/v1/statuses"):
 		return bucketStatuses
@@ -84,6 +88,9 @@ func reported(b string, status int) string {
 type transport struct {
 	base http.RoundTripper
 	now  func() time.Time
+	// single: the server has one limit for every request (GoToSocial: per
+	// client IP), so every answer's headers report the general bucket.
+	single bool
 
 	requests atomic.Int64
 	limited  atomic.Int64
@@ -98,7 +105,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if ctx.Value(keyPublish) != nil {
 		reserve = publishReserve
 	}
-	b := bucketOf(req)
+	b := t.bucketOf(req)
 	wait := t.budget(bucketGeneral, reserve)
 	if b != bucketGeneral {
 		wait = max(wait, t.budget(b, 0))
@@ -218,6 +225,8 @@ func classify(op string, err error) error {
 			return sdk.Errorf(sdk.CodeNeedsUserAction, "mastodon: %s: forbidden (%s): the account may be suspended, unconfirmed, or the token lacks the read/write scopes; check the account in the web interface, then authorize again: %w", op, api.Message, err)
 		case api.StatusCode == http.StatusNotFound:
 			return sdk.Errorf(sdk.CodeNotFound, "mastodon: %s: not found: %w", op, err)
+		case (api.StatusCode == http.StatusUnprocessableEntity || api.StatusCode == http.StatusBadRequest) && overLimit(api.Message):
+			return sdk.Errorf(sdk.CodeTooLarge, "mastodon: %s: the server counts the post over its character limit (%s): %w", op, api.Message, err)
 		case api.StatusCode == http.StatusUnprocessableEntity:
 			return sdk.Errorf(sdk.CodeUnknown, "mastodon: %s: the server refused it (%s): %w", op, api.Message, err)
 		case api.StatusCode >= 500:
@@ -233,3 +242,11 @@ func classify(op string, err error) error {
 }
 
 func timeNow() time.Time { return time.Now() }
+
+// overLimit recognises the servers' answers to a post over the character
+// limit: Mastodon's 422 "Validation failed: Text character limit of 500
+// exceeded", GoToSocial's 400 "text with spoiler exceed max chars (500)".
+func overLimit(msg string) bool {
+	m := strings.ToLower(msg)
+	return strings.Contains(m, "character limit") || strings.Contains(m, "exceed max chars")
+}

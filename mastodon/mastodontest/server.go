@@ -48,6 +48,12 @@ type Options struct {
 	// NoV2Instance makes /api/v2/instance a 404, as on servers older than
 	// Mastodon 4.0.
 	NoV2Instance bool
+	// StreamingURL is advertised as the streaming API's base URL
+	// (configuration.urls.streaming, urls.streaming_api); default none, so
+	// clients use the server's URL. A server behind a proxy may advertise
+	// a URL that does not work (GoToSocial: wss://HOST whatever its scheme
+	// and port).
+	StreamingURL string
 }
 
 // Account is an account on the fake server.
@@ -788,15 +794,21 @@ func (s *Server) handleInstanceV2(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusNotFound, "Record not found")
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"domain": s.opts.Domain, "title": "fake", "version": "4.3.0 (compatible; mastodontest)",
+	writeJSON(w, http.StatusOK, map[string]any{"domain": s.opts.Domain, "title": "fake", "version": "4.3.0",
+		"source_url": "https://github.com/mastodon/mastodon",
 		"configuration": map[string]any{"statuses": map[string]any{"max_characters": s.opts.MaxCharacters,
-			"max_media_attachments": 4, "characters_reserved_per_url": 23}}})
+			"max_media_attachments": 4, "characters_reserved_per_url": 23},
+			"urls": map[string]any{"streaming": s.opts.StreamingURL}}})
 }
 
 func (s *Server) handleInstanceV1(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	writeJSON(w, http.StatusOK, map[string]any{"uri": s.opts.Domain, "title": "fake", "version": "4.3.0 (compatible; mastodontest)",
+	urls := map[string]string{}
+	if s.opts.StreamingURL != "" {
+		urls["streaming_api"] = s.opts.StreamingURL
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"uri": s.opts.Domain, "title": "fake", "version": "3.5.3", "urls": urls,
 		"configuration": map[string]any{"statuses": map[string]any{"max_characters": s.opts.MaxCharacters,
 			"max_media_attachments": 4, "characters_reserved_per_url": 23}}})
 }
