@@ -12,6 +12,7 @@ import (
 	"github.com/remora-p2p/remora/mastodon/mastodontest"
 	"github.com/remora-p2p/remora/sdk"
 	"github.com/remora-p2p/remora/testenv"
+	"github.com/remora-p2p/remora/testenv/gotosocial"
 )
 
 // BenchmarkColdStart: two fresh nodes whose only common ground is their
@@ -25,6 +26,42 @@ func BenchmarkColdStart(b *testing.B) {
 	for range b.N {
 		t0 := time.Now()
 		_, a, c, _ := circleOverMastodon(b, mastodontest.Options{RateLimit: 5000, StatusLimit: 5000, MaxCharacters: 500})
+		t1 := time.Now()
+		testenv.WaitFor(b, "connected", time.Minute, func() bool { return nodetest.Connected(a, c) })
+		t2 := time.Now()
+		a.Stop()
+		c.Stop()
+		t3 := time.Now()
+		a.Start()
+		c.Start()
+		testenv.WaitFor(b, "reconnected", time.Minute, func() bool { return nodetest.Connected(a, c) })
+		t4 := time.Now()
+		a.Stop()
+		c.Stop()
+		join += t1.Sub(t0)
+		connect += t2.Sub(t1)
+		restart += t4.Sub(t3)
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(join.Milliseconds())/n, "join-ms")
+	b.ReportMetric(float64(connect.Milliseconds())/n, "connect-ms")
+	b.ReportMetric(float64((join+connect).Milliseconds())/n, "cold-start-ms")
+	b.ReportMetric(float64(restart.Milliseconds())/n, "restart-connect-ms")
+}
+
+// BenchmarkColdStartGoToSocial is BenchmarkColdStart through a real server:
+// two fresh accounts on GoToSocial (made outside the timer), the adapters
+// streaming from it, 30 s polling only as the fallback; join by invite over
+// direct posts, then the first direct connection. Same metrics.
+func BenchmarkColdStartGoToSocial(b *testing.B) {
+	srv := gotosocial.Need(b)
+	var join, connect, restart time.Duration
+	for range b.N {
+		b.StopTimer()
+		accts := srv.NewAccounts(b, "alice", "bob")
+		b.StartTimer()
+		t0 := time.Now()
+		a, c, _ := circleOverGoToSocial(b, srv, accts[0], accts[1], nil)
 		t1 := time.Now()
 		testenv.WaitFor(b, "connected", time.Minute, func() bool { return nodetest.Connected(a, c) })
 		t2 := time.Now()

@@ -242,7 +242,45 @@ func (c *channel) Delete(ctx context.Context, req sdk.DeleteRequest) (sdk.Delete
 		}
 		resp.Errors[i] = err
 	}
+	if c.inst.software != softMastodon {
+		c.confirmDeleted(ctx, req.IDs, resp.Errors)
+	}
 	return resp, nil
+}
+
+// deleteSettle bounds how long Delete waits for a server that deletes in
+// the background.
+const deleteSettle = 10 * time.Second
+
+// confirmDeleted waits until each status deleted without error is gone
+// (GET /api/v1/statuses/:id answers 404). GoToSocial answers DELETE at once
+// and deletes the status, and its notifications, from a worker queue: until
+// then a new subscriber still reads it. One still there after deleteSettle
+// gets a retryable error, so the caller deletes it again later. Mastodon
+// hides a deleted status before it answers.
+func (c *channel) confirmDeleted(ctx context.Context, ids []string, errs []error) {
+	deadline := time.Now().Add(deleteSettle)
+	wait := 20 * time.Millisecond
+	for i, id := range ids {
+		for errs[i] == nil {
+			err := getJSON(ctx, c.client, c.cfg.Server+"/api/v1/statuses/"+url.PathEscape(id), &status{})
+			if errors.Is(err, sdk.ErrNotFound) {
+				break
+			}
+			if err == nil && time.Now().After(deadline) {
+				err = sdk.Errorf(sdk.CodeUnavailable, "mastodon: delete %s: the server accepted the delete but still shows the status after %s; delete it again later", id, deleteSettle)
+			}
+			if err != nil {
+				errs[i] = err
+				break
+			}
+			if sdk.Sleep(ctx, wait) != nil {
+				errs[i] = fmt.Errorf("mastodon: delete %s: %w", id, ctx.Err())
+				break
+			}
+			wait = min(2*wait, time.Second)
+		}
+	}
 }
 
 func (c *channel) setErr(err error) {

@@ -18,6 +18,7 @@ import (
 	"github.com/remora-p2p/remora/mastodon/mastodontest"
 	"github.com/remora-p2p/remora/sdk"
 	"github.com/remora-p2p/remora/testenv"
+	"github.com/remora-p2p/remora/testenv/gotosocial"
 )
 
 // accountNode is a core node whose only channel is its own account on the
@@ -131,5 +132,88 @@ func TestNodesOverMastodon(t *testing.T) {
 	}
 	if n := channelCounter(b, "ignored_plain"); n < 1 {
 		t.Errorf("the adapter counted %d ordinary mentions, want ≥ 1", n)
+	}
+}
+
+// gtsNode is a core node whose only channel is its own account on the
+// GoToSocial server, addressing the other members' accounts. Requests from
+// loopback are exempt from the test server's rate limit, so the declared
+// limit is raised as on the fake (TestGoToSocialRateLimit is that test).
+func gtsNode(t testing.TB, name, state, server string, acct gotosocial.Account, others []string, extra map[string]any) *nodetest.Node {
+	n := nodetest.New(t, name, state, nodetest.Channel{Name: "masto", ID: "masto", Adapter: "mastodon",
+		Open: func(ctx context.Context, stateDir string) (sdk.Channel, error) {
+			c := map[string]any{"server": server, "accounts": others,
+				"rate_limit": map[string]any{"requests": 5000, "per": "5m"}}
+			for k, v := range extra {
+				c[k] = v
+			}
+			cfg, _ := json.Marshal(c)
+			return mastodon.New().Configure(ctx, sdk.ConfigureRequest{ChannelID: "masto", Config: cfg,
+				Secrets: map[string]string{mastodon.SecretToken: acct.Token}, StateDir: stateDir, Logger: nodetest.Logger(name)})
+		}})
+	n.Tune = func(o *node.Options) { o.BoardPollInterval = time.Second }
+	return n
+}
+
+// circleOverGoToSocial starts two fresh nodes whose only common ground is
+// their accounts on the GoToSocial server, and joins bob to alice's circle
+// through it.
+func circleOverGoToSocial(t testing.TB, srv *gotosocial.Server, ua, ub gotosocial.Account, extra map[string]any) (alice, bob *nodetest.Node, circleID string) {
+	root := t.TempDir()
+	alice = gtsNode(t, "alice", filepath.Join(root, "a"), srv.URL, ua, []string{ub.Username}, extra)
+	bob = gtsNode(t, "bob", filepath.Join(root, "b"), srv.URL, ub, []string{ua.Username}, extra)
+	alice.Start()
+	bob.Start()
+	return alice, bob, nodetest.Circle(t, alice, bob)
+}
+
+// TestNodesOverGoToSocial: two fresh nodes sharing only their accounts on a
+// real server (GoToSocial, 500 characters per post) join one circle through
+// direct posts, connect directly; while bob is offline alice sends a short
+// message and a 4 KB one, which travel as fragments in posts and arrive
+// whole, each once.
+func TestNodesOverGoToSocial(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two libp2p nodes")
+	}
+	srv := gotosocial.Need(t)
+	accts := srv.NewAccounts(t, "alice", "bob")
+	a, b, circleID := circleOverGoToSocial(t, srv, accts[0], accts[1], nil)
+	defer a.Stop()
+	if got, want := a.Ch.Capabilities().MaxPayload, 500-len("@"+accts[1].Username+" "); got != want {
+		t.Fatalf("alice's max payload %d, want %d", got, want)
+	}
+	testenv.WaitFor(t, "alice and bob connected directly", time.Minute, func() bool { return nodetest.Connected(a, b) })
+	ctx := context.Background()
+	if _, err := a.N.Send(ctx, api.SendRequest{Circle: circleID, Text: "hello bob"}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, "bob got the broadcast", 30*time.Second, func() bool { return nodetest.Texts(t, b.N)["hello bob"] == 1 })
+
+	bobID := b.N.ID()
+	b.Stop()
+	big := strings.Repeat("four kilobytes of text, ", 200)[:4*1024]
+	published := a.Published()
+	for _, text := range []string{"while you were out", big} {
+		if _, err := a.N.Send(ctx, api.SendRequest{Circle: circleID, To: []string{bobID.String()}, Text: text}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 4 KB at ~360 envelope bytes per post is over 10 posts.
+	testenv.WaitFor(t, "the fragments posted", 2*time.Minute, func() bool { return a.Published()-published > 10 })
+	b.Start()
+	defer b.Stop()
+	testenv.WaitFor(t, "bob got both offline messages", 2*time.Minute, func() bool {
+		got := nodetest.Texts(t, b.N)
+		return got["while you were out"] >= 1 && got[big] >= 1
+	})
+	testenv.WaitFor(t, "alice and bob reconnected", time.Minute, func() bool { return nodetest.Connected(a, b) })
+	time.Sleep(3 * time.Second) // let the live retry and the channel copy both land
+	got := nodetest.Texts(t, b.N)
+	if got["while you were out"] != 1 || got[big] != 1 || got["hello bob"] != 1 {
+		t.Fatalf("bob's inbox: %d × short, %d × 4 KB, %d × hello; want each once", got["while you were out"], got[big], got["hello bob"])
+	}
+	if h := b.Ch.(sdk.Healther).Health(ctx); h.State != sdk.HealthOK || h.Counters["stream_connects"] < 1 {
+		t.Errorf("bob's channel: %s %q %v; want ok, streaming", h.State, h.Message, h.Counters)
 	}
 }

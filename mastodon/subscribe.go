@@ -235,6 +235,8 @@ func (s *sub) stream(ctx context.Context, conn *websocket.Conn) error {
 		for {
 			select {
 			case <-ctx.Done():
+				// Say goodbye, so the server logs a normal closure.
+				conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
 				conn.Close()
 				return
 			case <-done:
