@@ -1,15 +1,23 @@
 // Package mastodon is the remora adapter for Mastodon-compatible servers
 // (Mastodon 4.x, GoToSocial): one account on one server is a channel.
 //
+// The server's software is read from the instance (source_url, version):
+// Mastodon, GoToSocial, or other (treated like GoToSocial where they differ).
+//
 // Envelopes travel as direct-visibility statuses that mention the circle
 // members' accounts and hold nothing but those mentions and the armored
-// envelope. The channel's max payload is the instance's max_characters
-// minus the mentions, counted by Mastodon's rule (a mention counts only its
-// "@username", a URL 23), so core fragments larger envelopes.
+// envelope, posted as text/plain (a Markdown account would otherwise alter
+// the armor). The channel's max payload is the instance's max_characters
+// minus the mentions: Mastodon counts a mention as its "@username" only,
+// other servers count "@username@domain" as written. Core fragments larger
+// envelopes.
 //
 // Subscribe reads mention notifications: pushed over the streaming
-// websocket (stream=user), caught up and, when streaming fails, polled
-// through GET /api/v1/notifications with min_id. The cursor is the highest
+// websocket (stream=user; the advertised streaming URL unless it names the
+// server's own host or fails, then the server's URL), caught up and, when
+// streaming fails, polled through GET /api/v1/notifications with min_id. A
+// status's text is its source where the server sends it (status.text),
+// else its HTML content as text. The cursor is the highest
 // notification ID delivered plus a window of the last notification and
 // status IDs: on resume the adapter re-reads from the oldest one in the
 // window and skips what the window holds, so a notification whose ID was
@@ -17,16 +25,19 @@
 // lost, and nothing in the window is delivered twice.
 //
 // Publish sends the item's idempotency key as the Idempotency-Key header
-// (servers keep it about an hour; the declared level is a one-hour window),
-// keeps a journal of keys and status IDs in the state directory, and,
-// before retrying a key first tried longer ago than the server's window,
-// looks for the item among the account's own recent statuses: the
-// ciphertext itself is the mark, so no key is ever posted.
+// (Mastodon keeps it an hour; GoToSocial ignores it), keeps a journal of
+// keys and status IDs in the state directory, and, before retrying a key
+// whose answer it never got and the server will not recognise (any key on
+// GoToSocial, one older than the hour on Mastodon), looks for the item
+// among the account's own recent statuses: the ciphertext itself is the
+// mark, so no key is ever posted. The declared level is a one-hour window.
 //
 // Rate limits: X-RateLimit-* headers are read on every response, per limit
-// (general, statuses family, delete throttle); Publish stops short of the
-// last few requests of a window (reads keep working), and a 429 becomes
-// sdk.RateLimited with the time until the reset.
+// (on Mastodon: general, statuses family, delete throttle; elsewhere one
+// bucket, per client IP on GoToSocial); Publish stops short of the last few
+// requests of a window (reads keep working), and a 429 becomes
+// sdk.RateLimited with the time until the reset (Retry-After, else
+// X-RateLimit-Reset).
 //
 // RegisterApp, AuthCodeURL and ExchangeCode implement `remora channel add
 // mastodon`: the OAuth authorization-code flow with the out-of-band
