@@ -33,14 +33,19 @@ type Options struct {
 	// Logger receives supervision events and every adapter's log lines
 	// (with adapter=NAME). Default slog.Default().
 	Logger *slog.Logger
-	// StartTimeout bounds one adapter start (default 10s); StopTimeout is the
-	// SIGTERM grace period before a kill (default 5s).
+	// StartTimeout bounds one adapter start (default DefaultStartTimeout);
+	// StopTimeout is the SIGTERM grace period before a kill (default 5s).
 	StartTimeout, StopTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the delay between restarts of a
 	// crashed adapter (default 200ms and 1m); it doubles per failure, with
 	// jitter, and resets once a process has run for StableAfter (default 1m).
 	MinBackoff, MaxBackoff, StableAfter time.Duration
 }
+
+// DefaultStartTimeout bounds an adapter's start up to its handshake and
+// Info. A start takes about 0.1 s on an idle machine; the margin is for a
+// loaded one, where a channel that missed it stayed down until a restart.
+const DefaultStartTimeout = 30 * time.Second
 
 // Supervisor runs adapter processes, one per kind, and the channels on them.
 type Supervisor struct {
@@ -61,6 +66,9 @@ func New(opts Options) *Supervisor {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.StartTimeout <= 0 {
+		opts.StartTimeout = DefaultStartTimeout
 	}
 	if opts.MinBackoff <= 0 {
 		opts.MinBackoff = 200 * time.Millisecond

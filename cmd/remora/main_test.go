@@ -132,10 +132,18 @@ func (h *home) kill() {
 	h.saveLog()
 }
 
-// saveLog keeps the daemon's log for a failed test.
+// saveLog keeps the daemon's log for a failed test: its tail in the test
+// output, the whole of it in $REMORA_TEST_LOGS when that is set.
 func (h *home) saveLog() {
 	if h.log == nil {
 		return
+	}
+	if h.t.Failed() {
+		tail := h.log.Bytes()
+		if len(tail) > 8<<10 {
+			tail = tail[len(tail)-8<<10:]
+		}
+		h.t.Logf("%s's daemon log (last %d bytes):\n%s", h.name, len(tail), tail)
 	}
 	if dir := os.Getenv("REMORA_TEST_LOGS"); dir != "" {
 		f, err := os.CreateTemp(dir, h.name+"-*.log")
