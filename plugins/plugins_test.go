@@ -258,23 +258,28 @@ func TestConfigErrorsNotRestarted(t *testing.T) {
 // TestStartFailures: children that never complete the handshake make Open
 // fail promptly with a clear error, reported in Health.
 func TestStartFailures(t *testing.T) {
+	// The wrong handshakes fail as soon as the child prints its line, so
+	// their start timeout is generous: on a loaded machine the child may
+	// take seconds to print it. Only the child that never answers needs a
+	// short one.
 	tests := []struct {
-		name string
-		want string
+		name    string
+		timeout time.Duration
+		want    string
 	}{
-		{"slow", "timeout while waiting for plugin to start"},
-		{"wrong-cookie", "This binary is a plugin"},
-		{"wrong-version", "Plugin version: 2"},
+		{"slow", 700 * time.Millisecond, "timeout while waiting for plugin to start"},
+		{"wrong-cookie", 30 * time.Second, "This binary is a plugin"},
+		{"wrong-version", 30 * time.Second, "Plugin version: 2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newSupervisor(t, plugins.Options{Builtins: []string{tt.name}, StartTimeout: 700 * time.Millisecond, MinBackoff: time.Hour})
+			s := newSupervisor(t, plugins.Options{Builtins: []string{tt.name}, StartTimeout: tt.timeout, MinBackoff: time.Hour})
 			start := time.Now()
 			_, err := s.Open(context.Background(), tt.name, sdk.ConfigureRequest{ChannelID: "c"})
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("open: %v, want an error containing %q", err, tt.want)
 			}
-			if d := time.Since(start); d > 15*time.Second {
+			if d := time.Since(start); d > tt.timeout+15*time.Second {
 				t.Fatalf("open took %v", d)
 			}
 			h := s.Health(context.Background())
