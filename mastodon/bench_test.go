@@ -22,46 +22,37 @@ import (
 // crosses in parts), connect-ms (joined to connected), and
 // restart-connect-ms (both nodes restarted, to connected again).
 func BenchmarkColdStart(b *testing.B) {
-	var join, connect, restart time.Duration
-	for range b.N {
-		t0 := time.Now()
-		_, a, c, _ := circleOverMastodon(b, mastodontest.Options{RateLimit: 5000, StatusLimit: 5000, MaxCharacters: 500})
-		t1 := time.Now()
-		testenv.WaitFor(b, "connected", time.Minute, func() bool { return nodetest.Connected(a, c) })
-		t2 := time.Now()
-		a.Stop()
-		c.Stop()
-		t3 := time.Now()
-		a.Start()
-		c.Start()
-		testenv.WaitFor(b, "reconnected", time.Minute, func() bool { return nodetest.Connected(a, c) })
-		t4 := time.Now()
-		a.Stop()
-		c.Stop()
-		join += t1.Sub(t0)
-		connect += t2.Sub(t1)
-		restart += t4.Sub(t3)
-	}
-	n := float64(b.N)
-	b.ReportMetric(float64(join.Milliseconds())/n, "join-ms")
-	b.ReportMetric(float64(connect.Milliseconds())/n, "connect-ms")
-	b.ReportMetric(float64((join+connect).Milliseconds())/n, "cold-start-ms")
-	b.ReportMetric(float64(restart.Milliseconds())/n, "restart-connect-ms")
+	coldStart(b, func() (a, c *nodetest.Node) {
+		_, a, c, _ = circleOverMastodon(b, mastodontest.Options{RateLimit: 5000, StatusLimit: 5000, MaxCharacters: 500})
+		return a, c
+	}, nil)
 }
 
 // BenchmarkColdStartGoToSocial is BenchmarkColdStart through a real server:
 // two fresh accounts on GoToSocial (made outside the timer), the adapters
-// streaming from it, 30 s polling only as the fallback; join by invite over
-// direct posts, then the first direct connection. Same metrics.
+// streaming from it, 30 s polling only as the fallback. Same metrics.
 func BenchmarkColdStartGoToSocial(b *testing.B) {
 	srv := gotosocial.Need(b)
+	var accts []gotosocial.Account
+	coldStart(b, func() (a, c *nodetest.Node) {
+		a, c, _ = circleOverGoToSocial(b, srv, accts[0], accts[1])
+		return a, c
+	}, func() { accts = srv.NewAccounts(b, "alice", "bob") })
+}
+
+// coldStart times pair (two fresh nodes joined in one circle) and the
+// first direct connection, then both restarted; prepare runs before each
+// iteration outside the timer.
+func coldStart(b *testing.B, pair func() (a, c *nodetest.Node), prepare func()) {
 	var join, connect, restart time.Duration
 	for range b.N {
-		b.StopTimer()
-		accts := srv.NewAccounts(b, "alice", "bob")
-		b.StartTimer()
+		if prepare != nil {
+			b.StopTimer()
+			prepare()
+			b.StartTimer()
+		}
 		t0 := time.Now()
-		a, c, _ := circleOverGoToSocial(b, srv, accts[0], accts[1], nil)
+		a, c := pair()
 		t1 := time.Now()
 		testenv.WaitFor(b, "connected", time.Minute, func() bool { return nodetest.Connected(a, c) })
 		t2 := time.Now()

@@ -21,18 +21,38 @@ import (
 	"github.com/remora-p2p/remora/testenv/gotosocial"
 )
 
-// accountNode is a core node whose only channel is its own account on the
-// fake server, addressing the other members' accounts.
-func accountNode(t testing.TB, name, state string, srv *mastodontest.Server, acct mastodontest.Account, others []string) *nodetest.Node {
+// accountNode is a core node whose only channel is its own account
+// (token) on the server, addressing the other members' accounts. The
+// declared rate limit is raised so that presence every second does not make
+// a node test a rate-limit test (TestRateLimit, TestGoToSocialRateLimit
+// are those; the GoToSocial test server exempts loopback).
+func accountNode(t testing.TB, name, state, server, token string, others []string, cfg map[string]any) *nodetest.Node {
 	n := nodetest.New(t, name, state, nodetest.Channel{Name: "masto", ID: "masto", Adapter: "mastodon",
 		Open: func(ctx context.Context, stateDir string) (sdk.Channel, error) {
-			cfg, _ := json.Marshal(map[string]any{"server": srv.URL, "accounts": others, "poll_interval": "1s",
-				"rate_limit": map[string]any{"requests": 5000, "per": "5m"}})
-			return mastodon.New().Configure(ctx, sdk.ConfigureRequest{ChannelID: "masto", Config: cfg,
-				Secrets: map[string]string{mastodon.SecretToken: acct.Token}, StateDir: stateDir, Logger: nodetest.Logger(name)})
+			c := map[string]any{"server": server, "accounts": others,
+				"rate_limit": map[string]any{"requests": 5000, "per": "5m"}}
+			for k, v := range cfg {
+				c[k] = v
+			}
+			raw, _ := json.Marshal(c)
+			return mastodon.New().Configure(ctx, sdk.ConfigureRequest{ChannelID: "masto", Config: raw,
+				Secrets: map[string]string{mastodon.SecretToken: token}, StateDir: stateDir, Logger: nodetest.Logger(name)})
 		}})
 	n.Tune = func(o *node.Options) { o.BoardPollInterval = time.Second }
 	return n
+}
+
+// memberPair starts two fresh nodes, alice and bob, whose only common
+// ground is their accounts (tokens, usernames) on server, and joins bob to
+// alice's circle through it (the join frames split into posts that fit the
+// limit).
+func memberPair(t testing.TB, server string, tokens, names [2]string, cfg map[string]any) (alice, bob *nodetest.Node, circleID string) {
+	root := t.TempDir()
+	alice = accountNode(t, "alice", filepath.Join(root, "a"), server, tokens[0], []string{names[1]}, cfg)
+	bob = accountNode(t, "bob", filepath.Join(root, "b"), server, tokens[1], []string{names[0]}, cfg)
+	alice.Start()
+	bob.Start()
+	return alice, bob, nodetest.Circle(t, alice, bob)
 }
 
 func channelCounter(n *nodetest.Node, k string) int64 {
@@ -43,19 +63,13 @@ func channelCounter(n *nodetest.Node, k string) int64 {
 	return chs[0].Counters[k]
 }
 
-// circleOverMastodon starts two fresh nodes whose only common ground is
-// their accounts on one (fake) server, and joins bob to alice's circle
-// through it (the join frames split into posts that fit the limit).
+// circleOverMastodon is memberPair on a fresh fake server.
 func circleOverMastodon(t testing.TB, opts mastodontest.Options) (srv *mastodontest.Server, alice, bob *nodetest.Node, circleID string) {
 	srv = mastodontest.New(opts)
 	t.Cleanup(srv.Close)
 	ua, ub := srv.AddAccount("alice"), srv.AddAccount("bob")
-	root := t.TempDir()
-	alice = accountNode(t, "alice", filepath.Join(root, "a"), srv, ua, []string{"bob"})
-	bob = accountNode(t, "bob", filepath.Join(root, "b"), srv, ub, []string{"alice"})
-	alice.Start()
-	bob.Start()
-	return srv, alice, bob, nodetest.Circle(t, alice, bob)
+	alice, bob, circleID = memberPair(t, srv.URL, [2]string{ua.Token, ub.Token}, [2]string{"alice", "bob"}, map[string]any{"poll_interval": "1s"})
+	return srv, alice, bob, circleID
 }
 
 // TestNodesOverMastodon: two fresh nodes sharing only their accounts on a
@@ -135,36 +149,10 @@ func TestNodesOverMastodon(t *testing.T) {
 	}
 }
 
-// gtsNode is a core node whose only channel is its own account on the
-// GoToSocial server, addressing the other members' accounts. Requests from
-// loopback are exempt from the test server's rate limit, so the declared
-// limit is raised as on the fake (TestGoToSocialRateLimit is that test).
-func gtsNode(t testing.TB, name, state, server string, acct gotosocial.Account, others []string, extra map[string]any) *nodetest.Node {
-	n := nodetest.New(t, name, state, nodetest.Channel{Name: "masto", ID: "masto", Adapter: "mastodon",
-		Open: func(ctx context.Context, stateDir string) (sdk.Channel, error) {
-			c := map[string]any{"server": server, "accounts": others,
-				"rate_limit": map[string]any{"requests": 5000, "per": "5m"}}
-			for k, v := range extra {
-				c[k] = v
-			}
-			cfg, _ := json.Marshal(c)
-			return mastodon.New().Configure(ctx, sdk.ConfigureRequest{ChannelID: "masto", Config: cfg,
-				Secrets: map[string]string{mastodon.SecretToken: acct.Token}, StateDir: stateDir, Logger: nodetest.Logger(name)})
-		}})
-	n.Tune = func(o *node.Options) { o.BoardPollInterval = time.Second }
-	return n
-}
-
-// circleOverGoToSocial starts two fresh nodes whose only common ground is
-// their accounts on the GoToSocial server, and joins bob to alice's circle
-// through it.
-func circleOverGoToSocial(t testing.TB, srv *gotosocial.Server, ua, ub gotosocial.Account, extra map[string]any) (alice, bob *nodetest.Node, circleID string) {
-	root := t.TempDir()
-	alice = gtsNode(t, "alice", filepath.Join(root, "a"), srv.URL, ua, []string{ub.Username}, extra)
-	bob = gtsNode(t, "bob", filepath.Join(root, "b"), srv.URL, ub, []string{ua.Username}, extra)
-	alice.Start()
-	bob.Start()
-	return alice, bob, nodetest.Circle(t, alice, bob)
+// circleOverGoToSocial is memberPair on the GoToSocial server, with the
+// adapter's defaults (streaming; polling every 30 s only as the fallback).
+func circleOverGoToSocial(t testing.TB, srv *gotosocial.Server, ua, ub gotosocial.Account) (alice, bob *nodetest.Node, circleID string) {
+	return memberPair(t, srv.URL, [2]string{ua.Token, ub.Token}, [2]string{ua.Username, ub.Username}, nil)
 }
 
 // TestNodesOverGoToSocial: two fresh nodes sharing only their accounts on a
@@ -178,7 +166,7 @@ func TestNodesOverGoToSocial(t *testing.T) {
 	}
 	srv := gotosocial.Need(t)
 	accts := srv.NewAccounts(t, "alice", "bob")
-	a, b, circleID := circleOverGoToSocial(t, srv, accts[0], accts[1], nil)
+	a, b, circleID := circleOverGoToSocial(t, srv, accts[0], accts[1])
 	defer a.Stop()
 	if got, want := a.Ch.Capabilities().MaxPayload, 500-len("@"+accts[1].Username+" "); got != want {
 		t.Fatalf("alice's max payload %d, want %d", got, want)
