@@ -49,7 +49,7 @@ func Need(t testing.TB) *Server {
 	t.Helper()
 	v := testenv.Need(t, "gotosocial", "REMORA_GTS_URL", "REMORA_GTS_BIN", "REMORA_GTS_CONFIG")
 	s := &Server{URL: v[0], bin: v[1], config: v[2]}
-	resp, err := http.Get(s.URL + "/api/v1/instance")
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Get(s.URL + "/api/v1/instance")
 	if err != nil {
 		testenv.Missing(t, "gotosocial", "%s does not answer: %v", s.URL, err)
 		return s
