@@ -35,7 +35,8 @@ type Config struct {
 	User string `json:"user,omitempty"`
 	// Room is the room ID (!abc:example.org) or alias (#circle:example.org).
 	Room string `json:"room"`
-	// DeviceName is the display name of the device a password login creates.
+	// DeviceName is the display name of the device a password login creates
+	// (default none: the homeserver shows the device ID).
 	DeviceName string `json:"device_name,omitempty"`
 	// Redact makes Delete redact our consumed envelopes (default true).
 	Redact *bool `json:"redact,omitempty"`
@@ -83,9 +84,6 @@ func parseConfig(raw json.RawMessage, needRoom bool) (Config, error) {
 		if !strings.HasPrefix(c.Room, "!") && !strings.HasPrefix(c.Room, "#") || !strings.Contains(c.Room, ":") {
 			return c, sdk.Errorf(sdk.CodeBadConfig, "matrix: config: room %q must be a room ID (!id:server) or alias (#name:server); `remora channel add matrix` lists your rooms", c.Room)
 		}
-	}
-	if c.DeviceName == "" {
-		c.DeviceName = "remora"
 	}
 	if c.Backfill <= 0 {
 		c.Backfill = sdk.Duration(defaultBackfill)
@@ -149,7 +147,8 @@ func newClient(hs string, user id.UserID, token string) (*mautrix.Client, error)
 	cli.Log = zerolog.Nop()
 	cli.DefaultHTTPRetries = 0
 	cli.IgnoreRateLimit = true
-	cli.UserAgent = "remora-matrix/" + Version
+	// mautrix's own User-Agent: the homeserver's logs name the library,
+	// which many clients and bots use, not remora.
 	// An own transport, so Close ends this channel's connections only.
 	cli.Client = &http.Client{Timeout: 120 * time.Second, Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	return cli, nil

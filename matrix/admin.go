@@ -20,8 +20,8 @@ type Room struct {
 	Alias     string `json:"alias,omitempty"`
 	Members   int    `json:"members"`
 	Encrypted bool   `json:"encrypted"` // refused by Configure
-	// BoardLevel is the power level the room requires for org.remora.board
-	// state events, OwnLevel ours; below it the board uses the log fallback.
+	// BoardLevel is the power level the room requires for its board state
+	// events (BoardType), OwnLevel ours; below it the board uses the log fallback.
 	BoardLevel int `json:"board_level"`
 	OwnLevel   int `json:"own_level"`
 	// MemberLevel is the level of members without their own entry
@@ -90,15 +90,16 @@ func describeRoom(rid id.RoomID, state []rawEvent, self string) Room {
 	}
 	pl := parsePowerLevels(state)
 	r.Members = len(pl.members)
-	r.BoardLevel, r.OwnLevel = pl.stateLevel(BoardType), pl.userLevel(self)
+	board := BoardType(string(rid))
+	r.BoardLevel, r.OwnLevel = pl.stateLevel(board), pl.userLevel(self)
 	r.MemberLevel = pl.defaultLevel()
-	r.MembersMayPublish = !pl.anyoneBelow(BoardType) && r.MemberLevel >= r.BoardLevel
+	r.MembersMayPublish = !pl.anyoneBelow(board) && r.MemberLevel >= r.BoardLevel
 	r.CanSetPower = r.OwnLevel >= pl.stateLevel("m.room.power_levels")
 	return r
 }
 
-// AllowBoard sets the power level the room requires for org.remora.board
-// state events to level (0 lets every member publish presence as state),
+// AllowBoard sets the power level the room requires for its board state
+// events (BoardType) to level (0 lets every member publish presence as state),
 // leaving the rest of the power levels as they are. It needs an account
 // allowed to change the room's power levels (an admin, usually 100); others
 // get CodeUnsupported saying so.
@@ -126,7 +127,7 @@ func AllowBoard(ctx context.Context, req sdk.ConfigureRequest, level int) error 
 	if events == nil {
 		events = map[string]any{}
 	}
-	events[BoardType] = level
+	events[BoardType(string(rid))] = level
 	content["events"] = events
 	if _, err := cli.MakeFullRequest(ctx, mautrix.FullRequest{Method: http.MethodPut, URL: url, RequestJSON: content, MaxAttempts: 1}); err != nil {
 		if matrixCode(err) == "M_FORBIDDEN" {

@@ -115,7 +115,7 @@ func benchBacklog(b *testing.B, batch int) {
 //   - fresh-join: two fresh nodes (new identities, empty stores) start; alice
 //     creates a circle and invites bob; the join request, the welcome and
 //     both presence records travel through the room (presence as
-//     org.remora.board state events).
+//     board state events).
 //   - restart: the two members stop and start again (new listen ports, so
 //     their cached addresses are stale) and find each other again through
 //     the room.
@@ -127,7 +127,7 @@ func BenchmarkColdStartDirectStream(b *testing.B) {
 			hs := needHomeserver(b)
 			ua, ub := hs.register(b), hs.register(b)
 			room := createRoom(b, ua, []user{ub}, &event.PowerLevelsEventContent{
-				Users: map[id.UserID]int{ua.id: 100}, Events: map[string]int{BoardType: 0},
+				Users: map[id.UserID]int{ua.id: 100}, Events: map[string]int{boardEvents: 0},
 			})
 			b.StartTimer()
 			start := time.Now()

@@ -12,9 +12,9 @@ import (
 	"github.com/remora-p2p/remora/sdk"
 )
 
-// Put stores value as the org.remora.board state event with state_key key.
+// Put stores value as the room's board state event with state_key key.
 // When our power level forbids that state event, the value goes to the
-// timeline as an org.remora.board.item event, which Get also reads.
+// timeline as a board item event, which Get also reads.
 func (c *channel) Put(ctx context.Context, req sdk.PutRequest) error {
 	if err := c.checkOpen(); err != nil {
 		return err
@@ -35,7 +35,7 @@ func (c *channel) Put(ctx context.Context, req sdk.PutRequest) error {
 			return err
 		}
 		err = c.withRateLimit(ctx, "board put", func() error {
-			url := c.cli.BuildClientURL("v3", "rooms", c.roomID, "state", event.NewEventType(BoardType), req.Key)
+			url := c.cli.BuildClientURL("v3", "rooms", c.roomID, "state", event.NewEventType(c.types.board), req.Key)
 			_, err := c.cli.MakeFullRequest(ctx, mautrix.FullRequest{Method: "PUT", URL: url, RequestBytes: content, MaxAttempts: 1})
 			return err
 		})
@@ -55,7 +55,7 @@ func (c *channel) Put(ctx context.Context, req sdk.PutRequest) error {
 	var nonce [12]byte
 	_, _ = rand.Read(nonce[:])
 	err = c.withRateLimit(ctx, "board put (timeline fallback)", func() error {
-		url := c.cli.BuildClientURL("v3", "rooms", c.roomID, "send", BoardItemType, "remora-b-"+hex.EncodeToString(nonce[:]))
+		url := c.cli.BuildClientURL("v3", "rooms", c.roomID, "send", c.types.boardItem, "b"+hex.EncodeToString(nonce[:]))
 		_, err := c.cli.MakeFullRequest(ctx, mautrix.FullRequest{Method: "PUT", URL: url, RequestBytes: content, MaxAttempts: 1})
 		return err
 	})
@@ -96,7 +96,7 @@ func (c *channel) Get(ctx context.Context, req sdk.GetRequest) (sdk.GetResponse,
 		latest[key] = sdk.BoardEntry{Key: key, Value: value, Time: t}
 	}
 	for _, ev := range state {
-		if ev.Type != BoardType || ev.StateKey == nil || *ev.StateKey == "" {
+		if ev.Type != c.types.board || ev.StateKey == nil || *ev.StateKey == "" {
 			continue
 		}
 		if len(ev.Content) <= 2 {
@@ -111,11 +111,11 @@ func (c *channel) Get(ctx context.Context, req sdk.GetRequest) (sdk.GetResponse,
 	}
 	pl := parsePowerLevels(state)
 	c.mu.Lock()
-	c.boardNeed, c.boardHave = pl.stateLevel(BoardType), pl.userLevel(string(c.cli.UserID))
+	c.boardNeed, c.boardHave = pl.stateLevel(c.types.board), pl.userLevel(string(c.cli.UserID))
 	c.boardFallback = c.boardHave < c.boardNeed
 	fallback := c.boardFallback
 	c.mu.Unlock()
-	if fallback || pl.anyoneBelow(BoardType) {
+	if fallback || pl.anyoneBelow(c.types.board) {
 		if err := c.scanBoardItems(ctx, consider); err != nil {
 			return sdk.GetResponse{}, err
 		}
@@ -127,7 +127,7 @@ func (c *channel) Get(ctx context.Context, req sdk.GetRequest) (sdk.GetResponse,
 	return res, nil
 }
 
-// scanBoardItems reads the org.remora.board.item events of the last
+// scanBoardItems reads the board item events of the last
 // BoardWindow. Results are cached: a later scan pages back only to the sync
 // token where the previous one started, so polling Get costs one /sync and
 // one short /messages.
@@ -151,7 +151,7 @@ pages:
 		var page *messagesResponse
 		err := c.withRateLimit(ctx, "board get: timeline", func() error {
 			var err error
-			page, err = c.messages(ctx, token, stopAt, []string{BoardItemType}, 100)
+			page, err = c.messages(ctx, token, stopAt, []string{c.types.boardItem}, 100)
 			return err
 		})
 		if err != nil {
@@ -161,7 +161,7 @@ pages:
 			if ev.time().Before(cutoff) {
 				break pages
 			}
-			if ev.Type != BoardItemType || len(ev.Content) <= 2 {
+			if ev.Type != c.types.boardItem || len(ev.Content) <= 2 {
 				continue
 			}
 			k, v, err := parseBoard(ev.Content, true)

@@ -47,13 +47,14 @@ type channel struct {
 	st     *stateStore
 	log    *slog.Logger
 	roomID id.RoomID
+	types  eventTypes // of roomID
 
 	n counters
 
 	mu            sync.Mutex
 	closed        bool
 	throttleUntil time.Time // pack envelopes into few events until then
-	boardFallback bool      // our power level forbids org.remora.board state events
+	boardFallback bool      // our power level forbids board state events
 	boardNeed     int       // power level the room requires for it
 	boardHave     int       // ours
 	lastErr       string
@@ -70,7 +71,7 @@ func openChannel(ctx context.Context, cfg Config, cli *mautrix.Client, st *state
 	if err != nil {
 		return nil, err
 	}
-	c := &channel{cfg: cfg, cli: cli, st: st, log: log.With("room", string(roomID)), roomID: roomID}
+	c := &channel{cfg: cfg, cli: cli, st: st, log: log.With("room", string(roomID)), roomID: roomID, types: typesFor(string(roomID))}
 	state, err := c.roomState(ctx)
 	if err != nil {
 		return nil, classify("read room state", err)
@@ -81,7 +82,7 @@ func openChannel(ctx context.Context, cfg Config, cli *mautrix.Client, st *state
 		}
 	}
 	pl := parsePowerLevels(state)
-	c.boardNeed, c.boardHave = pl.stateLevel(BoardType), pl.userLevel(string(cli.UserID))
+	c.boardNeed, c.boardHave = pl.stateLevel(c.types.board), pl.userLevel(string(cli.UserID))
 	c.boardFallback = c.boardHave < c.boardNeed
 	if c.boardFallback {
 		c.log.Warn("matrix: our power level forbids board state events; board values go through the log", "need", c.boardNeed, "have", c.boardHave)
@@ -198,14 +199,14 @@ func (c *channel) withRateLimit(ctx context.Context, op string, fn func() error)
 // the device, which the saved session keeps across restarts).
 func txnID(keys []string) string {
 	if len(keys) == 1 && keys[0] != "" {
-		return "remora-" + keys[0]
+		return keys[0]
 	}
 	h := sha256.New()
 	for _, k := range keys {
 		h.Write([]byte(k))
 		h.Write([]byte{0})
 	}
-	return "remora-p-" + hex.EncodeToString(h.Sum(nil)[:16])
+	return "p" + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 func validKey(k string) bool {
@@ -220,7 +221,7 @@ func validKey(k string) bool {
 	return true
 }
 
-// Publish sends each item as one org.remora.envelope event; for batches of
+// Publish sends each item as one envelope event; for batches of
 // packThreshold items or more, and while the homeserver is throttling us, it
 // packs up to maxParts items into one event.
 func (c *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.PublishResponse, error) {
@@ -269,7 +270,7 @@ func (c *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.Publ
 			keys[j] = req.Items[i].IdempotencyKey
 		}
 		var evID id.EventID
-		err := classify("send", c.sendEvent(ctx, EnvelopeType, content, txnID(keys), &evID))
+		err := classify("send", c.sendEvent(ctx, c.types.envelope, content, txnID(keys), &evID))
 		if sdk.CodeOf(err) == sdk.CodeRateLimited {
 			ra := sdk.RetryAfterOf(err)
 			c.noteRateLimit(ra)
@@ -452,7 +453,7 @@ func (c *channel) deleteOne(ctx context.Context, s string) error {
 		}
 	}
 	err = c.withRateLimit(ctx, "redact", func() error {
-		_, err := c.cli.RedactEvent(ctx, c.roomID, ev, mautrix.ReqRedact{TxnID: "remora-redact-" + strings.TrimPrefix(string(ev), "$")})
+		_, err := c.cli.RedactEvent(ctx, c.roomID, ev, mautrix.ReqRedact{TxnID: "r" + strings.TrimPrefix(string(ev), "$")})
 		return err
 	})
 	if err == nil {
@@ -490,7 +491,7 @@ func (c *channel) Health(ctx context.Context) sdk.Health {
 		if h.State == sdk.HealthOK {
 			h.State = sdk.HealthDegraded
 		}
-		msgs = append(msgs, fmt.Sprintf("board falls back to the room timeline: your power level %d is below the %d the room requires for %s state events; a room admin can run `remora channel add matrix` to allow it", have, need, BoardType))
+		msgs = append(msgs, fmt.Sprintf("board falls back to the room timeline: your power level %d is below the %d the room requires for %s state events; a room admin can run `remora channel add matrix` to allow it", have, need, c.types.board))
 	}
 	if lastErr != "" && h.State == sdk.HealthOK {
 		msgs = append(msgs, "last sync error: "+lastErr)

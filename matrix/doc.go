@@ -6,8 +6,10 @@
 //
 // # Log
 //
-// Each envelope is a room message event of the custom type
-// org.remora.envelope, so ordinary clients do not show it:
+// Event types are per room: a namespace derived from the room ID (typesFor),
+// so nothing in the room names the software and no type is shared by every
+// room that carries envelopes. Each envelope is a room message event of the
+// room's envelope type, so ordinary clients do not show it:
 //
 //	{"v": 1, "e": [{"k": "<idempotency key>", "d": "<armored envelope>"}]}
 //
@@ -20,8 +22,8 @@
 // homeserver (txnIds are per device, and the device is kept across
 // restarts).
 //
-// Subscribe long-polls /sync with a filter limited to the room and
-// org.remora.envelope. The cursor is JSON: the sync token after the batch,
+// Subscribe long-polls /sync with a filter limited to the room and its
+// envelope type. The cursor is JSON: the sync token after the batch,
 // the last delivered event and part, and whether events between them may
 // still be undelivered. A nil cursor, a gap (a "limited" timeline) or a
 // resume in the middle of a batch is filled by paging /messages backwards
@@ -33,11 +35,11 @@
 //
 // # Board
 //
-// A board value is the state event org.remora.board with state_key = the
-// board key and content {"v": 1, "d": "<value>"}: a new member reads every
+// A board value is the room's board state event with state_key = the board
+// key and content {"v": 1, "d": "<value>"}: a new member reads every
 // member's presence with one GET /state. A member whose power level is below
 // what the room requires for that state event (50 in most rooms) publishes
-// org.remora.board.item message events {"v": 1, "k": key, "d": value}
+// board item message events {"v": 1, "k": key, "d": value}
 // instead; Get merges those of the last Config.BoardWindow, newest value per
 // key wins, and Health reports the fallback. Capabilities.Board stays true.
 //

@@ -2,24 +2,49 @@ package matrix
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/base32"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"unicode/utf8"
 )
 
-// Event types and the content format; doc.go describes them.
-const (
-	// EnvelopeType carries one or more envelopes as a room message event.
-	EnvelopeType = "org.remora.envelope"
-	// BoardType is the room state event holding one board value; the state
-	// key is the board key.
-	BoardType = "org.remora.board"
-	// BoardItemType is the message event a member without the power to send
+// eventTypes are the event types of one room. They are derived from the
+// room ID, so every member's adapter agrees on them without configuration,
+// nothing in the room names the software, and no type is shared by all the
+// rooms that carry envelopes (a fixed type would let a homeserver find them
+// all with one query). Someone who knows this derivation and the room ID
+// can still recompute them (docs/threat-model.md).
+type eventTypes struct {
+	// envelope carries one or more envelopes as a room message event.
+	envelope string
+	// board is the room state event holding one board value; the state key
+	// is the board key.
+	board string
+	// boardItem is the message event a member without the power to send
 	// state events publishes a board value as (the log fallback).
-	BoardItemType = "org.remora.board.item"
+	boardItem string
+}
 
+// typesFor returns the event types of room: a namespace of 8 lowercase
+// base32 characters of SHA-256("remora/v1/matrix-types" ‖ 0x00 ‖ room ID),
+// then ".e", ".b" or ".i".
+func typesFor(room string) eventTypes {
+	h := sha256.Sum256([]byte("remora/v1/matrix-types\x00" + room))
+	ns := strings.ToLower(base32.StdEncoding.EncodeToString(h[:5]))
+	return eventTypes{envelope: ns + ".e", board: ns + ".b", boardItem: ns + ".i"}
+}
+
+// BoardType returns the state event type board values have in room (a room
+// ID): what the room's power levels must allow members to send for the
+// board to use state events.
+func BoardType(room string) string { return typesFor(room).board }
+
+// The content format; doc.go describes it and the event types.
+const (
 	contentVersion = 1
 	// MaxPayload is the largest item, in code points of armored text.
 	MaxPayload = 40000
@@ -33,7 +58,7 @@ const (
 	maxKeyLen = 64
 )
 
-// part is one envelope inside an org.remora.envelope event: text in D, or
+// part is one envelope inside an envelope event: text in D, or
 // bytes that are not UTF-8 in B (standard base64).
 type part struct {
 	K string `json:"k,omitempty"`
@@ -41,14 +66,14 @@ type part struct {
 	B string `json:"b,omitempty"`
 }
 
-// envelopeContent is the content of an org.remora.envelope event.
+// envelopeContent is the content of an envelope event.
 type envelopeContent struct {
 	V int    `json:"v"`
 	E []part `json:"e"`
 }
 
-// boardContent is the content of an org.remora.board state event (no K) or
-// an org.remora.board.item message event (K is the board key).
+// boardContent is the content of a board state event (no K) or a board item
+// message event (K is the board key).
 type boardContent struct {
 	V int    `json:"v"`
 	K string `json:"k,omitempty"`
@@ -57,8 +82,8 @@ type boardContent struct {
 }
 
 var (
-	errInvalid  = errors.New("not a valid remora event")
-	errOversize = errors.New("remora event over the size limit")
+	errInvalid  = errors.New("not a valid envelope event")
+	errOversize = errors.New("envelope event over the size limit")
 )
 
 func newPart(key string, data []byte) part {
@@ -103,7 +128,7 @@ func decodeData(d, b string, allowEmpty bool) ([]byte, error) {
 	return nil, fmt.Errorf("%w: empty envelope", errInvalid)
 }
 
-// parseEnvelope parses the content of an org.remora.envelope event into its
+// parseEnvelope parses the content of an envelope event into its
 // envelopes. It is the parser of outside input: anyone in the room can send
 // any content under our event type.
 func parseEnvelope(content []byte) ([][]byte, error) {

@@ -145,7 +145,7 @@ func TestPowerLevels(t *testing.T) {
 	}{
 		{"no power levels: anyone", []rawEvent{member("@alice:x", "join")}, 0, 0, false},
 		{"defaults", []rawEvent{pl(`{"users":{"@bob:x":100}}`), member("@alice:x", "join"), member("@bob:x", "join")}, 50, 0, true},
-		{"event override", []rawEvent{pl(`{"events":{"org.remora.board":0}}`), member("@alice:x", "join")}, 0, 0, false},
+		{"event override", []rawEvent{pl(`{"events":{"` + BoardType("!r:x") + `":0}}`), member("@alice:x", "join")}, 0, 0, false},
 		{"state_default", []rawEvent{pl(`{"state_default":10,"users_default":10}`), member("@alice:x", "join")}, 10, 10, false},
 		{"left members do not count", []rawEvent{pl(`{"users":{"@alice:x":50}}`), member("@alice:x", "join"), member("@carol:x", "leave")}, 50, 50, false},
 		{"string levels (old rooms)", []rawEvent{pl(`{"users":{"@alice:x":"60"},"state_default":"50"}`), member("@alice:x", "join")}, 50, 60, false},
@@ -153,13 +153,13 @@ func TestPowerLevels(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := parsePowerLevels(tt.state)
-			if got := p.stateLevel(BoardType); got != tt.need {
+			if got := p.stateLevel(BoardType("!r:x")); got != tt.need {
 				t.Errorf("stateLevel = %d, want %d", got, tt.need)
 			}
 			if got := p.userLevel("@alice:x"); got != tt.alice {
 				t.Errorf("userLevel(alice) = %d, want %d", got, tt.alice)
 			}
-			if got := p.anyoneBelow(BoardType); got != tt.below {
+			if got := p.anyoneBelow(BoardType("!r:x")); got != tt.below {
 				t.Errorf("anyoneBelow = %v, want %v", got, tt.below)
 			}
 		})
@@ -185,7 +185,7 @@ func TestDescribeRoomMembersMayPublish(t *testing.T) {
 		membersAtLevel int
 	}{
 		{"a new room: the admin may, members may not", []rawEvent{pl(`{"users":{"@admin:x":100}}`), joined("@admin:x"), joined("@bob:x")}, false, 100, 50, true, 0},
-		{"board opened to everyone", []rawEvent{pl(`{"users":{"@admin:x":100},"events":{"org.remora.board":0}}`), joined("@admin:x"), joined("@bob:x")}, true, 100, 0, true, 0},
+		{"board opened to everyone", []rawEvent{pl(`{"users":{"@admin:x":100},"events":{"` + BoardType("!r:x") + `":0}}`), joined("@admin:x"), joined("@bob:x")}, true, 100, 0, true, 0},
 		{"all joined may, later members may not", []rawEvent{pl(`{"users":{"@admin:x":100,"@bob:x":50}}`), joined("@admin:x"), joined("@bob:x")}, false, 100, 50, true, 0},
 		{"members' default high enough", []rawEvent{pl(`{"users_default":50}`), joined("@admin:x"), joined("@bob:x")}, true, 50, 50, true, 50},
 		{"a plain member of a locked room", []rawEvent{pl(`{"users":{"@owner:x":100}}`), joined("@owner:x"), joined("@admin:x")}, false, 0, 50, false, 0},

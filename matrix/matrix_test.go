@@ -268,7 +268,7 @@ func TestRetriedSendDeduplicated(t *testing.T) {
 	}
 }
 
-// TestBoardStateEvents: board values are org.remora.board state events
+// TestBoardStateEvents: board values are the room's board state events
 // keyed by the board key; a member who joins later reads every member's
 // value with Get.
 func TestBoardStateEvents(t *testing.T) {
@@ -276,7 +276,7 @@ func TestBoardStateEvents(t *testing.T) {
 	alice, bob, carol := hs.register(t), hs.register(t), hs.register(t)
 	room := createRoom(t, alice, []user{bob, carol}, &event.PowerLevelsEventContent{
 		Users:  map[id.UserID]int{alice.id: 100},
-		Events: map[string]int{BoardType: 0},
+		Events: map[string]int{boardEvents: 0},
 	})
 	a := hs.mustOpen(t, alice, room, t.TempDir())
 	b := hs.mustOpen(t, bob, room, t.TempDir())
@@ -292,7 +292,7 @@ func TestBoardStateEvents(t *testing.T) {
 	}
 	// It is a state event with the key as state_key.
 	var content boardContent
-	if err := alice.cli.StateEvent(ctx, room, event.Type{Type: BoardType, Class: event.StateEventType}, "presence-b", &content); err != nil {
+	if err := alice.cli.StateEvent(ctx, room, event.Type{Type: BoardType(string(room)), Class: event.StateEventType}, "presence-b", &content); err != nil {
 		t.Fatalf("state event for presence-b: %v", err)
 	}
 	if content.D != "b1" {
@@ -346,7 +346,7 @@ func TestBoardPowerFallback(t *testing.T) {
 			t.Fatalf("bob's put in fallback: %v", err)
 		}
 	}
-	if err := alice.cli.StateEvent(ctx, room, event.Type{Type: BoardType, Class: event.StateEventType}, "kb", &boardContent{}); matrixCode(err) != "M_NOT_FOUND" {
+	if err := alice.cli.StateEvent(ctx, room, event.Type{Type: BoardType(string(room)), Class: event.StateEventType}, "kb", &boardContent{}); matrixCode(err) != "M_NOT_FOUND" {
 		t.Errorf("bob's value as a state event: %v, want none", err)
 	}
 	want := map[string]string{"ka": "from alice", "kb": "bob 2"}
@@ -415,7 +415,7 @@ func TestBoardPowerFallback(t *testing.T) {
 		t.Fatal(err)
 	}
 	var content boardContent
-	if err := alice.cli.StateEvent(ctx, room, event.Type{Type: BoardType, Class: event.StateEventType}, "kb", &content); err != nil || content.D != "bob 3" {
+	if err := alice.cli.StateEvent(ctx, room, event.Type{Type: BoardType(string(room)), Class: event.StateEventType}, "kb", &content); err != nil || content.D != "bob 3" {
 		t.Errorf("after AllowBoard bob's value is a state event: %+v, %v", content, err)
 	}
 	if h := b.Health(ctx); h.State != sdk.HealthOK {
@@ -449,11 +449,11 @@ func TestBadInput(t *testing.T) {
 			d := payloadN(50)
 			channeltest.Publish(t, a, item(d))
 			want = append(want, d)
-			sendRaw(t, alice, room, EnvelopeType, g)
+			sendRaw(t, alice, room, typesFor(string(room)).envelope, g)
 			sendRaw(t, bob, room, "m.room.message", map[string]any{"msgtype": "m.text", "body": fmt.Sprintf("hello %d", i)})
 			sendRaw(t, alice, room, "com.example.other", map[string]any{"v": 1, "e": []any{map[string]any{"d": "foreign"}}})
 		}
-		sendRaw(t, alice, room, EnvelopeType, oversize)
+		sendRaw(t, alice, room, typesFor(string(room)).envelope, oversize)
 		sendRaw(t, bob, room, "m.room.message", map[string]any{"msgtype": "m.text", "body": strings.Repeat("huge ", 12000)})
 		d := payloadN(50)
 		channeltest.Publish(t, a, item(d))

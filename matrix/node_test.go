@@ -36,7 +36,7 @@ func circleOverMatrix(t testing.TB) (alice, bob *nodetest.Node, circleID string)
 	ua, ub := hs.register(t), hs.register(t)
 	room := createRoom(t, ua, []user{ub}, &event.PowerLevelsEventContent{
 		Users:  map[id.UserID]int{ua.id: 100},
-		Events: map[string]int{BoardType: 0},
+		Events: map[string]int{boardEvents: 0},
 	})
 	return circleIn(t, hs, ua, ub, room)
 }

@@ -59,14 +59,30 @@ func (hs homeserver) register(t testing.TB) user {
 	return user{id: u.ID, password: u.Password, cli: u.Client}
 }
 
-// createRoom makes a room named "circle" owned by u, inviting others.
+// boardEvents stands, in the Events of a power override given to createRoom,
+// for the room's board state type, which depends on the room ID.
+const boardEvents = "board"
+
+// createRoom makes a room named "circle" owned by u, inviting others. An
+// Events entry boardEvents in powerOverride is set for the room's BoardType
+// once the room exists.
 func createRoom(t testing.TB, u user, others []user, powerOverride *event.PowerLevelsEventContent) id.RoomID {
 	t.Helper()
 	var invite []matrixtest.User
 	for _, o := range others {
 		invite = append(invite, matrixtest.User{ID: o.id, Password: o.password, Client: o.cli})
 	}
-	return matrixtest.CreateRoom(t, matrixtest.User{ID: u.id, Password: u.password, Client: u.cli}, "circle", invite, powerOverride)
+	level, board := 0, false
+	if powerOverride != nil {
+		level, board = powerOverride.Events[boardEvents]
+		delete(powerOverride.Events, boardEvents)
+	}
+	owner := matrixtest.User{ID: u.id, Password: u.password, Client: u.cli}
+	room := matrixtest.CreateRoom(t, owner, "circle", invite, powerOverride)
+	if board {
+		matrixtest.SetStateLevel(t, owner, room, BoardType(string(room)), level)
+	}
+	return room
 }
 
 // config returns the channel config JSON for u in room.

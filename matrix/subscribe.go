@@ -72,7 +72,7 @@ func (c *channel) syncFilter(limit int) string {
 		"account_data": none,
 		"room": map[string]any{
 			"rooms":        []string{string(c.roomID)},
-			"timeline":     map[string]any{"types": []string{EnvelopeType}, "limit": limit},
+			"timeline":     map[string]any{"types": []string{c.types.envelope}, "limit": limit},
 			"state":        map[string]any{"types": []string{"m.room.encryption"}, "lazy_load_members": true},
 			"ephemeral":    none,
 			"account_data": none,
@@ -167,7 +167,7 @@ func (c *channel) catchUp(ctx context.Context, token, stopAt string, cutoff time
 		var resp *messagesResponse
 		err := c.retry(ctx, "backfill", func() error {
 			var err error
-			resp, err = c.messages(ctx, token, "", []string{EnvelopeType}, 100)
+			resp, err = c.messages(ctx, token, "", []string{c.types.envelope}, 100)
 			return err
 		})
 		if err != nil {
@@ -290,7 +290,7 @@ func (c *channel) deliver(ctx context.Context, sink sdk.Sink, evs []rawEvent, po
 	}
 	var items []item
 	for _, ev := range evs {
-		if ev.Type != EnvelopeType {
+		if ev.Type != c.types.envelope {
 			c.n.ignoredForeign.Add(1)
 			continue
 		}

@@ -225,7 +225,7 @@ func TestChannelAddMatrixPicksRoomAndOpensBoard(t *testing.T) {
 		if err := u.Client.StateEvent(ctx, room, event.StatePowerLevels, "", &pl); err != nil {
 			t.Fatal(err)
 		}
-		lvl, ok := pl.Events[matrix.BoardType]
+		lvl, ok := pl.Events[matrix.BoardType(string(room))]
 		return lvl, ok
 	}
 	if lvl, ok := boardLevel(beta); !ok || lvl != 0 {

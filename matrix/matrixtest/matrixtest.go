@@ -85,3 +85,22 @@ func CreateRoom(t testing.TB, u User, name string, others []User, powerOverride 
 	}
 	return resp.RoomID
 }
+
+// SetStateLevel sets the power level room requires for state events of
+// type typ, keeping the other power levels.
+func SetStateLevel(t testing.TB, u User, room id.RoomID, typ string, level int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var pl event.PowerLevelsEventContent
+	if err := u.Client.StateEvent(ctx, room, event.StatePowerLevels, "", &pl); err != nil {
+		t.Fatalf("read power levels of %s: %v", room, err)
+	}
+	if pl.Events == nil {
+		pl.Events = map[string]int{}
+	}
+	pl.Events[typ] = level
+	if _, err := u.Client.SendStateEvent(ctx, room, event.StatePowerLevels, "", &pl); err != nil {
+		t.Fatalf("set power levels of %s: %v", room, err)
+	}
+}
