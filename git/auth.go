@@ -46,7 +46,7 @@ func authFor(cfg Config, ep *transport.Endpoint, secrets map[string]string) (tra
 			user = cfg.Username
 		}
 		if user == "" {
-			user = "remora"
+			user = "git"
 		}
 		return &githttp.BasicAuth{Username: user, Password: pass}, nil
 	}

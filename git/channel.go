@@ -28,10 +28,11 @@ const (
 	remoteName = "anonymous"
 	// ownRef is the local ref pushed to the member's ref.
 	ownRef = plumbing.ReferenceName("refs/remora/own")
-	// neutral commit metadata: nothing about the member, peer or content.
-	neutralName    = "remora"
-	neutralEmail   = "remora@remora.invalid"
-	neutralMessage = "remora\n"
+	// neutral commit metadata: nothing about the member, peer or content,
+	// nor the software (docs/threat-model.md).
+	neutralName    = "sync"
+	neutralEmail   = "sync@localhost"
+	neutralMessage = "sync\n"
 	// maxBoardHistory bounds the walk that dates a board value.
 	maxBoardHistory = 256
 )

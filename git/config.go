@@ -48,14 +48,14 @@ type Config struct {
 	SSHKeyFile string `json:"ssh_key_file,omitempty"`
 	// KnownHostsFile pins ssh host keys. Default ~/.ssh/known_hosts.
 	KnownHostsFile string `json:"known_hosts_file,omitempty"`
-	// Username for https basic auth (default "remora"; forges accept any
+	// Username for https basic auth (default "git"; forges accept any
 	// name with a token).
 	Username string `json:"username,omitempty"`
 }
 
 // Defaults.
 const (
-	DefaultNamespace     = "refs/heads/remora/"
+	DefaultNamespace     = "refs/heads/sync/"
 	DefaultFlushInterval = time.Second
 	DefaultPollMin       = 10 * time.Second
 	DefaultPollMax       = 2 * time.Minute

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/remora-p2p/remora/git"
 	"github.com/remora-p2p/remora/sdk"
 	"github.com/remora-p2p/remora/testenv"
 )
@@ -201,7 +202,7 @@ func (h *harness) Address(int) string { return "" }
 // InvalidateCursor rewrites every member ref as a force push would: a new
 // parentless commit with the same files.
 func (h *harness) InvalidateCursor(ctx context.Context, t *testing.T) error {
-	refs := gitCLI(t, "", "--git-dir="+h.r.bare, "for-each-ref", "--format=%(refname)", "refs/heads/remora/")
+	refs := gitCLI(t, "", "--git-dir="+h.r.bare, "for-each-ref", "--format=%(refname)", git.DefaultNamespace)
 	if refs == "" {
 		return fmt.Errorf("no member refs to rewrite")
 	}
@@ -216,6 +217,6 @@ func (h *harness) InvalidateCursor(ctx context.Context, t *testing.T) error {
 func (h *harness) InsertBackdated(ctx context.Context, t *testing.T, m int, data []byte) error {
 	old := time.Now().Add(-2 * time.Hour)
 	p := "log/" + old.UTC().Format("2006010215") + "/bd-" + uniq()
-	commitFiles(t, h.r.bare, fmt.Sprintf("refs/heads/remora/m%d", m), map[string][]byte{p: data}, false, old)
+	commitFiles(t, h.r.bare, fmt.Sprintf(git.DefaultNamespace+"m%d", m), map[string][]byte{p: data}, false, old)
 	return nil
 }

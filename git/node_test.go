@@ -69,15 +69,15 @@ func TestTwoNodesThroughRepo(t *testing.T) {
 	if got := nodetest.Texts(t, b.N); got["while you were out"] != 1 {
 		t.Fatalf("bob's inbox %v: want the message exactly once", got)
 	}
-	// nothing in the repository names a peer
+	// nothing in the repository names a peer, or the software
 	refs := gitCLI(t, "", "--git-dir="+r.bare, "for-each-ref", "--format=%(refname)")
-	for _, id := range []string{a.N.ID().String(), bID.String(), "alice", "bob"} {
+	for _, id := range []string{a.N.ID().String(), bID.String(), "alice", "bob", "remora"} {
 		if containsFold(refs, id) {
 			t.Errorf("a ref names %q:\n%s", id, refs)
 		}
 	}
 	files := gitCLI(t, "", "--git-dir="+r.bare, "log", "--all", "--format=%an %ae %s", "--name-only")
-	for _, id := range []string{a.N.ID().String(), bID.String(), "alice", "bob", "while you were out"} {
+	for _, id := range []string{a.N.ID().String(), bID.String(), "alice", "bob", "while you were out", "remora"} {
 		if containsFold(files, id) {
 			t.Errorf("repository metadata or paths contain %q", id)
 		}

@@ -200,7 +200,7 @@ func TestForeignAndGarbage(t *testing.T) {
 	channeltest.Publish(t, pub, first...)
 
 	bucket := time.Now().UTC().Format("2006010215")
-	ref := "refs/heads/remora/m0"
+	ref := git.DefaultNamespace + "m0"
 	commitFiles(t, r.bare, ref, map[string][]byte{
 		"README.md":                      []byte("# hello"),
 		"log/notabucket/key":             []byte("x"),
@@ -226,11 +226,11 @@ func TestForeignAndGarbage(t *testing.T) {
 	c := run("commit-tree", run("write-tree"), "-p", ref, "-m", "foreign")
 	run("update-ref", ref, c)
 	// refs in the namespace that are no member names, and a commit outside it
-	run("update-ref", "refs/heads/remora/bad.name", c)
-	run("update-ref", "refs/heads/remora/nested/x", c)
+	run("update-ref", git.DefaultNamespace+"bad.name", c)
+	run("update-ref", git.DefaultNamespace+"nested/x", c)
 	run("update-ref", "refs/heads/main", c)
 	// a member-like ref to a blob (git update-ref refuses; a raw write does not)
-	if err := os.WriteFile(filepath.Join(r.bare, "refs/heads/remora/blobref"), []byte(blob+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(r.bare, git.DefaultNamespace+"blobref"), []byte(blob+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 
@@ -275,7 +275,7 @@ func TestDeletedRef(t *testing.T) {
 	<-done
 	cursor := col.lastCursor()
 
-	gitCLI(t, "", "--git-dir="+r.bare, "update-ref", "-d", "refs/heads/remora/m0")
+	gitCLI(t, "", "--git-dir="+r.bare, "update-ref", "-d", git.DefaultNamespace+"m0")
 	ctx, cancel2 := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel2()
 	err := sub.Subscribe(ctx, sdk.SubscribeRequest{Cursor: cursor}, newCollector())
@@ -312,7 +312,7 @@ func TestCompact(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref := "refs/heads/remora/" + strings.TrimSpace(string(member))
+	ref := git.DefaultNamespace + strings.TrimSpace(string(member))
 	before := gitCLI(t, "", "--git-dir="+r.bare, "rev-list", "--count", ref)
 	// as `remora channel compact` does it: from the config and state dir,
 	// while the channel instance stays up
@@ -337,7 +337,7 @@ func TestCompact(t *testing.T) {
 	// metadata stays neutral
 	log := gitCLI(t, "", "--git-dir="+r.bare, "log", "--format=%an <%ae>|%cn <%ce>|%s", ref)
 	for _, l := range strings.Split(log, "\n") {
-		if l != "remora <remora@remora.invalid>|remora <remora@remora.invalid>|remora" {
+		if l != "sync <sync@localhost>|sync <sync@localhost>|sync" {
 			t.Errorf("commit metadata %q is not neutral", l)
 		}
 	}
@@ -348,11 +348,11 @@ func TestCompact(t *testing.T) {
 func TestRetentionPrunes(t *testing.T) {
 	r := daemonRemote(t)
 	old := time.Now().Add(-30 * time.Hour).UTC().Format("2006010215")
-	commitFiles(t, r.bare, "refs/heads/remora/m0", map[string][]byte{"log/" + old + "/stale": []byte("stale")}, false, time.Time{})
+	commitFiles(t, r.bare, git.DefaultNamespace+"m0", map[string][]byte{"log/" + old + "/stale": []byte("stale")}, false, time.Time{})
 	pub := open(t, r, 0, t.TempDir(), map[string]any{"retention": "24h"})
 	fresh := items("f", 2)
 	channeltest.Publish(t, pub, fresh...)
-	files := gitCLI(t, "", "--git-dir="+r.bare, "ls-tree", "-r", "--name-only", "refs/heads/remora/m0")
+	files := gitCLI(t, "", "--git-dir="+r.bare, "ls-tree", "-r", "--name-only", git.DefaultNamespace+"m0")
 	if strings.Contains(files, old) {
 		t.Errorf("expired bucket %s still on the ref:\n%s", old, files)
 	}
