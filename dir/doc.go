@@ -7,13 +7,14 @@
 //
 // The folder holds only files that sync tools copy as they are:
 //
-//	.remora-folder            the folder's random identity (hex)
+//	.folder-id                the folder's random identity (hex; an earlier
+//	                          version's .remora-folder is adopted)
 //	board/<key>               one file per board key, the latest value
 //	log/<YYYYMMDDHH>/<key>    one file per envelope, named by its
 //	                          idempotency key, in the UTC hour bucket
 //	                          in which it was published
 //
-// Every file is written atomically: a temporary file (".remora-tmp-…") in
+// Every file is written atomically: a temporary file (".tmp-…") in
 // the same folder, fsync, rename, fsync of the folder. Readers ignore
 // temporary files (ours and the sync tools': ".syncthing.*.tmp",
 // "~syncthing~*", "*.part", ".~lock*", …) and any other foreign file, and
@@ -34,7 +35,7 @@
 // buckets.
 //
 // The index ID changes when the index starts over: its state dir was lost,
-// or the folder was replaced or wiped (its .remora-folder identity changed).
+// or the folder was replaced or wiped (its .folder-id identity changed).
 // A cursor of another index is then sdk.ErrCursorInvalid, and the host
 // resubscribes from the start and dedupes.
 //

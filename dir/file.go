@@ -11,11 +11,19 @@ import (
 	"time"
 )
 
-// tmpPrefix starts the name of every temporary file dir writes.
-const tmpPrefix = ".remora-tmp-"
+// tmpPrefix starts the name of every temporary file dir writes. Names in
+// the shared folder do not name the software (docs/threat-model.md).
+const tmpPrefix = ".tmp-"
 
 // folderIDFile holds the folder's identity.
-const folderIDFile = ".remora-folder"
+const folderIDFile = ".folder-id"
+
+// Names earlier versions used: a folder they made keeps its identity, and
+// their temporary files are not taken for foreign ones.
+const (
+	legacyTmpPrefix    = ".remora-tmp-"
+	legacyFolderIDFile = ".remora-folder"
+)
 
 // bucketLayout names the UTC hour buckets under log/.
 const bucketLayout = "2006010215"
@@ -58,7 +66,7 @@ const (
 // classify tells items from temporary and foreign files by name.
 func classify(name string, isDir bool) kind {
 	switch {
-	case strings.HasPrefix(name, tmpPrefix),
+	case strings.HasPrefix(name, tmpPrefix), strings.HasPrefix(name, legacyTmpPrefix),
 		strings.HasPrefix(name, ".syncthing.") && strings.HasSuffix(name, ".tmp"), // Syncthing
 		strings.HasPrefix(name, "~syncthing~"),                                    // Syncthing on Windows
 		strings.HasPrefix(name, ".~lock."),                                        // LibreOffice, Nextcloud
@@ -139,6 +147,17 @@ func folderID(root string) ([idLen]byte, error) {
 	var id [idLen]byte
 	path := filepath.Join(root, folderIDFile)
 	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		if legacy, lerr := os.ReadFile(filepath.Join(root, legacyFolderIDFile)); lerr == nil && decodeID(strings.TrimSpace(string(legacy)), &id) == nil {
+			b, err = legacy, nil // adopted below, under the new name
+			if werr := writeFile(root, folderIDFile, []byte(hex.EncodeToString(id[:])+"\n")); werr != nil {
+				return id, fmt.Errorf("write %s: %w", folderIDFile, werr)
+			}
+			if werr := syncDir(root); werr != nil {
+				return id, fmt.Errorf("write %s: %w", folderIDFile, werr)
+			}
+		}
+	}
 	if err == nil {
 		if decodeID(strings.TrimSpace(string(b)), &id) == nil {
 			return id, nil

@@ -1,6 +1,7 @@
 package dir
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -140,16 +141,20 @@ func TestFolderIDDamaged(t *testing.T) {
 	for _, tc := range []struct {
 		name, content string
 		keep          bool
+		file          string // default folderIDFile
 	}{
-		{"valid", valid + "\n", true},
-		{"over-long hex", valid + "00112233\n", false},
-		{"short hex", "0011\n", false},
-		{"not hex", strings.Repeat("z", 32) + "\n", false},
-		{"empty", "", false},
+		{"valid", valid + "\n", true, ""},
+		{"an earlier version's file is adopted", valid + "\n", true, legacyFolderIDFile},
+		{"an earlier version's damaged file", "0011\n", false, legacyFolderIDFile},
+		{"over-long hex", valid + "00112233\n", false, ""},
+		{"short hex", "0011\n", false, ""},
+		{"not hex", strings.Repeat("z", 32) + "\n", false, ""},
+		{"empty", "", false, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			root := t.TempDir()
-			if err := os.WriteFile(filepath.Join(root, folderIDFile), []byte(tc.content), 0o600); err != nil {
+			file := cmp.Or(tc.file, folderIDFile)
+			if err := os.WriteFile(filepath.Join(root, file), []byte(tc.content), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			id, err := folderID(root)
