@@ -54,7 +54,7 @@ func capabilities(c Config, push bool) sdk.Capabilities {
 		caps.Latency = sdk.Duration(2 * time.Second)
 	}
 	if c.Mode == ModeShared {
-		// APPEND is checked with SEARCH on X-Remora-Keys before every send.
+		// APPEND is checked with SEARCH on X-Sync-Keys before every send.
 		caps.Idempotency = sdk.Idempotency{Level: sdk.IdempotencyStrong}
 	}
 	if c.Consumed != ConsumedKeep {

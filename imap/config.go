@@ -70,7 +70,7 @@ type Config struct {
 	// the list address with '@' replaced by '.' (mlmmj, Mailman, Sympa).
 	ListID string `json:"list_id,omitempty"`
 	// Folder is the folder read (and, in shared mode, appended to). Default
-	// INBOX; in shared mode "remora".
+	// INBOX; in shared mode "sync".
 	Folder string `json:"folder,omitempty"`
 	// ExtraFolders are read too (e.g. "Junk"), polled every PollInterval.
 	ExtraFolders []string `json:"extra_folders,omitempty"`
@@ -78,7 +78,7 @@ type Config struct {
 	// (to ConsumedFolder) or "delete" (flag \Deleted and expunge).
 	Consumed string `json:"consumed,omitempty"`
 	// ConsumedFolder is where "move" puts consumed mail (default
-	// "remora-done"; created if missing).
+	// "sync-done"; created if missing).
 	ConsumedFolder string `json:"consumed_folder,omitempty"`
 	// IdleRestart re-issues IDLE before servers drop it (default 20m;
 	// RFC 9051 servers may drop it after 30 min).
@@ -109,8 +109,8 @@ type Config struct {
 }
 
 const (
-	defaultSharedFolder   = "remora"
-	defaultConsumedFolder = "remora-done"
+	defaultSharedFolder   = "sync"
+	defaultConsumedFolder = "sync-done"
 	defaultMaxMail        = 4 << 20
 	// defaultListMaxMail is Mailman 3's default max_message_size (40 KB,
 	// counted in units of 1024 bytes): a larger post is held for the
@@ -168,7 +168,7 @@ func parseConfig(raw json.RawMessage) (Config, error) {
 		return c, badConfig(`config: "address" (this account's mail address) is required in %s mode`, c.Mode)
 	}
 	if c.Address == "" {
-		c.Address = "remora@" + msgIDDomain
+		c.Address = "sync@" + defaultIDDomain
 		if strings.Contains(c.Username, "@") {
 			c.Address = c.Username
 		}

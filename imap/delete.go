@@ -194,7 +194,7 @@ func rewriteMail(raw []byte, drop map[string]bool, limit int64) ([]byte, error) 
 		return nil, err
 	}
 	h := e.Header.Copy()
-	h.Set("Message-Id", "<"+messageID(keys)+">")
+	h.Set("Message-Id", "<"+messageID(keys, p.From)+">")
 	h.Set("Content-Type", "text/plain; charset=us-ascii")
 	h.Set("Content-Transfer-Encoding", "7bit")
 	h.Set(headerItems, strconv.Itoa(len(items)))

@@ -21,12 +21,12 @@
 //
 // mail with the Subject "message REF" (REF: 16 hex digits derived from the
 // item keys, so a list's notice that quotes the subject names the mail), the
-// header "X-Remora: 2" and a header "X-Remora-Items: N". The body is N
+// header "X-Sync: 2" and a header "X-Sync-Items: N". The body is N
 // blocks, each framed explicitly:
 //
-//	remora-item I/N KEY DIGEST ENC
+//	item I/N KEY DIGEST ENC
 //	…the item wrapped at 76 characters…
-//	remora-end I/N
+//	end I/N
 //
 // DIGEST is base64url of the first 16 bytes of the item's SHA-256; ENC is
 // "text" (the item's own bytes: printable ASCII without spaces, which core's
@@ -40,9 +40,9 @@
 // (blocks ended by a "." line, no digest) is not read: a list header glued
 // onto the first block turned into wrong data delivered as good.
 //
-// The Message-ID is <KEY@remora.invalid> for a mail with one item, and
-// <b-HASH@remora.invalid> for a batch (HASH: SHA-256 of the item keys,
-// truncated); the header "X-Remora-Keys" lists the items' idempotency keys,
+// The Message-ID is <KEY@DOMAIN> for a mail with one item, and
+// <b-HASH@DOMAIN> for a batch (HASH: SHA-256 of the item keys, truncated;
+// DOMAIN: the sender's, as mail clients do); the header "X-Sync-Keys" lists the items' idempotency keys,
 // in body order, so a retry can be detected with IMAP SEARCH. Idempotency
 // keys are random strings chosen by core: nothing in the headers or the
 // body names the circle or its members.

@@ -20,20 +20,23 @@ import (
 	"github.com/emersion/go-message/textproto"
 )
 
+// Names in a mail are neutral: nothing names the software
+// (docs/threat-model.md).
 const (
 	// headerMarker marks our mails; its value is the format version.
-	headerMarker = "X-Remora"
+	headerMarker = "X-Sync"
 	// headerItems is the number of item blocks in the body.
-	headerItems = "X-Remora-Items"
+	headerItems = "X-Sync-Items"
 	// headerKeys lists the items' idempotency keys (retry detection).
-	headerKeys = "X-Remora-Keys"
+	headerKeys = "X-Sync-Keys"
 	// formatVersion is the value of headerMarker this package writes and
-	// reads. Version 1 (blocks ended by a "." line, no digest) let a list
-	// header glued onto the first block pass as item data; it is no longer
-	// read.
+	// reads. Version 1 (blocks ended by a "." line, no digest, under the
+	// header X-Remora) let a list header glued onto the first block pass as
+	// item data; it is no longer read.
 	formatVersion = "2"
-	// msgIDDomain is the right-hand side of our Message-IDs.
-	msgIDDomain = "remora.invalid"
+	// defaultIDDomain is the right-hand side of our Message-IDs when the
+	// sender's address has no domain to lend.
+	defaultIDDomain = "localhost"
 	// subject starts the subject of every mail; the mail's reference
 	// follows, so a list manager's notice that quotes the subject names the
 	// mail it is about.
@@ -43,8 +46,8 @@ const (
 	// maxItemsPerMail bounds what the parser accepts from one mail.
 	maxItemsPerMail = 4096
 	// beginTag and endTag open and close an item block; see doc.go.
-	beginTag = "remora-item"
-	endTag   = "remora-end"
+	beginTag = "item"
+	endTag   = "end"
 	// encText and encB64 say how a block carries its item.
 	encText = "text"
 	encB64  = "b64"
@@ -62,13 +65,18 @@ type outMail struct {
 	Items [][]byte
 }
 
-// messageID returns the Message-ID (without angle brackets) for a mail that
-// carries items with these idempotency keys.
-func messageID(keys []string) string {
-	if len(keys) == 1 {
-		return keys[0] + "@" + msgIDDomain
+// messageID returns the Message-ID (without angle brackets) for a mail from
+// the address from that carries items with these idempotency keys. Its
+// right-hand side is from's domain, as mail clients do.
+func messageID(keys []string, from string) string {
+	domain := defaultIDDomain
+	if at := strings.LastIndexByte(from, '@'); at >= 0 && at < len(from)-1 {
+		domain = from[at+1:]
 	}
-	return "b-" + hex.EncodeToString(keysHash(keys)[:16]) + "@" + msgIDDomain
+	if len(keys) == 1 {
+		return keys[0] + "@" + domain
+	}
+	return "b-" + hex.EncodeToString(keysHash(keys)[:16]) + "@" + domain
 }
 
 func keysHash(keys []string) []byte {
@@ -166,7 +174,7 @@ func buildMail(m outMail) ([]byte, string, error) {
 	h.SetAddressList("To", to)
 	h.SetDate(m.Date)
 	h.SetSubject(subject + " " + mailRef(m.Keys))
-	id := messageID(m.Keys)
+	id := messageID(m.Keys, from.Address)
 	h.SetMessageID(id)
 	h.Set("MIME-Version", "1.0")
 	h.Set("Content-Type", "text/plain; charset=us-ascii")
@@ -187,9 +195,9 @@ func buildMail(m outMail) ([]byte, string, error) {
 
 // Why a mail was not taken as ours; the Health counters use these names.
 const (
-	reasonForeign    = "ignored_foreign"     // no X-Remora header: ordinary mail, spam
+	reasonForeign    = "ignored_foreign"     // no X-Sync header: ordinary mail, spam
 	reasonNotList    = "ignored_not_list"    // ours, but not through the configured list
-	reasonMalformed  = "ignored_malformed"   // X-Remora present but unreadable
+	reasonMalformed  = "ignored_malformed"   // X-Sync present but unreadable
 	reasonTooLarge   = "ignored_too_large"   // larger than max_mail_bytes; not downloaded
 	reasonBadVersion = "ignored_bad_version" // a format version we do not read
 	counterDamaged   = "damaged_items"       // blocks altered, cut or missing on the way: never delivered
@@ -199,7 +207,7 @@ const (
 const (
 	damageAltered   = "altered"   // its bytes do not match the digest
 	damageTruncated = "truncated" // no last line, or a new block began inside it
-	damageMissing   = "missing"   // declared by X-Remora-Items but not in the body
+	damageMissing   = "missing"   // declared by X-Sync-Items but not in the body
 	damageEncoding  = "undecodable"
 )
 
@@ -223,7 +231,7 @@ type parsedMail struct {
 	// X-Original-From).
 	ReplyTo, Cc  []string
 	OriginalFrom string
-	// Keys are the items' idempotency keys from X-Remora-Keys.
+	// Keys are the items' idempotency keys from X-Sync-Keys.
 	Keys []string
 	// Items has one entry per declared item, in order; damaged ones carry
 	// no data.

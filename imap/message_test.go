@@ -36,8 +36,8 @@ func TestBuildParseRoundTrip(t *testing.T) {
 		{"starts with dot", []string{".hidden"}},
 		{"spaces and newlines", []string{"not armor\r\n.\r\nat all"}},
 		{"binary", []string{"\x00\xff\x10=b64"}},
-		{"looks like a block's last line", []string{"remora-end 1/1"}},
-		{"looks like a block's first line", []string{"remora-item 1/1 k AAAAAAAAAAAAAAAAAAAAAA text"}},
+		{"looks like a block's last line", []string{"end 1/1"}},
+		{"looks like a block's first line", []string{"item 1/1 k AAAAAAAAAAAAAAAAAAAAAA text"}},
 		{"utf-8", []string{"größe-✓"}},
 	}
 	for _, tt := range tests {
@@ -72,24 +72,34 @@ func TestBuildParseRoundTrip(t *testing.T) {
 			if strings.Join(p.Keys, " ") != strings.Join(keys, " ") {
 				t.Errorf("keys: got %v, want %v", p.Keys, keys)
 			}
-			if p.MessageID != messageID(keys) {
-				t.Errorf("Message-ID %q, want %q", p.MessageID, messageID(keys))
+			if p.MessageID != messageID(keys, "alice@example.test") {
+				t.Errorf("Message-ID %q, want %q", p.MessageID, messageID(keys, "alice@example.test"))
 			}
 		})
 	}
 }
 
-// TestNothingNamesTheCircle checks the headers carry nothing but the
-// addresses, the neutral subject and our marker.
+// TestMailHeaders checks the headers carry nothing but the addresses, the
+// neutral subject and our marker, and that nothing in a mail names the
+// software.
 func TestMailHeaders(t *testing.T) {
-	raw := mustBuild(t, []string{"K1"}, "payload")
+	raw := mustBuild(t, []string{"K1", "K2"}, "payload", "more")
 	head, _, _ := strings.Cut(string(raw), "\r\n\r\n")
-	for _, want := range []string{"Subject: message " + mailRef([]string{"K1"}), "X-Remora: 2", "X-Remora-Items: 1", "Message-Id: <K1@remora.invalid>", "Content-Type: text/plain; charset=us-ascii"} {
+	for _, want := range []string{"Subject: message " + mailRef([]string{"K1", "K2"}), "X-Sync: 2", "X-Sync-Items: 2", "Message-Id: <" + messageID([]string{"K1", "K2"}, "alice@example.test") + ">", "Content-Type: text/plain; charset=us-ascii"} {
 		if !strings.Contains(head, want) {
 			t.Errorf("header lacks %q:\n%s", want, head)
 		}
 	}
-	if got := messageID([]string{"a", "b"}); !strings.HasPrefix(got, "b-") || got == messageID([]string{"b", "a"}) {
+	if strings.Contains(strings.ToLower(string(raw)), "remora") {
+		t.Errorf("the mail names the software:\n%s", raw)
+	}
+	if got := messageID([]string{"a"}, "alice@example.test"); got != "a@example.test" {
+		t.Errorf("Message-ID %q, want a@example.test (the sender's domain)", got)
+	}
+	if got := messageID([]string{"a"}, "no-domain"); got != "a@localhost" {
+		t.Errorf("Message-ID without a sender domain %q, want a@localhost", got)
+	}
+	if got := messageID([]string{"a", "b"}, "x@example.test"); !strings.HasPrefix(got, "b-") || got == messageID([]string{"b", "a"}, "x@example.test") {
 		t.Errorf("batch Message-ID %q must depend on the keys and their order", got)
 	}
 }
@@ -122,14 +132,14 @@ func TestParseMangled(t *testing.T) {
 		{"base64 re-encoding with a non-ASCII header and footer", strings.NewReplacer("Content-Transfer-Encoding: 7bit", "Content-Transfer-Encoding: base64", "charset=us-ascii", "charset=utf-8").Replace(head) + "\r\n\r\n" + b64 + "\r\n", []string{"", ""}},
 		{"LF line ends", strings.ReplaceAll(string(raw), "\r\n", "\n"), []string{"", ""}},
 		{"trailing spaces", head + "\r\n\r\n" + strings.ReplaceAll(body, "\r\n", " \t\r\n"), []string{"", ""}},
-		{"text between the blocks", head + "\r\n\r\n" + strings.Replace(body, "remora-end 1/2\r\n", "remora-end 1/2\r\nan ad from the list\r\n\r\n", 1), []string{"", ""}},
+		{"text between the blocks", head + "\r\n\r\n" + strings.Replace(body, "end 1/2\r\n", "end 1/2\r\nan ad from the list\r\n\r\n", 1), []string{"", ""}},
 		{"multipart with a footer part", multipart("Content-Type: text/plain\r\n\r\n"+body, "Content-Type: text/plain\r\n\r\nfooter"), []string{"", ""}},
 		{"multipart with the list header as the first part", multipart("Content-Type: text/plain\r\n\r\nPosts are archived.", "Content-Type: text/plain\r\n\r\n"+body), []string{"", ""}},
 		{"post attached to a wrapper (DMARC wrap_message)", multipart("Content-Type: text/plain\r\n\r\nThe list wrapped this post.", "Content-Type: message/rfc822\r\n\r\n"+string(raw)), []string{"", ""}},
 		{"a line inserted into an item", head + "\r\n\r\n" + strings.Replace(body, "first-item\r\n", "first-item\r\nsponsored\r\n", 1), []string{damageAltered, ""}},
 		{"a character changed", head + "\r\n\r\n" + strings.Replace(body, "first-item", "first-itex", 1), []string{damageAltered, ""}},
 		{"body cut short", string(raw[:len(raw)-100]), []string{"", damageTruncated}},
-		{"second block gone", head + "\r\n\r\n" + body[:strings.Index(body, "remora-item 2/2")], []string{"", damageMissing}},
+		{"second block gone", head + "\r\n\r\n" + body[:strings.Index(body, "item 2/2")], []string{"", damageMissing}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -168,14 +178,14 @@ func TestParseNotOurs(t *testing.T) {
 	}{
 		{"ordinary mail", "From: bob@example.test\r\nSubject: lunch?\r\n\r\nat noon\r\n", reasonForeign, false},
 		{"spam", "From: win@spam.test\r\nSubject: =?utf-8?b?WW91IHdvbiE=?=\r\nContent-Type: text/html\r\n\r\n<b>$$$</b>\r\n", reasonForeign, false},
-		{"version 1 (no item boundaries)", "X-Remora: 1\r\nX-Remora-Items: 1\r\n\r\nabc\r\n.\r\n", reasonBadVersion, false},
-		{"other version", "X-Remora: 3\r\nX-Remora-Items: 1\r\n\r\nabc\r\n.\r\n", reasonBadVersion, false},
-		{"forged count", "X-Remora: 2\r\nX-Remora-Items: 99999999\r\n\r\nabc\r\n", reasonMalformed, true},
-		{"no count", "X-Remora: 2\r\n\r\nabc\r\n", reasonMalformed, true},
-		{"empty body", "X-Remora: 2\r\nX-Remora-Items: 2\r\n\r\n", reasonMalformed, true},
-		{"no block", "X-Remora: 2\r\nX-Remora-Items: 1\r\n\r\nabc\r\n.\r\n", reasonMalformed, true},
-		{"html body", "X-Remora: 2\r\nX-Remora-Items: 1\r\nContent-Type: text/html\r\n\r\n<p>abc</p>\r\n", reasonMalformed, true},
-		{"broken multipart", "X-Remora: 2\r\nX-Remora-Items: 1\r\nContent-Type: multipart/mixed; boundary=\"x\"\r\n\r\n--x\r\nContent-Type: text/plain\r\n", reasonMalformed, true},
+		{"version 1 (no item boundaries)", "X-Sync: 1\r\nX-Sync-Items: 1\r\n\r\nabc\r\n.\r\n", reasonBadVersion, false},
+		{"other version", "X-Sync: 3\r\nX-Sync-Items: 1\r\n\r\nabc\r\n.\r\n", reasonBadVersion, false},
+		{"forged count", "X-Sync: 2\r\nX-Sync-Items: 99999999\r\n\r\nabc\r\n", reasonMalformed, true},
+		{"no count", "X-Sync: 2\r\n\r\nabc\r\n", reasonMalformed, true},
+		{"empty body", "X-Sync: 2\r\nX-Sync-Items: 2\r\n\r\n", reasonMalformed, true},
+		{"no block", "X-Sync: 2\r\nX-Sync-Items: 1\r\n\r\nabc\r\n.\r\n", reasonMalformed, true},
+		{"html body", "X-Sync: 2\r\nX-Sync-Items: 1\r\nContent-Type: text/html\r\n\r\n<p>abc</p>\r\n", reasonMalformed, true},
+		{"broken multipart", "X-Sync: 2\r\nX-Sync-Items: 1\r\nContent-Type: multipart/mixed; boundary=\"x\"\r\n\r\n--x\r\nContent-Type: text/plain\r\n", reasonMalformed, true},
 		{"header garbage", "\x00\x01\x02: \xff\r\n\r\n", reasonMalformed, true},
 	}
 	for _, tt := range tests {
@@ -197,14 +207,14 @@ func TestParseNotOurs(t *testing.T) {
 // TestParseDamagedBlocks: blocks that lie about themselves are damaged, and
 // never turn into good items.
 func TestParseDamagedBlocks(t *testing.T) {
-	head := "X-Remora: 2\r\nX-Remora-Items: 1\r\nX-Remora-Keys: k1\r\n\r\n"
+	head := "X-Sync: 2\r\nX-Sync-Items: 1\r\nX-Sync-Keys: k1\r\n\r\n"
 	good := itemDigest([]byte("abc"))
 	tests := []struct{ name, body, damage string }{
-		{"bad base64", "remora-item 1/1 k1 " + itemDigest([]byte("x")) + " b64\r\n!!!!\r\nremora-end 1/1\r\n", damageEncoding},
-		{"wrong digest", "remora-item 1/1 k1 " + itemDigest([]byte("abd")) + " text\r\nabc\r\nremora-end 1/1\r\n", damageAltered},
-		{"empty block", "remora-item 1/1 k1 " + good + " text\r\nremora-end 1/1\r\n", damageAltered},
-		{"end of another block", "remora-item 1/1 k1 " + good + " text\r\nabc\r\nremora-end 2/1\r\n", damageTruncated},
-		{"count disagrees with the header", "remora-item 1/2 k1 " + good + " text\r\nabc\r\nremora-end 1/2\r\n", ""},
+		{"bad base64", "item 1/1 k1 " + itemDigest([]byte("x")) + " b64\r\n!!!!\r\nend 1/1\r\n", damageEncoding},
+		{"wrong digest", "item 1/1 k1 " + itemDigest([]byte("abd")) + " text\r\nabc\r\nend 1/1\r\n", damageAltered},
+		{"empty block", "item 1/1 k1 " + good + " text\r\nend 1/1\r\n", damageAltered},
+		{"end of another block", "item 1/1 k1 " + good + " text\r\nabc\r\nend 2/1\r\n", damageTruncated},
+		{"count disagrees with the header", "item 1/2 k1 " + good + " text\r\nabc\r\nend 1/2\r\n", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -235,7 +245,7 @@ func TestRewriteMail(t *testing.T) {
 	if len(p.Items) != 2 || string(p.Items[0].Data) != "one" || string(p.Items[1].Data) != "three" || strings.Join(p.Keys, ",") != "k1,k3" {
 		t.Fatalf("rewritten mail: items %q keys %v", p.Items, p.Keys)
 	}
-	if p.ListID != "circle.example.test" || p.MessageID != messageID([]string{"k1", "k3"}) {
+	if p.ListID != "circle.example.test" || p.MessageID != messageID([]string{"k1", "k3"}, "alice@example.test") {
 		t.Errorf("rewritten mail: List-Id %q Message-ID %q", p.ListID, p.MessageID)
 	}
 }

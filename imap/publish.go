@@ -166,7 +166,7 @@ func (ch *channel) plan(items []sdk.PublishItem, todo []int) []mailPlan {
 		cur := mailPlan{to: rcpt[k]}
 		size := 0
 		for _, i := range groups[k] {
-			// the block, and the key again in X-Remora-Keys
+			// the block, and the key again in X-Sync-Keys
 			n := blockSize(items[i].Data, items[i].IdempotencyKey) + len(items[i].IdempotencyKey) + 1
 			if len(cur.items) > 0 && (len(cur.items) >= ch.cfg.MaxItemsPerMail || size+n > budget) {
 				plans = append(plans, cur)
@@ -417,7 +417,7 @@ type headerInfo struct {
 	keys  []string
 }
 
-// parseHeaderOnly reads Message-ID and X-Remora-Keys from a header block.
+// parseHeaderOnly reads Message-ID and X-Sync-Keys from a header block.
 func parseHeaderOnly(b []byte) (headerInfo, error) {
 	var hi headerInfo
 	if len(b) == 0 {

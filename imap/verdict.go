@@ -94,7 +94,7 @@ type watchMark map[string]imap.UID
 
 // verdictFolders are where copies and notices arrive: the watched folder
 // (a Sieve rule may file our mails there) and INBOX (notices carry no
-// X-Remora header).
+// X-Sync header).
 func (ch *channel) verdictFolders() []string {
 	if strings.EqualFold(ch.cfg.Folder, "INBOX") {
 		return []string{ch.cfg.Folder}
