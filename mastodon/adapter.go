@@ -141,7 +141,8 @@ func (adapter) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.Cha
 	}
 	client := gomasto.NewClient(&gomasto.Config{Server: cfg.Server, AccessToken: strings.TrimSpace(req.Secrets[SecretToken])})
 	client.Client = http.Client{Transport: tr, Timeout: time.Minute}
-	client.UserAgent = "remora-mastodon/" + Version
+	// go-mastodon's default User-Agent (Go's): the server's logs do not
+	// name remora.
 
 	me, err := client.GetAccountCurrentUser(ctx)
 	if err != nil {

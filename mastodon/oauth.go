@@ -29,6 +29,11 @@ type App struct {
 	RedirectURI  string `json:"redirect_uri"`
 }
 
+// AppName is the application name `remora channel add mastodon` registers:
+// neutral, because the server keeps it with the account's token and may show
+// it on posts ("via …"), and nothing on a server should name the software.
+const AppName = "sync"
+
 // RegisterApp registers an application called name on server
 // (POST /api/v1/apps) with the out-of-band redirect.
 func RegisterApp(ctx context.Context, server, name string) (App, error) {

@@ -347,12 +347,12 @@ func (a *app) mastodonLogin(cmd *cobra.Command, cc *ChannelConfig) error {
 		return usageError("mastodon: no token given: run this in a terminal to authorize remora, or pass --secret token=env:VAR")
 	}
 	ctx := cmd.Context()
-	app, err := mastodon.RegisterApp(ctx, server, "remora")
+	app, err := mastodon.RegisterApp(ctx, server, mastodon.AppName)
 	if err != nil {
 		return fmt.Errorf("mastodon: register the app: %w", err)
 	}
 	w := cmd.OutOrStdout()
-	fmt.Fprintf(w, "Open this address, sign in and approve remora:\n\n  %s\n\n", app.AuthCodeURL())
+	fmt.Fprintf(w, "Open this address, sign in and approve the app %q (remora registers under a neutral name: the server shows it, and may show it on posts):\n\n  %s\n\n", mastodon.AppName, app.AuthCodeURL())
 	code := prompt(cmd, "Then paste the code shown", "")
 	if code == "" {
 		return usageError("mastodon: no code given")
