@@ -1,9 +1,9 @@
 package mastodon_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"path/filepath"
 	"strings"
@@ -112,10 +112,10 @@ func TestNodesOverMastodon(t *testing.T) {
 	forged := make([]byte, 300)
 	rand.Read(forged)
 	forged[0] = envelope.Version
-	prefix := node.ArmorPrefix("masto")
-	srv.Post("alice", "@bob "+prefix+base64.RawURLEncoding.EncodeToString(forged)+".", "direct")
-	srv.Post("alice", "@bob "+prefix+strings.Repeat("A", 200)+".", "direct")
-	srv.Post("mallory", "@bob "+prefix+base64.RawURLEncoding.EncodeToString(forged)+".", "direct")
+	armor := envelope.NewArmor("masto") // the channel's: these blocks are found, then dropped
+	srv.Post("alice", "@bob "+armor.Encode(forged), "direct")
+	srv.Post("alice", "@bob "+armor.Encode(bytes.Repeat([]byte{envelope.Version}, 150)), "direct")
+	srv.Post("mallory", "@bob "+armor.Encode(forged), "direct")
 	srv.Post("alice", "@bob are you there?", "direct")
 	// 20 KB at ~370 envelope bytes per post is over 50 posts.
 	testenv.WaitFor(t, "the fragments posted", 2*time.Minute, func() bool { return srv.Posts()-postsBefore > 50 })

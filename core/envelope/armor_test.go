@@ -2,6 +2,7 @@ package envelope
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -13,11 +14,8 @@ func testEnvelope(n int) []byte {
 }
 
 func TestArmorFind(t *testing.T) {
-	a, err := NewArmor("kq7x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e1, e2 := testEnvelope(300), testEnvelope(HeaderSize)
+	a := NewArmor("mailto:circle@example.org")
+	e1, e2, short := testEnvelope(300), testEnvelope(HeaderSize), testEnvelope(13)
 	e2[5] ^= 0xff
 	b1, b2 := a.Encode(e1), a.Encode(e2)
 	wrap := func(s string, width int, sep string) string {
@@ -43,11 +41,13 @@ func TestArmorFind(t *testing.T) {
 		{"adjacent blocks", b1 + b2, [][]byte{e1, e2}},
 		{"text right after the dot", b1 + "Cheers", [][]byte{e1}},
 		{"html paragraph", "<p>" + b1 + "</p>", [][]byte{e1}},
-		{"prefix inside a word is not a block", "xkq7x" + b1[4:], nil},
-		{"prefix then space", "kq7x " + b1[4:], nil},
+		{"a short item (the last part of a join frame)", "see " + a.Encode(short), [][]byte{short}},
+		{"mark inside a word is not a block", "x" + b1, nil},
+		{"mark cut by a space", b1[:4] + " " + b1[4:], nil},
 		{"cut short (no dot)", strings.TrimSuffix(b1, "."), nil},
 		{"foreign character inside", b1[:40] + "!" + b1[40:], nil},
-		{"another channel's prefix", strings.Replace(b1, "kq7x", "zz9y", 1), nil},
+		{"another channel's block", NewArmor("mailto:other@example.org").Encode(e1), nil},
+		{"a mark altered", flipChar(b1, 2), nil},
 		{"not an envelope of this version", a.Encode([]byte{9, 1, 2, 3}), nil},
 		{"broken block then a good one", b1[:40] + "# " + b2, [][]byte{e2}},
 		{"empty", "", nil},
@@ -68,10 +68,7 @@ func TestArmorFind(t *testing.T) {
 }
 
 func TestArmorSizes(t *testing.T) {
-	a, err := NewArmor("rm0-")
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := NewArmor("rm0-")
 	for _, maxChars := range []int{0, 5, 6, 7, 100, 500, 501, 502, 503, 65536} {
 		n := a.MaxEnvelope(maxChars)
 		if n > 0 && a.Len(n) > maxChars {
@@ -87,15 +84,47 @@ func TestArmorSizes(t *testing.T) {
 		}
 	}
 	// Mastodon's 500 characters.
-	if got := a.MaxEnvelope(500); got != 371 {
-		t.Fatalf("MaxEnvelope(500) = %d, want 371", got)
+	if got := a.MaxEnvelope(500); got != 368 {
+		t.Fatalf("MaxEnvelope(500) = %d, want 368", got)
 	}
 }
 
-func TestNewArmorRejects(t *testing.T) {
-	for _, p := range []string{"", "has space", "dot.", strings.Repeat("a", MaxPrefix+1), "é"} {
-		if _, err := NewArmor(p); err == nil {
-			t.Errorf("NewArmor(%q) accepted", p)
+// flipChar changes the base64url character at i to another one.
+func flipChar(s string, i int) string {
+	c := byte('A')
+	if s[i] == 'A' {
+		c = 'B'
+	}
+	return s[:i] + string(c) + s[i+1:]
+}
+
+// TestNothingConstantAcrossPosts: the armored posts of one channel share
+// no prefix, and the cloaked bytes of envelopes of one suite (the same
+// version and suite bytes in clear) take many values, on text and binary
+// channels alike.
+func TestNothingConstantAcrossPosts(t *testing.T) {
+	a := NewArmor("friends-room")
+	const posts = 64
+	firstChars := map[string]bool{}
+	firstBytes := map[[2]byte]bool{}
+	for i := range posts {
+		env := seeded(fmt.Sprintf("post %d", i), 256)
+		env[0], env[1] = Version, byte(SuiteBroadcast) // what every broadcast envelope starts with
+		armored := a.Encode(env)
+		firstChars[armored[:4]] = true
+		cloaked := a.Key().Cloak(env)
+		firstBytes[[2]byte{cloaked[0], cloaked[1]}] = true
+		if found := a.Find("hi " + armored); len(found) != 1 || !bytes.Equal(found[0], env) {
+			t.Fatalf("post %d: armored block not found again", i)
 		}
+		if back := a.Key().Cloak(cloaked); !bytes.Equal(back, env) {
+			t.Fatalf("post %d: cloaking twice does not give the item back", i)
+		}
+	}
+	// 64 posts: with 24 random bits in the first 4 characters and 16 in the
+	// first two bytes, a repeat is unlikely (p < 0.04) and more than a few
+	// would mean a constant.
+	if len(firstChars) < posts-2 || len(firstBytes) < posts-4 {
+		t.Fatalf("%d distinct armored starts and %d distinct cloaked first bytes in %d posts: something is constant", len(firstChars), len(firstBytes), posts)
 	}
 }

@@ -43,7 +43,7 @@ func Example() {
 	ek, _ := envelope.NewEpochKeys(circle, epoch, secret)
 
 	// Alice posts to a Mastodon-sized channel: 500 characters, armored.
-	armor, _ := envelope.NewArmor("kq7x")
+	armor := envelope.NewArmor("mastodon:@circle@example.social")
 	route := envelope.Route{Channel: "mastodon:@circle@example.social", MaxSize: armor.MaxEnvelope(500)}
 	now := time.Now()
 	sealed, err := (&envelope.Sealer{}).Broadcast(ek, envelope.Signer{ID: alice, Key: priv}, msgKey, envelope.Draft{

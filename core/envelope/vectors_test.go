@@ -46,7 +46,11 @@ type vectorFragment struct {
 	HPKEEphemeral hexBytes `json:"hpke_ephemeral_private,omitempty"`
 	Plaintext     hexBytes `json:"plaintext"`
 	Envelope      hexBytes `json:"envelope"`
-	Armored       string   `json:"armored"`
+	// CloakMask is XORed into the envelope's first two bytes on the
+	// channel; ArmorMark starts its armored block (protocol.md §8).
+	CloakMask hexBytes `json:"cloak_mask"`
+	ArmorMark hexBytes `json:"armor_mark"`
+	Armored   string   `json:"armored"`
 }
 
 type vector struct {
@@ -59,7 +63,7 @@ type vector struct {
 	HintKey     hexBytes `json:"hint_key"`
 	Channel     string   `json:"channel"`
 	MaxSize     int      `json:"max_size"`
-	ArmorPrefix string   `json:"armor_prefix"`
+	ChannelKey  hexBytes `json:"channel_key"`
 
 	SenderSeed   hexBytes `json:"sender_ed25519_seed"`
 	SenderPublic hexBytes `json:"sender_ed25519_public"`
@@ -115,7 +119,7 @@ func vectorInputs(t testing.TB) []vector {
 		v := vector{
 			Name: name, Suite: suite,
 			CircleID: seeded("vector circle", 32), Epoch: seeded("vector epoch", 32), EpochSecret: seeded("vector epoch secret", 32),
-			Channel: "mailto:circle@example.org", MaxSize: maxSize, ArmorPrefix: "kq7x",
+			Channel: "mailto:circle@example.org", MaxSize: maxSize,
 			SenderSeed: seed, MessageID: seeded("vector message id "+name, 16),
 			Kind: KindChat, Incarnation: 0x0102030405060708, Sequence: 42,
 			TimestampMS: 1764072000000, ExpiryMS: 1764072000000 + 7*24*3600*1000,
@@ -223,10 +227,13 @@ func generateVectors(t *testing.T) vectorFile {
 		v.SignedMessage = append(m, v.Body...)
 		v.SignatureInput = signatureInput(v.Suite, ek.Circle, ek.Epoch, rcpt, keyID, peer.ID(v.SenderPeerID), MessageID(v.MessageID), uint16(n), v.SignedMessage)
 		v.Signature = ed25519.Sign(ed25519.NewKeyFromSeed(v.SenderSeed), v.SignatureInput)
-		a, _ := NewArmor(v.ArmorPrefix)
+		a := NewArmor(v.Channel)
+		key := a.Key()
+		v.ChannelKey = key[:]
 		for i, env := range sealed.Envelopes {
 			nonce := env[HeaderSize-NonceSize : HeaderSize]
-			f := vectorFragment{Nonce: nonce, RoutingTag: env[2 : 2+TagSize], SenderHint: env[2+TagSize : 2+TagSize+HintSize], Envelope: env, Armored: a.Encode(env)}
+			f := vectorFragment{Nonce: nonce, RoutingTag: env[2 : 2+TagSize], SenderHint: env[2+TagSize : 2+TagSize+HintSize], Envelope: env,
+				CloakMask: key.cloakMask(env), ArmorMark: a.mark(key.Cloak(env)), Armored: a.Encode(env)}
 			switch v.Suite {
 			case SuiteBroadcast:
 				f.Plaintext = broadcastPlaintext(t, v.MessageKey, env)
@@ -329,7 +336,10 @@ func TestVectors(t *testing.T) {
 			o := NewOpener(vectorKeys{&v, ek, t}, rcpt, OpenOptions{Now: func() time.Time { return time.UnixMilli(v.TimestampMS) }})
 			var m *Message
 			var err error
-			a, _ := NewArmor(v.ArmorPrefix)
+			a := NewArmor(v.Channel)
+			if key := a.Key(); !bytes.Equal(key[:], v.ChannelKey) {
+				t.Fatal("channel key differs")
+			}
 			for i, f := range v.Fragments {
 				if got := ek.routingTag(v.Channel, f.Nonce); !bytes.Equal(got, f.RoutingTag) {
 					t.Fatalf("fragment %d: routing tag differs", i)
@@ -339,6 +349,11 @@ func TestVectors(t *testing.T) {
 				}
 				if found := a.Find(f.Armored); len(found) != 1 || !bytes.Equal(found[0], f.Envelope) {
 					t.Fatalf("fragment %d: armor does not decode to the envelope", i)
+				}
+				cloaked := a.Key().Cloak(f.Envelope)
+				if !bytes.Equal(a.Key().cloakMask(f.Envelope), f.CloakMask) || cloaked[0] != f.Envelope[0]^f.CloakMask[0] || cloaked[1] != f.Envelope[1]^f.CloakMask[1] ||
+					!bytes.Equal(a.mark(cloaked), f.ArmorMark) || a.Encode(f.Envelope) != f.Armored {
+					t.Fatalf("fragment %d: cloak mask, armor mark or armored text differs", i)
 				}
 				if len(f.Envelope) != PaddedSize(len(f.Envelope), v.MaxSize) {
 					t.Fatalf("fragment %d: %d bytes is not a padding bucket", i, len(f.Envelope))
@@ -386,6 +401,9 @@ func TestVectors(t *testing.T) {
 				}
 				if !strings.Contains(flatDoc, hex.EncodeToString(v.Fragments[0].Envelope)) {
 					t.Fatalf("docs/protocol.md does not print the %s envelope", v.Name)
+				}
+				if !strings.Contains(flatDoc, v.Fragments[0].Armored) {
+					t.Fatalf("docs/protocol.md does not print the %s envelope armored", v.Name)
 				}
 			}
 		})

@@ -3,13 +3,11 @@ package node
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/base32"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,9 +28,6 @@ type Channel struct {
 	Adapter string
 	// Impl is the configured channel (in-process or through plugins).
 	Impl sdk.Channel
-	// ArmorPrefix is the armor prefix on text channels (default:
-	// ArmorPrefix(ID)).
-	ArmorPrefix string
 	// To are the service addresses items go to on an addressed channel
 	// (mail in direct mode: the members' mail addresses). Empty leaves it
 	// to the adapter's own configuration (Mastodon's accounts).
@@ -42,20 +37,11 @@ type Channel struct {
 	Err error
 }
 
-// ArmorPrefix is a channel's default armor prefix, derived from its
-// circle-wide ID: every member uses the same one on a channel, and no prefix
-// is shared by all remora traffic (a fixed one would let a filter spot it on
-// every service at once). Six characters of lowercase base32.
-func ArmorPrefix(channelID string) string {
-	h := sha256.Sum256([]byte("remora/v1/armor-prefix\x00" + channelID))
-	return strings.ToLower(base32.StdEncoding.EncodeToString(h[:5]))[:6]
-}
-
 // channel is a running Channel.
 type channel struct {
 	Channel
 	caps   sdk.Capabilities
-	armor  envelope.Armor
+	armor  envelope.Armor // keyed by ID: cloaks items on every channel, armors them on text ones
 	pacer  *delivery.Pacer
 	maxEnv int // largest raw envelope, bytes
 
@@ -71,21 +57,13 @@ func newChannel(c Channel) (*channel, error) {
 	if c.ID == "" {
 		c.ID = c.Name
 	}
-	if c.ArmorPrefix == "" {
-		c.ArmorPrefix = ArmorPrefix(c.ID)
-	}
-	ch := &channel{Channel: c, caps: c.Impl.Capabilities(), state: sdk.HealthOK, boardSeen: map[string][32]byte{}}
+	ch := &channel{Channel: c, caps: c.Impl.Capabilities(), armor: envelope.NewArmor(c.ID), state: sdk.HealthOK, boardSeen: map[string][32]byte{}}
 	if err := ch.caps.Validate(); err != nil {
 		return nil, fmt.Errorf("channel %s: %w", c.Name, err)
 	}
 	ch.maxEnv = ch.caps.MaxPayload
 	if ch.caps.Text {
-		a, err := envelope.NewArmor(c.ArmorPrefix)
-		if err != nil {
-			return nil, fmt.Errorf("channel %s: armor: %w", c.Name, err)
-		}
-		ch.armor = a
-		ch.maxEnv = a.MaxEnvelope(ch.caps.MaxPayload)
+		ch.maxEnv = ch.armor.MaxEnvelope(ch.caps.MaxPayload)
 	}
 	ch.pacer = delivery.NewPacer(delivery.PacerOptions{
 		RateLimit: ch.caps.RateLimit,
@@ -97,15 +75,17 @@ func newChannel(c Channel) (*channel, error) {
 
 func (c *channel) route() envelope.Route { return envelope.Route{Channel: c.ID, MaxSize: c.maxEnv} }
 
-// encode turns an envelope into what the channel carries.
+// encode turns an envelope (or join frame) into what the channel carries:
+// cloaked, and armored on text channels, so that no value is the same in
+// every post (docs/protocol.md §8).
 func (c *channel) encode(env []byte) []byte {
 	if c.caps.Text {
 		return []byte(c.armor.Encode(env))
 	}
-	return env
+	return c.armor.Key().Cloak(env)
 }
 
-// decode finds the envelopes in an item as delivered.
+// decode finds the envelopes in an item as delivered, revealed.
 func (c *channel) decode(data []byte) [][]byte {
 	if len(data) == 0 {
 		return nil
@@ -113,7 +93,7 @@ func (c *channel) decode(data []byte) [][]byte {
 	if c.caps.Text {
 		return c.armor.Find(string(data))
 	}
-	return [][]byte{data}
+	return [][]byte{c.armor.Key().Cloak(data)}
 }
 
 // idempotencyKey is stable for an envelope, so a retried publish of the same
