@@ -78,16 +78,22 @@ func (adapter) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.Cha
 	case !fi.IsDir():
 		return nil, sdk.Errorf(sdk.CodeBadConfig, "dir: config: \"path\" %s is a file, not a folder", root)
 	}
+	r, err := os.OpenRoot(root)
+	if err != nil {
+		return nil, fsError("dir: open folder", root, err)
+	}
+	defer r.Close()
 	for _, sub := range []string{"log", "board"} {
-		if err := os.Mkdir(filepath.Join(root, sub), 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		if err := r.Mkdir(sub, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 			return nil, fsError("dir: create "+sub+"/", root, err)
 		}
 	}
-	if err := writeFile(root, tmpPrefix+"probe", nil); err != nil {
+	probe, err := stageIn(r, ".", nil, false)
+	if err != nil {
 		return nil, fsError("dir: write test file", root, err)
 	}
-	os.Remove(filepath.Join(root, tmpPrefix+"probe"))
-	folder, err := folderID(root)
+	r.Remove(probe)
+	folder, err := folderID(r)
 	if err != nil {
 		return nil, fsError("dir: folder identity", root, err)
 	}
@@ -119,6 +125,7 @@ func (adapter) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.Cha
 		seen:      map[string]time.Time{},
 		ignored:   map[string]counts{},
 		published: map[string]string{},
+		noticed:   map[string]bool{},
 	}
 	c.mu.Lock()
 	err = c.scan(true)
@@ -138,6 +145,8 @@ func fsError(op, root string, err error) error {
 		return sdk.Errorf(sdk.CodeNeedsUserAction, "%s: folder %s is not writable: give this user write access (%w)", op, root, err)
 	case errors.Is(err, fs.ErrNotExist):
 		return sdk.Errorf(sdk.CodeUnavailable, "%s: folder %s is gone: is the share mounted? (%w)", op, root, err)
+	case errors.Is(err, errReplaced):
+		return sdk.Errorf(sdk.CodeNeedsUserAction, "%s: in folder %s: %w", op, root, err)
 	default:
 		return sdk.Errorf(sdk.CodeUnavailable, "%s: %w", op, err)
 	}
@@ -162,7 +171,8 @@ type channel struct {
 	ignored   map[string]counts    // bucket (or "log", "board") → ignored files
 	published map[string]string    // key → bucket, written here and not yet indexed
 	pruned    int64
-	oversize  int64
+	skipped   [numSkips]int64 // files skipped for what they are, by why
+	noticed   map[string]bool // files skipped and logged ("log/<bucket>/<key>", "board/<key>")
 	scanErr   error
 	scanErrs  int64
 }
@@ -178,8 +188,67 @@ var errClosed = errors.New("dir: channel closed")
 
 func (c *channel) Capabilities() sdk.Capabilities { return c.caps }
 
-func (c *channel) logDir() string   { return filepath.Join(c.root, "log") }
-func (c *channel) boardDir() string { return filepath.Join(c.root, "board") }
+// openSub opens log/ or board/ of the folder: see open.go.
+func (c *channel) openSub(name string) (*os.Root, error) {
+	r, err := os.OpenRoot(c.root)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return openSub(r, name)
+}
+
+// Why a file in the folder is skipped, for Health's counters.
+const (
+	skipOversize   = iota // larger than max_payload, or grew past it while read
+	skipSpecial           // a link, FIFO, device, socket or folder
+	skipUnreadable        // no permission to read it
+	numSkips
+)
+
+var skipCounters = [numSkips]string{"ignored_oversize", "ignored_special", "ignored_unreadable"}
+
+// maxBoardBytes bounds the values one board Get returns together (at
+// least one max_payload): a board stuffed with junk costs this much per
+// read, not the folder's size.
+const maxBoardBytes = 16 << 20
+
+// maxNoticed bounds the files remembered as skipped; past it a skipped
+// file is counted and logged again (the log handler still quiets it).
+const maxNoticed = 10000
+
+// skip records that the file at id ("log/<bucket>/<key>", "board/<key>")
+// is skipped for err, counting and logging it the first time only. It
+// returns false for an error that is no property of the file (the folder
+// failing), which the caller reports instead.
+func (c *channel) skip(id string, err error) bool {
+	why, msg := -1, ""
+	var nr errNotRegular
+	var tl errTooLarge
+	switch {
+	case errors.As(err, &tl):
+		why, msg = skipOversize, "dir: skipping a file larger than max_payload"
+	case errors.As(err, &nr):
+		why, msg = skipSpecial, "dir: skipping a file that is not a regular file"
+	case errors.Is(err, fs.ErrPermission):
+		why, msg = skipUnreadable, "dir: skipping a file this user may not read"
+	default:
+		return false
+	}
+	c.mu.Lock()
+	first := !c.noticed[id]
+	if first {
+		c.skipped[why]++
+		if len(c.noticed) < maxNoticed {
+			c.noticed[id] = true
+		}
+	}
+	c.mu.Unlock()
+	if first {
+		c.log.Warn(msg, "file", id, "why", err.Error())
+	}
+	return true
+}
 
 func (c *channel) isClosed() bool {
 	c.mu.Lock()
@@ -197,8 +266,16 @@ func (c *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.Publ
 		return sdk.PublishResponse{}, fmt.Errorf("dir: publish: %w", errClosed)
 	}
 	bucket := bucketOf(time.Now())
-	bdir := filepath.Join(c.logDir(), bucket)
 	resp := sdk.PublishResponse{Results: make([]sdk.PublishResult, len(req.Items))}
+	lr, err := c.openSub("log")
+	if err != nil {
+		err = fsError("dir: publish", c.root, err)
+		for i := range resp.Results {
+			resp.Results[i].Err = err
+		}
+		return resp, nil
+	}
+	defer lr.Close()
 	// A batch is written in two steps so that it costs two flushes, not
 	// one per file: every envelope to a temporary file, one sync of their
 	// data, then the renames and one sync of the bucket folder. A file
@@ -219,19 +296,19 @@ func (c *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.Publ
 			r.Err = sdk.Errorf(sdk.CodeTooLarge, "dir: publish: envelope is %d bytes, max_payload is %d", len(it.Data), c.cfg.MaxPayload)
 			continue
 		}
-		if b, ok := c.existing(it.IdempotencyKey, bucket); ok {
+		if b, ok := c.existing(lr, it.IdempotencyKey, bucket); ok {
 			r.ID = b + "/" + it.IdempotencyKey
 			continue
 		}
 		if !made {
-			err := os.Mkdir(bdir, 0o755)
+			err := lr.Mkdir(bucket, 0o755)
 			if err != nil && !errors.Is(err, fs.ErrExist) {
 				r.Err = fsError("dir: publish", c.root, err)
 				continue
 			}
 			made, created = true, err == nil
 		}
-		tmp, err := stage(bdir, it.Data)
+		tmp, err := stageIn(lr, bucket, it.Data, false)
 		if err != nil {
 			r.Err = fsError("dir: publish", c.root, err)
 			continue
@@ -247,10 +324,10 @@ func (c *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.Publ
 		paths = append(paths, tmps[i])
 	}
 	fail := func(i int, err error) {
-		os.Remove(tmps[i])
+		lr.Remove(tmps[i])
 		resp.Results[i] = sdk.PublishResult{Err: fsError("dir: publish", c.root, err)}
 	}
-	if err := syncFiles(bdir, paths); err != nil {
+	if err := syncFiles(lr, bucket, paths); err != nil {
 		for _, i := range staged {
 			fail(i, err)
 		}
@@ -261,11 +338,11 @@ func (c *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.Publ
 	for _, i := range staged {
 		key := req.Items[i].IdempotencyKey
 		if b, ok := c.published[key]; ok { // the same key twice in this batch
-			os.Remove(tmps[i])
+			lr.Remove(tmps[i])
 			resp.Results[i].ID = b + "/" + key
 			continue
 		}
-		if err := os.Rename(tmps[i], filepath.Join(bdir, key)); err != nil {
+		if err := lr.Rename(tmps[i], bucket+"/"+key); err != nil {
 			fail(i, err)
 			continue
 		}
@@ -274,9 +351,9 @@ func (c *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.Publ
 		written = append(written, i)
 	}
 	c.mu.Unlock()
-	err := syncDir(bdir)
+	err = syncDirIn(lr, bucket)
 	if err == nil && created {
-		err = syncDir(c.logDir())
+		err = syncDirIn(lr, ".")
 	}
 	if err != nil {
 		for _, i := range written {
@@ -286,9 +363,9 @@ func (c *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.Publ
 	return resp, nil
 }
 
-// existing finds key in the folder: indexed, written by this channel, or
-// present in this hour's or the previous hour's bucket.
-func (c *channel) existing(key, bucket string) (string, bool) {
+// existing finds key in the folder (lr is its log/): indexed, written by
+// this channel, or present in this hour's or the previous hour's bucket.
+func (c *channel) existing(lr *os.Root, key, bucket string) (string, bool) {
 	c.mu.Lock()
 	b, ok := c.idx.byKey[key]
 	if !ok {
@@ -300,7 +377,7 @@ func (c *channel) existing(key, bucket string) (string, bool) {
 	}
 	prev := bucketOf(mustParseBucket(bucket).Add(-time.Hour))
 	for _, b := range []string{bucket, prev} {
-		if _, err := os.Lstat(filepath.Join(c.logDir(), b, key)); err == nil {
+		if _, err := lr.Lstat(b + "/" + key); err == nil {
 			return b, true
 		}
 	}
@@ -335,13 +412,19 @@ func (c *channel) scan(full bool) error {
 }
 
 func (c *channel) scanLocked(now time.Time, full bool) error {
-	ents, err := os.ReadDir(c.logDir())
+	// Never recreate log/ here: an unmounted share must not turn into an
+	// empty local folder.
+	r, err := os.OpenRoot(c.root)
 	if err != nil {
-		// Never recreate log/ here: an unmounted share must not turn
-		// into an empty local folder.
 		return fsError("dir: scan", c.root, err)
 	}
-	folder, err := folderID(c.root)
+	defer r.Close()
+	lr, err := openSub(r, "log")
+	if err != nil {
+		return fsError("dir: scan", c.root, err)
+	}
+	defer lr.Close()
+	folder, err := folderID(r)
 	if err != nil {
 		return fsError("dir: scan", c.root, err)
 	}
@@ -357,39 +440,37 @@ func (c *channel) scanLocked(now time.Time, full bool) error {
 	var top counts
 	var found []entry
 	present := map[string]bool{}
-	for _, ent := range ents {
+	err = eachEntry(lr, ".", func(ent fs.DirEntry) {
 		name := ent.Name()
-		if !ent.IsDir() || !validBucket(name) {
+		if !ent.IsDir() || !validBucket(name) { // a link to a folder is no bucket
 			if classify(name, ent.IsDir()) == kindTemp {
 				top.temp++
 			} else {
 				top.foreign++
 			}
-			continue
+			return
 		}
 		if name < oldest {
-			if err := os.RemoveAll(filepath.Join(c.logDir(), name)); err != nil {
+			// Inside the log/ Root: a link swapped in is removed, never
+			// followed.
+			if err := lr.RemoveAll(name); err != nil {
 				c.log.Warn("dir: prune expired bucket", "bucket", name, "err", err)
 			} else {
 				c.pruned++
 			}
-			continue
+			return
 		}
 		present[name] = true
-		info, err := ent.Info()
-		if err != nil {
-			continue // removed since ReadDir
+		info, err := lr.Lstat(name)
+		if err != nil || !info.IsDir() {
+			return // removed or replaced since it was listed
 		}
 		mt := info.ModTime()
 		if last, ok := c.seen[name]; ok && !full && last.Equal(mt) && now.Sub(mt) > freshDir {
-			continue
-		}
-		files, err := os.ReadDir(filepath.Join(c.logDir(), name))
-		if err != nil {
-			continue
+			return
 		}
 		var n counts
-		for _, f := range files {
+		err = eachEntry(lr, name, func(f fs.DirEntry) {
 			switch classify(f.Name(), f.IsDir()) {
 			case kindTemp:
 				n.temp++
@@ -400,9 +481,15 @@ func (c *channel) scanLocked(now time.Time, full bool) error {
 					found = append(found, entry{bucket: name, name: f.Name()})
 				}
 			}
+		})
+		if err != nil {
+			return
 		}
 		c.ignored[name] = n
 		c.seen[name] = mt
+	})
+	if err != nil {
+		return fsError("dir: scan", c.root, err)
 	}
 	c.ignored["log"] = top
 	for b := range c.seen {
@@ -425,7 +512,35 @@ func (c *channel) scanLocked(now time.Time, full bool) error {
 	if err := c.idx.prune(oldest); err != nil {
 		return sdk.Errorf(sdk.CodeUnavailable, "dir: scan: %w", err)
 	}
+	for id := range c.noticed {
+		if b, _, ok := strings.Cut(strings.TrimPrefix(id, "log/"), "/"); ok && strings.HasPrefix(id, "log/") && b < oldest {
+			delete(c.noticed, id)
+		}
+	}
 	return nil
+}
+
+// eachEntry calls f for every entry of the folder name inside r, reading
+// the folder in chunks so that a folder of a million junk files costs a
+// chunk of memory, not a million entries.
+func eachEntry(r *os.Root, name string, f func(fs.DirEntry)) error {
+	d, err := r.Open(name)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	for {
+		ents, err := d.ReadDir(256)
+		for _, e := range ents {
+			f(e)
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 // pending scans if a scan is due and returns the index ID and the entries
@@ -488,21 +603,10 @@ func (c *channel) Subscribe(ctx context.Context, req sdk.SubscribeRequest, sink 
 		case now != id:
 			return sdk.Errorf(sdk.CodeCursorInvalid, "dir: subscribe: the folder was replaced or wiped: resubscribe from the start")
 		}
-		for _, e := range batch {
-			d, ok, err := c.read(e)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				continue // deleted, pruned or oversize
-			}
-			d.Cursor = cursor{index: id, seq: e.seq}.encode()
-			if err := sink.Deliver(ctx, d); err != nil {
-				return err
-			}
-			pos = e.seq
-		}
 		if len(batch) > 0 {
+			if err := c.deliver(ctx, id, &pos, batch, sink); err != nil {
+				return err
+			}
 			continue
 		}
 		select {
@@ -515,29 +619,77 @@ func (c *channel) Subscribe(ctx context.Context, req sdk.SubscribeRequest, sink 
 	}
 }
 
-// read loads one log file. ok is false for files that are gone or too large.
-func (c *channel) read(e entry) (sdk.Delivery, bool, error) {
-	f, err := os.Open(filepath.Join(c.logDir(), e.bucket, e.name))
-	if errors.Is(err, fs.ErrNotExist) {
+// deliver reads the files of batch in order and delivers them, moving
+// *pos past each. Files that are gone or skipped (too large, special,
+// unreadable) are passed over; a run of them at the end is delivered as a
+// Skip, so that a restart does not read them again.
+func (c *channel) deliver(ctx context.Context, id [idLen]byte, pos *uint64, batch []entry, sink sdk.Sink) error {
+	lr, err := c.openSub("log")
+	if err != nil {
+		c.log.Warn("dir: cannot read log/; retrying at the next poll", "err", err)
+		return nil
+	}
+	defer lr.Close()
+	// One Root per bucket: a file is then one fstatat and one openat
+	// away, not a walk from log/.
+	var br *os.Root
+	bucket := ""
+	defer func() {
+		if br != nil {
+			br.Close()
+		}
+	}()
+	var skipped uint64
+	for _, e := range batch {
+		if e.bucket != bucket || br == nil {
+			if br != nil {
+				br.Close()
+			}
+			bucket = e.bucket
+			if br, err = lr.OpenRoot(bucket); err != nil {
+				br = nil
+				if !errors.Is(err, fs.ErrNotExist) {
+					c.log.Warn("dir: cannot read a bucket; retrying at the next poll", "bucket", bucket, "err", err)
+					return nil
+				}
+			}
+		}
+		d, ok, err := c.read(br, e)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			skipped = e.seq
+			continue
+		}
+		d.Cursor = cursor{index: id, seq: e.seq}.encode()
+		if err := sink.Deliver(ctx, d); err != nil {
+			return err
+		}
+		*pos, skipped = e.seq, 0
+	}
+	if skipped != 0 {
+		if err := sink.Deliver(ctx, sdk.Delivery{Skip: true, Cursor: cursor{index: id, seq: skipped}.encode()}); err != nil {
+			return err
+		}
+		*pos = skipped
+	}
+	return nil
+}
+
+// read loads one log file through br, its bucket (nil: the bucket is
+// gone). ok is false for files that are gone or skipped.
+func (c *channel) read(br *os.Root, e entry) (sdk.Delivery, bool, error) {
+	if br == nil {
 		return sdk.Delivery{}, false, nil
 	}
-	if err != nil {
-		return sdk.Delivery{}, false, fsError("dir: subscribe: read "+e.id(), c.root, err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return sdk.Delivery{}, false, fsError("dir: subscribe: read "+e.id(), c.root, err)
-	}
-	if fi.Size() > int64(c.cfg.MaxPayload) {
-		c.mu.Lock()
-		c.oversize++
-		c.mu.Unlock()
-		c.log.Warn("dir: skipping a file larger than max_payload", "id", e.id(), "size", fi.Size())
+	data, fi, err := readRegular(br, e.name, int64(c.cfg.MaxPayload))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		return sdk.Delivery{}, false, nil
-	}
-	data := make([]byte, fi.Size())
-	if _, err := io.ReadFull(f, data); err != nil {
+	case err != nil && c.skip("log/"+e.id(), err):
+		return sdk.Delivery{}, false, nil
+	case err != nil:
 		return sdk.Delivery{}, false, fsError("dir: subscribe: read "+e.id(), c.root, err)
 	}
 	return sdk.Delivery{ID: e.id(), Data: data, Time: fi.ModTime()}, true, nil
@@ -557,10 +709,15 @@ func (c *channel) Put(ctx context.Context, req sdk.PutRequest) error {
 	if len(req.Value) > c.cfg.MaxPayload {
 		return sdk.Errorf(sdk.CodeTooLarge, "dir: put: value is %d bytes, max_payload is %d", len(req.Value), c.cfg.MaxPayload)
 	}
-	if err := writeFile(c.boardDir(), req.Key, req.Value); err != nil {
+	br, err := c.openSub("board")
+	if err != nil {
 		return fsError("dir: put", c.root, err)
 	}
-	if err := syncDir(c.boardDir()); err != nil {
+	defer br.Close()
+	if err := writeFileIn(br, req.Key, req.Value); err != nil {
+		return fsError("dir: put", c.root, err)
+	}
+	if err := syncDirIn(br, "."); err != nil {
 		return fsError("dir: put", c.root, err)
 	}
 	return nil
@@ -574,14 +731,15 @@ func (c *channel) Get(ctx context.Context, req sdk.GetRequest) (sdk.GetResponse,
 	if c.isClosed() {
 		return sdk.GetResponse{}, fmt.Errorf("dir: get: %w", errClosed)
 	}
+	br, err := c.openSub("board")
+	if err != nil {
+		return sdk.GetResponse{}, fsError("dir: get", c.root, err)
+	}
+	defer br.Close()
 	keys := req.Keys
 	if len(keys) == 0 {
-		ents, err := os.ReadDir(c.boardDir())
-		if err != nil {
-			return sdk.GetResponse{}, fsError("dir: get", c.root, err)
-		}
 		var n counts
-		for _, e := range ents {
+		err := eachEntry(br, ".", func(e fs.DirEntry) {
 			switch classify(e.Name(), e.IsDir()) {
 			case kindItem:
 				keys = append(keys, e.Name())
@@ -590,29 +748,34 @@ func (c *channel) Get(ctx context.Context, req sdk.GetRequest) (sdk.GetResponse,
 			default:
 				n.foreign++
 			}
+		})
+		if err != nil {
+			return sdk.GetResponse{}, fsError("dir: get", c.root, err)
 		}
 		c.mu.Lock()
 		c.ignored["board"] = n
 		c.mu.Unlock()
 	}
 	var resp sdk.GetResponse
-	for _, k := range keys {
+	total, limit := 0, max(maxBoardBytes, c.cfg.MaxPayload)
+	for i, k := range keys {
 		if !validKey(k) {
 			continue // no such file can exist
 		}
-		path := filepath.Join(c.boardDir(), k)
-		data, err := os.ReadFile(path)
-		if errors.Is(err, fs.ErrNotExist) {
+		data, fi, err := readRegular(br, k, int64(c.cfg.MaxPayload))
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
 			continue
-		}
-		if err != nil {
+		case err != nil && c.skip("board/"+k, err):
+			continue
+		case err != nil:
 			return sdk.GetResponse{}, fsError("dir: get "+k, c.root, err)
 		}
-		en := sdk.BoardEntry{Key: k, Value: data}
-		if fi, err := os.Stat(path); err == nil {
-			en.Time = fi.ModTime()
+		if total += len(data); total > limit {
+			c.log.Warn("dir: the board holds more than the answer may carry; the rest is left out", "limit", limit, "left_out", len(keys)-i)
+			break
 		}
-		resp.Entries = append(resp.Entries, en)
+		resp.Entries = append(resp.Entries, sdk.BoardEntry{Key: k, Value: data, Time: fi.ModTime()})
 	}
 	return resp, nil
 }
@@ -627,6 +790,11 @@ func (c *channel) Delete(ctx context.Context, req sdk.DeleteRequest) (sdk.Delete
 		return sdk.DeleteResponse{}, fmt.Errorf("dir: delete: %w", errClosed)
 	}
 	resp := sdk.DeleteResponse{Errors: make([]error, len(req.IDs))}
+	lr, err := c.openSub("log")
+	if err != nil {
+		return sdk.DeleteResponse{}, fsError("dir: delete", c.root, err)
+	}
+	defer lr.Close()
 	dirs := map[string]bool{}
 	for i, id := range req.IDs {
 		bucket, key, ok := strings.Cut(id, "/")
@@ -634,15 +802,14 @@ func (c *channel) Delete(ctx context.Context, req sdk.DeleteRequest) (sdk.Delete
 			resp.Errors[i] = sdk.Errorf(sdk.CodeNotFound, "dir: delete: %q is not a dir item ID (<bucket>/<key>)", id)
 			continue
 		}
-		bdir := filepath.Join(c.logDir(), bucket)
-		if err := os.Remove(filepath.Join(bdir, key)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := lr.Remove(bucket + "/" + key); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			resp.Errors[i] = fsError("dir: delete "+id, c.root, err)
 			continue
 		}
-		dirs[bdir] = true
+		dirs[bucket] = true
 	}
 	for d := range dirs {
-		if err := syncDir(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := syncDirIn(lr, d); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			c.log.Warn("dir: delete: sync", "dir", d, "err", err)
 		}
 	}
@@ -650,7 +817,8 @@ func (c *channel) Delete(ctx context.Context, req sdk.DeleteRequest) (sdk.Delete
 }
 
 // Health reports the last scan's state and the counters: indexed items,
-// ignored temporary and foreign files, pruned buckets, oversize files.
+// ignored temporary and foreign files, pruned buckets, and files skipped
+// for what they are (oversize, special, unreadable).
 func (c *channel) Health(ctx context.Context) sdk.Health {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -662,13 +830,15 @@ func (c *channel) Health(ctx context.Context) sdk.Health {
 	h := sdk.Health{
 		State: sdk.HealthOK,
 		Counters: map[string]int64{
-			"indexed":          int64(len(c.idx.entries)),
-			"ignored_temp":     int64(ig.temp),
-			"ignored_foreign":  int64(ig.foreign),
-			"ignored_oversize": c.oversize,
-			"pruned_buckets":   c.pruned,
-			"scan_errors":      c.scanErrs,
+			"indexed":         int64(len(c.idx.entries)),
+			"ignored_temp":    int64(ig.temp),
+			"ignored_foreign": int64(ig.foreign),
+			"pruned_buckets":  c.pruned,
+			"scan_errors":     c.scanErrs,
 		},
+	}
+	for why, name := range skipCounters {
+		h.Counters[name] = c.skipped[why]
 	}
 	if c.scanErr != nil {
 		h.State, h.Message = sdk.HealthDown, c.scanErr.Error()

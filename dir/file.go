@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 )
@@ -79,47 +78,15 @@ func classify(name string, isDir bool) kind {
 	return kindItem
 }
 
-// writeFile writes data to dir/name atomically: a temporary file in dir,
-// fsync, rename. The caller fsyncs dir afterwards (once per batch).
-func writeFile(dir, name string, data []byte) (err error) {
-	f, err := os.CreateTemp(dir, tmpPrefix+"*")
+// writeFile writes data to dir/name atomically (the state dir's files:
+// nobody else writes there).
+func writeFile(dir, name string, data []byte) error {
+	r, err := os.OpenRoot(dir)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), filepath.Join(dir, name))
-}
-
-// stage writes data to a temporary file in dir, not yet durable, for
-// commit. It returns the temporary file's path.
-func stage(dir string, data []byte) (string, error) {
-	f, err := os.CreateTemp(dir, tmpPrefix+"*")
-	if err != nil {
-		return "", err
-	}
-	_, err = f.Write(data)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return "", err
-	}
-	return f.Name(), nil
+	defer r.Close()
+	return writeFileIn(r, name, data)
 }
 
 // syncDir fsyncs a directory so that renames in it survive a crash.
@@ -141,36 +108,43 @@ func randomID() [idLen]byte {
 	return id
 }
 
-// folderID reads the folder's identity, creating it when the folder has
-// none yet. A folder whose identity changes was replaced or wiped.
-func folderID(root string) ([idLen]byte, error) {
+// folderIDLimit bounds the identity file: 32 hex digits and a newline.
+const folderIDLimit = 256
+
+// folderID reads the folder's identity (inside r, the folder), creating
+// it when the folder has none yet. A folder whose identity changes was
+// replaced or wiped.
+func folderID(r *os.Root) ([idLen]byte, error) {
 	var id [idLen]byte
-	path := filepath.Join(root, folderIDFile)
-	b, err := os.ReadFile(path)
+	b, _, err := readRegular(r, folderIDFile, folderIDLimit)
 	if errors.Is(err, os.ErrNotExist) {
-		if legacy, lerr := os.ReadFile(filepath.Join(root, legacyFolderIDFile)); lerr == nil && decodeID(strings.TrimSpace(string(legacy)), &id) == nil {
+		if legacy, _, lerr := readRegular(r, legacyFolderIDFile, folderIDLimit); lerr == nil && decodeID(strings.TrimSpace(string(legacy)), &id) == nil {
 			b, err = legacy, nil // adopted below, under the new name
-			if werr := writeFile(root, folderIDFile, []byte(hex.EncodeToString(id[:])+"\n")); werr != nil {
+			if werr := writeFileIn(r, folderIDFile, []byte(hex.EncodeToString(id[:])+"\n")); werr != nil {
 				return id, fmt.Errorf("write %s: %w", folderIDFile, werr)
 			}
-			if werr := syncDir(root); werr != nil {
+			if werr := syncDirIn(r, "."); werr != nil {
 				return id, fmt.Errorf("write %s: %w", folderIDFile, werr)
 			}
 		}
 	}
-	if err == nil {
+	switch {
+	case err == nil:
 		if decodeID(strings.TrimSpace(string(b)), &id) == nil {
 			return id, nil
 		}
 		// Unreadable (a torn write, an edit): start a new identity.
-	} else if !errors.Is(err, os.ErrNotExist) {
+	case errors.As(err, new(errNotRegular)), errors.As(err, new(errTooLarge)):
+		// Not ours (a link, a FIFO, a huge file): replaced below by a
+		// regular file, which the rename puts in its place.
+	case !errors.Is(err, os.ErrNotExist):
 		return id, fmt.Errorf("read %s: %w", folderIDFile, err)
 	}
 	id = randomID()
-	if err := writeFile(root, folderIDFile, []byte(hex.EncodeToString(id[:])+"\n")); err != nil {
+	if err := writeFileIn(r, folderIDFile, []byte(hex.EncodeToString(id[:])+"\n")); err != nil {
 		return id, fmt.Errorf("write %s: %w", folderIDFile, err)
 	}
-	if err := syncDir(root); err != nil {
+	if err := syncDirIn(r, "."); err != nil {
 		return id, fmt.Errorf("write %s: %w", folderIDFile, err)
 	}
 	return id, nil

@@ -157,14 +157,19 @@ func TestFolderIDDamaged(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(root, file), []byte(tc.content), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			id, err := folderID(root)
+			r, err := os.OpenRoot(root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			id, err := folderID(r)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if got := hex.EncodeToString(id[:]); (got == valid) != tc.keep {
 				t.Fatalf("folder ID %s from %q; want kept=%v", got, tc.content, tc.keep)
 			}
-			again, err := folderID(root)
+			again, err := folderID(r)
 			if err != nil || again != id {
 				t.Fatalf("the replaced identity did not persist: %x vs %x (%v)", again, id, err)
 			}

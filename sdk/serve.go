@@ -42,7 +42,8 @@ func WithArgs(args []string) ServeOption {
 }
 
 // WithLogger replaces the base logger channels log to. By default Serve logs
-// JSON lines to stderr, which the host re-emits into its own log.
+// JSON lines to stderr, which the host re-emits into its own log, through
+// NewQuietHandler.
 func WithLogger(l *slog.Logger) ServeOption {
 	return func(c *serveConfig) { c.logger = l }
 }
@@ -104,7 +105,9 @@ func Serve(a Adapter, opts ...ServeOption) error {
 	level := levelFromEnv()
 	logger := cfg.logger
 	if logger == nil {
-		logger = slog.New(NewLogHandler(stderr, level))
+		// Quiet: a hostile channel must not fill the host's disk with
+		// the same warning about the same item.
+		logger = slog.New(NewQuietHandler(NewLogHandler(stderr, level), QuietOptions{}))
 	}
 	srv := newGRPCServer(a, logger)
 	defer srv.closeAll()

@@ -15,6 +15,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/remora-p2p/remora/sdk"
 )
 
 // app holds the global flags.
@@ -72,7 +74,9 @@ func (a *app) logger() *slog.Logger {
 	if err := lvl.UnmarshalText([]byte(a.logLevel)); err != nil {
 		lvl = slog.LevelInfo
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	// Quiet: repeated warnings (a hostile channel's junk, an outage that
+	// lasts) are written once and then counted.
+	return slog.New(sdk.NewQuietHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}), sdk.QuietOptions{}))
 }
 
 func (a *app) configPath() string { return filepath.Join(a.home, "config.toml") }
