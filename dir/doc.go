@@ -47,4 +47,21 @@
 // rescan once a minute (for filesystems with coarse or unreliable
 // directory times). Buckets older than retention are removed; Delete
 // removes named items.
+//
+// # Hostile content
+//
+// Anyone who can write to the folder (a member, a compromised sync peer)
+// can put anything in it, so dir reads nothing unbounded. It reaches into
+// the folder only through an os.Root of log/ and board/ (which must be
+// folders, not links): no path and no link leads out of the folder, for
+// reads, writes, renames and pruning alike. An item is read only if both
+// lstat and the type of the opened descriptor say it is a regular file;
+// it is opened non-blocking (a FIFO cannot stall the reader) and read
+// through a limit of max_payload + 1 bytes (a file that grows while read
+// costs no more). A file skipped for what it is (too large, a link, FIFO,
+// device or socket, unreadable) is counted in Health (ignored_oversize,
+// ignored_special, ignored_unreadable) and logged once, and the cursor
+// moves past it with a Skip delivery, so a restart does not read it again.
+// One board Get answers at most 16 MiB (or one max_payload). The index
+// keeps one entry per item-named file within retention, junk included.
 package dir
