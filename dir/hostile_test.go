@@ -398,21 +398,23 @@ func TestLinksOutOfTheFolder(t *testing.T) {
 			t.Logf("health: %s: %s", h.State, h.Message)
 		}
 	})
-	t.Run("identity", func(t *testing.T) {
-		folder := t.TempDir()
-		if err := os.Symlink("/dev/zero", filepath.Join(folder, ".remora-folder")); err != nil {
-			t.Fatal(err)
-		}
-		w := watchHeap(t)
-		var err error
-		within(t, 5*time.Second, "Configure", func() { _, err = configure(t, map[string]any{"path": folder}, t.TempDir()) })
-		if g := w.growth(); g > 32<<20 {
-			t.Errorf("heap grew by %d MiB reading the folder identity, want under 32 MiB", g>>20)
-		}
-		if err != nil {
-			t.Logf("Configure: %v", err)
-		}
-	})
+	for _, name := range []string{".folder-id", ".remora-folder"} { // the identity file, and an earlier version's
+		t.Run("identity "+name, func(t *testing.T) {
+			folder := t.TempDir()
+			if err := os.Symlink("/dev/zero", filepath.Join(folder, name)); err != nil {
+				t.Fatal(err)
+			}
+			w := watchHeap(t)
+			var err error
+			within(t, 5*time.Second, "Configure", func() { _, err = configure(t, map[string]any{"path": folder}, t.TempDir()) })
+			if g := w.growth(); g > 32<<20 {
+				t.Errorf("heap grew by %d MiB reading the folder identity, want under 32 MiB", g>>20)
+			}
+			if err != nil {
+				t.Logf("Configure: %v", err)
+			}
+		})
+	}
 }
 
 // TestGrowingBoardFile: a board file that keeps growing while it is read
