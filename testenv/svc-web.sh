@@ -57,15 +57,15 @@ wait_http() { # PORT NAME LOG PIDFILE
 }
 
 install_pkgs() {
-  [ -x /usr/sbin/apache2 ] && [ -e /usr/lib/apache2/modules/mod_dav_fs.so ] && command -v htpasswd >/dev/null && command -v php >/dev/null && return 0
-  echo "svc-web: installing apache2, php-cli (~45 s)" >&2
+  [ -x /usr/sbin/apache2 ] && [ -e /usr/lib/apache2/modules/mod_dav_fs.so ] && command -v htpasswd >/dev/null && command -v php >/dev/null && command -v minisign >/dev/null && return 0
+  echo "svc-web: installing apache2, php-cli, minisign (~45 s)" >&2
   if [ ! -e /usr/sbin/policy-rc.d ]; then # never let the packages start system daemons
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
     chmod +x /usr/sbin/policy-rc.d
   fi
   apt-get -o DPkg::Lock::Timeout=600 update -qq
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
-    --no-install-recommends apache2 apache2-utils php-cli >/dev/null
+    --no-install-recommends apache2 apache2-utils php-cli minisign >/dev/null
 }
 
 up() {

@@ -37,6 +37,8 @@ type Config struct {
 	PEX   *PEXConfig   `toml:"pex,omitempty"`
 	Web   *WebConfig   `toml:"web,omitempty"`
 	DNS   *DNSConfig   `toml:"dns,omitempty"`
+	// RelayList is the [relay_list] table.
+	RelayList *RelayListConfig `toml:"relay_list,omitempty"`
 	// Channels are the services this device uses as channels.
 	Channels []ChannelConfig `toml:"channel"`
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+
+	"aead.dev/minisign"
 	"fmt"
 	"time"
 
@@ -62,6 +64,23 @@ type DNSConfig struct {
 	Secrets map[string]SecretRef `toml:"secrets,omitempty"`
 }
 
+// RelayListConfig is the [relay_list] table: the last box, the signed list
+// of volunteer relays.
+type RelayListConfig struct {
+	// Enabled uses the list (default true): built in, stored, or fetched.
+	Enabled *bool `toml:"enabled,omitempty"`
+	// URL is fetched for a newer signed list every 6 h.
+	URL string `toml:"url,omitempty"`
+	// RootKey replaces the embedded root key (a private deployment's own
+	// list); a minisign public key ("RW...").
+	RootKey string `toml:"root_key,omitempty"`
+	// After is how long the other boxes get before volunteer relays are
+	// used ("20s").
+	After string `toml:"after,omitempty"`
+	// MaxRelays is how many volunteer relays are used at once (3).
+	MaxRelays int `toml:"max_relays,omitempty"`
+}
+
 const boxesHeader = `# Bootstrap boxes (docs/discovery.md), tried cheapest first; each can be
 # turned off, and ` + "`remora doctor`" + ` shows what each found:
 #
@@ -91,6 +110,13 @@ const boxesHeader = `# Bootstrap boxes (docs/discovery.md), tried cheapest first
 # [dns.secrets]
 # tsig_secret = { file = "~/.config/remora/tsig.key" }
 #
+# [relay_list]                last resort: the signed list of volunteer relays,
+# enabled = true              used only to reach members (` + "`remora bootstrap`" + `)
+# url = "https://example.org/relays.bundle"   fetch newer lists from here
+# root_key = "RW..."          trust another root than the built-in one
+# after = "20s"               give the other boxes this long first
+# max_relays = 3
+#
 `
 
 func enabled(b *bool) bool { return b == nil || *b }
@@ -103,6 +129,18 @@ func (c *Config) validateBoxes(bad func(field, format string, args ...any) error
 	}
 	if c.PEX != nil {
 		durations = append(durations, struct{ field, v string }{"pex.interval", c.PEX.Interval})
+	}
+	if c.RelayList != nil {
+		durations = append(durations, struct{ field, v string }{"relay_list.after", c.RelayList.After})
+		if c.RelayList.RootKey != "" {
+			var k minisign.PublicKey
+			if err := k.UnmarshalText([]byte(c.RelayList.RootKey)); err != nil {
+				return bad("relay_list.root_key", "not a minisign public key: %v", err)
+			}
+		}
+		if c.RelayList.MaxRelays < 0 {
+			return bad("relay_list.max_relays", "must not be negative")
+		}
 	}
 	if c.Web != nil {
 		if _, err := webbox.New(c.Web.options(nil)); err != nil {
@@ -173,6 +211,21 @@ func (c *Config) applyBoxes(ctx context.Context, o *node.Options) error {
 		o.Boxes.NoPEX = !enabled(c.PEX.Enabled)
 		if c.PEX.Interval != "" {
 			o.Boxes.PEXInterval, _ = time.ParseDuration(c.PEX.Interval)
+		}
+	}
+	if c.RelayList != nil {
+		r := &o.Boxes.RelayList
+		r.Off = !enabled(c.RelayList.Enabled)
+		r.URL, r.MaxRelays = c.RelayList.URL, c.RelayList.MaxRelays
+		if c.RelayList.After != "" {
+			r.After, _ = time.ParseDuration(c.RelayList.After)
+		}
+		if c.RelayList.RootKey != "" {
+			var k minisign.PublicKey
+			if err := k.UnmarshalText([]byte(c.RelayList.RootKey)); err != nil {
+				return fmt.Errorf("[relay_list] root_key: %w", err)
+			}
+			r.Roots = []minisign.PublicKey{k}
 		}
 	}
 	if c.Web != nil {

@@ -65,6 +65,7 @@ Start with:  remora demo`,
 	root.AddCommand(
 		a.initCmd(), a.runCmd(), a.statusCmd(), a.sendCmd(), a.listenCmd(), a.peersCmd(),
 		a.doctorCmd(), a.inviteCmd(), a.joinCmd(), a.channelCmd(), a.circleCmd(), a.adapterCmd(), a.demoCmd(),
+		a.bootstrapCmd(),
 	)
 	return root
 }

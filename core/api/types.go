@@ -164,9 +164,11 @@ type Peer struct {
 	FoundBy  string    `json:"found_by"` // the first box that reported it: mdns|cache|pex|channel:NAME|web|dns|relaylist
 	// Via is the box whose address made the path in use ("" with no live
 	// path; "inbound" when the peer dialed us with an address we never had).
-	Via   string   `json:"via,omitempty"`
-	Addrs []string `json:"addrs,omitempty"`
-	NAT   string   `json:"nat,omitempty"`
+	Via string `json:"via,omitempty"`
+	// Cached is how many of its addresses the peer cache holds.
+	Cached int      `json:"cached"`
+	Addrs  []string `json:"addrs,omitempty"`
+	NAT    string   `json:"nat,omitempty"`
 }
 
 // Channel is one configured channel.

@@ -236,6 +236,7 @@ func (n *Node) Peers(ctx context.Context) ([]api.Peer, error) {
 		if p.FoundBy == "" {
 			p.FoundBy = n.disc.FoundBy(id)
 		}
+		p.Cached = len(n.cache.Addrs(id))
 		for _, a := range n.tr.KnownAddrs(id) {
 			p.Addrs = append(p.Addrs, a.String())
 		}

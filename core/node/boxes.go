@@ -39,9 +39,12 @@ type Boxes struct {
 	// Boards are the static web file and DNS TXT boxes: the node publishes
 	// its sealed presence there and reads the other members'.
 	Boards []discovery.Board
+	// RelayList is the last box (relaybox.go).
+	RelayList RelayList
 }
 
 func (b *Boxes) fill() {
+	b.RelayList.fill()
 	if b.CacheMaxAge <= 0 {
 		b.CacheMaxAge = 30 * 24 * time.Hour
 	}
@@ -74,6 +77,7 @@ func (n *Node) declareBoxes() {
 	for _, b := range n.opts.Boxes.Boards {
 		n.disc.Declare(b.Name(), true, "")
 	}
+	n.disc.Declare(boxRelayList, !n.opts.Boxes.RelayList.Off, "set [relay_list] enabled = true in config.toml")
 }
 
 // openCache opens the peer cache (in memory only when it is off), keeping
@@ -104,20 +108,36 @@ func (n *Node) tidyCache(ctx context.Context) {
 	}
 }
 
-// cacheSource is the peer cache as a box: at start it reports every cached
-// member, best score first (the dial order), addresses best first.
-func (n *Node) cacheSource() discovery.Source {
-	return discovery.Static{Label: boxCache, Peers: func() []discovery.Found {
-		var out []discovery.Found
+// cacheSource is the peer cache as a box: it reports every cached member
+// without a live path, best score first (the dial order), addresses best
+// first; at start, then again after 2 s, 4 s ... up to 5 min, so that a
+// member that was down when we started is reached when it comes back.
+func (n *Node) cacheSource() discovery.Source { return cacheSource{n} }
+
+type cacheSource struct{ n *Node }
+
+func (c cacheSource) Name() string { return boxCache }
+
+func (c cacheSource) Run(ctx context.Context, emit func(discovery.Found)) error {
+	n := c.n
+	wait := 2 * time.Second
+	for {
+		n.disc.Attempt(boxCache)
 		for _, p := range n.cache.ByScore() {
+			if n.tr.PathTo(p.ID).Live() {
+				continue
+			}
 			f := discovery.Found{Peer: p.ID, At: p.LastSuccess}
 			for _, a := range p.Addrs {
 				f.Addrs = append(f.Addrs, a.Addr)
 			}
-			out = append(out, f)
+			emit(f)
 		}
-		return out
-	}}
+		if sdk.Sleep(ctx, jitter(wait)) != nil {
+			return nil
+		}
+		wait = min(2*wait, 5*time.Minute)
+	}
 }
 
 // remember records addresses of member p that box reported: in the peer
@@ -268,18 +288,25 @@ func boardRoute(b discovery.Board) envelope.Route {
 // boardLoop publishes this node's sealed presence to board b on the
 // presence cadence (and when membership changes) and reads the other
 // members' entries on the board poll cadence.
+//
+// After a start the board is read after 1 s, 2 s, 4 s ... up to the poll
+// interval: members starting together find each other in seconds, not a
+// poll interval later, and an idle node settles at one cheap conditional
+// read per interval.
 func (n *Node) boardLoop(ctx context.Context, b discovery.Board) {
 	seen := map[string][32]byte{}
 	var nextPublish time.Time
+	wait := min(time.Second, n.opts.BoardPollInterval)
 	for {
 		if !n.opts.Now().Before(nextPublish) {
 			n.publishToBoard(ctx, b)
 			nextPublish = n.opts.Now().Add(jitter(n.opts.PresenceInterval))
 		}
 		n.readBoard(ctx, b, seen)
-		if sdk.Sleep(ctx, jitter(n.opts.BoardPollInterval)) != nil {
+		if sdk.Sleep(ctx, jitter(wait)) != nil {
 			return
 		}
+		wait = min(2*wait, n.opts.BoardPollInterval)
 	}
 }
 

@@ -48,15 +48,14 @@ func TestCacheOnly(t *testing.T) {
 	testenv.WaitFor(t, "alice and bob connected over the channel's presence", 30*time.Second, func() bool {
 		return a.n.tr.PathTo(b.n.ID()).Live()
 	})
-	testenv.WaitFor(t, "a dial recorded as a success in the cache", 10*time.Second, func() bool {
+	testenv.WaitFor(t, "a dial recorded as a success in the cache, and both caching the other", 10*time.Second, func() bool {
+		ok := false
 		for _, x := range [][2]*testNode{{a, b}, {b, a}} {
 			for _, ad := range x[0].n.cache.Addrs(x[1].n.ID()) {
-				if ad.Successes > 0 {
-					return true
-				}
+				ok = ok || ad.Successes > 0
 			}
 		}
-		return false
+		return ok && len(a.n.cache.Addrs(b.n.ID())) > 0 && len(b.n.cache.Addrs(a.n.ID())) > 0
 	})
 	for _, n := range nodes {
 		n.stop()
@@ -89,4 +88,12 @@ func TestCacheOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.WaitFor(t, "bob got the message", 30*time.Second, func() bool { return texts(inbox(t, b.n))["remembered"] == 1 })
+	for _, n := range []*testNode{a, b} {
+		boxes, _ := n.n.Boxes(ctx)
+		for _, bx := range boxes {
+			if bx.Name == "cache" && (bx.Found != 1 || bx.State != "ok") {
+				t.Errorf("%s: cache box %+v, want ok with the other member found", n.name, bx)
+			}
+		}
+	}
 }

@@ -348,7 +348,11 @@ func (n *Node) discoverySources() []discovery.Source {
 	if !n.opts.Boxes.NoCache {
 		out = append(out, n.cacheSource())
 	}
-	return append(out, n.opts.Sources...)
+	out = append(out, n.opts.Sources...)
+	if !n.opts.Boxes.RelayList.Off {
+		out = append(out, relayListSource{n})
+	}
+	return out
 }
 
 // learnAddrs takes a discovery result for a member.

@@ -331,3 +331,30 @@ func TestCrashChild(t *testing.T) {
 		fmt.Println(n)
 	}
 }
+
+// TestRelayListPersists: the highest accepted relay-list sequence and its
+// bundle survive a reopen, and a lower sequence never replaces them.
+func TestRelayListPersists(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "r.db")
+	d, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := d.SetRelayList(7, exp, []byte("bundle7")); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetRelayList(6, exp, []byte("bundle6")); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	d, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	seq, e, b, err := d.RelayList()
+	if err != nil || seq != 7 || !e.Equal(exp) || string(b) != "bundle7" {
+		t.Fatalf("after reopen: %d %v %q %v", seq, e, b, err)
+	}
+}
