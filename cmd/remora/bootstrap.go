@@ -395,4 +395,3 @@ func bootstrapExportCmd() *cobra.Command {
 		},
 	}
 }
-
