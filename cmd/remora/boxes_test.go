@@ -178,6 +178,7 @@ func members(t *testing.T, n int, tune func(i int, c *Config)) []*home {
 		editConfig(t, h, func(c *Config) {
 			onlyBox(c)
 			c.Listen = []string{fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port)}
+			c.PresenceInterval = "3s"
 			if tune != nil {
 				tune(i, c)
 			}
@@ -319,7 +320,7 @@ func testCacheAlone(t *testing.T) {
 		h.ok("channel", "add", "folder", "--adapter", "dir", "--set", "path="+shared, "--set", "poll_interval=100ms")
 		h.start()
 	}
-	testenv.WaitFor(t, "alice and bob connected over the folder, each caching the other", 60*time.Second, func() bool {
+	testenv.WaitFor(t, "alice and bob connected over the folder, each caching the other", 120*time.Second, func() bool {
 		p, _ := peerOf(hs[0], hs[1])
 		q, _ := peerOf(hs[1], hs[0])
 		return live(p) && p.Cached > 0 && q.Cached > 0
@@ -345,7 +346,6 @@ func testPEXAlone(t *testing.T) {
 		if i == 0 {
 			c.Cache = &CacheConfig{Enabled: on()}
 		}
-		c.PresenceInterval = "2s"
 	})
 	shared := t.TempDir()
 	for _, h := range hs {
