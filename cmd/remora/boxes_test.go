@@ -23,9 +23,6 @@ import (
 	"testing"
 	"time"
 
-	"maunium.net/go/mautrix/event"
-	"maunium.net/go/mautrix/id"
-
 	"github.com/remora-p2p/remora/core/api"
 	"github.com/remora-p2p/remora/mastodon/mastodontest"
 	"github.com/remora-p2p/remora/matrix"
@@ -85,10 +82,8 @@ func TestEachBoxAlone(t *testing.T) {
 		v := testenv.Need(t, "matrix", "REMORA_MATRIX_URL", "REMORA_MATRIX_SECRET")
 		hs := matrixtest.Homeserver{URL: v[0], Secret: v[1]}
 		users := []matrixtest.User{hs.Register(t), hs.Register(t)}
-		room := matrixtest.CreateRoom(t, users[0], matrixtest.RandomName("boxes "), users[1:], &event.PowerLevelsEventContent{
-			Users:  map[id.UserID]int{users[0].ID: 100},
-			Events: map[string]int{matrix.BoardType: 0},
-		})
+		room := matrixtest.CreateRoom(t, users[0], matrixtest.RandomName("boxes "), users[1:], nil)
+		matrixtest.SetStateLevel(t, users[0], room, matrix.BoardType(string(room)), 0)
 		testChannelAlone(t, func(h *home, i int) {
 			pw := writeSecret(t, h, "matrix.pw", users[i].Password)
 			h.ok("channel", "add", "room", "--adapter", "matrix", "--id", string(room), "--set", "homeserver="+hs.URL,
