@@ -127,6 +127,11 @@ func (adapter) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.Cha
 		published: map[string]string{},
 		noticed:   map[string]bool{},
 	}
+	// Watch before the first scan, so nothing lands unseen between them.
+	c.watch, c.unwatched = startWatch(filepath.Join(root, "log"), cfg.Watch, cfg.Retention.D(), log)
+	if c.unwatched != nil {
+		log.Info("dir: polling the folder", "every", cfg.PollInterval.D(), "why", c.unwatched.Error())
+	}
 	c.mu.Lock()
 	err = c.scan(true)
 	c.mu.Unlock()
@@ -175,6 +180,10 @@ type channel struct {
 	noticed   map[string]bool // files skipped and logged ("log/<bucket>/<key>", "board/<key>")
 	scanErr   error
 	scanErrs  int64
+
+	watch     *watcher // nil when the folder is polled (unwatched says why)
+	unwatched error
+	dirty     map[string]bool // buckets the watch saw change: re-read them
 }
 
 var (
@@ -466,7 +475,7 @@ func (c *channel) scanLocked(now time.Time, full bool) error {
 			return // removed or replaced since it was listed
 		}
 		mt := info.ModTime()
-		if last, ok := c.seen[name]; ok && !full && last.Equal(mt) && now.Sub(mt) > freshDir {
+		if last, ok := c.seen[name]; ok && !full && !c.dirty[name] && last.Equal(mt) && now.Sub(mt) > freshDir {
 			return
 		}
 		var n counts
@@ -543,19 +552,29 @@ func eachEntry(r *os.Root, name string, f func(fs.DirEntry)) error {
 	}
 }
 
-// pending scans if a scan is due and returns the index ID and the entries
-// after seq.
-func (c *channel) pending(seq uint64) ([idLen]byte, []entry, error) {
+// pending scans if a scan is due (or force) and returns the index ID and
+// the entries after seq.
+func (c *channel) pending(seq uint64, force bool) ([idLen]byte, []entry, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return c.idx.id, nil, errClosed
 	}
 	var err error
-	if time.Since(c.lastScan) >= c.cfg.PollInterval.D()/2 {
+	if force || time.Since(c.lastScan) >= c.scanEvery()/2 {
+		c.dirty = c.watch.takeDirty()
 		err = c.scan(false)
 	}
 	return c.idx.id, c.idx.after(seq), err
+}
+
+// scanEvery is the time between two scans when nothing is noticed: the
+// poll interval, or the slow safety-net rescan while the folder is watched.
+func (c *channel) scanEvery() time.Duration {
+	if c.watch.watching() {
+		return c.cfg.RescanInterval.D()
+	}
+	return c.cfg.PollInterval.D()
 }
 
 // Subscribe delivers the log files in index order from the cursor on,
@@ -588,13 +607,21 @@ func (c *channel) Subscribe(ctx context.Context, req sdk.SubscribeRequest, sink 
 		id = c.idx.id
 		c.mu.Unlock()
 	}
-	tick := time.NewTicker(c.cfg.PollInterval.D())
+	every := c.scanEvery()
+	tick := time.NewTicker(every)
 	defer tick.Stop()
+	force := false
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		now, batch, err := c.pending(pos)
+		changed := c.watch.changes()
+		if e := c.scanEvery(); e != every { // the watch failed: poll
+			every = e
+			tick.Reset(every)
+		}
+		now, batch, err := c.pending(pos, force)
+		force = false
 		switch {
 		case errors.Is(err, errClosed):
 			return fmt.Errorf("dir: subscribe: %w", err)
@@ -615,6 +642,8 @@ func (c *channel) Subscribe(ctx context.Context, req sdk.SubscribeRequest, sink 
 		case <-c.done:
 			return fmt.Errorf("dir: subscribe: %w", errClosed)
 		case <-tick.C:
+		case <-changed:
+			force = true
 		}
 	}
 }
@@ -835,10 +864,16 @@ func (c *channel) Health(ctx context.Context) sdk.Health {
 			"ignored_foreign": int64(ig.foreign),
 			"pruned_buckets":  c.pruned,
 			"scan_errors":     c.scanErrs,
+			"watching":        0,
 		},
 	}
 	for why, name := range skipCounters {
 		h.Counters[name] = c.skipped[why]
+	}
+	if c.watch.watching() {
+		h.Counters["watching"] = 1
+		h.Counters["watch_wakeups"] = c.watch.events.Load()
+		h.Counters["watch_overflows"] = c.watch.overflow.Load()
 	}
 	if c.scanErr != nil {
 		h.State, h.Message = sdk.HealthDown, c.scanErr.Error()
@@ -855,5 +890,6 @@ func (c *channel) Close() error {
 	}
 	c.closed = true
 	close(c.done)
+	c.watch.close()
 	return c.idx.close()
 }

@@ -39,9 +39,17 @@
 // A cursor of another index is then sdk.ErrCursorInvalid, and the host
 // resubscribes from the start and dedupes.
 //
-// # Polling and pruning
+// # Watching, polling and pruning
 //
-// Subscribe scans at poll_interval (no busy loop). A scan lists the hour
+// Subscribe scans when the folder changes: the channel watches log/ and
+// its bucket folders through the operating system (inotify on Linux, via
+// fsnotify), gathers a burst of events for 20ms, and scans once. A watch
+// only says when to scan; the slow rescan (rescan_interval, default 1m)
+// still runs as a safety net, so an idle channel costs one scan a minute.
+// A folder on a network or FUSE filesystem (whose remote changes no local
+// watch sees) is polled at poll_interval instead, unless "watch" is "on";
+// so is any folder with "watch": "off", or when the watch fails (out of
+// inotify watches, say). Health's counter "watching" says which. A scan lists the hour
 // buckets within retention; a bucket whose directory modification time is
 // unchanged and older than a few seconds is not re-read, except on a full
 // rescan once a minute (for filesystems with coarse or unreliable

@@ -24,7 +24,7 @@ func TestStaleDirectoryTime(t *testing.T) {
 	t.Cleanup(func() { fullRescan, freshDir = oldFull, oldFresh })
 
 	folder := t.TempDir()
-	raw, _ := json.Marshal(map[string]string{"path": folder, "poll_interval": "10ms"})
+	raw, _ := json.Marshal(map[string]string{"path": folder, "watch": "off", "poll_interval": "10ms"})
 	ch, err := New().Configure(t.Context(), sdk.ConfigureRequest{Config: raw, StateDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)

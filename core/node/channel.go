@@ -257,12 +257,13 @@ func (c *channel) pollBoard(ctx context.Context, recv receiver) error {
 	return nil
 }
 
-// jitter returns d ± 10 %.
+// jitter returns d ± 10 %, coalesced with the node's other slow timers
+// (idle.go).
 func jitter(d time.Duration) time.Duration {
 	if d <= 0 {
 		return d
 	}
-	return d + time.Duration(rand.Int64N(int64(d)/5+1)) - d/10
+	return coalesce(d + time.Duration(rand.Int64N(int64(d)/5+1)) - d/10)
 }
 
 // cursorStore persists channel cursors.

@@ -137,6 +137,7 @@ type Node struct {
 	peers     map[peer.ID]*peerInfo
 	addrBox   map[peer.ID]map[string]string   // address → the box that reported it first
 	acks      map[ackKey][]envelope.MessageID // signed acks waiting to be batched
+	ackKick   chan struct{}                   // an ack was queued
 	joins     map[string]*pendingJoin         // by invite token ID
 	joinParts joinParts
 	watch     memberWatch   // members as last seen, to act on removals
@@ -223,6 +224,7 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		evNotify:  make(chan struct{}),
 		kick:      make(chan peer.ID, 256),
 		wake:      make(chan struct{}, 1),
+		ackKick:   make(chan struct{}, 1),
 		announce:  make(chan struct{}, 1),
 		pexKick:   make(chan struct{}, 1),
 		gossip:    pex.New(opts.Now),

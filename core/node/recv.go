@@ -14,6 +14,7 @@ import (
 	"github.com/remora-p2p/remora/core/circle"
 	"github.com/remora-p2p/remora/core/envelope"
 	"github.com/remora-p2p/remora/core/store"
+	"github.com/remora-p2p/remora/sdk"
 )
 
 // handleLive receives a message on the live path. Returning nil acks it to
@@ -379,24 +380,29 @@ func (n *Node) touch(p peer.ID, foundBy string) {
 // maintainLoop runs the circles' daily work (ratchets, key deletion,
 // prekey rotation) and key requests.
 func (n *Node) maintainLoop(ctx context.Context) {
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
 	lastPrune := time.Time{}
-	n.rotatePrekeys() // a node started after a long pause publishes its prekey now
+	saved := map[circle.ID][32]byte{} // what the last save here wrote
+	n.rotatePrekeys()                 // a node started after a long pause publishes its prekey now
 	for {
-		select {
-		case <-ctx.Done():
+		if sdk.Sleep(ctx, coalesce(time.Minute)) != nil {
 			return
-		case <-t.C:
 		}
 		n.rotatePrekeys()
 		n.expirePending()
 		for _, c := range n.allCircles() {
 			c.Maintain()
 			n.sendKeyMsgs(c, c.Requests())
+			// An idle circle's state does not change from minute to
+			// minute: write (and fsync) it only when it did.
+			sum, err := n.circleSum(c)
+			if err == nil && saved[c.ID()] == sum {
+				continue
+			}
 			if err := n.saveCircle(c); err != nil {
 				n.log.Error("save circle", "err", err)
+				continue
 			}
+			saved[c.ID()] = sum
 		}
 		n.retryHeld()
 		if time.Since(lastPrune) >= time.Hour {

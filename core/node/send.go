@@ -132,9 +132,10 @@ func (n *Node) poke() {
 }
 
 // deliveryLoop attempts pending outbox entries: on every new entry, when a
-// member connects, and on a slow sweep (expiry, failed channel posts).
+// member connects, and on a slow sweep (expiry, failed channel posts) that
+// runs only while the outbox holds something.
 func (n *Node) deliveryLoop(ctx context.Context) {
-	sweep := time.NewTicker(10 * time.Second)
+	sweep := time.NewTimer(0)
 	defer sweep.Stop()
 	for {
 		only := peer.ID("")
@@ -146,6 +147,13 @@ func (n *Node) deliveryLoop(ctx context.Context) {
 			only = p
 		case <-sweep.C:
 			n.expire()
+		}
+		sweep.Stop()
+		n.mu.Lock()
+		idle := len(n.outbox) == 0
+		n.mu.Unlock()
+		if !idle { // a new entry pokes the loop, which arms the sweep again
+			sweep.Reset(coalesce(outboxSweep))
 		}
 		n.mu.Lock()
 		var due []*OutboxEntry
@@ -352,24 +360,33 @@ func (n *Node) expire() {
 	}
 }
 
+// outboxSweep is how often a non-empty outbox is swept.
+const outboxSweep = 10 * time.Second
+
 // queueAck schedules a signed ack of id to its sender.
 func (n *Node) queueAck(cid circle.ID, to peer.ID, id envelope.MessageID) {
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	k := ackKey{cid, to}
 	n.acks[k] = append(n.acks[k], id)
+	n.mu.Unlock()
+	select {
+	case n.ackKick <- struct{}{}:
+	default:
+	}
 }
 
 // ackLoop sends batched signed acks: one direct envelope of kind ack per
 // (circle, sender), through the outbox like any message (live path first).
+// It sleeps until an ack is queued, then gathers for AckDelay.
 func (n *Node) ackLoop(ctx context.Context) {
-	t := time.NewTicker(n.opts.AckDelay)
-	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-n.ackKick:
+		}
+		if sdk.Sleep(ctx, n.opts.AckDelay) != nil {
+			return
 		}
 		n.mu.Lock()
 		batch := n.acks
