@@ -41,7 +41,8 @@ type QuietOptions struct {
 // At the end of every Period in which records were held back, one summary
 // per message is written at that message's level: the message, the
 // attributes of the last record held back, "suppressed" (how many) and
-// "period".
+// "period". A record that carries "suppressed" is such a summary (an
+// adapter's, re-emitted by the host) and is always written.
 //
 // Serve logs through it, and sdk/host re-emits adapter log lines through
 // it, so adapters get it without doing anything. Handlers derived with
@@ -109,6 +110,11 @@ func (q *quietHandler) WithGroup(name string) slog.Handler {
 }
 
 func (q *quietHandler) Handle(ctx context.Context, r slog.Record) error {
+	if isSummary(r) {
+		// Another quiet handler's summary (an adapter's, re-emitted by
+		// the host): at most one per message per period already.
+		return q.h.Handle(ctx, r)
+	}
 	mkey := r.Level.String() + "\x00" + q.prefix + "\x00" + r.Message
 	var b strings.Builder
 	b.WriteString(mkey)
@@ -183,9 +189,19 @@ func (s *quietState) flush() {
 			r.AddAttrs(a)
 			return true
 		})
-		r.AddAttrs(slog.Int("suppressed", m.suppressed), slog.Duration("period", period))
+		r.AddAttrs(slog.Int("suppressed", m.suppressed), slog.String("period", period.String()))
 		_ = m.h.Handle(context.Background(), r)
 	}
+}
+
+// isSummary reports whether r is a summary a quiet handler wrote.
+func isSummary(r slog.Record) bool {
+	found := false
+	r.Attrs(func(a slog.Attr) bool {
+		found = a.Key == "suppressed"
+		return !found
+	})
+	return found
 }
 
 func writeAttr(b *strings.Builder, a slog.Attr) {

@@ -146,3 +146,18 @@ func TestQuietHandlerBounded(t *testing.T) {
 	}
 	t.Logf("100,000 distinct warnings over 100 minutes: %d lines", n)
 }
+
+// TestQuietHandlerPassesSummaries: the host re-emits an adapter's summary
+// line through its own quiet handler, which must write it, not count it.
+func TestQuietHandlerPassesSummaries(t *testing.T) {
+	var buf bytes.Buffer
+	clk := &quietClock{now: time.Unix(1e9, 0)}
+	log := slog.New(sdk.NewQuietHandler(slog.NewJSONHandler(&buf, nil), sdk.QuietOptions{Distinct: 1, Now: clk.Now, AfterFunc: clk.AfterFunc}))
+	log.Warn("skipping", "file", "a")
+	for i := range 5 {
+		log.Warn("skipping", "file", "x", "suppressed", 26+i, "period", "1m0s")
+	}
+	if got := lines(t, &buf); len(got) != 6 {
+		t.Fatalf("%d lines, want the first record and all 5 summaries", len(got))
+	}
+}

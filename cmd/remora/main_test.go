@@ -52,7 +52,36 @@ type home struct {
 	dir  string
 	name string
 	run  *exec.Cmd
-	log  *bytes.Buffer
+	log  *logBuffer
+	// level is the daemon's log level (default debug); netns runs it in a
+	// network namespace of its own, reachable only through its channels.
+	level string
+	netns bool
+}
+
+// logBuffer holds a daemon's log; it is written by the copying goroutine
+// of exec while the test reads it.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) Bytes() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return bytes.Clone(l.buf.Bytes())
+}
+
+func (l *logBuffer) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Len()
 }
 
 func newHome(t testing.TB, name string) *home {
@@ -96,9 +125,16 @@ func (h *home) fails(args ...string) string {
 // start runs `remora run` and waits until the API answers.
 func (h *home) start() {
 	h.t.Helper()
-	h.log = &bytes.Buffer{}
-	h.run = exec.Command(bin, "--home", h.dir, "run", "--log-level", "debug")
+	h.log = &logBuffer{}
+	level := h.level
+	if level == "" {
+		level = "debug"
+	}
+	h.run = exec.Command(bin, "--home", h.dir, "run", "--log-level", level)
 	h.run.Stdout, h.run.Stderr = h.log, h.log
+	if h.netns {
+		h.run.SysProcAttr = isolatedNet()
+	}
 	if err := h.run.Start(); err != nil {
 		h.t.Fatal(err)
 	}

@@ -165,6 +165,7 @@ type receiver func(ctx context.Context, c *channel, raw []byte) error
 func (c *channel) subscribe(ctx context.Context, log *slog.Logger, cursors cursorStore, recv receiver) {
 	backoff := 250 * time.Millisecond
 	unknown := 0 // CodeUnknown failures in a row
+	saver := newCursorSaver(cursors, c.Name, cursorEvery)
 	for ctx.Err() == nil {
 		cur, err := cursors.Cursor(c.Name)
 		if err != nil {
@@ -178,7 +179,7 @@ func (c *channel) subscribe(ctx context.Context, log *slog.Logger, cursors curso
 				}
 			}
 			if d.Cursor != nil {
-				if err := cursors.PutCursor(c.Name, d.Cursor); err != nil {
+				if err := saver.put(d.Cursor); err != nil {
 					return fmt.Errorf("save cursor: %w", err)
 				}
 			}
@@ -186,6 +187,9 @@ func (c *channel) subscribe(ctx context.Context, log *slog.Logger, cursors curso
 			c.setErr(nil)
 			return nil
 		}))
+		if ferr := saver.flush(); ferr != nil {
+			log.Error("save channel cursor", "channel", c.Name, "err", ferr)
+		}
 		if ctx.Err() != nil {
 			return
 		}
