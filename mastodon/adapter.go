@@ -141,8 +141,7 @@ func (adapter) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.Cha
 	}
 	client := gomasto.NewClient(&gomasto.Config{Server: cfg.Server, AccessToken: strings.TrimSpace(req.Secrets[SecretToken])})
 	client.Client = http.Client{Transport: tr, Timeout: time.Minute}
-	// go-mastodon's default User-Agent (Go's): the server's logs do not
-	// name remora.
+	client.UserAgent = userAgent
 
 	me, err := client.GetAccountCurrentUser(ctx)
 	if err != nil {
@@ -304,7 +303,7 @@ func call(ctx context.Context, client *gomasto.Client, method, u string, form ur
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}
 	req.Header.Set("Authorization", "Bearer "+client.Config.AccessToken)
-	req.Header.Set("User-Agent", client.UserAgent)
+	req.Header.Set("User-Agent", userAgent)
 	op := method + " " + req.URL.Path
 	resp, err := client.Do(req)
 	if err != nil {

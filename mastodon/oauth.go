@@ -34,6 +34,12 @@ type App struct {
 // it on posts ("via …"), and nothing on a server should name the software.
 const AppName = "sync"
 
+// userAgent is what every request carries: Go's own default, so the
+// server's logs do not name remora. It is set explicitly because
+// GoToSocial refuses a request without one (418) and go-mastodon sends
+// none when its UserAgent is empty.
+const userAgent = "Go-http-client/1.1"
+
 // RegisterApp registers an application called name on server
 // (POST /api/v1/apps) with the out-of-band redirect.
 func RegisterApp(ctx context.Context, server, name string) (App, error) {
@@ -79,6 +85,7 @@ func (a App) ExchangeCode(ctx context.Context, code string) (string, error) {
 		return "", sdk.Errorf(sdk.CodeNeedsUserAction, "mastodon: authorize: paste the code the server showed after you approved remora")
 	}
 	c := gomasto.NewClient(&gomasto.Config{Server: a.Server, ClientID: a.ClientID, ClientSecret: a.ClientSecret})
+	c.UserAgent = userAgent
 	c.Client = http.Client{Transport: &transport{base: http.DefaultTransport, now: timeNow}}
 	if err := c.GetUserAccessToken(ctx, code, a.RedirectURI); err != nil {
 		err = classify("exchange code", err)

@@ -200,7 +200,7 @@ func (c *channel) dialBase(ctx context.Context, base string) (*websocket.Conn, e
 		HandshakeTimeout: 15 * time.Second,
 		Subprotocols:     []string{c.token},
 	}
-	hdr := http.Header{"Authorization": {"Bearer " + c.token}, "User-Agent": {c.client.UserAgent}}
+	hdr := http.Header{"Authorization": {"Bearer " + c.token}, "User-Agent": {userAgent}}
 	conn, resp, err := d.DialContext(ctx, u.String(), hdr)
 	if resp != nil && resp.Body != nil {
 		resp.Body.Close()
