@@ -61,6 +61,41 @@ type Status struct {
 	NAT          string    `json:"nat"`          // public|cone|symmetric|unknown
 	Circles      []Circle  `json:"circles"`
 	Fingerprint  string    `json:"fingerprint"`
+	// Mailbox is what this device keeps for friends and they for it.
+	Mailbox *Mailbox `json:"mailbox,omitempty"`
+}
+
+// Mailbox is friends' mailboxes as `remora doctor` shows them.
+type Mailbox struct {
+	Offered bool   `json:"offered"`
+	Quota   int64  `json:"quota"`
+	Expiry  string `json:"expiry"`
+	// Held for others: envelopes, bytes, distinct recipients.
+	HeldItems      int   `json:"held_items"`
+	HeldBytes      int64 `json:"held_bytes"`
+	HeldRecipients int   `json:"held_recipients"`
+	// Holders are the friends keeping our envelopes for offline members,
+	// and those that delivered envelopes kept for us.
+	Holders []MailboxHolder `json:"holders,omitempty"`
+	// Wake-ups: devices registered with us, and what we sent them.
+	WakeRegistered int    `json:"wake_registered"`
+	WakePushed     int64  `json:"wake_pushed"`
+	WakeChannel    int64  `json:"wake_channel"`
+	WakeLimited    int64  `json:"wake_limited"`
+	WakeFailed     int64  `json:"wake_failed"`
+	WakeError      string `json:"wake_error,omitempty"`
+	// WakeOwn: this device registers with friends for wake-ups.
+	WakeOwn bool `json:"wake_own"`
+}
+
+// MailboxHolder is one friend keeping envelopes for us.
+type MailboxHolder struct {
+	PeerID string `json:"peer_id"`
+	// Items and Bytes are our envelopes it keeps for members not reached yet.
+	Items int   `json:"items"`
+	Bytes int64 `json:"bytes"`
+	// Delivered counts envelopes it kept for this device and handed over.
+	Delivered int64 `json:"delivered"`
 }
 
 // Circle is a circle this node is a member of.

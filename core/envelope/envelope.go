@@ -100,6 +100,7 @@ const (
 	KindPunch        Kind = 0x0007 // hole-punching probe window request
 	KindJoin         Kind = 0x0008 // join hand-over (keys, channel descriptions)
 	KindPeerExchange Kind = 0x0009 // signed presence records of members (core/pex), live path only
+	KindWake         Kind = 0x000A // "connect to your friends": empty, from a friend keeping mail for you (direct only)
 )
 
 // CircleID names a circle (32 bytes, chosen by package circle).

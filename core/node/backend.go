@@ -42,6 +42,7 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 	for _, c := range n.allCircles() {
 		st.Circles = append(st.Circles, circleInfo(c))
 	}
+	st.Mailbox = n.mailboxStatus()
 	return st, nil
 }
 

@@ -71,6 +71,8 @@ type Options struct {
 	// Discovery sources beyond channels, PEX, mDNS, the cache and the
 	// boards (the relay list).
 	Sources []discovery.Source
+	// Mailbox configures friends' mailboxes (mailbox.go).
+	Mailbox MailboxOptions
 	Now     func() time.Time
 }
 
@@ -127,6 +129,7 @@ type Node struct {
 	disc     *discovery.Discovery
 	cache    *peerstore.Store
 	gossip   *pex.Gossip
+	mb       *mailboxState
 	started  time.Time
 	ready    atomic.Bool
 
@@ -240,6 +243,9 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		return nil, err
 	}
 	if err := n.loadJoins(); err != nil {
+		return nil, err
+	}
+	if err := n.openMailbox(ctx); err != nil {
 		return nil, err
 	}
 	for _, c := range opts.Channels {
@@ -387,6 +393,7 @@ func (n *Node) Run(ctx context.Context) error {
 	wg.Go(func() { n.ackLoop(ctx) })
 	wg.Go(func() { n.maintainLoop(ctx) })
 	wg.Go(func() { n.pexLoop(ctx) })
+	wg.Go(func() { n.releaseLoop(ctx) })
 	wg.Go(func() {
 		n.disc.Run(ctx, func(f discovery.Found) { n.learnAddrs(f) })
 	})

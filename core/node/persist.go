@@ -29,6 +29,8 @@ type OutboxEntry struct {
 	Channels map[string]time.Time // channel name → posted at
 	// Epoch, when set, seals under that older epoch (roster operations).
 	Epoch circle.Epoch
+	// Deposits are the copies friends keep for recipients not reached.
+	Deposits []Deposit
 }
 
 // routeState is the part of an entry the store keeps opaque.
@@ -38,10 +40,11 @@ type routeState struct {
 	Number      uint64               `json:"num"`
 	Epoch       circle.Epoch         `json:"epoch,omitzero"`
 	Channels    map[string]time.Time `json:"channels,omitempty"`
+	Deposits    []Deposit            `json:"deposits,omitempty"`
 }
 
 func (e *OutboxEntry) item() (*store.OutboxItem, error) {
-	st, err := json.Marshal(routeState{Direct: e.Direct, Incarnation: e.Seq.Incarnation, Number: e.Seq.Number, Epoch: e.Epoch, Channels: e.Channels})
+	st, err := json.Marshal(routeState{Direct: e.Direct, Incarnation: e.Seq.Incarnation, Number: e.Seq.Number, Epoch: e.Epoch, Channels: e.Channels, Deposits: e.Deposits})
 	if err != nil {
 		return nil, err
 	}
@@ -59,7 +62,7 @@ func entryOf(it store.OutboxItem) (*OutboxEntry, error) {
 	}
 	e := &OutboxEntry{ID: it.ID, Circle: it.Circle, Kind: envelope.Kind(it.Kind), Direct: st.Direct, Body: it.Body,
 		Seq: envelope.Sequence{Incarnation: st.Incarnation, Number: st.Number}, Created: it.Created, Expiry: it.Expires,
-		Channels: st.Channels, Epoch: st.Epoch}
+		Channels: st.Channels, Epoch: st.Epoch, Deposits: st.Deposits}
 	if e.Channels == nil {
 		e.Channels = map[string]time.Time{}
 	}

@@ -330,6 +330,7 @@ func (n *Node) eventLoop(ctx context.Context) {
 				}
 				if ev.Kind == transport.EventConnected {
 					go n.exchangeWith(ctx, ev.Peer, true)
+					n.onMemberConnected(ctx, ev.Peer)
 					n.event("peer_connected", ev.Peer.String(), "%s connected (%s)", ev.Peer, ev.Path)
 				}
 			case transport.EventPeerFound:

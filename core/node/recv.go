@@ -13,6 +13,7 @@ import (
 
 	"github.com/remora-p2p/remora/core/circle"
 	"github.com/remora-p2p/remora/core/envelope"
+	"github.com/remora-p2p/remora/core/mailbox"
 	"github.com/remora-p2p/remora/core/store"
 	"github.com/remora-p2p/remora/sdk"
 )
@@ -53,6 +54,9 @@ func (e *storeError) Unwrap() error { return e.err }
 func (n *Node) receive(ctx context.Context, channelID string, raw []byte, path string, liveFrom peer.ID) error {
 	if isJoinFrame(raw) {
 		return n.handleJoinFrame(ctx, channelID, raw)
+	}
+	if liveFrom != "" && mailbox.IsFrame(raw) {
+		return n.handleMailboxFrame(ctx, liveFrom, raw)
 	}
 	msg, err := n.opener.Open(channelID, raw)
 	if err != nil {
@@ -171,7 +175,9 @@ func (n *Node) dispatch(ctx context.Context, msg *envelope.Message, path string)
 		n.count("ignored_own_echo") // our own envelope read back from a channel
 		return nil
 	}
-	viaChannel := len(path) > 8 && path[:8] == "channel:"
+	// A copy read from a channel or handed over by a friend's mailbox is
+	// acked by a signed ack (the sender is not on the line).
+	viaChannel := strings.HasPrefix(path, "channel:") || strings.HasPrefix(path, "mailbox:")
 	switch msg.Kind {
 	case envelope.KindChat:
 		m := &store.InboxMessage{Circle: c.ID(), Sender: msg.Sender.String(), ID: msg.ID, Kind: uint16(msg.Kind),
@@ -210,6 +216,11 @@ func (n *Node) dispatch(ctx context.Context, msg *envelope.Message, path string)
 		}
 	case envelope.KindPunch:
 		n.handlePunch(msg)
+		return nil // ephemeral: not acked
+	case envelope.KindWake:
+		if msg.Mode == envelope.ModeDirect {
+			n.handleWake(msg)
+		}
 		return nil // ephemeral: not acked
 	case envelope.KindRoster:
 		if err := n.handleRosterOp(c, msg.Sender, msg.Body); err != nil {
@@ -405,6 +416,7 @@ func (n *Node) maintainLoop(ctx context.Context) {
 			saved[c.ID()] = sum
 		}
 		n.retryHeld()
+		n.expireMailbox()
 		if time.Since(lastPrune) >= time.Hour {
 			// Dedupe records outlive their messages only until a copy
 			// would fail the timestamp check anyway.

@@ -200,6 +200,7 @@ func (n *Node) attempt(ctx context.Context, e *OutboxEntry, only peer.ID) {
 	}
 	if len(missed) > 0 && only == "" {
 		n.postToChannels(c, e, missed)
+		n.depositMissed(ctx, c, e, missed)
 	}
 }
 
@@ -323,6 +324,9 @@ func (n *Node) acked(id envelope.MessageID, p peer.ID) {
 	}
 	e.Pending = slices.DeleteFunc(e.Pending, func(q peer.ID) bool { return q == p })
 	done := len(e.Pending) == 0
+	n.mu.Unlock()
+	n.releaseDeposits(e, p)
+	n.mu.Lock()
 	if done {
 		delete(n.outbox, id)
 	}
