@@ -18,4 +18,13 @@
 // (sdk.CodeBadConfig, CodeAuthFailed, CodeNeedsUserAction) are reported,
 // never retried. Each adapter process receives only the secrets of its own
 // channels and a minimal environment.
+//
+// Channel content is hostile ground, so every adapter process runs under a
+// memory limit (Options.MemoryLimit, default 1 GiB beyond what it holds at
+// its handshake: RLIMIT_DATA, and GOMEMLIMIT at half of it for Go
+// adapters), and a watch reads its resident memory and checks that it
+// answers every WatchEvery. A process over its limit or silent for
+// HangAfter is killed and restarted like a crashed one; for an hour its
+// channels' Health is degraded and says why and which channels share the
+// process, which is what `remora doctor` shows.
 package plugins

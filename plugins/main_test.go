@@ -70,6 +70,8 @@ func child(mode string, args []string) int {
 	case "stubborn":
 		signal.Ignore(syscall.SIGTERM)
 		a = stubborn{hosttest.New()}
+	case "hog":
+		a = hog{hosttest.New()}
 	default:
 		fmt.Fprintf(os.Stderr, "unknown child %q\n", mode)
 		return 2

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os/exec"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,7 +41,27 @@ type Options struct {
 	// crashed adapter (default 200ms and 1m); it doubles per failure, with
 	// jitter, and resets once a process has run for StableAfter (default 1m).
 	MinBackoff, MaxBackoff, StableAfter time.Duration
+	// MemoryLimit caps each adapter process's memory in bytes (default
+	// DefaultMemoryLimit; negative: no cap): RLIMIT_DATA and, for Go
+	// adapters, GOMEMLIMIT at half of it (host.Config.MemoryLimit), and a
+	// watch on its resident memory that kills a process above the limit.
+	MemoryLimit int64
+	// WatchEvery is how often each running process's memory is read and
+	// its liveness checked (default 10s); HangAfter is how long a liveness
+	// check may wait for an answer before the process counts as hung and is
+	// killed (default 30s). A killed process is restarted with backoff like
+	// a crashed one, and its channels' health says why.
+	WatchEvery, HangAfter time.Duration
 }
+
+// DefaultMemoryLimit is each adapter process's memory limit unless
+// Options.MemoryLimit says otherwise: an idle adapter holds 25-40 MB
+// resident; a channel that makes one hold a gigabyte is an attack.
+const DefaultMemoryLimit = 1 << 30
+
+// misbehaviourShown is how long a channel's health reports that its
+// adapter process was killed for misbehaving.
+const misbehaviourShown = time.Hour
 
 // DefaultStartTimeout bounds an adapter's start up to its handshake and
 // Info. A start takes about 0.1 s on an idle machine; the margin is for a
@@ -78,6 +99,15 @@ func New(opts Options) *Supervisor {
 	}
 	if opts.StableAfter <= 0 {
 		opts.StableAfter = time.Minute
+	}
+	if opts.MemoryLimit == 0 {
+		opts.MemoryLimit = DefaultMemoryLimit
+	}
+	if opts.WatchEvery <= 0 {
+		opts.WatchEvery = 10 * time.Second
+	}
+	if opts.HangAfter <= 0 {
+		opts.HangAfter = 30 * time.Second
 	}
 	return &Supervisor{opts: opts, logger: opts.Logger, procs: map[string]*proc{}}
 }
@@ -172,8 +202,15 @@ type AdapterHealth struct {
 	LastError error
 	// Failed is set when the adapter will not be started again (its
 	// executable changed since install, or it is unknown).
-	Failed   error
-	Channels []ChannelHealth
+	Failed error
+	// Memory is the process's resident memory in bytes when last watched,
+	// MemoryLimit its cap (0: none).
+	Memory, MemoryLimit int64
+	// Misbehaved is why the process was last killed or died for its own
+	// conduct (over its memory limit, hung), and when; nil if never.
+	Misbehaved   error
+	MisbehavedAt time.Time
+	Channels     []ChannelHealth
 }
 
 // ChannelHealth is the state of one channel.
@@ -190,9 +227,11 @@ func (s *Supervisor) Health(ctx context.Context) []AdapterHealth {
 	out := make([]AdapterHealth, 0, len(procs))
 	for _, p := range procs {
 		p.mu.Lock()
-		h := AdapterHealth{Name: p.name, Running: p.client != nil, Restarts: p.restarts, LastError: p.lastErr, Failed: p.fatal}
+		h := AdapterHealth{Name: p.name, Running: p.client != nil, Restarts: p.restarts, LastError: p.lastErr, Failed: p.fatal,
+			Memory: p.memory, Misbehaved: p.misbehaved, MisbehavedAt: p.misbehavedAt}
 		if p.client != nil {
 			h.Pid = p.client.Pid()
+			h.MemoryLimit = p.client.MemoryLimit()
 		}
 		chs := make([]*Channel, 0, len(p.channels))
 		for _, ch := range p.channels {
@@ -228,6 +267,11 @@ type proc struct {
 	nextTry  time.Time
 	channels map[string]*Channel
 	closed   bool
+
+	memory       int64 // resident bytes when last watched
+	killedFor    error // why the watch killed the running process
+	misbehaved   error // why the last misbehaving process ended
+	misbehavedAt time.Time
 }
 
 // current returns the running client and its generation. With wait it
@@ -311,6 +355,7 @@ func (p *proc) run() {
 			Checksum:     p.spec.checksum,
 			StartTimeout: p.s.opts.StartTimeout,
 			StopTimeout:  p.s.opts.StopTimeout,
+			MemoryLimit:  max(p.s.opts.MemoryLimit, 0),
 		})
 		cancel()
 
@@ -359,23 +404,31 @@ func (p *proc) run() {
 				go ch.reconfigure(c, gen, nil)
 			}
 			up := time.Now()
+			watchDone := make(chan struct{})
+			go p.watch(c, watchDone)
 			select {
 			case <-c.Done():
 			case <-p.stop:
+				close(watchDone)
 				_ = c.Close()
 				return
 			}
+			close(watchDone)
 			if time.Since(up) > p.s.opts.StableAfter {
 				failures = 0
 			}
 			wait = p.backoff(failures)
 			failures++
+			_ = c.Close() // reap, release go-plugin's resources, drain stderr
 			p.mu.Lock()
 			p.client = nil
-			p.lastErr = fmt.Errorf("adapter %s (pid %d) exited unexpectedly", p.name, c.Pid())
+			p.lastErr = p.exitReason(c)
+			if p.killedFor != nil || c.OutOfMemory() != "" {
+				p.misbehaved, p.misbehavedAt = p.lastErr, time.Now()
+			}
+			p.killedFor = nil
 			p.nextTry = time.Now().Add(wait)
 			p.mu.Unlock()
-			_ = c.Close() // reap and release go-plugin's resources
 		}
 		logger.Warn("adapter down; restarting", "in", wait.Round(time.Millisecond), "error", p.lastErrOf())
 		select {
@@ -385,6 +438,79 @@ func (p *proc) run() {
 		}
 	}
 }
+
+// exitReason says why c's process ended: killed by the watch, out of
+// memory by its own account, or unexpectedly. Called with p.mu held.
+func (p *proc) exitReason(c *host.Client) error {
+	if p.killedFor != nil {
+		return p.killedFor
+	}
+	if line := c.OutOfMemory(); line != "" {
+		return fmt.Errorf("adapter %s (pid %d) ran out of memory under its limit of %s: %q", p.name, c.Pid(), mib(c.MemoryLimit()), line)
+	}
+	if last := lastLine(c.Stderr()); last != "" {
+		return fmt.Errorf("adapter %s (pid %d) exited unexpectedly; its last stderr line: %q", p.name, c.Pid(), last)
+	}
+	return fmt.Errorf("adapter %s (pid %d) exited unexpectedly", p.name, c.Pid())
+}
+
+func lastLine(s string) string {
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}
+
+// watch reads the process's resident memory and checks that it answers,
+// every WatchEvery until done; a process over its memory limit or hung is
+// killed, and run restarts it.
+func (p *proc) watch(c *host.Client, done <-chan struct{}) {
+	t := time.NewTicker(p.s.opts.WatchEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		var why error
+		rss, err := c.Memory()
+		if err == nil {
+			p.mu.Lock()
+			p.memory = rss
+			p.mu.Unlock()
+			if limit := c.MemoryLimit(); limit > 0 && rss > limit {
+				why = fmt.Errorf("adapter %s (pid %d) held %s, over its memory limit of %s; killed", p.name, c.Pid(), mib(rss), mib(limit))
+			}
+		}
+		if why == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), p.s.opts.HangAfter)
+			err := c.Ping(ctx)
+			cancel()
+			select {
+			case <-done: // it ended while we asked
+				return
+			case <-c.Done():
+				return
+			default:
+			}
+			if err != nil {
+				why = fmt.Errorf("adapter %s (pid %d) did not answer for %v: hung; killed (%w)", p.name, c.Pid(), p.s.opts.HangAfter, err)
+			}
+		}
+		if why != nil {
+			p.mu.Lock()
+			p.killedFor = why
+			p.mu.Unlock()
+			p.s.logger.Error("adapter misbehaved; killing it", "adapter", p.name, "error", why)
+			c.Kill()
+			return
+		}
+	}
+}
+
+// mib formats a byte count in MiB.
+func mib(n int64) string { return fmt.Sprintf("%d MiB", n>>20) }
 
 func (p *proc) lastErrOf() error {
 	p.mu.Lock()
@@ -589,13 +715,50 @@ func (ch *Channel) Delete(ctx context.Context, req sdk.DeleteRequest) (sdk.Delet
 }
 
 // Health is the remote channel's health, or HealthDown with the reason
-// while its adapter is down or its configuration was rejected.
+// while its adapter is down or its configuration was rejected. For an hour
+// after its adapter process was killed or died for misbehaving (over its
+// memory limit, hung), the channel is at least degraded and says why: the
+// process hosts every channel of its kind, and one of them fed it.
 func (ch *Channel) Health(ctx context.Context) sdk.Health {
 	r, err := ch.current()
+	var h sdk.Health
 	if err != nil {
-		return sdk.Health{State: sdk.HealthDown, Message: err.Error()}
+		h = sdk.Health{State: sdk.HealthDown, Message: err.Error()}
+	} else {
+		h = r.(sdk.Healther).Health(ctx)
 	}
-	return r.(sdk.Healther).Health(ctx)
+	p := ch.p
+	p.mu.Lock()
+	why, at, restarts := p.misbehaved, p.misbehavedAt, p.restarts
+	var others []string
+	for id := range p.channels {
+		if id != ch.req.ChannelID {
+			others = append(others, id)
+		}
+	}
+	p.mu.Unlock()
+	if restarts > 0 {
+		h.Counters = maps.Clone(h.Counters)
+		if h.Counters == nil {
+			h.Counters = map[string]int64{}
+		}
+		h.Counters["adapter_restarts"] = int64(restarts)
+	}
+	if why != nil && time.Since(at) < misbehaviourShown {
+		if h.State == "" || h.State == sdk.HealthOK {
+			h.State = sdk.HealthDegraded
+		}
+		msg := fmt.Sprintf("%s at %s, reading this channel", why, at.Format(time.TimeOnly))
+		if len(others) > 0 {
+			sort.Strings(others)
+			msg = fmt.Sprintf("%s at %s, reading this channel or %s (same process)", why, at.Format(time.TimeOnly), strings.Join(others, ", "))
+		}
+		if h.Message != "" {
+			msg += "; " + h.Message
+		}
+		h.Message = msg
+	}
+	return h
 }
 
 // Close closes the channel in its adapter process and forgets it.

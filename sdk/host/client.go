@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/remora-p2p/remora/sdk"
@@ -39,6 +40,13 @@ type Client struct {
 	close func() error
 	once  sync.Once
 	err   error
+
+	// Set by Launch for a subprocess (limit.go).
+	limit     int64
+	dataLimit int64 // RLIMIT_DATA as set (0: none)
+	health    grpc_health_v1.HealthClient
+	kill      func()
+	stderr    *tail
 
 	unknownMu    sync.Mutex
 	unknownCode  int32

@@ -41,6 +41,16 @@ type Config struct {
 	// StopTimeout is how long Close waits after SIGTERM before it kills the
 	// process (default 5s).
 	StopTimeout time.Duration
+	// MemoryLimit caps the process's memory in bytes (0: no cap). The
+	// growth of the process's data segment (heap, private mappings, thread
+	// stacks) beyond what it holds at its handshake is limited to it with
+	// RLIMIT_DATA, from that moment, before it is given any channel;
+	// processes it starts inherit the limit. A
+	// Go adapter also gets GOMEMLIMIT at half of it (unless Cmd.Env sets
+	// one), so that its collector works hard well before the hard limit.
+	// An adapter over the limit fails to allocate and, if written in Go,
+	// dies with "out of memory" (Client.OutOfMemory).
+	MemoryLimit int64
 }
 
 // ErrChecksum is returned by Launch when the executable's SHA-256 is not
@@ -84,6 +94,9 @@ func Launch(ctx context.Context, cfg Config) (*Client, error) {
 		}
 	}
 	cmd.Env = append(cmd.Env, wire.EnvLogLevel+"="+levelOf(logger).String())
+	if cfg.MemoryLimit > 0 && !hasEnv(cmd.Env, "GOMEMLIMIT") {
+		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+goMemLimit(cfg.MemoryLimit))
+	}
 
 	// The lifeline: the adapter holds the read end and exits on EOF, which
 	// happens however the host ends (go-plugin gives the adapter the host's
@@ -161,6 +174,13 @@ func Launch(ctx context.Context, cfg Config) (*Client, error) {
 	if cmd.Process != nil {
 		pid = cmd.Process.Pid
 	}
+	var dataLimit int64
+	if cfg.MemoryLimit > 0 && pid != 0 {
+		if dataLimit, err = limitMemory(pid, cfg.MemoryLimit); err != nil {
+			// The supervisor's watch on resident memory still holds.
+			logger.Warn("adapter runs without a hard memory limit", "error", err)
+		}
+	}
 	closeFn := func() error {
 		defer func() { _ = lifeW.Close() }()
 		if cmd.Process != nil {
@@ -180,6 +200,12 @@ func Launch(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		_ = closeFn()
 		return fail(err)
+	}
+	c.limit, c.dataLimit, c.stderr, c.health = cfg.MemoryLimit, dataLimit, stderrTail, healthClient(st.conn)
+	c.kill = func() {
+		if cmd.Process != nil {
+			_ = cmd.Process.Kill()
+		}
 	}
 	return c, nil
 }

@@ -198,6 +198,7 @@ type tail struct {
 	mu    sync.Mutex
 	lines []string
 	part  []byte
+	oom   string // the first line that said the process ran out of memory
 }
 
 const tailLines = 8
@@ -215,6 +216,9 @@ func (t *tail) Write(p []byte) (int, error) {
 			return len(p), nil
 		}
 		if line := strings.TrimSpace(string(t.part[:i])); line != "" {
+			if t.oom == "" && outOfMemory(line) {
+				t.oom = line
+			}
 			t.lines = append(t.lines, line)
 			if len(t.lines) > tailLines {
 				t.lines = t.lines[len(t.lines)-tailLines:]
@@ -228,4 +232,26 @@ func (t *tail) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return strings.Join(t.lines, "\n")
+}
+
+// oomLine is the first stderr line that said the process ran out of memory
+// ("" if none): the Go runtime's fatal error is followed by a goroutine
+// dump far longer than the tail.
+func (t *tail) oomLine() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.oom
+}
+
+// outOfMemory reports whether a stderr line says the process ran out of
+// memory: the Go runtime's fatal error, a failed thread creation, a C
+// allocator's or another runtime's message.
+func outOfMemory(line string) bool {
+	s := strings.ToLower(line)
+	for _, m := range []string{"out of memory", "cannot allocate memory", "pthread_create failed", "failed to allocate", "bad_alloc", "memoryerror"} {
+		if strings.Contains(s, m) {
+			return true
+		}
+	}
+	return false
 }
