@@ -218,6 +218,9 @@ func (c *channel) dialBase(ctx context.Context, base string) (*websocket.Conn, e
 	return conn, nil
 }
 
+// maxStreamEvent bounds one streaming message.
+const maxStreamEvent = 1 << 20
+
 // streamEvent is one message on the streaming websocket.
 type streamEvent struct {
 	Event   string          `json:"event"`
@@ -249,6 +252,9 @@ func (s *sub) stream(ctx context.Context, conn *websocket.Conn) error {
 	}()
 	extend := func(string) error { return conn.SetReadDeadline(time.Now().Add(readTimeout)) }
 	conn.SetPongHandler(extend)
+	// One event is one notification with its status: a few KB. A bigger
+	// (or endless) one ends the stream; the subscription reconnects.
+	conn.SetReadLimit(maxStreamEvent)
 	for {
 		extend("")
 		_, msg, err := conn.ReadMessage()

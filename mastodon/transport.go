@@ -131,8 +131,13 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		t.limited.Add(1)
 		return nil, &rateLimitedError{retryAfter: t.retryAfter(resp), sent: true}
 	}
-	return resp, nil
+	return sdk.LimitResponse(req, resp, maxResponse)
 }
+
+// maxResponse bounds one API answer: a page of 40 notifications, each
+// with its status and accounts, is 100-300 KB; a server that sends more
+// (or never stops) is refused with CodeUnavailable.
+const maxResponse = 8 << 20
 
 // budget returns how long to wait before sending against limit name, 0 to
 // send now.
