@@ -257,8 +257,11 @@ func bootstrapSignCmd() *cobra.Command {
 				return err
 			}
 			l, err := relaylist.ParseCSV(data)
+			if err == nil {
+				err = l.DecodeAll() // every row decodes before anything is signed
+			}
 			if err != nil {
-				return err
+				return fmt.Errorf("%s: %w", args[0], err)
 			}
 			d, err := os.ReadFile(delegation)
 			if err != nil {
@@ -313,7 +316,7 @@ func bootstrapVerifyCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "ok: seq %d, %d relays, list expires %s, signing key %s delegated until %s\n",
-				l.Seq, len(l.Relays), l.Expires.Format(time.RFC3339), relaylist.KeyString(l.SigningKey), l.Delegated.Format(time.RFC3339))
+				l.Seq, l.Len(), l.Expires.Format(time.RFC3339), relaylist.KeyString(l.SigningKey), l.Delegated.Format(time.RFC3339))
 			return nil
 		},
 	}
@@ -339,6 +342,9 @@ func bootstrapShowCmd() *cobra.Command {
 				l, err = relaylist.Verify(relaylist.Embedded(), roots, time.Now(), 0)
 			} else {
 				l, err = verifyFile(args[0], root, 0)
+			}
+			if err == nil {
+				err = l.DecodeAll()
 			}
 			if err != nil {
 				return err

@@ -83,7 +83,7 @@ func (s relayListSource) Run(ctx context.Context, emit func(discovery.Found)) er
 			}
 			refresh = time.Now().Add(o.Refresh)
 		}
-		if l != nil && len(l.Relays) > 0 {
+		if l != nil && l.Len() > 0 {
 			n.useRelays(l, emit)
 		}
 		if sdk.Sleep(ctx, jitter(30*time.Second)) != nil {
@@ -134,7 +134,7 @@ func (n *Node) loadRelayList() (*relaylist.List, error) {
 		return nil, fmt.Errorf("relay list: save: %w", err)
 	}
 	n.disc.Succeeded(boxRelayList)
-	n.log.Info("relay list loaded", "seq", best.Seq, "relays", len(best.Relays), "expires", best.Expires)
+	n.log.Info("relay list loaded", "seq", best.Seq, "relays", best.Len(), "expires", best.Expires)
 	return best, nil
 }
 
@@ -193,11 +193,19 @@ func (n *Node) useRelays(l *relaylist.List, emit func(discovery.Found)) {
 	if len(unreached) == 0 {
 		return
 	}
-	relays := l.Relays[:min(len(l.Relays), n.opts.Boxes.RelayList.MaxRelays)]
-	for _, r := range relays {
+	var relays []relaylist.Relay
+	for i := 0; i < l.Len() && len(relays) < n.opts.Boxes.RelayList.MaxRelays; i++ {
+		r, err := l.Relay(i)
+		if err != nil {
+			n.log.Warn("volunteer relay skipped", "err", err)
+			continue
+		}
 		if r.Peer == n.ID() || n.isMember(r.Peer) {
 			continue
 		}
+		relays = append(relays, r)
+	}
+	for _, r := range relays {
 		if err := n.tr.AddRelay(peer.AddrInfo{ID: r.Peer, Addrs: r.Addrs}); err != nil {
 			n.log.Debug("volunteer relay", "relay", r.Peer, "err", err)
 		}

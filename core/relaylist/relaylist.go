@@ -21,6 +21,9 @@
 //	<peer ID>,<multiaddr> <multiaddr>...,<score in [0,1]>
 //
 // Rows are in the order nodes try them: healthiest first (see Build).
+// Loading a list checks every row's shape; a row is decoded (peer ID,
+// multiaddrs) when the node uses that relay ([List.Relay]), and the
+// signing tools decode all rows before they sign ([List.DecodeAll]).
 //
 // # The bundle
 //
@@ -94,7 +97,10 @@ type List struct {
 	// SigningKey and Delegated say which key signed it, delegated until when.
 	SigningKey minisign.PublicKey
 	Delegated  time.Time
-	Relays     []Relay
+	// Relays are the decoded relays of a list built in memory or after
+	// DecodeAll; a parsed list decodes a row when asked (Relay, Len).
+	Relays []Relay
+	rows   [][]byte
 }
 
 // Bundle is the four parts.
@@ -301,9 +307,47 @@ func ParseCSV(data []byte) (*List, error) {
 	if len(rows) != count {
 		return nil, fmt.Errorf("%w: %d relays, the header says %d", ErrTruncated, len(rows), count)
 	}
-	// Rows parse independently: a long list is cut into one piece per core
-	// (decoding 100,000 peer IDs is most of loading a list).
-	l.Relays = make([]Relay, count)
+	// Loading checks every row's shape; decoding a row (base58 peer ID,
+	// multiaddrs) waits until the node uses that relay, since decoding
+	// 100,000 peer IDs was most of loading a list and a node uses a few.
+	for i, row := range rows {
+		if err := checkRow(row); err != nil {
+			return nil, fmt.Errorf("%w: line %d: %v", ErrFormat, i+3, err)
+		}
+	}
+	l.rows = rows
+	return l, nil
+}
+
+// Len is the number of relays in the list.
+func (l *List) Len() int {
+	if l.rows != nil {
+		return len(l.rows)
+	}
+	return len(l.Relays)
+}
+
+// Relay decodes the i-th relay (healthiest first). A row that passed the
+// load-time check but does not decode is an error for that row only.
+func (l *List) Relay(i int) (Relay, error) {
+	if l.rows == nil {
+		return l.Relays[i], nil
+	}
+	r, err := parseRow(l.rows[i])
+	if err != nil {
+		return Relay{}, fmt.Errorf("%w: line %d: %v", ErrFormat, i+3, err)
+	}
+	return r, nil
+}
+
+// DecodeAll decodes every row into Relays (the signing tools check a whole
+// list this way before they sign it), one piece per core.
+func (l *List) DecodeAll() error {
+	if l.rows == nil {
+		return nil
+	}
+	count := len(l.rows)
+	relays := make([]Relay, count)
 	workers := min(runtime.GOMAXPROCS(0), max(1, count/4096))
 	errs := make([]error, workers)
 	var wg sync.WaitGroup
@@ -311,23 +355,61 @@ func ParseCSV(data []byte) (*List, error) {
 		lo, hi := w*count/workers, (w+1)*count/workers
 		wg.Go(func() {
 			for i := lo; i < hi; i++ {
-				r, err := parseRow(rows[i])
+				r, err := l.Relay(i)
 				if err != nil {
-					errs[w] = fmt.Errorf("%w: line %d: %v", ErrFormat, i+3, err)
+					errs[w] = err
 					return
 				}
-				l.Relays[i] = r
+				relays[i] = r
 			}
 		})
 	}
 	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return nil, err
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	l.Relays, l.rows = relays, nil
+	return nil
+}
+
+// checkRow is the load-time check of a row's shape: a base58 peer ID,
+// addresses that look like multiaddrs, a health in [0,1].
+func checkRow(row []byte) error {
+	p, rest, ok1 := bytes.Cut(row, []byte(","))
+	addrs, health, ok2 := bytes.Cut(rest, []byte(","))
+	if !ok1 || !ok2 {
+		return errors.New("want peer,addrs,health")
+	}
+	if len(p) == 0 || len(p) > 128 {
+		return fmt.Errorf("peer %q: want a peer ID", p)
+	}
+	for _, c := range p {
+		if c >= 0x80 || !base58[c] {
+			return fmt.Errorf("peer %q: not base58", p)
 		}
 	}
-	return l, nil
+	n := 0
+	for a := range bytes.FieldsSeq(addrs) {
+		if a[0] != '/' {
+			return fmt.Errorf("address %q: want a multiaddr", a)
+		}
+		n++
+	}
+	if n == 0 {
+		return errors.New("no address")
+	}
+	if h, err := strconv.ParseFloat(string(bytes.TrimSpace(health)), 64); err != nil || !(h >= 0 && h <= 1) {
+		return fmt.Errorf("health %q: want a number in [0,1]", health)
+	}
+	return nil
 }
+
+var base58 = func() (t [128]bool) {
+	for _, c := range "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz" {
+		t[c] = true
+	}
+	return t
+}()
 
 func parseRow(row []byte) (Relay, error) {
 	p, rest, ok1 := bytes.Cut(row, []byte(","))
@@ -359,7 +441,11 @@ func parseRow(row []byte) (Relay, error) {
 // MarshalCSV writes a list.
 func MarshalCSV(l *List) []byte {
 	var buf bytes.Buffer
-	fmt.Fprintf(&buf, "remora-relays v1,seq=%d,expires=%s,count=%d\npeer,addrs,health\n", l.Seq, l.Expires.UTC().Format(time.RFC3339), len(l.Relays))
+	fmt.Fprintf(&buf, "remora-relays v1,seq=%d,expires=%s,count=%d\npeer,addrs,health\n", l.Seq, l.Expires.UTC().Format(time.RFC3339), l.Len())
+	for _, row := range l.rows {
+		buf.Write(row)
+		buf.WriteByte('\n')
+	}
 	for _, r := range l.Relays {
 		buf.WriteString(r.Peer.String())
 		buf.WriteByte(',')
