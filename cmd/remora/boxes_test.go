@@ -41,6 +41,7 @@ func TestEachBoxAlone(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real daemons")
 	}
+	t.Run("mdns", testMDNSAlone)
 	t.Run("cache", testCacheAlone)
 	t.Run("pex", testPEXAlone)
 	t.Run("web", func(t *testing.T) {
@@ -145,7 +146,7 @@ func on() *bool  { b := true; return &b }
 
 // onlyBox turns every box off except those keep sets up again.
 func onlyBox(c *Config) {
-	c.MDNS = false
+	c.LAN = &LANConfig{MDNS: "off"}
 	c.Cache = &CacheConfig{Enabled: off()}
 	c.PEX = &PEXConfig{Enabled: off()}
 	c.Web, c.DNS = nil, nil

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/remora-p2p/remora/core/lan"
 )
 
 // Config is config.toml in the home directory. Secrets never live in it:
@@ -24,8 +26,10 @@ type Config struct {
 	Name string `toml:"name"`
 	// Listen are libp2p multiaddrs to listen on.
 	Listen []string `toml:"listen,omitempty"`
-	// MDNS announces this device on the LAN (trusted networks only).
-	MDNS bool `toml:"mdns"`
+	// OldMDNS is the top-level mdns = true|false of earlier versions:
+	// true (libp2p's mDNS everywhere) reads as [lan] mdns = "on"; false was
+	// the default, so it means nothing now. Dropped when the file is saved.
+	OldMDNS *bool `toml:"mdns,omitempty"`
 	// NoRelay opts out of relaying for circle members. By default a device
 	// that members confirm publicly reachable, and that has been up for a
 	// while, relays for its circles' members (members only, with limits).
@@ -33,6 +37,7 @@ type Config struct {
 	// PresenceInterval is how often presence is published ("5m").
 	PresenceInterval string `toml:"presence_interval,omitempty"`
 	// Bootstrap boxes (config_boxes.go).
+	LAN   *LANConfig   `toml:"lan,omitempty"`
 	Cache *CacheConfig `toml:"cache,omitempty"`
 	PEX   *PEXConfig   `toml:"pex,omitempty"`
 	Web   *WebConfig   `toml:"web,omitempty"`
@@ -109,6 +114,12 @@ func loadConfig(path string, adapters []string) (*Config, error) {
 	}
 	if err := c.validate(path, adapters); err != nil {
 		return nil, err
+	}
+	if c.OldMDNS != nil {
+		if *c.OldMDNS && c.LAN == nil {
+			c.LAN = &LANConfig{MDNS: string(lan.On)}
+		}
+		c.OldMDNS = nil
 	}
 	return &c, nil
 }
@@ -203,8 +214,6 @@ const configHeader = `# remora configuration. Secrets never go in this file: eac
 #
 # name      your display name in circles
 # listen    libp2p addresses to listen on
-# mdns      find circle members on this LAN (trusted networks only: it
-#           broadcasts your peer ID)
 # no_relay  do not relay for circle members (by default a device that
 #           members confirm publicly reachable relays for them, members only)
 #

@@ -2,15 +2,53 @@ package main
 
 import (
 	"context"
-
-	"aead.dev/minisign"
 	"fmt"
+	"net/netip"
 	"time"
 
+	"aead.dev/minisign"
+
 	"github.com/remora-p2p/remora/core/dnsbox"
+	"github.com/remora-p2p/remora/core/lan"
 	"github.com/remora-p2p/remora/core/node"
 	"github.com/remora-p2p/remora/core/webbox"
 )
+
+// LANConfig is the [lan] table: the mDNS box.
+type LANConfig struct {
+	// MDNS is auto (the default: private networks only), on (every network
+	// not marked public) or off.
+	MDNS string `toml:"mdns,omitempty"`
+	// Public are networks (CIDR) the user marks public: never announced
+	// on. Private are networks to trust besides RFC 1918 ones.
+	Public  []string `toml:"public,omitempty"`
+	Private []string `toml:"private,omitempty"`
+}
+
+func (l *LANConfig) policy() (*lan.Policy, error) {
+	if l == nil {
+		return &lan.Policy{Mode: lan.Auto}, nil
+	}
+	mode, err := lan.ParseMode(l.MDNS)
+	if err != nil {
+		return nil, err
+	}
+	p := &lan.Policy{Mode: mode}
+	for _, list := range []struct {
+		name string
+		in   []string
+		out  *[]netip.Prefix
+	}{{"public", l.Public, &p.Public}, {"private", l.Private, &p.Private}} {
+		for _, s := range list.in {
+			pr, err := netip.ParsePrefix(s)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %q is not a network (e.g. \"192.168.1.0/24\"): %w", list.name, s, err)
+			}
+			*list.out = append(*list.out, pr.Masked())
+		}
+	}
+	return p, nil
+}
 
 // CacheConfig is the [cache] table: the peer cache box.
 type CacheConfig struct {
@@ -84,6 +122,15 @@ type RelayListConfig struct {
 const boxesHeader = `# Bootstrap boxes (docs/discovery.md), tried cheapest first; each can be
 # turned off, and ` + "`remora doctor`" + ` shows what each found:
 #
+# [lan]                       mDNS: members on the same LAN find each other
+# mdns = "auto"               auto: on private networks only (10/8, 172.16/12,
+#                             192.168/16 and those under private); on: every
+#                             network not under public; off
+# public = ["10.8.0.0/16"]    networks you mark public (a café's, a hotel's)
+# private = ["fd12:3456::/48"]   networks you trust besides RFC 1918 ones
+#                             What is announced changes with every network and
+#                             hour and opens only for your circles' members.
+#
 # [cache]                     the peer cache: members' addresses and health
 # enabled = true              kept across restarts
 # max_age = "720h"            addresses nobody announced or reached for this long go
@@ -123,6 +170,9 @@ func enabled(b *bool) bool { return b == nil || *b }
 
 // validateBoxes checks the box tables.
 func (c *Config) validateBoxes(bad func(field, format string, args ...any) error) error {
+	if _, err := c.LAN.policy(); err != nil {
+		return bad("lan", "%v", err)
+	}
 	durations := []struct{ field, v string }{}
 	if c.Cache != nil {
 		durations = append(durations, struct{ field, v string }{"cache.max_age", c.Cache.MaxAge})
@@ -201,6 +251,11 @@ func (d *DNSConfig) options(secrets map[string]string) dnsbox.Options {
 
 // applyBoxes sets the node's box options from the config (validated).
 func (c *Config) applyBoxes(ctx context.Context, o *node.Options) error {
+	p, err := c.LAN.policy()
+	if err != nil {
+		return fmt.Errorf("[lan]: %w", err)
+	}
+	o.LAN = p
 	if c.Cache != nil {
 		o.Boxes.NoCache = !enabled(c.Cache.Enabled)
 		if c.Cache.MaxAge != "" {

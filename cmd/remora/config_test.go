@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/remora-p2p/remora/core/lan"
 )
 
 func TestTyped(t *testing.T) {
@@ -80,5 +82,35 @@ func TestConfigRoundTripIsPrivate(t *testing.T) {
 	}
 	if got.Name != "alice" || len(got.Channels) != 1 || got.Channels[0].Config["path"] != "/x" {
 		t.Fatalf("round trip: %+v", got)
+	}
+}
+
+// TestOldMDNSKey: a config from before [lan] keeps loading; mdns = true
+// (libp2p's mDNS everywhere) becomes [lan] mdns = "on", mdns = false (the
+// old default) the new default, and a save drops the old key.
+func TestOldMDNSKey(t *testing.T) {
+	for _, tt := range []struct {
+		old  string
+		want lan.Mode
+	}{{"true", lan.On}, {"false", lan.Auto}} {
+		path := filepath.Join(t.TempDir(), "config.toml")
+		if err := os.WriteFile(path, []byte("name = \"a\"\nmdns = "+tt.old+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := loadConfig(path, builtinNames())
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := c.LAN.policy()
+		if err != nil || p.Mode != tt.want {
+			t.Fatalf("mdns = %s: mode %q (%v), want %q", tt.old, p.Mode, err, tt.want)
+		}
+		if err := saveConfig(path, c); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := os.ReadFile(path)
+		if strings.Contains(string(b), "\nmdns = "+tt.old) {
+			t.Fatalf("the old key was saved again:\n%s", b)
+		}
 	}
 }

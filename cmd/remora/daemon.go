@@ -101,7 +101,7 @@ func openDaemon(ctx context.Context, home string, cfg *Config, log *slog.Logger,
 	d.sup = newSupervisor(home, log)
 	chans := openChannels(ctx, d.sup, home, cfg, log)
 	nopts := node.Options{Keyring: k, Store: d.db, Logger: log, Name: cfg.Name, ListenAddrs: cfg.Listen,
-		Channels: chans, MDNS: cfg.MDNS, PresenceInterval: o.PresenceInterval, BoardPollInterval: o.BoardPoll}
+		Channels: chans, PresenceInterval: o.PresenceInterval, BoardPollInterval: o.BoardPoll}
 	if cfg.PresenceInterval != "" {
 		nopts.PresenceInterval, _ = time.ParseDuration(cfg.PresenceInterval)
 	}

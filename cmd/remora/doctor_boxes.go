@@ -42,6 +42,9 @@ func printBoxes(w io.Writer, boxes []api.Box, now time.Time) {
 	}
 	tw.Flush()
 	for _, b := range boxes {
+		if b.Detail != "" {
+			fmt.Fprintf(w, "     %-22s %s\n", b.Name, b.Detail)
+		}
 		if b.Error != "" {
 			fmt.Fprintf(w, "     %-22s %s\n", b.Name+" error", b.Error)
 		}

@@ -57,6 +57,8 @@ type home struct {
 	// network namespace of its own, reachable only through its channels.
 	level string
 	netns bool
+	// inNetns runs the daemon in this named network namespace (ip netns).
+	inNetns string
 }
 
 // logBuffer holds a daemon's log; it is written by the copying goroutine
@@ -131,6 +133,9 @@ func (h *home) start() {
 		level = "debug"
 	}
 	h.run = exec.Command(bin, "--home", h.dir, "run", "--log-level", level)
+	if h.inNetns != "" {
+		h.run = exec.Command("ip", append([]string{"netns", "exec", h.inNetns}, h.run.Args...)...)
+	}
 	h.run.Stdout, h.run.Stderr = h.log, h.log
 	if h.netns {
 		h.run.SysProcAttr = isolatedNet()
@@ -230,6 +235,8 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"bad duration", "name = \"a\"\npresence_interval = \"soon\"\n", "presence_interval"},
 		{"not TOML", "name = \n", "config.toml"},
 		{"missing name", "mdns = true\n", "name: give your display name"},
+		{"bad mdns mode", "name = \"a\"\n[lan]\nmdns = \"sometimes\"\n", "lan: lan: mdns mode \"sometimes\": want auto, on or off"},
+		{"bad public network", "name = \"a\"\n[lan]\npublic = [\"10.8.0.0\"]\n", "lan: public: \"10.8.0.0\" is not a network (e.g. \"192.168.1.0/24\")"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -23,6 +23,9 @@ type Box struct {
 	Error     string    `json:"error,omitempty"`
 	// Fix says what to do about Error, or how to turn the box on.
 	Fix string `json:"fix,omitempty"`
+	// Detail says what the box is doing (mdns: on which networks it
+	// announces and why not on the others).
+	Detail string `json:"detail,omitempty"`
 }
 
 func (s *server) boxes(w http.ResponseWriter, r *http.Request) {

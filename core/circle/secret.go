@@ -61,5 +61,12 @@ func (s EpochSecret) BoardKey(name string) string {
 	return "r" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum))
 }
 
+// LANKey is the key members seal their mDNS announcements under
+// (core/lan): only members can read them.
+func (s EpochSecret) LANKey() (k [32]byte) {
+	copy(k[:], s.derive("remora/v1/lan"))
+	return k
+}
+
 // String never reveals the secret.
 func (s EpochSecret) String() string { return fmt.Sprintf("EpochSecret(%s/%s)", s.Circle, s.Epoch) }

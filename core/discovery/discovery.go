@@ -52,6 +52,8 @@ type Status struct {
 	// Found counts the distinct members the box reported.
 	Found     int
 	LastFound time.Time
+	// Detail says what the box is doing (mDNS: on which networks it runs).
+	Detail string
 }
 
 // Options configure Discovery. The zero value is usable.
@@ -129,6 +131,13 @@ func (d *Discovery) Declare(name string, configured bool, fix string) {
 	if !configured {
 		st.Fix = fix
 	}
+}
+
+// Note sets the detail line of box name.
+func (d *Discovery) Note(name, detail string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.box(name).Detail = detail
 }
 
 // Attempt records that box name is trying (a lookup, a read, an announcement).

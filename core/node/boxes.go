@@ -14,6 +14,7 @@ import (
 	"github.com/remora-p2p/remora/core/circle"
 	"github.com/remora-p2p/remora/core/discovery"
 	"github.com/remora-p2p/remora/core/envelope"
+	"github.com/remora-p2p/remora/core/lan"
 	"github.com/remora-p2p/remora/core/peerstore"
 	"github.com/remora-p2p/remora/core/presence"
 	"github.com/remora-p2p/remora/core/transport"
@@ -65,7 +66,8 @@ const (
 // declareBoxes puts every box in the report, cheapest first, the ones that
 // are off with how to turn them on.
 func (n *Node) declareBoxes() {
-	n.disc.Declare(boxMDNS, n.opts.MDNS, "set mdns = \"auto\" in config.toml (the LAN's members are found without any server)")
+	n.disc.Declare(boxMDNS, n.opts.LAN != nil && n.opts.LAN.Mode != lan.Off,
+		"set [lan] mdns = \"auto\" in config.toml (the LAN's members are found without any server)")
 	n.disc.Declare(boxCache, !n.opts.Boxes.NoCache, "set [cache] enabled = true in config.toml")
 	n.disc.Declare(boxPEX, !n.opts.Boxes.NoPEX, "set [pex] enabled = true in config.toml")
 	for _, ch := range n.channels {
@@ -388,7 +390,7 @@ func (n *Node) Boxes(ctx context.Context) ([]api.Box, error) {
 	}
 	for _, st := range n.disc.Boxes() {
 		b := api.Box{Name: st.Name, Configured: st.Configured, LastAttempt: st.LastAttempt, LastSuccess: st.LastSuccess,
-			Found: st.Found, LastFound: st.LastFound, Error: st.LastError, Fix: st.Fix}
+			Found: st.Found, LastFound: st.LastFound, Error: st.LastError, Fix: st.Fix, Detail: st.Detail}
 		if err := chErr[st.Name]; err != nil && b.Error == "" {
 			b.Error, b.Fix = err.Error(), Advice(err)
 		}

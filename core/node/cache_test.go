@@ -64,7 +64,7 @@ func TestCacheOnly(t *testing.T) {
 		tune := n.tune
 		n.tune = func(o *Options) {
 			tune(o)
-			o.Channels, o.MDNS, o.Boxes.NoPEX = nil, false, true
+			o.Channels, o.Boxes.NoPEX = nil, true
 		}
 		n.start()
 	}

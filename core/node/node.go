@@ -16,6 +16,7 @@ import (
 	"github.com/remora-p2p/remora/core/discovery"
 	"github.com/remora-p2p/remora/core/envelope"
 	"github.com/remora-p2p/remora/core/identity"
+	"github.com/remora-p2p/remora/core/lan"
 	"github.com/remora-p2p/remora/core/peerstore"
 	"github.com/remora-p2p/remora/core/pex"
 	"github.com/remora-p2p/remora/core/presence"
@@ -33,8 +34,9 @@ type Options struct {
 	// ListenAddrs are libp2p multiaddrs (default: TCP and QUIC on all interfaces).
 	ListenAddrs []string
 	Channels    []Channel
-	// MDNS announces this node on the LAN (trusted networks only).
-	MDNS bool
+	// LAN runs the mDNS box (core/lan, lan.go) under this policy; nil is
+	// off.
+	LAN *lan.Policy
 	// Relay, when set, lets this node be promoted to a circuit relay for its
 	// circles' members (relay ACL: members only, with these limits). The
 	// relay runs only while members confirm by dial-back (AutoNAT) that the
@@ -271,7 +273,6 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		ListenAddrs:        opts.ListenAddrs,
 		Allow:              n.isMember,
 		Logger:             n.log.With("subsystem", "transport"),
-		MDNS:               opts.MDNS,
 		RelayService:       opts.Relay,
 		EnableHolePunching: true,
 		ForceReachability:  opts.ForceReachability,

@@ -34,7 +34,7 @@ func TestPEXOnly(t *testing.T) {
 	for _, n := range nodes {
 		n.stop()
 		n.tune = func(o *Options) {
-			o.Channels, o.MDNS = nil, false
+			o.Channels = nil
 			o.Boxes.NoCache = true
 			o.Boxes.PEXInterval = time.Second
 		}

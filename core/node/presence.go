@@ -17,6 +17,7 @@ import (
 	"github.com/remora-p2p/remora/core/delivery"
 	"github.com/remora-p2p/remora/core/discovery"
 	"github.com/remora-p2p/remora/core/envelope"
+	"github.com/remora-p2p/remora/core/lan"
 	"github.com/remora-p2p/remora/core/presence"
 	"github.com/remora-p2p/remora/core/transport"
 	"github.com/remora-p2p/remora/sdk"
@@ -333,10 +334,6 @@ func (n *Node) eventLoop(ctx context.Context) {
 					n.onMemberConnected(ctx, ev.Peer)
 					n.event("peer_connected", ev.Peer.String(), "%s connected (%s)", ev.Peer, ev.Path)
 				}
-			case transport.EventPeerFound:
-				n.disc.Report(discovery.Found{Peer: ev.Peer, Source: "mdns"})
-				n.touch(ev.Peer, "mdns")
-				n.dial(ev.Peer)
 			}
 		}
 	}
@@ -348,6 +345,9 @@ func (n *Node) discoverySources() []discovery.Source {
 	var out []discovery.Source
 	if !n.opts.Boxes.NoCache {
 		out = append(out, n.cacheSource())
+	}
+	if n.opts.LAN != nil && n.opts.LAN.Mode != lan.Off {
+		out = append(out, lanSource{n})
 	}
 	out = append(out, n.opts.Sources...)
 	if !n.opts.Boxes.RelayList.Off {

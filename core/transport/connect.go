@@ -16,7 +16,6 @@ import (
 const (
 	directDialTimeout = 5 * time.Second
 	relayDialTimeout  = 10 * time.Second
-	mdnsAddrTTL       = 10 * time.Minute
 )
 
 // upgradeBackoff is the wait before each application-driven DCUtR retry on a

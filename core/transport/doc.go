@@ -1,6 +1,6 @@
 // Package transport is remora's live path between members: a go-libp2p host
 // (QUIC-v1 and TCP, Noise/TLS 1.3, yamux, identify, AutoNAT, circuit relay v2,
-// DCUtR hole punching, optional mDNS) behind a small interface that speaks
+// DCUtR hole punching) behind a small interface that speaks
 // peer IDs, addresses, paths and acknowledged messages.
 //
 // The rest of remora never imports libp2p packages other than peer.ID and

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,12 +19,16 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/remora-p2p/remora/core/lan"
 	"github.com/remora-p2p/remora/core/transport"
 	"github.com/remora-p2p/remora/testenv"
 )
 
-// TestMDNSLab: two members on one LAN find each other by mDNS and talk, and
-// a third node on the same LAN that is not a member is ignored. The LAN is a
+// TestMDNSLab: two members on one LAN find each other by mDNS (core/lan's
+// sealed announcements) and talk, and a third node on the same LAN,
+// announcing for another circle, is never read. The LAN is a
 // bridge in network namespaces this test creates (documentation addresses,
 // no route out), because mDNS multicasts and must not reach the host's real
 // networks.
@@ -119,6 +124,9 @@ func TestMDNSLab(t *testing.T) {
 	if res.FoundStranger {
 		t.Error("m2 reported the non-member on its LAN")
 	}
+	if !res.StrangerSeen {
+		t.Error("m2 never read the stranger's announcement: the check that it is ignored proved nothing")
+	}
 	if res.Path != transport.PathLAN {
 		t.Errorf("path %s, want lan", res.Path)
 	}
@@ -135,6 +143,7 @@ func nsNames(prefix string, roles []string) []string {
 type mdnsResult struct {
 	FoundMember   bool           `json:"found_member"`
 	FoundStranger bool           `json:"found_stranger"`
+	StrangerSeen  bool           `json:"stranger_seen"`
 	Path          transport.Path `json:"path"`
 	Err           string         `json:"err"`
 }
@@ -172,31 +181,56 @@ func mdnsPeer(role, dir string, log *slog.Logger) error {
 		ListenAddrs: []string{"/ip4/0.0.0.0/udp/0/quic-v1", "/ip4/0.0.0.0/tcp/0"},
 		Allow:       allow,
 		Logger:      log,
-		MDNS:        true,
 	})
 	if err != nil {
 		return err
 	}
 	defer tr.Close()
 	tr.Handle(func(context.Context, peer.ID, []byte) error { return nil })
+	// m1 and m2 share a circle's key; the stranger seals under its own.
+	circleKey, strangerKey := [32]byte{1}, [32]byte{2}
+	key := circleKey
+	if role == "stranger" {
+		key = strangerKey
+	}
+	found := make(chan lan.Announcement, 16)
+	svc := lan.New(lan.Options{
+		Self:     ids[role],
+		Policy:   lan.Policy{Mode: lan.Auto, Private: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}},
+		SealKeys: func() [][32]byte { return [][32]byte{key} },
+		OpenKeys: func() [][32]byte { return [][32]byte{key} },
+		Addrs: func() []ma.Multiaddr {
+			var out []ma.Multiaddr
+			for _, a := range tr.Addrs() {
+				out = append(out, a.Multiaddr)
+			}
+			return out
+		},
+		Found:  func(a lan.Announcement) { found <- a },
+		Check:  time.Second,
+		Logger: log,
+	})
+	go svc.Run(ctx)
 	if role != "m2" {
 		return waitDone(ctx, dir)
 	}
 	var res mdnsResult
+	var m1 lan.Announcement
 	deadline := time.After(20 * time.Second)
 	for !res.FoundMember {
 		select {
-		case e := <-tr.Events():
-			if e.Kind == transport.EventPeerFound {
-				res.FoundMember = res.FoundMember || e.Peer == ids["m1"]
-				res.FoundStranger = res.FoundStranger || e.Peer == ids["stranger"]
+		case a := <-found:
+			if a.Peer == ids["m1"] {
+				res.FoundMember, m1 = true, a
 			}
+			res.FoundStranger = res.FoundStranger || a.Peer == ids["stranger"]
 		case <-deadline:
 			return finish(dir, res)
 		}
 	}
-	// Found: m1's LAN addresses are in the transport now; no address was
+	// Found: the addresses came sealed in m1's announcement; no address was
 	// handed over by anyone.
+	tr.AddAddrs(ids["m1"], m1.Addrs, time.Minute)
 	res.Path, err = tr.Connect(ctx, ids["m1"])
 	if err == nil {
 		err = tr.Send(ctx, ids["m1"], []byte("hello, neighbour"))
@@ -204,12 +238,18 @@ func mdnsPeer(role, dir string, log *slog.Logger) error {
 	if err != nil {
 		res.Err = err.Error()
 	}
-	// Give the stranger's announcements time to arrive too.
-	time.Sleep(2 * time.Second)
+	// Wait for the stranger's announcement too (read, not opened).
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
+		if seen, opened := svc.Counts(); seen > opened {
+			res.StrangerSeen = true
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	for {
 		select {
-		case e := <-tr.Events():
-			res.FoundStranger = res.FoundStranger || (e.Kind == transport.EventPeerFound && e.Peer == ids["stranger"])
+		case a := <-found:
+			res.FoundStranger = res.FoundStranger || a.Peer == ids["stranger"]
 			continue
 		default:
 		}

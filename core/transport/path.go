@@ -174,14 +174,3 @@ func (t *Transport) setPunched(p peer.ID) {
 	t.mu.Unlock()
 	t.markDirty(p)
 }
-
-// mdnsNotifee adds LAN addresses of members mDNS finds.
-type mdnsNotifee struct{ t *Transport }
-
-func (m mdnsNotifee) HandlePeerFound(pi peer.AddrInfo) {
-	if pi.ID == m.t.self || !m.t.allow(pi.ID) {
-		return
-	}
-	m.t.h.Peerstore().AddAddrs(pi.ID, pi.Addrs, mdnsAddrTTL)
-	m.t.emit(Event{Kind: EventPeerFound, Peer: pi.ID})
-}

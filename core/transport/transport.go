@@ -16,7 +16,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
@@ -33,14 +32,11 @@ type Options struct {
 	ListenAddrs []string
 	// Allow admits a peer (circle members). It is consulted for every
 	// inbound and outbound connection, direct or relayed, for relay
-	// reservations and circuits, and for mDNS finds. Must be fast and safe
+	// reservations and circuits. Must be fast and safe
 	// for concurrent use.
 	Allow func(peer.ID) bool
 	// Logger receives the transport's logs; nil discards them.
 	Logger *slog.Logger
-	// MDNS announces this peer and finds others on the LAN. Only on trusted
-	// networks: it broadcasts the peer ID.
-	MDNS bool
 	// PortMapping asks the LAN's router for a port mapping (UPnP IGD,
 	// NAT-PMP); it multicasts on the LAN, so it is off unless asked for.
 	PortMapping bool
@@ -131,7 +127,6 @@ type Transport struct {
 	relayMu sync.RWMutex
 	relays  map[peer.ID]*relayEntry
 	hps     *holepunch.Service
-	mdnsSvc mdns.Service
 
 	ctx    context.Context // lifetime of background work; ends at Close
 	cancel context.CancelFunc
@@ -280,13 +275,6 @@ func New(ctx context.Context, o Options) (*Transport, error) {
 			return nil, fmt.Errorf("transport: new: hole punching: %w", err)
 		}
 	}
-	if o.MDNS {
-		t.mdnsSvc = mdns.NewMdnsService(h, mdnsService, mdnsNotifee{t})
-		if err := t.mdnsSvc.Start(); err != nil {
-			t.Close()
-			return nil, fmt.Errorf("transport: new: mdns: %w", err)
-		}
-	}
 	t.relayMu.Lock()
 	for _, e := range t.relays {
 		t.startReserve(e)
@@ -295,9 +283,6 @@ func New(ctx context.Context, o Options) (*Transport, error) {
 	t.log.Info("transport started", "peer", h.ID(), "listen", h.Network().ListenAddresses())
 	return t, nil
 }
-
-// mdnsService is the DNS-SD service name remora announces on the LAN.
-const mdnsService = "_remora._udp"
 
 func identityKey(id any) (crypto.PrivKey, error) {
 	switch k := id.(type) {
@@ -387,9 +372,6 @@ func (t *Transport) Close() error {
 		t.closed.Store(true)
 		t.cancel()
 		t.pool.closeAll()
-		if t.mdnsSvc != nil {
-			t.mdnsSvc.Close()
-		}
 		if t.hps != nil {
 			t.hps.Close()
 		}

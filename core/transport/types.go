@@ -116,7 +116,6 @@ const (
 	EventConnected    EventKind = "connected"    // first live path to Peer
 	EventDisconnected EventKind = "disconnected" // no live path to Peer any more
 	EventPathChanged  EventKind = "path"         // Path changed, e.g. relayed → punched
-	EventPeerFound    EventKind = "found"        // mDNS found Peer on the LAN (its addrs were added)
 	EventReachability EventKind = "reachability" // Reachability changed
 	EventNATType      EventKind = "nat"          // NAT type hint changed
 )
