@@ -104,7 +104,7 @@ func (mc *mailboxCircle) configure(wrap func(sdk.Channel) sdk.Channel, quota map
 		base := mc.tunes[name]
 		tn.tune = func(o *Options) {
 			base(o)
-			o.MDNS = false
+			o.LAN = nil
 			if wrap == nil {
 				o.Channels = nil
 			} else {
