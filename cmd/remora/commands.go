@@ -257,6 +257,7 @@ func (a *app) doctor(ctx context.Context, w io.Writer) error {
 			return err
 		}
 		ok = doctorRoster(w, st.Circles, time.Now()) && ok
+		doctorMailbox(w, st)
 	} else {
 		say(errors.Is(err, api.ErrNotRunning), "daemon", "not running (start it with `remora run`); checking channels directly")
 		sup := newSupervisor(a.home, a.logger())

@@ -44,6 +44,9 @@ type Config struct {
 	DNS   *DNSConfig   `toml:"dns,omitempty"`
 	// RelayList is the [relay_list] table.
 	RelayList *RelayListConfig `toml:"relay_list,omitempty"`
+	// Mailbox and Push are the [mailbox] and [push] tables (config_mailbox.go).
+	Mailbox *MailboxConfig `toml:"mailbox,omitempty"`
+	Push    *PushConfig    `toml:"push,omitempty"`
 	// Channels are the services this device uses as channels.
 	Channels []ChannelConfig `toml:"channel"`
 }
@@ -138,6 +141,9 @@ func (c *Config) validate(path string, adapters []string) error {
 		}
 	}
 	if err := c.validateBoxes(bad); err != nil {
+		return err
+	}
+	if err := c.validateMailbox(bad); err != nil {
 		return err
 	}
 	seen := map[string]bool{}

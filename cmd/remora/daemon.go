@@ -15,6 +15,7 @@ import (
 	"github.com/remora-p2p/remora/core/api"
 	"github.com/remora-p2p/remora/core/identity"
 	"github.com/remora-p2p/remora/core/node"
+	"github.com/remora-p2p/remora/core/notify"
 	"github.com/remora-p2p/remora/core/store"
 	"github.com/remora-p2p/remora/core/transport"
 	"github.com/remora-p2p/remora/plugins"
@@ -29,6 +30,7 @@ type daemon struct {
 	db   *store.DB
 	sup  *plugins.Supervisor
 	ln   net.Listener
+	hook *notify.Hook // the [push] notify command
 }
 
 // daemonOptions adjust a daemon for the demo and tests.
@@ -108,6 +110,8 @@ func openDaemon(ctx context.Context, home string, cfg *Config, log *slog.Logger,
 	if !cfg.NoRelay {
 		nopts.Relay = &transport.RelayOptions{} // promoted only once reachable and up a while
 	}
+	cfg.applyMailbox(&nopts)
+	d.hook = cfg.notifyHook()
 	if err := cfg.applyBoxes(ctx, &nopts); err != nil {
 		d.close()
 		return nil, err
@@ -125,6 +129,14 @@ func (d *daemon) run(ctx context.Context) error {
 	errc := make(chan error, 2)
 	if d.ln != nil {
 		go func() { errc <- api.Serve(ctx, d.ln, d.node, d.log) }()
+	}
+	if d.hook != nil {
+		d.hook.Logger = d.log
+		go func() {
+			if err := d.hook.Run(ctx, d.node); err != nil {
+				d.log.Error("notify hook stopped", "err", err)
+			}
+		}()
 	}
 	err := d.node.Run(ctx)
 	if d.ln != nil {
