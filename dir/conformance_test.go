@@ -102,3 +102,6 @@ func TestConformanceSubprocess(t *testing.T) {
 	}
 	channeltest.Run(t, dir.New(), newHarness, channeltest.Self())
 }
+
+// StateDir lets the kit lose member m's state or put back an older copy.
+func (h *harness) StateDir(m int) string { return h.state[m] }

@@ -7,10 +7,11 @@ import (
 
 func TestCursorRoundTrip(t *testing.T) {
 	for _, seq := range []uint64{0, 1, 127, 128, 1 << 40, ^uint64(0)} {
-		c := cursor{index: randomID(), seq: seq}
-		got, err := decodeCursor(c.encode())
-		if err != nil || got != c {
-			t.Errorf("seq %d: decode(encode) = %+v, %v", seq, got, err)
+		for _, c := range []cursor{{index: randomID(), seq: seq}, {index: randomID(), seq: seq, mark: markOf("2026120215/x")}} {
+			got, err := decodeCursor(c.encode())
+			if err != nil || got != c {
+				t.Errorf("seq %d: decode(encode) = %+v, %v", seq, got, err)
+			}
 		}
 	}
 }
@@ -20,6 +21,7 @@ func TestCursorRoundTrip(t *testing.T) {
 func FuzzDecodeCursor(f *testing.F) {
 	f.Add(cursor{seq: 1}.encode())
 	f.Add(cursor{index: randomID(), seq: 1 << 33}.encode())
+	f.Add(cursor{index: randomID(), seq: 7, mark: markOf("b/n")}.encode())
 	f.Add([]byte{})
 	f.Add([]byte{1})
 	f.Add(append(cursor{seq: 5}.encode(), 0))

@@ -193,7 +193,8 @@ var (
 	_ sdk.Healther = (*channel)(nil)
 )
 
-var errClosed = errors.New("dir: channel closed")
+// errClosed is what calls after Close return (errors.Is sdk.ErrClosed).
+var errClosed = fmt.Errorf("dir: %w", sdk.ErrClosed)
 
 func (c *channel) Capabilities() sdk.Capabilities { return c.caps }
 
@@ -299,7 +300,7 @@ func (c *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.Publ
 			r.Err = fmt.Errorf("dir: publish: %w", ctx.Err())
 			continue
 		case !validKey(it.IdempotencyKey):
-			r.Err = fmt.Errorf("dir: publish: idempotency key %q: want 1 to 64 characters of [A-Za-z0-9_-]", it.IdempotencyKey)
+			r.Err = fmt.Errorf("dir: publish: %w", sdk.CheckKey("idempotency key", it.IdempotencyKey))
 			continue
 		case len(it.Data) > c.cfg.MaxPayload:
 			r.Err = sdk.Errorf(sdk.CodeTooLarge, "dir: publish: envelope is %d bytes, max_payload is %d", len(it.Data), c.cfg.MaxPayload)
@@ -594,12 +595,15 @@ func (c *channel) Subscribe(ctx context.Context, req sdk.SubscribeRequest, sink 
 		}
 		next := c.idx.next
 		id = c.idx.id
+		at, found := c.idx.at(cur.seq)
 		c.mu.Unlock()
 		switch {
 		case cur.index != id:
 			return sdk.Errorf(sdk.CodeCursorInvalid, "dir: subscribe: the cursor belongs to another index (the folder was replaced or wiped, or the state dir lost): resubscribe from the start")
 		case cur.seq >= next:
 			return sdk.Errorf(sdk.CodeCursorInvalid, "dir: subscribe: the cursor is ahead of the index (%d >= %d): resubscribe from the start", cur.seq, next)
+		case found && cur.mark != ([markLen]byte{}) && markOf(at.id()) != cur.mark:
+			return sdk.Errorf(sdk.CodeCursorInvalid, "dir: subscribe: the cursor names another file at its position (the state dir was restored from an older copy): resubscribe from the start")
 		}
 		pos = cur.seq
 	} else {
@@ -669,6 +673,7 @@ func (c *channel) deliver(ctx context.Context, id [idLen]byte, pos *uint64, batc
 		}
 	}()
 	var skipped uint64
+	var skippedMark [markLen]byte
 	for _, e := range batch {
 		if e.bucket != bucket || br == nil {
 			if br != nil {
@@ -688,17 +693,17 @@ func (c *channel) deliver(ctx context.Context, id [idLen]byte, pos *uint64, batc
 			return err
 		}
 		if !ok {
-			skipped = e.seq
+			skipped, skippedMark = e.seq, markOf(e.id())
 			continue
 		}
-		d.Cursor = cursor{index: id, seq: e.seq}.encode()
+		d.Cursor = cursor{index: id, seq: e.seq, mark: markOf(e.id())}.encode()
 		if err := sink.Deliver(ctx, d); err != nil {
 			return err
 		}
 		*pos, skipped = e.seq, 0
 	}
 	if skipped != 0 {
-		if err := sink.Deliver(ctx, sdk.Delivery{Skip: true, Cursor: cursor{index: id, seq: skipped}.encode()}); err != nil {
+		if err := sink.Deliver(ctx, sdk.Delivery{Skip: true, Cursor: cursor{index: id, seq: skipped, mark: skippedMark}.encode()}); err != nil {
 			return err
 		}
 		*pos = skipped
@@ -733,7 +738,7 @@ func (c *channel) Put(ctx context.Context, req sdk.PutRequest) error {
 		return fmt.Errorf("dir: put: %w", errClosed)
 	}
 	if !validKey(req.Key) {
-		return fmt.Errorf("dir: put: key %q: want 1 to 64 characters of [A-Za-z0-9_-]", req.Key)
+		return fmt.Errorf("dir: put: %w", sdk.CheckKey("board key", req.Key))
 	}
 	if len(req.Value) > c.cfg.MaxPayload {
 		return sdk.Errorf(sdk.CodeTooLarge, "dir: put: value is %d bytes, max_payload is %d", len(req.Value), c.cfg.MaxPayload)

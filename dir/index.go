@@ -177,6 +177,15 @@ func (x *index) add(files []entry) error {
 	return nil
 }
 
+// at returns the entry numbered seq, if the index still has it.
+func (x *index) at(seq uint64) (entry, bool) {
+	i := sort.Search(len(x.entries), func(i int) bool { return x.entries[i].seq >= seq })
+	if i < len(x.entries) && x.entries[i].seq == seq {
+		return x.entries[i], true
+	}
+	return entry{}, false
+}
+
 // after returns the entries with sequence numbers above seq.
 func (x *index) after(seq uint64) []entry {
 	i := sort.Search(len(x.entries), func(i int) bool { return x.entries[i].seq > seq })

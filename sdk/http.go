@@ -42,8 +42,8 @@ func HTTPError(op string, resp *http.Response, err error) error {
 		if resp != nil && resp.Body != nil {
 			resp.Body.Close()
 		}
-		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			return err
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrClosed) {
+			return err // the caller ended the call (Lifecycle.Close: the cause is ErrClosed)
 		}
 		var cv *tls.CertificateVerificationError
 		if errors.As(err, &cv) {

@@ -81,6 +81,16 @@ func TestHTTPErrorNetwork(t *testing.T) {
 	if got := sdk.HTTPError("test", resp, err); !errors.Is(got, context.Canceled) {
 		t.Fatalf("cancelled: %v, want context.Canceled", got)
 	}
+	var life sdk.Lifecycle // a call that Close ended: its cause, not an outage
+	cctx, end, _ := life.Begin(context.Background())
+	defer end()
+	go life.Close(nil)
+	<-cctx.Done()
+	req, _ = http.NewRequestWithContext(cctx, "GET", "http://"+addr+"/", nil)
+	resp, err = http.DefaultClient.Do(req)
+	if got := sdk.HTTPError("test", resp, err); sdk.CodeOf(got) == sdk.CodeUnavailable {
+		t.Fatalf("closed: %v, want the context's error, not unavailable", got)
+	}
 	tls := httptest.NewUnstartedServer(http.NotFoundHandler())
 	tls.Config.ErrorLog = log.New(io.Discard, "", 0)
 	tls.StartTLS()

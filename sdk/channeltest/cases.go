@@ -429,9 +429,10 @@ func testDelete(e *env) {
 		if !ok {
 			return
 		}
-		resp, err := del.Delete(e.ctx, sdk.DeleteRequest{IDs: []string{"nonexistent"}})
-		if err == nil && (len(resp.Errors) != 1 || !errors.Is(resp.Errors[0], sdk.ErrUnsupported)) {
-			e.t.Errorf("channel with Delete none: Delete returned %v %v, want sdk.ErrUnsupported", resp.Errors, err)
+		ids := []string{"nonexistent"}
+		resp, err := del.Delete(e.ctx, sdk.DeleteRequest{IDs: ids})
+		if err == nil && !errors.Is(resp.Err(ids, ids[0]), sdk.ErrUnsupported) {
+			e.t.Errorf("channel with Delete none: Delete returned %v, want sdk.ErrUnsupported", resp.Err(ids, ids[0]))
 		} else if err != nil && !errors.Is(err, sdk.ErrUnsupported) {
 			e.t.Errorf("channel with Delete none: Delete returned %v, want sdk.ErrUnsupported", err)
 		}
@@ -448,12 +449,12 @@ func testDelete(e *env) {
 		if err != nil {
 			e.t.Fatalf("Delete (round %d): %v", round+1, err)
 		}
-		if len(resp.Errors) != len(gone) {
-			e.t.Fatalf("Delete (round %d): %d results for %d IDs", round+1, len(resp.Errors), len(gone))
+		if len(resp.Errors) != 0 && len(resp.Errors) != len(gone) {
+			e.t.Fatalf("Delete (round %d): %d results in Errors for %d IDs (fill Failed instead)", round+1, len(resp.Errors), len(gone))
 		}
-		for i, err := range resp.Errors {
-			if err != nil {
-				e.t.Errorf("Delete %q (round %d): %v", gone[i], round+1, err)
+		for _, id := range gone {
+			if err := resp.Err(gone, id); err != nil {
+				e.t.Errorf("Delete %q (round %d): %v", id, round+1, err)
 			}
 		}
 	}

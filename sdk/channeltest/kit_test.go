@@ -56,6 +56,10 @@ func TestKitCatchesDefects(t *testing.T) {
 		{"boardstale", "Board", "Put does not replace the value"},
 		{"nodelete", "Delete", "Delete reports success but keeps the item"},
 		{"leak", "Leaks", "Configure leaks a goroutine"},
+		{"closeignored", "CloseDuringSubscribe", "Close leaves a running Subscribe running"},
+		{"afterclose", "AfterClose", "calls after Close still work"},
+		{"onesub", "TwoSubscribes", "a second Subscribe starves the first"},
+		{"badkey", "InvalidKeys", "accepts keys that break the key rule"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.defect, func(t *testing.T) {

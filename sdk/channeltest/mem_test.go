@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -35,6 +34,7 @@ type memStore struct {
 	items  []memItem
 	keys   map[string]string
 	board  map[string][]byte
+	subs   int           // Subscribe calls (defect "onesub")
 	change chan struct{} // closed on every change
 }
 
@@ -91,7 +91,7 @@ func (a memAdapter) Configure(ctx context.Context, req sdk.ConfigureRequest) (sd
 	if s == nil {
 		return nil, sdk.Errorf(sdk.CodeNotFound, "mem: no store %q", cfg.Store)
 	}
-	ch := &memChannel{s: s, a: a, defect: a.defect, done: make(chan struct{})}
+	ch := &memChannel{s: s, a: a, defect: a.defect}
 	if a.defect == "leak" {
 		go func() { select {} }()
 	}
@@ -102,27 +102,28 @@ type memChannel struct {
 	s      *memStore
 	a      memAdapter
 	defect string
-	done   chan struct{}
-	once   sync.Once
+	life   sdk.Lifecycle
 }
 
 func (c *memChannel) Capabilities() sdk.Capabilities { return c.a.caps() }
 
-func (c *memChannel) closed() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
+// begin starts a call through the channel's Lifecycle, or (defect
+// "afterclose") lets calls through after Close.
+func (c *memChannel) begin(ctx context.Context) (context.Context, func(), error) {
+	if c.defect == "afterclose" {
+		return ctx, func() {}, nil
 	}
+	return c.life.Begin(ctx)
 }
 
 func (c *memChannel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.PublishResponse, error) {
-	if err := ctx.Err(); err != nil {
+	ctx, end, err := c.begin(ctx)
+	if err != nil {
 		return sdk.PublishResponse{}, err
 	}
-	if c.closed() {
-		return sdk.PublishResponse{}, errors.New("mem: closed")
+	defer end()
+	if err := ctx.Err(); err != nil {
+		return sdk.PublishResponse{}, err
 	}
 	s := c.s
 	s.mu.Lock()
@@ -135,6 +136,10 @@ func (c *memChannel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.P
 			limit = 1 << 30
 		case "rejectexact":
 			limit = memMax - 1
+		}
+		if err := sdk.CheckKey("idempotency key", it.IdempotencyKey); err != nil && c.defect != "badkey" {
+			resp.Results[i].Err = err
+			continue
 		}
 		if c.a.text && !isBase64URL(it.Data) {
 			resp.Results[i].Err = fmt.Errorf("mem: text channel got a non-text item")
@@ -159,6 +164,34 @@ func (c *memChannel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.P
 // cursor: 4 bytes epoch, 8 bytes position (seq, or ts with the
 // "backdated" defect).
 func (c *memChannel) Subscribe(ctx context.Context, req sdk.SubscribeRequest, sink sdk.Sink) error {
+	if c.defect == "onesub" { // a second Subscribe takes over from the first
+		c.s.mu.Lock()
+		c.s.subs++
+		me := c.s.subs
+		c.s.mu.Unlock()
+		inner := sink
+		sink = sdk.SinkFunc(func(ctx context.Context, d sdk.Delivery) error {
+			c.s.mu.Lock()
+			last := c.s.subs
+			c.s.mu.Unlock()
+			if me != last {
+				return nil // lost to the newer subscription
+			}
+			return inner.Deliver(ctx, d)
+		})
+	}
+	done := c.life.Done()
+	if c.defect == "closeignored" {
+		done = nil
+	} else {
+		var end func()
+		var err error
+		ctx, end, err = c.begin(ctx)
+		if err != nil {
+			return err
+		}
+		defer end()
+	}
 	pos := int64(-1 << 62)
 	s := c.s
 	s.mu.Lock()
@@ -200,14 +233,14 @@ func (c *memChannel) Subscribe(ctx context.Context, req sdk.SubscribeRequest, si
 			pos = c.key(it)
 		}
 		if c.defect == "ignorectx" {
-			<-c.done
+			<-c.life.Done()
 			return nil
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-c.done:
-			return errors.New("mem: closed")
+		case <-done:
+			return sdk.ErrClosed
 		case <-wait:
 		}
 	}
@@ -221,6 +254,14 @@ func (c *memChannel) key(it memItem) int64 {
 }
 
 func (c *memChannel) Put(ctx context.Context, req sdk.PutRequest) error {
+	_, end, err := c.begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer end()
+	if err := sdk.CheckKey("board key", req.Key); err != nil && c.defect != "badkey" {
+		return err
+	}
 	c.s.mu.Lock()
 	defer c.s.mu.Unlock()
 	if _, ok := c.s.board[req.Key]; ok && c.defect == "boardstale" {
@@ -231,6 +272,11 @@ func (c *memChannel) Put(ctx context.Context, req sdk.PutRequest) error {
 }
 
 func (c *memChannel) Get(ctx context.Context, req sdk.GetRequest) (sdk.GetResponse, error) {
+	_, end, err := c.begin(ctx)
+	if err != nil {
+		return sdk.GetResponse{}, err
+	}
+	defer end()
 	c.s.mu.Lock()
 	defer c.s.mu.Unlock()
 	var resp sdk.GetResponse
@@ -249,6 +295,11 @@ func (c *memChannel) Get(ctx context.Context, req sdk.GetRequest) (sdk.GetRespon
 }
 
 func (c *memChannel) Delete(ctx context.Context, req sdk.DeleteRequest) (sdk.DeleteResponse, error) {
+	_, end, err := c.begin(ctx)
+	if err != nil {
+		return sdk.DeleteResponse{}, err
+	}
+	defer end()
 	c.s.mu.Lock()
 	defer c.s.mu.Unlock()
 	resp := sdk.DeleteResponse{Errors: make([]error, len(req.IDs))}
@@ -267,8 +318,11 @@ func (c *memChannel) Delete(ctx context.Context, req sdk.DeleteRequest) (sdk.Del
 }
 
 func (c *memChannel) Close() error {
-	c.once.Do(func() { close(c.done) })
-	return nil
+	if c.defect == "closeignored" { // Close returns but cancels nothing
+		go c.life.Close(nil)
+		return nil
+	}
+	return c.life.Close(nil)
 }
 
 // memHarness gives each case a fresh store with two members.

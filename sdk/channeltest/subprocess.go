@@ -126,7 +126,7 @@ func (s *subprocess) stop(t *testing.T) {
 
 // logWriter passes the adapter's log lines to t.Log until the case ends.
 type logWriter struct {
-	t      *testing.T
+	t      testing.TB
 	mu     sync.Mutex
 	closed bool
 }

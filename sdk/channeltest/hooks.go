@@ -1,0 +1,28 @@
+package channeltest
+
+import (
+	"github.com/remora-p2p/remora/sdk/channeltest/faultproxy"
+)
+
+// A Harness may implement these optional interfaces to reach the cases
+// that need more of the backend. A case whose hook is missing is skipped
+// with the reason logged; every built-in adapter's harness implements the
+// ones its service allows.
+
+// StateDirs is implemented by a harness that can tell the kit each
+// member's state directory (the ConfigureRequest.StateDir its Open
+// passes), for the LostState and CursorAhead cases: the kit wipes it, or
+// puts back an older copy, between a Close and the next Open.
+type StateDirs interface {
+	StateDir(member int) string
+}
+
+// Proxied is implemented by a harness that puts the service behind
+// fault-injecting proxies (faultproxy.New per service address, the channel
+// configured with the proxy's address), for the Outage and HalfFail cases:
+// the kit takes the service away and brings it back, and cuts a publish
+// part way through. Proxies returns every proxy between the members and the
+// service (one for an HTTP service; IMAP and SMTP for mail).
+type Proxied interface {
+	Proxies() []*faultproxy.Proxy
+}
