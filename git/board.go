@@ -17,8 +17,8 @@ func (c *channel) Put(ctx context.Context, req sdk.PutRequest) error {
 	if c.closed() {
 		return errClosed
 	}
-	if req.Key == "" || len(req.Key) > maxBoardKey {
-		return sdk.Errorf(sdk.CodeBadConfig, "git: put: board key must be 1-%d bytes, got %d", maxBoardKey, len(req.Key))
+	if err := sdk.CheckKey("board key", req.Key); err != nil {
+		return fmt.Errorf("git: put: %w", err)
 	}
 	if len(req.Value) > c.cfg.MaxPayload {
 		return sdk.Errorf(sdk.CodeTooLarge, "git: put: value has %d bytes, max_payload is %d", len(req.Value), c.cfg.MaxPayload)

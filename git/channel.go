@@ -37,7 +37,7 @@ const (
 	maxBoardHistory = 256
 )
 
-var errClosed = errors.New("git: channel closed")
+var errClosed = fmt.Errorf("git: %w", sdk.ErrClosed)
 
 // errRewritten: the own ref on the remote is not what this member last
 // pushed (rewritten by a foreign commit, another Compact, a deleted ref).
@@ -254,8 +254,8 @@ func (c *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.Publ
 	waits := make([]chan error, len(req.Items))
 	for i, it := range req.Items {
 		switch {
-		case !keyRE.MatchString(it.IdempotencyKey):
-			res.Results[i].Err = sdk.Errorf(sdk.CodeBadConfig, "git: publish: idempotency key %q must be 1-64 characters of A-Z a-z 0-9 _ -", it.IdempotencyKey)
+		case !sdk.ValidKey(it.IdempotencyKey):
+			res.Results[i].Err = fmt.Errorf("git: publish: %w", sdk.CheckKey("idempotency key", it.IdempotencyKey))
 			continue
 		case len(it.Data) > c.cfg.MaxPayload:
 			res.Results[i].Err = sdk.Errorf(sdk.CodeTooLarge, "git: publish: item has %d bytes, max_payload is %d", len(it.Data), c.cfg.MaxPayload)

@@ -220,3 +220,7 @@ func (h *harness) InsertBackdated(ctx context.Context, t *testing.T, m int, data
 	commitFiles(t, h.r.bare, fmt.Sprintf(git.DefaultNamespace+"m%d", m), map[string][]byte{p: data}, false, old)
 	return nil
 }
+
+// StateDir lets the kit lose member m's state (its clone) or put back an
+// older copy.
+func (h *harness) StateDir(m int) string { return h.states[m] }

@@ -396,7 +396,7 @@ func (ch *channel) isClosed() bool {
 	}
 }
 
-var errClosed = sdk.Errorf(sdk.CodeUnavailable, "imap: channel closed")
+var errClosed = &sdk.Error{Code: sdk.CodeUnavailable, Message: "imap: channel closed", Err: sdk.ErrClosed}
 
 // withPub runs f on the shared command connection, dialing it if needed; a
 // failed connection is dropped so the next call re-dials.

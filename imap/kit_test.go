@@ -190,3 +190,6 @@ func TestKitSubprocess(t *testing.T) {
 		return h
 	}, append(kitOptions(), channeltest.Self())...)
 }
+
+// StateDir lets the kit lose member m's state or put back an older copy.
+func (h *harness) StateDir(m int) string { return h.states[m] }

@@ -114,8 +114,8 @@ func (ch *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.Pub
 }
 
 func (ch *channel) checkItem(it sdk.PublishItem, limit int) error {
-	if !keyRE.MatchString(it.IdempotencyKey) {
-		return sdk.Errorf(sdk.CodeUnsupported, "imap: idempotency key %q must be 1-64 characters of [A-Za-z0-9_-]", it.IdempotencyKey)
+	if !sdk.ValidKey(it.IdempotencyKey) {
+		return fmt.Errorf("imap: %w", sdk.CheckKey("idempotency key", it.IdempotencyKey))
 	}
 	if len(it.Data) == 0 {
 		return sdk.Errorf(sdk.CodeUnsupported, "imap: item %s is empty: mail carries no empty items", it.IdempotencyKey)

@@ -3,7 +3,6 @@ package mastodon
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -331,4 +330,4 @@ func call(ctx context.Context, client *gomasto.Client, method, u string, form ur
 }
 
 // errClosed is returned by calls after Close.
-var errClosed = errors.New("mastodon: channel closed")
+var errClosed = fmt.Errorf("mastodon: %w", sdk.ErrClosed)

@@ -96,6 +96,10 @@ func (c *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.Publ
 			resp.Results[i].Err = stop
 			continue
 		}
+		if err := sdk.CheckKey("idempotency key", it.IdempotencyKey); err != nil {
+			resp.Results[i].Err = fmt.Errorf("mastodon: publish: %w", err)
+			continue
+		}
 		id, err := c.publishOne(ctx, it)
 		resp.Results[i] = sdk.PublishResult{ID: id, Err: err}
 		if code := sdk.CodeOf(err); code == sdk.CodeRateLimited || code == sdk.CodeAuthFailed || code == sdk.CodeNeedsUserAction {

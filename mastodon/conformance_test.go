@@ -102,3 +102,6 @@ func TestConformanceSubprocess(t *testing.T) {
 		channeltest.Timeout(time.Minute), channeltest.Settle(500*time.Millisecond),
 		channeltest.Skip("Concurrent", "see TestConformance"))
 }
+
+// StateDir lets the kit lose member m's state or put back an older copy.
+func (h *harness) StateDir(m int) string { return h.dirs[m] }

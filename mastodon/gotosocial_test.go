@@ -391,3 +391,6 @@ func TestGoToSocialOAuthFlow(t *testing.T) {
 		t.Errorf("the password grant worked (%v): this server is not the one the adapter's flow is written for", tok)
 	}
 }
+
+// StateDir lets the kit lose member m's state or put back an older copy.
+func (h *gtsHarness) StateDir(m int) string { return h.dirs[m] }

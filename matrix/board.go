@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"time"
 
 	"maunium.net/go/mautrix"
@@ -16,11 +17,13 @@ import (
 // When our power level forbids that state event, the value goes to the
 // timeline as a board item event, which Get also reads.
 func (c *channel) Put(ctx context.Context, req sdk.PutRequest) error {
-	if err := c.checkOpen(); err != nil {
-		return err
+	ctx, end, err := c.life.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("matrix: %w", err)
 	}
-	if req.Key == "" {
-		return sdk.Errorf(sdk.CodeBadConfig, "matrix: board key is empty")
+	defer end()
+	if err := sdk.CheckKey("board key", req.Key); err != nil {
+		return fmt.Errorf("matrix: put: %w", err)
 	}
 	if payloadLen(req.Value) > MaxPayload {
 		return &sdk.Error{Code: sdk.CodeTooLarge, Message: "matrix: board value exceeds the maximum payload"}
@@ -69,11 +72,13 @@ func (c *channel) Put(ctx context.Context, req sdk.PutRequest) error {
 // not send board state events, it also reads the timeline fallback items of
 // the last Config.BoardWindow; the newest value per key wins.
 func (c *channel) Get(ctx context.Context, req sdk.GetRequest) (sdk.GetResponse, error) {
-	if err := c.checkOpen(); err != nil {
-		return sdk.GetResponse{}, err
+	ctx, end, err := c.life.Begin(ctx)
+	if err != nil {
+		return sdk.GetResponse{}, fmt.Errorf("matrix: %w", err)
 	}
+	defer end()
 	var state []rawEvent
-	err := c.withRateLimit(ctx, "board get", func() error {
+	err = c.withRateLimit(ctx, "board get", func() error {
 		var err error
 		state, err = c.roomState(ctx)
 		return err

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -53,10 +52,11 @@ type channel struct {
 
 	mu            sync.Mutex
 	closed        bool
-	throttleUntil time.Time // pack envelopes into few events until then
-	boardFallback bool      // our power level forbids board state events
-	boardNeed     int       // power level the room requires for it
-	boardHave     int       // ours
+	life          sdk.Lifecycle // Close cancels calls in flight
+	throttleUntil time.Time     // pack envelopes into few events until then
+	boardFallback bool          // our power level forbids board state events
+	boardNeed     int           // power level the room requires for it
+	boardHave     int           // ours
 	lastErr       string
 
 	boardMu      sync.Mutex
@@ -137,20 +137,21 @@ func (c *channel) checkOpen() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return errors.New("matrix: channel closed")
+		return fmt.Errorf("matrix: %w", sdk.ErrClosed)
 	}
 	return nil
 }
 
+// Close cancels the calls in flight (a long-polling /sync included), waits
+// for them, then drops the idle connections.
 func (c *channel) Close() error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return nil
-	}
 	c.closed = true
-	c.cli.Client.CloseIdleConnections()
-	return nil
+	c.mu.Unlock()
+	return c.life.Close(func() error {
+		c.cli.Client.CloseIdleConnections()
+		return nil
+	})
 }
 
 func (c *channel) throttled() bool {
@@ -225,16 +226,18 @@ func validKey(k string) bool {
 // packThreshold items or more, and while the homeserver is throttling us, it
 // packs up to maxParts items into one event.
 func (c *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.PublishResponse, error) {
-	if err := c.checkOpen(); err != nil {
-		return sdk.PublishResponse{}, err
+	ctx, end, err := c.life.Begin(ctx)
+	if err != nil {
+		return sdk.PublishResponse{}, fmt.Errorf("matrix: %w", err)
 	}
+	defer end()
 	res := sdk.PublishResponse{Results: make([]sdk.PublishResult, len(req.Items))}
 	now := time.Now()
 	var todo []int
 	for i, it := range req.Items {
 		switch {
-		case !validKey(it.IdempotencyKey):
-			res.Results[i].Err = sdk.Errorf(sdk.CodeBadConfig, "matrix: idempotency key %q: at most 64 characters of [A-Za-z0-9_-]", it.IdempotencyKey)
+		case !sdk.ValidKey(it.IdempotencyKey):
+			res.Results[i].Err = fmt.Errorf("matrix: %w", sdk.CheckKey("idempotency key", it.IdempotencyKey))
 		case len(it.Data) == 0:
 			res.Results[i].Err = sdk.Errorf(sdk.CodeBadConfig, "matrix: empty item")
 		case payloadLen(it.Data) > MaxPayload:
@@ -386,9 +389,11 @@ func splitID(s string) (id.EventID, int, error) {
 // Delete redacts our own events. A packed event (IDs "$event/N") is redacted
 // once all its parts were deleted.
 func (c *channel) Delete(ctx context.Context, req sdk.DeleteRequest) (sdk.DeleteResponse, error) {
-	if err := c.checkOpen(); err != nil {
-		return sdk.DeleteResponse{}, err
+	ctx, end, err := c.life.Begin(ctx)
+	if err != nil {
+		return sdk.DeleteResponse{}, fmt.Errorf("matrix: %w", err)
 	}
+	defer end()
 	res := sdk.DeleteResponse{Errors: make([]error, len(req.IDs))}
 	if !c.cfg.redact() {
 		for i := range res.Errors {

@@ -63,3 +63,7 @@ func TestConformance(t *testing.T) {
 func TestConformanceSubprocess(t *testing.T) {
 	channeltest.Run(t, New(), newHarness, channeltest.Self(), channeltest.Timeout(2*time.Minute), channeltest.Settle(time.Second))
 }
+
+// StateDir lets the kit lose member m's state (device, pending txnIds) or
+// put back an older copy.
+func (h *harness) StateDir(m int) string { return h.dirs[m] }

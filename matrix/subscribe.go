@@ -200,9 +200,11 @@ func (c *channel) catchUp(ctx context.Context, token, stopAt string, cutoff time
 // room up to Config.Backfill first; a gap (limited timeline) is filled from
 // /messages down to the last delivered event.
 func (c *channel) Subscribe(ctx context.Context, req sdk.SubscribeRequest, sink sdk.Sink) error {
-	if err := c.checkOpen(); err != nil {
-		return err
+	ctx, end, err := c.life.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("matrix: %w", err)
 	}
+	defer end()
 	cur, err := parseCursor(req.Cursor)
 	if err != nil {
 		return err
