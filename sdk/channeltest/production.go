@@ -99,6 +99,9 @@ func testCloseDuringSubscribe(e *env) {
 	case <-time.After(prompt):
 		e.t.Fatalf("Subscribe still running %v after Close", prompt)
 	}
+	if e.ctx.Err() != nil {
+		e.t.Fatalf("Subscribe returned only when the case deadline passed, not at Close (%v)", s.err)
+	}
 	if drastic(s.err) {
 		e.t.Errorf("Subscribe ended by Close returned %v: a host would reset the cursor or wait for the user; return nil, ctx.Err() or sdk.ErrClosed", s.err)
 	} else {
@@ -195,18 +198,22 @@ func testAfterClose(e *env) {
 
 func testTwoSubscribes(e *env) {
 	ch := e.channel(e.sub)
+	// The second starts once the first runs, so that which came later is known.
 	s1 := e.subscribe(ch, nil, 0)
+	a1 := e.items(2)
+	e.publish(e.channel(e.pub), a1)
+	s1.wait(datas(a1))
 	s2 := e.subscribe(ch, nil, 0)
-	a := e.items(max(e.cfg.items/4, 2))
-	e.publish(e.channel(e.pub), a)
-	s1.wait(datas(a))
-	s2.wait(datas(a))
-	// Ending one leaves the other running.
-	s1.stop()
+	a2 := e.items(max(e.cfg.items/4, 2))
+	e.publish(e.channel(e.pub), a2)
+	s1.wait(datas(a2))
+	s2.wait(append(datas(a1), datas(a2)...))
+	// Ending the later one leaves the earlier one running.
+	s2.stop()
 	b := e.items(2)
 	e.publish(e.channel(e.pub), b)
-	s2.wait(datas(b))
-	s2.stop()
+	s1.wait(datas(b))
+	s1.stop()
 }
 
 // badKeys break the key rule (sdk.ValidKey) in the ways that do harm: a
