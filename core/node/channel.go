@@ -157,7 +157,7 @@ func (c *channel) publish(envs [][]byte, prio delivery.Priority, replace string,
 
 // receiver is what a channel hands its envelopes to; it returns once the
 // envelope is durably handled (or deliberately dropped).
-type receiver func(ctx context.Context, c *channel, raw []byte) error
+type receiver func(ctx context.Context, c *channel, from string, raw []byte) error
 
 // subscribe runs the channel's subscription until ctx ends, resuming from the
 // stored cursor, resubscribing after transient failures with backoff and from
@@ -174,7 +174,7 @@ func (c *channel) subscribe(ctx context.Context, log *slog.Logger, cursors curso
 		}
 		err = c.Impl.Subscribe(ctx, sdk.SubscribeRequest{Cursor: cur}, sdk.SinkFunc(func(ctx context.Context, d sdk.Delivery) error {
 			for _, raw := range c.decode(d.Data) {
-				if err := recv(ctx, c, raw); err != nil {
+				if err := recv(ctx, c, d.From, raw); err != nil {
 					return err
 				}
 			}
@@ -250,7 +250,7 @@ func (c *channel) pollBoard(ctx context.Context, recv receiver) error {
 			continue
 		}
 		for _, raw := range c.decode(e.Value) {
-			if err := recv(ctx, c, raw); err != nil {
+			if err := recv(ctx, c, "", raw); err != nil {
 				return err
 			}
 		}

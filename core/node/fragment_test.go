@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +17,7 @@ import (
 	"github.com/remora-p2p/remora/core/api"
 	"github.com/remora-p2p/remora/core/circle"
 	"github.com/remora-p2p/remora/core/envelope"
+	"github.com/remora-p2p/remora/core/store"
 	"github.com/remora-p2p/remora/testenv"
 )
 
@@ -129,5 +133,119 @@ func TestHeldQuota(t *testing.T) {
 	}
 	if got := a.n.Counters()["dropped_held_quota"]; got != 4 {
 		t.Errorf("dropped_held_quota = %d, want 4", got)
+	}
+}
+
+// TestHeldByteQuota: held envelopes are bounded in bytes, not only in
+// items. One member's 40 MiB of fragments that never complete are not
+// held (8 MiB per sender by default), several members together stop at
+// the total (32 MiB), another sender's envelopes still fit while the
+// flooder is over its own quota, and the drop is logged once per sender
+// and counted each time.
+func TestHeldByteQuota(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a libp2p node")
+	}
+	logs := &recordCounter{}
+	a := startDirNodesTuned(t, t.TempDir(), func(o *Options) { o.Logger = slog.New(logs) }, "alice")[0]
+	const piece = 256 << 10
+	hold := func(sender peer.ID, kind error, i int) {
+		t.Helper()
+		raw := bytes.Repeat([]byte{byte(i), byte(i >> 8)}, piece/2)
+		oe := &envelope.OpenError{Err: kind, Sender: sender, ID: envelope.MessageID{byte(i), byte(i >> 8)}}
+		if err := a.n.openFailed("shared", raw, "channel:shared", oe); err != nil {
+			t.Fatalf("openFailed: %v", err)
+		}
+	}
+	usage := func(prefix string) int64 {
+		_, b, err := a.db.HeldUsage(prefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	flooder := peer.ID("flooder")
+	for i := range 40 << 20 / piece {
+		hold(flooder, envelope.ErrPending, i)
+	}
+	if got := usage(fragmentSenderPrefix(flooder)); got > a.n.opts.MaxHeldBytesPerPeer || got < a.n.opts.MaxHeldBytesPerPeer/2 {
+		t.Errorf("40 MiB of one member's fragments: %d bytes held, want about %d", got, a.n.opts.MaxHeldBytesPerPeer)
+	}
+	// Another sender is not blocked by the flooder's quota.
+	hold("quiet", envelope.ErrKeyNotYet, 0)
+	if got := usage(keyWaitPrefix("quiet")); got == 0 {
+		t.Error("another sender's envelope was not held")
+	}
+	// Five more flooders: the total stops them.
+	for f := range 5 {
+		for i := range 12 << 20 / piece {
+			hold(peer.ID(fmt.Sprintf("flooder%d", f)), envelope.ErrPending, i)
+		}
+	}
+	if got := usage(""); got > a.n.opts.MaxHeldBytes {
+		t.Errorf("%d bytes held in all, quota %d", got, a.n.opts.MaxHeldBytes)
+	}
+	drops := a.n.Counters()["dropped_held_quota"]
+	if drops < 40<<20/piece-a.n.opts.MaxHeldBytesPerPeer/piece {
+		t.Errorf("dropped_held_quota = %d, want every refused fragment counted", drops)
+	}
+	// One line per sender that hit its quota (6) and one for the total,
+	// not one per drop.
+	if got := logs.count("quota"); got < 2 || got > 7 {
+		t.Errorf("%d quota log lines for %d drops, want one per sender and one for the total", got, drops)
+	}
+}
+
+// recordCounter is a slog handler that counts records by message.
+type recordCounter struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (r *recordCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (r *recordCounter) WithAttrs([]slog.Attr) slog.Handler       { return r }
+func (r *recordCounter) WithGroup(string) slog.Handler            { return r }
+func (r *recordCounter) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.msgs = append(r.msgs, rec.Message)
+	return nil
+}
+
+func (r *recordCounter) count(substr string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, m := range r.msgs {
+		if strings.Contains(m, substr) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestRetryHeldWalksPages: retryHeld goes through every held envelope a
+// page at a time (heldPage in memory), here dropping the expired ones of
+// several pages in one pass.
+func TestRetryHeldWalksPages(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a libp2p node")
+	}
+	a := startDirNodes(t, t.TempDir(), 0, nil, "alice")[0]
+	past := time.Now().Add(-time.Minute)
+	n := 3*heldPage + 5
+	for i := range n {
+		h := &store.HeldEnvelope{Key: fmt.Sprintf("k:p%d:%04d", i%3, i), Channel: "shared", Raw: []byte{byte(i)}, Until: past}
+		if err := a.db.PutHeld(h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := a.n.Counters()["dropped_undecryptable_expired"]
+	a.n.retryHeld()
+	if left, _ := a.db.CountHeld(""); left != 0 {
+		t.Errorf("%d of %d expired envelopes left after one pass", left, n)
+	}
+	if got := a.n.Counters()["dropped_undecryptable_expired"] - before; got < int64(n) {
+		t.Errorf("%d expired envelopes counted, want %d", got, n)
 	}
 }

@@ -30,6 +30,17 @@ const (
 	maxParts   = 64
 	maxPending = 32
 	partsTTL   = time.Hour
+
+	// Join parts come from anyone who can post to a channel, before any
+	// signature: their memory is bounded in bytes. A part carries at most
+	// maxPartBytes (splitFrame cuts no larger, whatever the channel
+	// takes); one source (a channel's posting account, or the channel
+	// where the service names none) holds at most maxSourceBytes of
+	// unfinished frames — a welcome of a circle with a long roster log
+	// fits — and all sources together maxPartsBytes.
+	maxPartBytes   = 16 << 10
+	maxSourceBytes = 256 << 10
+	maxPartsBytes  = 1 << 20
 )
 
 func isJoinFrame(raw []byte) bool {
@@ -38,79 +49,129 @@ func isJoinFrame(raw []byte) bool {
 
 // joinParts reassembles split join frames, within fixed bounds.
 type joinParts struct {
-	mu      sync.Mutex
-	pending map[[8]byte]*partial
+	mu       sync.Mutex
+	pending  map[[8]byte]*partial
+	bytes    int            // held over every partial
+	bySource map[string]int // held per source
 }
 
 type partial struct {
-	first time.Time
-	parts [][]byte
-	have  int
+	source string
+	first  time.Time
+	parts  [][]byte
+	have   int
+	bytes  int
 }
 
-// add stores one part; it returns the whole frame when this part completed it.
-func (j *joinParts) add(raw []byte, now time.Time) []byte {
+// Why joinParts.add did not keep a part (besides duplicates and malformed
+// ones, which are ignored).
+const (
+	partTooLarge = "dropped_join_part_too_large" // the part alone is over maxPartBytes
+	partsEvicted = "dropped_join_parts_quota"    // older unfinished frames made room for it
+)
+
+// add stores one part from source; it returns the whole frame when this
+// part completed it, and why it refused the part or dropped older ones
+// ("" for neither).
+func (j *joinParts) add(raw []byte, source string, now time.Time) (whole []byte, dropped string) {
 	if len(raw) <= partHeader {
-		return nil
+		return nil, ""
 	}
 	var id [8]byte
 	copy(id[:], raw[2:10])
 	idx, count := int(raw[10]), int(raw[11])
 	if count < 2 || count > maxParts || idx >= count {
-		return nil
+		return nil, ""
+	}
+	size := len(raw) - partHeader
+	if size > maxPartBytes {
+		return nil, partTooLarge
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.pending == nil {
 		j.pending = map[[8]byte]*partial{}
+		j.bySource = map[string]int{}
 	}
 	for k, p := range j.pending {
 		if now.Sub(p.first) > partsTTL {
-			delete(j.pending, k)
+			j.drop(k)
 		}
 	}
 	p := j.pending[id]
-	if p == nil {
-		if len(j.pending) >= maxPending {
-			// Anyone who can post to a channel can send parts; refusing
-			// new frames when full would let 32 junk parts block every
-			// join for partsTTL. Evicting the oldest makes an attacker
-			// outpace a real join, which completes in seconds.
-			j.evictOldest()
-		}
-		p = &partial{first: now, parts: make([][]byte, count)}
-		j.pending[id] = p
+	if p != nil && (p.source != source || len(p.parts) != count || p.parts[idx] != nil) {
+		return nil, "" // a part of another source's frame, or a duplicate
 	}
-	if len(p.parts) != count || p.parts[idx] != nil {
-		return nil
+	// Anyone who can post to a channel can send parts; refusing new parts
+	// when full would let junk block every join for partsTTL. Evicting
+	// the oldest unfinished frames — the source's own first, when it is
+	// the one over its share — makes an attacker outpace a real join,
+	// which completes in seconds.
+	for j.bySource[source]+size > maxSourceBytes && j.evictOldest(source, id) {
+		dropped = partsEvicted
+	}
+	for (j.bytes+size > maxPartsBytes || p == nil && len(j.pending) >= maxPending) && j.evictOldest("", id) {
+		dropped = partsEvicted
+	}
+	if j.bySource[source]+size > maxSourceBytes || j.bytes+size > maxPartsBytes {
+		return nil, partsEvicted // this frame alone is over the bound
+	}
+	if p == nil {
+		p = &partial{source: source, first: now, parts: make([][]byte, count)}
+		j.pending[id] = p
 	}
 	p.parts[idx] = bytes.Clone(raw[partHeader:])
 	p.have++
+	p.bytes += size
+	j.bytes += size
+	j.bySource[source] += size
 	if p.have < count {
-		return nil
+		return nil, dropped
 	}
-	delete(j.pending, id)
-	return bytes.Join(p.parts, nil)
+	j.drop(id)
+	return bytes.Join(p.parts, nil), dropped
 }
 
-func (j *joinParts) evictOldest() {
+// drop forgets a pending frame and its bytes.
+func (j *joinParts) drop(id [8]byte) {
+	p := j.pending[id]
+	if p == nil {
+		return
+	}
+	delete(j.pending, id)
+	j.bytes -= p.bytes
+	if j.bySource[p.source] -= p.bytes; j.bySource[p.source] <= 0 {
+		delete(j.bySource, p.source)
+	}
+}
+
+// evictOldest drops the oldest pending frame (of source, unless source is
+// empty) other than keep, and says whether there was one.
+func (j *joinParts) evictOldest(source string, keep [8]byte) bool {
 	var oldest [8]byte
 	var first time.Time
 	for k, p := range j.pending {
+		if k == keep || source != "" && p.source != source {
+			continue
+		}
 		if first.IsZero() || p.first.Before(first) {
 			oldest, first = k, p.first
 		}
 	}
-	delete(j.pending, oldest)
+	if first.IsZero() {
+		return false
+	}
+	j.drop(oldest)
+	return true
 }
 
 // splitFrame splits a join frame into parts of at most max bytes each
-// (none if it fits).
+// (none if it fits), and never larger than receivers keep.
 func splitFrame(frame []byte, max int) ([][]byte, error) {
 	if len(frame) <= max {
 		return [][]byte{frame}, nil
 	}
-	chunk := max - partHeader
+	chunk := min(max, partHeader+maxPartBytes) - partHeader
 	if chunk < 16 {
 		return nil, fmt.Errorf("node: channel too small for a join frame part (%d bytes)", max)
 	}
@@ -174,9 +235,17 @@ func (n *Node) NewInvite(id circle.ID, hint string, ttl time.Duration, inPerson 
 
 // handleJoinFrame opens a join request (as inviter) or a welcome or refusal
 // (as joiner).
-func (n *Node) handleJoinFrame(ctx context.Context, channelID string, raw []byte) error {
+func (n *Node) handleJoinFrame(ctx context.Context, channelID, source string, raw []byte) error {
 	if raw[1] == framePart {
-		whole := n.joinParts.add(raw, n.opts.Now())
+		whole, dropped := n.joinParts.add(raw, source, n.opts.Now())
+		if dropped != "" {
+			n.count(dropped)
+			if _, logged := n.quotaLogged.LoadOrStore(dropped, true); !logged { // once per reason: sources are the attacker's to choose
+				n.log.Warn("join parts: unfinished join frames over their bound; dropping (counted as "+dropped+")",
+					"source", source, "part_bytes", len(raw)-partHeader, "max_part_bytes", maxPartBytes,
+					"max_source_bytes", maxSourceBytes, "max_bytes", maxPartsBytes)
+			}
+		}
 		if whole == nil || !isJoinFrame(whole) || whole[1] == framePart {
 			return nil
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -45,10 +46,10 @@ func TestSplitFrame(t *testing.T) {
 			var whole []byte
 			// Reverse order, with a duplicate: completes exactly once.
 			for i := len(parts) - 1; i >= 0; i-- {
-				if got := j.add(parts[i], now); got != nil {
+				if got, _ := j.add(parts[i], "src", now); got != nil {
 					whole = got
 				}
-				if i == len(parts)-1 && j.add(parts[i], now) != nil {
+				if got, _ := j.add(parts[i], "src", now); i == len(parts)-1 && got != nil {
 					t.Fatal("a duplicate part completed the frame")
 				}
 			}
@@ -62,7 +63,7 @@ func TestSplitFrame(t *testing.T) {
 	}
 	var j joinParts
 	for _, bad := range [][]byte{{1, framePart}, append([]byte{1, framePart, 0, 0, 0, 0, 0, 0, 0, 0, 5, 2}, 'x'), append([]byte{1, framePart, 0, 0, 0, 0, 0, 0, 0, 0, 0, 200}, 'x')} {
-		if j.add(bad, time.Now()) != nil {
+		if got, _ := j.add(bad, "src", time.Now()); got != nil {
 			t.Fatalf("bad part %v completed a frame", bad)
 		}
 	}
@@ -132,7 +133,7 @@ func TestJoinPartsFloodEvictsOldest(t *testing.T) {
 	now := time.Now()
 	for i := range maxPending * 3 {
 		junk := []byte{frameVersion, framePart, byte(i), byte(i >> 8), 0, 0, 0, 0, 0, 0, 0, 2, 'x'}
-		j.add(junk, now.Add(time.Duration(i)*time.Millisecond))
+		j.add(junk, "junk", now.Add(time.Duration(i)*time.Millisecond))
 	}
 	if len(j.pending) != maxPending {
 		t.Fatalf("%d frames pending, want the bound %d", len(j.pending), maxPending)
@@ -144,12 +145,82 @@ func TestJoinPartsFloodEvictsOldest(t *testing.T) {
 	}
 	var whole []byte
 	for _, p := range parts {
-		if got := j.add(p, now.Add(time.Second)); got != nil {
+		if got, _ := j.add(p, "joiner", now.Add(time.Second)); got != nil {
 			whole = got
 		}
 	}
 	if !bytes.Equal(whole, frame) {
 		t.Fatal("a join split into parts did not complete behind a flood of junk parts")
+	}
+}
+
+// TestJoinPartsByteBudget: join parts are held within byte bounds, not
+// item counts. Junk parts of 500 KB (32 frames of 63 parts: 31.5 MiB
+// before) leave at most maxPartsBytes held, at most maxSourceBytes from one
+// source; a 1 MiB part is refused outright; a real join split into parts
+// still completes behind the flood, from its own source or the same one.
+func TestJoinPartsByteBudget(t *testing.T) {
+	var j joinParts
+	now := time.Now()
+	junk := func(frame, idx int, size int) []byte {
+		p := []byte{frameVersion, framePart, byte(frame), byte(frame >> 8), 0xee, 0, 0, 0, 0, 0, byte(idx), 64}
+		return append(p, bytes.Repeat([]byte{'j'}, size)...)
+	}
+	check := func(when string) {
+		t.Helper()
+		held := 0
+		for _, p := range j.pending {
+			for _, part := range p.parts {
+				held += len(part)
+			}
+		}
+		if held != j.bytes || held > maxPartsBytes {
+			t.Fatalf("%s: %d bytes held (counted %d), bound %d", when, held, j.bytes, maxPartsBytes)
+		}
+		for src, b := range j.bySource {
+			if b > maxSourceBytes {
+				t.Fatalf("%s: source %s holds %d bytes, bound %d", when, src, b, maxSourceBytes)
+			}
+		}
+	}
+	if _, why := j.add(junk(0, 0, 1<<20), "junk", now); why != partTooLarge || j.bytes != 0 {
+		t.Fatalf("a 1 MiB part: %q, %d bytes held; want refused", why, j.bytes)
+	}
+	evicted := false
+	for f := range 32 {
+		for i := range 63 {
+			src := fmt.Sprintf("junk%d", f%8) // eight posting accounts
+			_, why := j.add(junk(f, i, maxPartBytes), src, now.Add(time.Duration(f*64+i)*time.Millisecond))
+			evicted = evicted || why == partsEvicted
+		}
+	}
+	check("after 31.5 MiB of junk")
+	if !evicted {
+		t.Error("a flood over the bounds reported no eviction")
+	}
+	frame := append([]byte{frameVersion, frameWelcome}, bytes.Repeat([]byte("welcome!"), 20000)...) // 160 KB
+	parts, err := splitFrame(frame, 64<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range parts {
+		if len(p) > partHeader+maxPartBytes {
+			t.Fatalf("splitFrame made a part of %d bytes, receivers keep %d", len(p), partHeader+maxPartBytes)
+		}
+	}
+	for _, src := range []string{"joiner", "junk3"} {
+		var whole []byte
+		for i, p := range parts {
+			// Junk keeps coming from another source between the parts.
+			j.add(junk(1000+i, 0, maxPartBytes), "junk5", now.Add(2*time.Second))
+			if got, _ := j.add(p, src, now.Add(time.Second)); got != nil {
+				whole = got
+			}
+			check("during the join")
+		}
+		if !bytes.Equal(whole, frame) {
+			t.Fatalf("a join split into %d parts from %s did not complete behind the flood", len(parts), src)
+		}
 	}
 }
 
@@ -166,11 +237,16 @@ func FuzzJoinParts(f *testing.F) {
 		total := 0
 		for i, p := range bytes.Split(data, []byte{0xff}) {
 			total += len(p)
-			if whole := j.add(p, now.Add(time.Duration(i)*time.Minute)); len(whole) > total {
+			if whole, _ := j.add(p, string(rune('a'+i%3)), now.Add(time.Duration(i)*time.Minute)); len(whole) > total {
 				t.Fatalf("reassembled %d bytes from %d bytes of input", len(whole), total)
 			}
-			if len(j.pending) > maxPending {
-				t.Fatalf("%d frames pending, bound %d", len(j.pending), maxPending)
+			if len(j.pending) > maxPending || j.bytes > maxPartsBytes {
+				t.Fatalf("%d frames, %d bytes pending, bounds %d, %d", len(j.pending), j.bytes, maxPending, maxPartsBytes)
+			}
+			for src, b := range j.bySource {
+				if b > maxSourceBytes || b <= 0 {
+					t.Fatalf("source %s holds %d bytes, bound %d", src, b, maxSourceBytes)
+				}
 			}
 		}
 	})

@@ -119,14 +119,12 @@ func (n *Node) cutOff(p peer.ID, keepRoster bool) {
 		n.updateOutbox(e)
 	}
 	// Envelopes held for its key and its unfinished fragments.
-	held, err := n.db.Held()
-	if err != nil {
-		n.log.Warn("held envelopes", "err", err)
-		return
-	}
-	for _, h := range held {
-		if strings.HasPrefix(h.Key, fragmentSenderPrefix(p)) || strings.HasPrefix(h.Key, keyWaitPrefix(p)) {
-			n.db.DeleteHeld(h.Key)
+	for _, prefix := range []string{fragmentSenderPrefix(p), keyWaitPrefix(p)} {
+		dropped, err := n.db.DeleteHeldPrefix(prefix)
+		if err != nil {
+			n.log.Warn("held envelopes", "err", err)
+		}
+		for range dropped {
 			n.count("dropped_held_removed")
 		}
 	}

@@ -67,6 +67,13 @@ type Options struct {
 	// messages stay unacked in its outbox and are tried again live. It
 	// keeps one member from filling the disk by never handing out its key.
 	MaxHeldPerPeer int
+	// MaxHeldBytesPerPeer bounds the bytes of those envelopes per sender,
+	// each kind apart (default 8 MiB: two messages of the largest size
+	// reassembly accepts).
+	MaxHeldBytesPerPeer int64
+	// MaxHeldBytes bounds the bytes of every envelope held, all senders
+	// together (default 32 MiB, the reassembler's own memory bound).
+	MaxHeldBytes int64
 	// Boxes configure the peer cache, peer exchange and the board boxes
 	// (static web file, DNS TXT); see boxes.go and docs/discovery.md.
 	Boxes Boxes
@@ -109,6 +116,12 @@ func (o *Options) fill() error {
 	}
 	if o.MaxHeldPerPeer <= 0 {
 		o.MaxHeldPerPeer = 4096
+	}
+	if o.MaxHeldBytesPerPeer <= 0 {
+		o.MaxHeldBytesPerPeer = 8 << 20
+	}
+	if o.MaxHeldBytes <= 0 {
+		o.MaxHeldBytes = 32 << 20
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -162,6 +175,9 @@ type Node struct {
 	// fragment is held after its message was delivered.
 	fragMu    sync.Mutex
 	completed map[string]time.Time // fragmentKey → when its message completed
+	// quotaLogged holds the held-quota scopes (a sender's prefix, "total")
+	// whose first drop was logged: later ones are only counted.
+	quotaLogged sync.Map
 }
 
 type ackKey struct {

@@ -98,11 +98,17 @@ func (tn *testNode) start() {
 	go func() { tn.done <- tn.n.Run(rctx) }()
 }
 
+// stop stops the node; stopping a stopped node does nothing (a test may
+// stop a node its cleanup stops again).
 func (tn *testNode) stop() {
+	if tn.done == nil {
+		return
+	}
 	tn.cancel()
 	if err := <-tn.done; err != nil {
 		tn.t.Errorf("%s: Run: %v", tn.name, err)
 	}
+	tn.done = nil
 	tn.ch.Close()
 	tn.db.Close()
 }

@@ -33,9 +33,9 @@ func (n *Node) handleLive(ctx context.Context, from peer.ID, raw []byte) error {
 // receiveFromChannel receives one envelope read from a channel. Garbage and
 // foreign envelopes are dropped and counted, never returned as errors (that
 // would stop the subscription); only a failure to store is an error.
-func (n *Node) receiveFromChannel(ctx context.Context, ch *channel, raw []byte) error {
+func (n *Node) receiveFromChannel(ctx context.Context, ch *channel, from string, raw []byte) error {
 	ch.received.Add(1)
-	err := n.receive(ctx, ch.ID, raw, "channel:"+ch.Name, "")
+	err := n.receiveFrom(ctx, ch.ID, ch.ID+"/"+from, raw, "channel:"+ch.Name, "")
 	var se *storeError
 	if errors.As(err, &se) {
 		return err
@@ -52,8 +52,15 @@ func (e *storeError) Unwrap() error { return e.err }
 // receive opens raw (sealed for channelID) and handles it. liveFrom is the
 // live peer it came from, if any.
 func (n *Node) receive(ctx context.Context, channelID string, raw []byte, path string, liveFrom peer.ID) error {
+	return n.receiveFrom(ctx, channelID, channelID+"/"+liveFrom.String(), raw, path, liveFrom)
+}
+
+// receiveFrom is receive with the source that posted raw, as far as the
+// service or connection says (channel ID / posting account or live peer):
+// join frames, unsigned, are bounded per source.
+func (n *Node) receiveFrom(ctx context.Context, channelID, source string, raw []byte, path string, liveFrom peer.ID) error {
 	if isJoinFrame(raw) {
-		return n.handleJoinFrame(ctx, channelID, raw)
+		return n.handleJoinFrame(ctx, channelID, source, raw)
 	}
 	if liveFrom != "" && mailbox.IsFrame(raw) {
 		return n.handleMailboxFrame(ctx, liveFrom, raw)
@@ -80,10 +87,7 @@ func (n *Node) openFailed(channelID string, raw []byte, path string, err error) 
 		// fragment until its message completes, so a crash after the
 		// channel cursor moved loses nothing (retryHeld feeds it back).
 		if oe != nil && oe.Sender != "" {
-			if full, err := n.heldFull(fragmentSenderPrefix(oe.Sender)); err != nil || full {
-				return err
-			}
-			return n.holdFragment(fragmentKey(oe.Sender, oe.ID), channelID, path, raw)
+			return n.holdFragment(oe.Sender, fragmentKey(oe.Sender, oe.ID), channelID, path, raw)
 		}
 		return nil
 	case errors.Is(err, envelope.ErrReplay):
@@ -93,19 +97,16 @@ func (n *Node) openFailed(channelID string, raw []byte, path string, err error) 
 		n.count("ignored_own_echo") // our own envelope read back from a channel
 		return nil
 	case errors.Is(err, envelope.ErrKeyNotYet):
-		key := heldKey(raw)
+		key, prefix := heldKey(raw), ""
 		if oe != nil && oe.Sender != "" {
-			prefix := keyWaitPrefix(oe.Sender)
-			if full, err := n.heldFull(prefix); err != nil || full {
-				return err
-			}
+			prefix = keyWaitPrefix(oe.Sender)
 			key = prefix + key
 		}
-		n.count("held_key_not_yet")
 		h := &store.HeldEnvelope{Key: key, Channel: channelID, Path: path, Raw: raw, Until: n.opts.Now().Add(n.opts.DefaultTTL)}
-		if err := n.db.PutHeld(h); err != nil {
-			return &storeError{fmt.Errorf("node: hold envelope: %w", err)}
+		if held, err := n.hold(h, prefix, "waiting for its key"); err != nil || !held {
+			return err
 		}
+		n.count("held_key_not_yet")
 		if oe != nil {
 			n.requestKeys(oe.Circle)
 		}
@@ -138,22 +139,43 @@ func fragmentSenderPrefix(sender peer.ID) string { return "f:" + sender.String()
 // keyWaitPrefix prefixes the envelopes of one sender held for its key.
 func keyWaitPrefix(sender peer.ID) string { return "k:" + sender.String() + ":" }
 
-// heldFull says whether the held envelopes under prefix reached the
-// per-sender quota; if so the new one is dropped and counted. The sender
-// named is the one the envelope's hint points at, before any signature:
-// a member can spend another's quota, but only delay an honest sender's
-// messages: they stay unacked in its outbox, tried again live when the
-// two connect.
-func (n *Node) heldFull(prefix string) (bool, error) {
-	c, err := n.db.CountHeld(prefix)
-	if err != nil {
-		return false, &storeError{fmt.Errorf("node: count held envelopes: %w", err)}
+// hold keeps h durably within the held quotas: per sender (the prefix
+// names it, and whether it waits for a key or is a fragment), at most
+// MaxHeldPerPeer envelopes and MaxHeldBytesPerPeer bytes; over everything
+// held, MaxHeldBytes. Past them h is dropped, counted (dropped_held_quota)
+// and the first drop per sender and kind logged. The sender named is the
+// one the envelope's hint points at, before any signature: a member can
+// spend another's quota, but only delay an honest sender's messages: they
+// stay unacked in its outbox, tried again live when the two connect.
+func (n *Node) hold(h *store.HeldEnvelope, prefix, what string) (bool, error) {
+	q := store.HeldQuota{TotalBytes: n.opts.MaxHeldBytes}
+	if prefix != "" {
+		q.Prefix, q.MaxItems, q.MaxBytes = prefix, n.opts.MaxHeldPerPeer, n.opts.MaxHeldBytesPerPeer
 	}
-	if c >= n.opts.MaxHeldPerPeer {
+	err := n.db.PutHeldWithin(h, q)
+	var qe *store.HeldQuotaError
+	if errors.As(err, &qe) {
 		n.count("dropped_held_quota")
-		return true, nil
+		scope := prefix
+		if qe.Total {
+			scope = "total"
+		}
+		if _, logged := n.quotaLogged.LoadOrStore(scope, true); !logged {
+			if qe.Total {
+				n.log.Warn("held envelopes: all held bytes reached their quota; dropping new ones until some open or expire (counted as dropped_held_quota)",
+					"what", what, "held_bytes", qe.Bytes, "quota_bytes", n.opts.MaxHeldBytes)
+			} else {
+				n.log.Warn("held envelopes: a sender reached its quota; dropping its new ones until some open or expire (counted as dropped_held_quota)",
+					"what", what, "sender", strings.Split(prefix, ":")[1], "held", qe.Items, "held_bytes", qe.Bytes,
+					"quota", n.opts.MaxHeldPerPeer, "quota_bytes", n.opts.MaxHeldBytesPerPeer)
+			}
+		}
+		return false, nil
 	}
-	return false, nil
+	if err != nil {
+		return false, &storeError{fmt.Errorf("node: hold envelope (%s): %w", what, err)}
+	}
+	return true, nil
 }
 
 func heldKey(raw []byte) string {
@@ -178,6 +200,22 @@ func (n *Node) dispatch(ctx context.Context, msg *envelope.Message, path string)
 	// A copy read from a channel or handed over by a friend's mailbox is
 	// acked by a signed ack (the sender is not on the line).
 	viaChannel := strings.HasPrefix(path, "channel:") || strings.HasPrefix(path, "mailbox:")
+	if controlKind(msg.Kind) {
+		// Chat is deduplicated in the inbox transaction; every other
+		// kind a replay could make us answer or apply again is
+		// deduplicated here, against the same durable set.
+		seen, err := n.db.Remember(msg.DedupeKey(), msg.DedupeUntil)
+		if err != nil {
+			return &storeError{fmt.Errorf("node: dedupe: %w", err)}
+		}
+		if seen {
+			n.count("duplicates_removed")
+			if viaChannel && msg.Mode == envelope.ModeDirect {
+				n.queueAck(c.ID(), msg.Sender, msg.ID) // our first ack may have been lost
+			}
+			return nil
+		}
+	}
 	switch msg.Kind {
 	case envelope.KindChat:
 		m := &store.InboxMessage{Circle: c.ID(), Sender: msg.Sender.String(), ID: msg.ID, Kind: uint16(msg.Kind),
@@ -213,6 +251,10 @@ func (n *Node) dispatch(ctx context.Context, msg *envelope.Message, path string)
 	case envelope.KindSenderKey, envelope.KindKeyQuery:
 		if err := n.handleKeyMsg(c, msg); err != nil {
 			n.log.Warn("key message", "from", msg.Sender, "err", err)
+			// Not applied: a copy sent again is not a duplicate.
+			if ferr := n.db.Forget(msg.DedupeKey()); ferr != nil {
+				return &storeError{ferr}
+			}
 		}
 	case envelope.KindPunch:
 		n.handlePunch(msg)
@@ -226,8 +268,12 @@ func (n *Node) dispatch(ctx context.Context, msg *envelope.Message, path string)
 		if err := n.handleRosterOp(c, msg.Sender, msg.Body); err != nil {
 			n.log.Warn("roster operation", "from", msg.Sender, "err", err)
 			if errors.Is(err, circle.ErrRosterBacklog) {
-				// Not kept: no ack, so the sender tries again (live).
+				// Not kept: no ack, so the sender tries again (live),
+				// and its copy must not count as a duplicate then.
 				n.count("dropped_roster_backlog")
+				if ferr := n.db.Forget(msg.DedupeKey()); ferr != nil {
+					return &storeError{ferr}
+				}
 				return err
 			}
 		}
@@ -240,6 +286,19 @@ func (n *Node) dispatch(ctx context.Context, msg *envelope.Message, path string)
 	}
 	n.touch(msg.Sender, "")
 	return nil
+}
+
+// controlKind says whether a kind is deduplicated by dispatch: every known
+// kind but chat (the inbox does it) and presence, whose records are
+// ordered by their own persisted sequence (the highest wins, a replayed one
+// is not newer) and must be read again from the boards after a restart.
+func controlKind(k envelope.Kind) bool {
+	switch k {
+	case envelope.KindAck, envelope.KindPeerExchange, envelope.KindSenderKey, envelope.KindKeyQuery,
+		envelope.KindPunch, envelope.KindWake, envelope.KindRoster:
+		return true
+	}
+	return false
 }
 
 func (n *Node) notifyInbox() {
@@ -350,32 +409,43 @@ func (n *Node) requestKeys(id envelope.CircleID) {
 }
 
 // retryHeld feeds held envelopes to Open again; those that open are handled
-// and deleted, expired ones dropped.
+// and deleted, expired ones dropped. It walks the store a page at a time, so
+// however many are held, only a page is in memory.
 func (n *Node) retryHeld() {
-	held, err := n.db.Held()
-	if err != nil {
-		n.log.Error("held envelopes", "err", err)
-		return
-	}
 	now := n.opts.Now()
-	for _, h := range held {
-		if now.After(h.Until) {
-			n.db.DeleteHeld(h.Key)
-			n.count("dropped_undecryptable_expired")
-			continue
+	after := ""
+	for {
+		page, err := n.db.HeldPage(after, heldPage)
+		if err != nil {
+			n.log.Error("held envelopes", "err", err)
+			return
 		}
-		msg, err := n.opener.Open(h.Channel, h.Raw)
-		if errors.Is(err, envelope.ErrKeyNotYet) || errors.Is(err, envelope.ErrPending) {
-			continue
+		if len(page) == 0 {
+			return
 		}
-		if err == nil {
-			if err := n.dispatch(context.Background(), msg, h.Path); err != nil {
+		after = page[len(page)-1].Key
+		for _, h := range page {
+			if now.After(h.Until) {
+				n.db.DeleteHeld(h.Key)
+				n.count("dropped_undecryptable_expired")
 				continue
 			}
+			msg, err := n.opener.Open(h.Channel, h.Raw)
+			if errors.Is(err, envelope.ErrKeyNotYet) || errors.Is(err, envelope.ErrPending) {
+				continue
+			}
+			if err == nil {
+				if err := n.dispatch(context.Background(), msg, h.Path); err != nil {
+					continue
+				}
+			}
+			n.db.DeleteHeld(h.Key)
 		}
-		n.db.DeleteHeld(h.Key)
 	}
 }
+
+// heldPage is how many held envelopes retryHeld has in memory at once.
+const heldPage = 64
 
 // touch notes that p was heard from.
 func (n *Node) touch(p peer.ID, foundBy string) {
@@ -428,18 +498,17 @@ func (n *Node) maintainLoop(ctx context.Context) {
 	}
 }
 
-// holdFragment keeps a fragment durably unless its message already completed.
-func (n *Node) holdFragment(prefix, channelID, path string, raw []byte) error {
+// holdFragment keeps a fragment of sender's durably unless its message
+// already completed.
+func (n *Node) holdFragment(sender peer.ID, prefix, channelID, path string, raw []byte) error {
 	n.fragMu.Lock()
 	defer n.fragMu.Unlock()
 	if _, done := n.completed[prefix]; done {
 		return nil
 	}
 	h := &store.HeldEnvelope{Key: prefix + heldKey(raw), Channel: channelID, Path: path, Raw: raw, Until: n.opts.Now().Add(n.opts.DefaultTTL)}
-	if err := n.db.PutHeld(h); err != nil {
-		return &storeError{fmt.Errorf("node: hold fragment: %w", err)}
-	}
-	return nil
+	_, err := n.hold(h, fragmentSenderPrefix(sender), "fragment of an unfinished message")
+	return err
 }
 
 // dropFragments deletes the held fragments of a message that completed.
@@ -454,13 +523,7 @@ func (n *Node) dropFragments(sender peer.ID, id envelope.MessageID) {
 		}
 	}
 	n.completed[prefix] = now
-	held, err := n.db.Held()
-	if err != nil {
-		return
-	}
-	for _, h := range held {
-		if strings.HasPrefix(h.Key, prefix) {
-			n.db.DeleteHeld(h.Key)
-		}
+	if _, err := n.db.DeleteHeldPrefix(prefix); err != nil {
+		n.log.Warn("held fragments", "err", err)
 	}
 }

@@ -1,9 +1,13 @@
 package store
 
 import (
+	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 func TestHeldAndSequences(t *testing.T) {
@@ -63,5 +67,104 @@ func TestCountHeld(t *testing.T) {
 		if n, err := d.CountHeld(prefix); err != nil || n != want {
 			t.Errorf("CountHeld(%q) = %d, %v; want %d", prefix, n, err, want)
 		}
+	}
+}
+
+// TestHeldQuotaBytes: PutHeldWithin counts bytes, not only items, per
+// prefix and over everything held, and the total follows deletions.
+func TestHeldQuotaBytes(t *testing.T) {
+	d, err := Open(filepath.Join(t.TempDir(), "remora.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	until := time.Now().Add(time.Hour)
+	put := func(key string, size int, q HeldQuota) error {
+		return d.PutHeldWithin(&HeldEnvelope{Key: key, Raw: make([]byte, size), Until: until}, q)
+	}
+	q := HeldQuota{Prefix: "f:a:", MaxBytes: 3 << 20, TotalBytes: 5 << 20}
+	// Three 1 MiB envelopes do not fit in 3 MiB with their keys and records.
+	for i, want := range []bool{true, true, false} {
+		err := put(fmt.Sprintf("f:a:%d", i), 1<<20/2, q) // JSON base64 makes ~0.67 MiB
+		err = errors.Join(err, put(fmt.Sprintf("f:a:%d:b", i), 1<<20/2, q))
+		if got := err == nil; got != want {
+			t.Fatalf("put %d: err %v, want ok=%v", i, err, want)
+		}
+	}
+	var qe *HeldQuotaError
+	if err := put("f:a:x", 1<<20, q); !errors.As(err, &qe) || qe.Total || !errors.Is(err, ErrHeldQuota) {
+		t.Fatalf("sender over its bytes: %v", err)
+	}
+	// Another prefix has its own bytes, until the total is reached.
+	qb := HeldQuota{Prefix: "f:b:", MaxBytes: 3 << 20, TotalBytes: 5 << 20}
+	if err := put("f:b:0", 1<<20, qb); err != nil {
+		t.Fatal(err)
+	}
+	if err := put("f:b:1", 1<<20, qb); !errors.As(err, &qe) || !qe.Total {
+		t.Fatalf("past the total: %v", err)
+	}
+	_, all, _ := d.HeldUsage("")
+	if all > 5<<20 {
+		t.Fatalf("%d bytes held, quota 5 MiB", all)
+	}
+	// Deleting frees the total again; the kept total matches a count.
+	if n, err := d.DeleteHeldPrefix("f:a:"); err != nil || n < 2 {
+		t.Fatalf("DeleteHeldPrefix: %d, %v", n, err)
+	}
+	if err := put("f:b:1", 1<<20, qb); err != nil {
+		t.Fatalf("after deleting: %v", err)
+	}
+	d.db.View(func(tx *bolt.Tx) error {
+		kept := int64(getU64(tx.Bucket(bMeta).Get(kHeldBytes)))
+		_, counted := prefixUsage(tx.Bucket(bHeld), nil)
+		if kept != counted {
+			t.Errorf("kept total %d, counted %d", kept, counted)
+		}
+		return nil
+	})
+	// An item quota still holds for many small envelopes.
+	qi := HeldQuota{Prefix: "k:c:", MaxItems: 2}
+	for i, want := range []bool{true, true, false} {
+		if err := put(fmt.Sprintf("k:c:%d", i), 10, qi); (err == nil) != want {
+			t.Fatalf("small %d: %v", i, err)
+		}
+	}
+}
+
+// TestHeldPage walks the held envelopes page by page, in key order.
+func TestHeldPage(t *testing.T) {
+	d, err := Open(filepath.Join(t.TempDir(), "remora.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for i := range 10 {
+		if err := d.PutHeld(&HeldEnvelope{Key: fmt.Sprintf("k%02d", i), Until: time.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	after := ""
+	for pages := 0; ; pages++ {
+		page, err := d.HeldPage(after, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) > 3 {
+			t.Fatalf("page of %d, limit 3", len(page))
+		}
+		if len(page) == 0 {
+			if pages != 4 {
+				t.Errorf("%d pages, want 4", pages)
+			}
+			break
+		}
+		for _, h := range page {
+			got = append(got, h.Key)
+		}
+		after = page[len(page)-1].Key
+	}
+	if len(got) != 10 || got[0] != "k00" || got[9] != "k09" {
+		t.Fatalf("walked %v", got)
 	}
 }

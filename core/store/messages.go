@@ -284,3 +284,40 @@ func (d *DB) PruneDedupe() (int, error) {
 	})
 	return n, err
 }
+
+// Remember records a dedupe key until the given time and reports whether it
+// was already recorded and not yet past its time: the control messages that
+// never reach the inbox (acks, keys, roster operations, gossip, punches) are
+// deduplicated against the same set as InboxPut's. It implements
+// envelope.ReplayStore.
+func (d *DB) Remember(key []byte, until time.Time) (seen bool, err error) {
+	if len(key) == 0 {
+		return false, errors.New("store: remember: empty dedupe key")
+	}
+	now := d.now()
+	err = d.db.Update(func(tx *bolt.Tx) error {
+		dd := tx.Bucket(bDedupe)
+		if v := dd.Get(key); v != nil && int64(getU64(v)) > now.UnixNano() {
+			seen = true
+			return nil
+		}
+		if until.IsZero() || until.Before(now) {
+			until = now
+		}
+		return dd.Put(key, u64(uint64(until.UnixNano())))
+	})
+	if err != nil {
+		return false, fmt.Errorf("store: remember: %w", err)
+	}
+	return seen, nil
+}
+
+// Forget drops a dedupe key, so that a copy of a message whose handling
+// failed is handled when it comes again.
+func (d *DB) Forget(key []byte) error {
+	err := d.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bDedupe).Delete(key) })
+	if err != nil {
+		return fmt.Errorf("store: forget: %w", err)
+	}
+	return nil
+}
