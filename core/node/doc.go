@@ -34,7 +34,19 @@
 // recipient's box key, MACed with the invite token), 0x12 a part of a
 // larger frame, 0x13 a refusal. Only a node with an open invite or a
 // pending join tries to open such frames; the frame type in clear reveals
-// to the service that a join happened, nothing more.
+// to the service that a join happened, nothing more. Parts are unsigned
+// and come from anyone who can post, so they are held within byte bounds:
+// 16 KiB a part, 256 KiB of unfinished frames per posting source, 1 MiB in
+// all (join.go).
+//
+// # Receiving
+//
+// Every kind of envelope is deduplicated by (sender, message ID) before it
+// is handled: chat in the inbox transaction, the control kinds in the same
+// durable set (recv.go); presence by its record's own sequence. Envelopes
+// that cannot open yet (key not arrived, fragments of an unfinished
+// message) are held in the store within quotas per sender and in all,
+// counted in bytes, and retried page by page.
 //
 // The inviter answers nothing until an admin approves the request (the
 // pending request is kept in the circle's state; the joiner's side of the
