@@ -21,6 +21,11 @@
 //
 // The conformance kit in sdk/channeltest checks an implementation against its
 // real backend. docs/adapter-protocol.md specifies the wire contract for authors
-// writing an adapter in another language; docs/adapter-guide.md walks through
-// the dir adapter.
+// writing an adapter in another language (docs/protocol.md is the envelope
+// format, which adapters never parse); docs/adapter-guide.md walks through
+// examples/httpfile, a complete adapter in under 150 lines, and the dir
+// adapter. The helpers every adapter needs are here: [Lifecycle] (Close
+// cancels calls in flight), [PublishEach], [ValidKey] and [CheckKey] (the key
+// rule), [HTTPError], [DecodeConfig], [Sleep] and [Main]; sdk/seqindex numbers
+// the items of a service that can only be listed.
 package sdk
