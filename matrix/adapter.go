@@ -137,6 +137,9 @@ func (adapter) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.Cha
 	return openChannel(ctx, cfg, cli, st, log)
 }
 
+// maxResponse bounds one answer from the homeserver.
+const maxResponse = 16 << 20
+
 // newClient returns a mautrix client with our retry policy: mautrix itself
 // never retries or sleeps on 429; the adapter does, within the caller's ctx.
 func newClient(hs string, user id.UserID, token string) (*mautrix.Client, error) {
@@ -150,7 +153,11 @@ func newClient(hs string, user id.UserID, token string) (*mautrix.Client, error)
 	// mautrix's own User-Agent: the homeserver's logs name the library,
 	// which many clients and bots use, not remora.
 	// An own transport, so Close ends this channel's connections only.
-	cli.Client = &http.Client{Timeout: 120 * time.Second, Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	// Every answer is bounded: a /sync or /messages page holds at most 100
+	// events of at most 64 KiB each; a homeserver (or anyone in its place)
+	// that sends more, or never stops, is refused with CodeUnavailable.
+	cli.Client = &http.Client{Timeout: 120 * time.Second,
+		Transport: &sdk.LimitTransport{Base: http.DefaultTransport.(*http.Transport).Clone(), Max: maxResponse}}
 	return cli, nil
 }
 

@@ -498,7 +498,8 @@ func (c *channel) Health(ctx context.Context) sdk.Health {
 		}
 		msgs = append(msgs, fmt.Sprintf("board falls back to the room timeline: your power level %d is below the %d the room requires for %s state events; a room admin can run `remora channel add matrix` to allow it", have, need, c.types.board))
 	}
-	if lastErr != "" && h.State == sdk.HealthOK {
+	if lastErr != "" && h.State != sdk.HealthDown { // cleared by the next success
+		h.State = sdk.HealthDegraded
 		msgs = append(msgs, "last sync error: "+lastErr)
 	}
 	if h.State == sdk.HealthOK && len(msgs) == 0 {

@@ -37,6 +37,14 @@ func (t *LimitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return LimitResponse(req, resp, t.Max)
 }
 
+// CloseIdleConnections closes Base's idle connections (http.Client's
+// CloseIdleConnections reaches Base through it).
+func (t *LimitTransport) CloseIdleConnections() {
+	if c, ok := t.Base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
 // LimitResponse applies LimitTransport's bound to one response, for an
 // adapter with a RoundTripper of its own: it refuses (closing the body) a
 // response whose Content-Length is over max, and makes its body fail on
