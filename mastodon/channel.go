@@ -34,6 +34,7 @@ type channel struct {
 
 	mu      sync.Mutex
 	lastErr error
+	life    sdk.Lifecycle // Close cancels Publish and Delete in flight
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -66,14 +67,17 @@ func (c *channel) isClosed() bool {
 }
 
 // Close ends subscriptions and releases idle connections.
+// Publish and Delete in flight are cancelled (sdk.Lifecycle).
 func (c *channel) Close() error {
 	c.closeOnce.Do(func() { close(c.closed) })
-	c.subs.Wait()
-	c.journal.close()
-	if t, ok := c.tr.base.(interface{ CloseIdleConnections() }); ok {
-		t.CloseIdleConnections()
-	}
-	return nil
+	return c.life.Close(func() error {
+		c.subs.Wait()
+		c.journal.close()
+		if t, ok := c.tr.base.(interface{ CloseIdleConnections() }); ok {
+			t.CloseIdleConnections()
+		}
+		return nil
+	})
 }
 
 // Publish posts each item as a direct status mentioning its addressees.
@@ -81,6 +85,11 @@ func (c *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.Publ
 	if c.isClosed() {
 		return sdk.PublishResponse{}, errClosed
 	}
+	ctx, end, err := c.life.Begin(ctx)
+	if err != nil {
+		return sdk.PublishResponse{}, errClosed
+	}
+	defer end()
 	if len(req.Items) > maxBatch {
 		return sdk.PublishResponse{}, sdk.Errorf(sdk.CodeUnknown, "mastodon: publish: %d items, at most %d per call", len(req.Items), maxBatch)
 	}
@@ -105,9 +114,7 @@ func (c *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.Publ
 		if code := sdk.CodeOf(err); code == sdk.CodeRateLimited || code == sdk.CodeAuthFailed || code == sdk.CodeNeedsUserAction {
 			stop = err
 		}
-		if err != nil {
-			c.setErr(err)
-		}
+		c.setErr(err) // nil after a success: the service is back
 	}
 	return resp, nil
 }
@@ -228,6 +235,11 @@ func (c *channel) Delete(ctx context.Context, req sdk.DeleteRequest) (sdk.Delete
 	if c.isClosed() {
 		return sdk.DeleteResponse{}, errClosed
 	}
+	ctx, end, err := c.life.Begin(ctx)
+	if err != nil {
+		return sdk.DeleteResponse{}, errClosed
+	}
+	defer end()
 	if c.caps.Delete == sdk.DeleteNone {
 		return sdk.DeleteResponse{}, sdk.Errorf(sdk.CodeUnsupported, "mastodon: delete: delete_consumed is off for this channel")
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/remora-p2p/remora/mastodon/mastodontest"
 	"github.com/remora-p2p/remora/sdk"
 	"github.com/remora-p2p/remora/sdk/channeltest"
+	"github.com/remora-p2p/remora/sdk/channeltest/faultproxy"
 )
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -28,6 +30,7 @@ const alias = "alice@elsewhere.example"
 // harness gives the kit two accounts on a fresh fake server per case.
 type harness struct {
 	srv   *mastodontest.Server
+	proxy *faultproxy.Proxy // between the members and srv
 	users []mastodontest.Account
 	dirs  []string
 }
@@ -35,10 +38,18 @@ type harness struct {
 func newHarness(t *testing.T) channeltest.Harness {
 	srv := mastodontest.New(mastodontest.Options{})
 	t.Cleanup(srv.Close)
-	return &harness{srv: srv,
+	p, err := faultproxy.New(strings.TrimPrefix(srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return &harness{srv: srv, proxy: p,
 		users: []mastodontest.Account{srv.AddAccount("alice"), srv.AddAccount("bob")},
 		dirs:  []string{t.TempDir(), t.TempDir()}}
 }
+
+// Proxies lets the kit take the server away and cut a publish half way.
+func (h *harness) Proxies() []*faultproxy.Proxy { return []*faultproxy.Proxy{h.proxy} }
 
 // channelConfig is a member's configuration: the other member's account
 // (and for bob, alice's federated alias too).
@@ -52,7 +63,7 @@ func (h *harness) config(m int) json.RawMessage {
 	if m == 1 {
 		accts = append(accts, alias)
 	}
-	b, _ := json.Marshal(map[string]any{"server": h.srv.URL, "accounts": accts, "poll_interval": "100ms"})
+	b, _ := json.Marshal(map[string]any{"server": "http://" + h.proxy.Addr(), "accounts": accts, "poll_interval": "100ms"})
 	return b
 }
 
