@@ -1,12 +1,17 @@
 package circle
 
 import (
+	"bytes"
 	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base32"
+	"encoding/binary"
 	"fmt"
 	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // EpochSecret is the circle secret for one epoch. It is used only for
@@ -59,6 +64,52 @@ func (s EpochSecret) BoardKey(name string) string {
 	m.Write([]byte(name))
 	sum := m.Sum(nil)[:20]
 	return "r" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum))
+}
+
+// PresenceSlotWindow is how long a member keeps one presence board slot
+// (about one publication at the default cadence).
+const PresenceSlotWindow = 5 * time.Minute
+
+// PresenceBoardKey names the board entry that member self writes its
+// presence record to at time at, or false if self is not among members.
+//
+// A key per member ("presence/<peer ID>") would be the same on every
+// publication of the epoch and link them all on the service. Instead the
+// epoch has one slot per member, slot i named BoardKey("presence-slot/i"),
+// and in each window of PresenceSlotWindow the members are dealt the slots
+// by a permutation keyed with the epoch secret: each member ranks by
+// HMAC(slot key, window ‖ peer ID), and its rank is its slot. Members that
+// agree on the roster never share a slot in a window; from one window to
+// the next a member's slot is drawn afresh, so an operator sees the same n
+// keys written all epoch long and cannot tell whose record a key holds.
+// Readers read every entry and open what opens (presence records say whose
+// they are); a stale record is overwritten by the next member dealt its
+// slot, and the board never holds more than one entry per member and
+// epoch.
+func (s EpochSecret) PresenceBoardKey(members []peer.ID, self peer.ID, at time.Time) (string, bool) {
+	k := s.derive("remora/v1/presence-slot")
+	var w [8]byte
+	binary.BigEndian.PutUint64(w[:], uint64(at.Unix()/int64(PresenceSlotWindow/time.Second)))
+	rank := func(p peer.ID) []byte {
+		m := hmac.New(sha256.New, k)
+		m.Write(w[:])
+		m.Write([]byte(p))
+		return m.Sum(nil)
+	}
+	mine, found, slot := rank(self), false, 0
+	for _, p := range members {
+		if p == self {
+			found = true
+			continue
+		}
+		if r := rank(p); bytes.Compare(r, mine) < 0 {
+			slot++
+		}
+	}
+	if !found {
+		return "", false
+	}
+	return s.BoardKey(fmt.Sprintf("presence-slot/%d", slot)), true
 }
 
 // LANKey is the key members seal their mDNS announcements under

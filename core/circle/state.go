@@ -156,6 +156,21 @@ func (c *Circle) ID() ID { return c.log.circle }
 // Self is the local device's peer ID.
 func (c *Circle) Self() peer.ID { return c.keys.Identity().PeerID() }
 
+// PresenceBoardKey names the board entry this device writes its presence
+// record to at time at under the current epoch (EpochSecret.PresenceBoardKey),
+// or false while it has no epoch secret or is not in the roster.
+func (c *Circle) PresenceBoardKey(at time.Time) (string, bool) {
+	secrets, err := c.EpochSecrets()
+	if err != nil || len(secrets) == 0 {
+		return "", false
+	}
+	var members []peer.ID
+	for _, m := range c.Roster().Members() {
+		members = append(members, m.Peer)
+	}
+	return secrets[0].PresenceBoardKey(members, c.Self(), at)
+}
+
 // Roster is the current verified roster.
 func (c *Circle) Roster() *Roster {
 	c.mu.Lock()

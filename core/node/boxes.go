@@ -333,7 +333,9 @@ func (n *Node) publishToBoard(ctx context.Context, b discovery.Board) {
 			n.log.Warn("presence for box", "box", b.Name(), "err", err)
 			continue
 		}
-		entries[secrets[0].BoardKey("presence/"+n.ID().String())] = sealed.Envelopes[0]
+		if key, ok := c.PresenceBoardKey(n.opts.Now()); ok {
+			entries[key] = sealed.Envelopes[0]
+		}
 	}
 	if len(entries) == 0 {
 		return

@@ -160,7 +160,9 @@ func (n *Node) publishPresence(ctx context.Context) {
 			n.log.Warn("presence sign", "err", err)
 			continue
 		}
-		boardKey := secrets[0].BoardKey("presence/" + n.ID().String())
+		// A slot key drawn afresh each window: nothing links this
+		// publication to the last one on the service.
+		boardKey, _ := c.PresenceBoardKey(n.opts.Now())
 		for _, ch := range n.channels {
 			n.publishPresenceOn(ctx, c, ch, raw, boardKey)
 		}
@@ -173,7 +175,7 @@ func (n *Node) publishPresenceOn(ctx context.Context, c *circle.Circle, ch *chan
 		n.log.Debug("presence seal", "channel", ch.Name, "err", err)
 		return
 	}
-	if b, ok := ch.Impl.(sdk.Board); ok && ch.caps.Board && len(sealed.Envelopes) == 1 {
+	if b, ok := ch.Impl.(sdk.Board); ok && ch.caps.Board && boardKey != "" && len(sealed.Envelopes) == 1 {
 		if err := b.Put(ctx, sdk.PutRequest{Key: boardKey, Value: ch.encode(sealed.Envelopes[0])}); err != nil {
 			n.log.Warn("presence to board failed; using the log", "channel", ch.Name, "err", err)
 			ch.setErr(err)

@@ -1,0 +1,110 @@
+package node
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/remora-p2p/remora/core/api"
+	"github.com/remora-p2p/remora/core/circle"
+	"github.com/remora-p2p/remora/core/envelope"
+	"github.com/remora-p2p/remora/sdk"
+)
+
+// boardRecorder passes board writes through and remembers their keys.
+type boardRecorder struct {
+	sdk.Channel
+	mu   sync.Mutex
+	keys []string
+}
+
+func (r *boardRecorder) Put(ctx context.Context, req sdk.PutRequest) error {
+	r.mu.Lock()
+	r.keys = append(r.keys, req.Key)
+	r.mu.Unlock()
+	return r.Channel.(sdk.Board).Put(ctx, req)
+}
+
+func (r *boardRecorder) Get(ctx context.Context, req sdk.GetRequest) (sdk.GetResponse, error) {
+	return r.Channel.(sdk.Board).Get(ctx, req)
+}
+
+func (r *boardRecorder) written() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.keys...)
+}
+
+// TestPresenceBoardKeysUnlinkable: a member's presence goes to the board
+// under a key that is not the same for the whole epoch (a slot dealt
+// afresh each window), the board holds one key per member, and another
+// member still finds and opens the record there.
+func TestPresenceBoardKeysUnlinkable(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts libp2p nodes")
+	}
+	var recorders []*boardRecorder
+	var offset atomic.Int64 // alice's clock, in windows back
+	tune := func(o *Options) {
+		if o.Name == "alice" {
+			o.Now = func() time.Time { return time.Now().Add(-time.Duration(offset.Load()) * circle.PresenceSlotWindow) }
+		}
+	}
+	wrap := func(ch sdk.Channel) sdk.Channel {
+		r := &boardRecorder{Channel: ch}
+		recorders = append(recorders, r)
+		return r
+	}
+	nodes := startDirNodesWith(t, t.TempDir(), 0, wrap, tune, "alice", "bob", "carol")
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	rec := recorders[0]
+	ctx := context.Background()
+	ci, err := a.n.CreateCircle(ctx, api.CreateCircleRequest{Name: "boards"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	join(t, a, b, ci.ID)
+	join(t, a, c, ci.ID)
+	ac, _ := a.n.circleOf(mustParse(t, ci.ID))
+	secrets, _ := ac.EpochSecrets()
+	perMember := secrets[0].BoardKey("presence/" + a.n.ID().String())
+
+	// bob reads the board and opens alice's record from it.
+	a.n.publishPresence(ctx)
+	key, _ := ac.PresenceBoardKey(a.n.opts.Now())
+	resp, err := b.n.channels[0].Impl.(sdk.Board).Get(ctx, sdk.GetRequest{Keys: []string{key}})
+	if err != nil || len(resp.Entries) != 1 {
+		t.Fatalf("alice's slot %s on the board: %v, %v", key, resp.Entries, err)
+	}
+	found := false
+	for _, raw := range b.n.channels[0].decode(resp.Entries[0].Value) {
+		if msg, err := b.n.opener.Open(b.n.channels[0].ID, raw); err == nil && msg.Sender == a.n.ID() && msg.Kind == envelope.KindPresence {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("bob could not open alice's presence from her board slot")
+	}
+
+	// Twelve windows: alice's key changes, and only the epoch's three
+	// slot keys are ever written.
+	for w := range 12 {
+		offset.Store(int64(w + 1))
+		a.n.publishPresence(ctx)
+	}
+	keys := map[string]int{}
+	for _, k := range rec.written() {
+		keys[k]++
+	}
+	if keys[perMember] > 0 {
+		t.Errorf("alice wrote the per-member key %s, the same all epoch", perMember)
+	}
+	if len(keys) < 2 {
+		t.Errorf("alice wrote her presence under %d key(s) over 13 windows: linkable across publications", len(keys))
+	}
+	if len(keys) > 3 {
+		t.Errorf("alice wrote %d board keys; the epoch has one slot per member (3)", len(keys))
+	}
+}
