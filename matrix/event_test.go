@@ -294,3 +294,23 @@ func FuzzParseCursor(f *testing.F) {
 		}
 	})
 }
+
+// TestEventTypesNameNothing: the event types a room's envelopes and board
+// use name neither the software nor anything shared by all rooms: each is
+// derived from the room ID (a homeserver cannot find every circle's room
+// with one query for a fixed type).
+func TestEventTypesNameNothing(t *testing.T) {
+	a, b := typesFor("!abc:example.org"), typesFor("!xyz:example.org")
+	for _, typ := range []string{a.envelope, a.board, a.boardItem, b.envelope, b.board, b.boardItem} {
+		lower := strings.ToLower(typ)
+		if strings.Contains(lower, "remora") || strings.HasPrefix(lower, "org.") || strings.HasPrefix(lower, "m.") {
+			t.Errorf("event type %q names the software or a shared namespace", typ)
+		}
+	}
+	if a.envelope == b.envelope || a.board == b.board || a.boardItem == b.boardItem {
+		t.Errorf("two rooms share event types: %+v, %+v", a, b)
+	}
+	if BoardType("!abc:example.org") != a.board {
+		t.Error("BoardType differs from the room's board type")
+	}
+}
