@@ -11,6 +11,7 @@ import (
 	"github.com/remora-p2p/remora/core/circle"
 	"github.com/remora-p2p/remora/core/envelope"
 	"github.com/remora-p2p/remora/sdk"
+	"github.com/remora-p2p/remora/testenv"
 )
 
 // boardRecorder passes board writes through and remembers their keys.
@@ -71,22 +72,32 @@ func TestPresenceBoardKeysUnlinkable(t *testing.T) {
 	secrets, _ := ac.EpochSecrets()
 	perMember := secrets[0].BoardKey("presence/" + a.n.ID().String())
 
-	// bob reads the board and opens alice's record from it.
-	a.n.publishPresence(ctx)
-	key, _ := ac.PresenceBoardKey(a.n.opts.Now())
-	resp, err := b.n.channels[0].Impl.(sdk.Board).Get(ctx, sdk.GetRequest{Keys: []string{key}})
-	if err != nil || len(resp.Entries) != 1 {
-		t.Fatalf("alice's slot %s on the board: %v, %v", key, resp.Entries, err)
-	}
-	found := false
-	for _, raw := range b.n.channels[0].decode(resp.Entries[0].Value) {
-		if msg, err := b.n.opener.Open(b.n.channels[0].ID, raw); err == nil && msg.Sender == a.n.ID() && msg.Kind == envelope.KindPresence {
-			found = true
+	// bob reads the board and opens alice's record from it, once he holds
+	// her sender key and all three agree on the roster (a member that has
+	// not seen carol's addition ranks among two, and may share a slot).
+	bc, _ := b.n.circleOf(ac.ID())
+	testenv.WaitFor(t, "bob holds alice's sender key and sees three members", 60*time.Second, func() bool {
+		_, ok := keys{b.n}.MessageKeys(ac.ID().EnvelopeID(), envelope.Epoch(ac.Epoch()), a.n.ID())
+		return ok && bc.Roster().Len() == 3 && bc.Epoch() == ac.Epoch()
+	})
+	cc, _ := c.n.circleOf(ac.ID())
+	testenv.WaitFor(t, "carol sees three members", 60*time.Second, func() bool { return cc.Roster().Len() == 3 })
+	opened := func() bool {
+		a.n.publishPresence(ctx)
+		key, _ := ac.PresenceBoardKey(a.n.opts.Now())
+		resp, err := b.n.channels[0].Impl.(sdk.Board).Get(ctx, sdk.GetRequest{Keys: []string{key}})
+		if err != nil || len(resp.Entries) != 1 {
+			t.Fatalf("alice's slot %s on the board: %v, %v", key, resp.Entries, err)
 		}
+		for _, raw := range b.n.channels[0].decode(resp.Entries[0].Value) {
+			msg, err := b.n.opener.Open(b.n.channels[0].ID, raw)
+			if err == nil && msg.Sender == a.n.ID() && msg.Kind == envelope.KindPresence {
+				return true
+			}
+		}
+		return false // another member wrote the slot since (a window boundary between them)
 	}
-	if !found {
-		t.Fatal("bob could not open alice's presence from her board slot")
-	}
+	testenv.WaitFor(t, "bob opens alice's presence from her board slot", 30*time.Second, opened)
 
 	// Twelve windows: alice's key changes, and only the epoch's three
 	// slot keys are ever written.
