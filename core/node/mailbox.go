@@ -408,6 +408,26 @@ func (n *Node) onMemberConnected(ctx context.Context, p peer.ID) {
 	}
 }
 
+// wakeForEntry wakes the sleeping recipients of a new chat message our own
+// live path did not reach, once per message (and at most once per interval
+// per device: the Waker's limit).
+func (n *Node) wakeForEntry(ctx context.Context, e *OutboxEntry, missed []peer.ID) {
+	if e.Kind != envelope.KindChat {
+		return
+	}
+	for _, p := range missed {
+		n.mu.Lock()
+		done := slices.Contains(e.woken, p)
+		if !done {
+			e.woken = append(e.woken, p)
+		}
+		n.mu.Unlock()
+		if !done {
+			go n.wakeMember(ctx, p)
+		}
+	}
+}
+
 // wakeMember wakes p if it registered with us: a content-free POST to its
 // push endpoint, or a wake envelope on our push-capable channels.
 func (n *Node) wakeMember(ctx context.Context, p peer.ID) {

@@ -4,9 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -357,4 +362,111 @@ func holderOf(st api.Status, tn *testNode) api.MailboxHolder {
 		}
 	}
 	return api.MailboxHolder{}
+}
+
+// pushReceiver stands in for a UnifiedPush distributor: it records each
+// wake-up POST and what it carried.
+type pushReceiver struct {
+	srv   *httptest.Server
+	mu    sync.Mutex
+	posts []pushPost
+	got   chan struct{}
+}
+
+type pushPost struct {
+	method string
+	body   []byte
+	header http.Header
+}
+
+func newPushReceiver(t *testing.T) *pushReceiver {
+	pr := &pushReceiver{got: make(chan struct{}, 16)}
+	pr.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		pr.mu.Lock()
+		pr.posts = append(pr.posts, pushPost{r.Method, body, r.Header.Clone()})
+		pr.mu.Unlock()
+		pr.got <- struct{}{}
+		w.WriteHeader(http.StatusCreated)
+	}))
+	t.Cleanup(pr.srv.Close)
+	return pr
+}
+
+func (pr *pushReceiver) count() int {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	return len(pr.posts)
+}
+
+// TestWakeUp (UnifiedPush): bob's device sleeps after registering with
+// carol, whose node stays online; alice's message for bob lands in carol's
+// mailbox, and carol POSTs an empty wake-up to bob's push endpoint (a local
+// receiver standing in for the distributor), once for a burst of messages.
+// The distributor wakes bob, whose node connects and gets the messages from
+// carol. The channel paths (IMAP IDLE, Matrix /sync, Mastodon streaming)
+// are TestWakeUp in the adapters' packages (nodetest.WakeUp).
+func TestWakeUp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts libp2p nodes")
+	}
+	mc := newMailboxCircle(t)
+	pr := newPushReceiver(t)
+	mc.configure(nil, nil)
+	tune := mc.nodes["bob"].tune
+	mc.nodes["bob"].tune = func(o *Options) {
+		tune(o)
+		o.Mailbox.Wake = &mailbox.Registration{Endpoint: pr.srv.URL + "/up/device"}
+	}
+	c := mc.start("carol")
+	b := mc.start("bob")
+	mc.connected("bob", "carol")
+	testenv.WaitFor(t, "bob registered with carol for wake-ups", 30*time.Second, func() bool {
+		_, ok := c.n.mb.waker.Registered(b.n.ID())
+		return ok
+	})
+	mc.stop("bob") // asleep
+	mc.start("alice")
+	mc.connected("alice", "carol")
+	t0 := time.Now()
+	mc.send("alice", "bob", "wake up", 0)
+	select {
+	case <-pr.got:
+		t.Logf("wake-up POST %v after the send", time.Since(t0).Round(time.Millisecond))
+	case <-time.After(60 * time.Second):
+		t.Fatal("no wake-up reached the push endpoint")
+	}
+	mc.send("alice", "bob", "and again", 0)
+	testenv.WaitFor(t, "carol holding both for bob and holding back the second wake-up", 30*time.Second, func() bool {
+		st, _ := c.n.Status(context.Background())
+		return len(mc.chatDeposits("alice", "and again")["carol"]) == 1 && st.Mailbox.WakeLimited >= 1
+	})
+	if n := pr.count(); n != 1 {
+		t.Errorf("%d wake-ups for a burst of two messages, want 1", n)
+	}
+	pr.mu.Lock()
+	p := pr.posts[0]
+	pr.mu.Unlock()
+	if p.method != http.MethodPost || len(p.body) != 0 || p.header.Get("TTL") == "" {
+		t.Errorf("wake-up %s with %d body bytes, TTL %q: want an empty RFC 8030 POST", p.method, len(p.body), p.header.Get("TTL"))
+	}
+	for k, vs := range p.header {
+		for _, v := range vs {
+			for _, secret := range []string{mc.circle, mc.nodes["alice"].n.ID().String(), b.n.ID().String(), "alice", "wake up"} {
+				if strings.Contains(v, secret) {
+					t.Errorf("wake-up header %s: %q names %q", k, v, secret)
+				}
+			}
+		}
+	}
+	// The distributor wakes the app: bob's daemon runs and connects.
+	b = mc.start("bob")
+	testenv.WaitFor(t, "bob getting both messages from carol", 60*time.Second, func() bool {
+		got := texts(inbox(t, b.n))
+		return got["wake up"] == 1 && got["and again"] == 1
+	})
+	st, _ := c.n.Status(context.Background())
+	if st.Mailbox.WakeRegistered != 1 || st.Mailbox.WakePushed != 1 {
+		t.Errorf("carol's doctor: %+v, want 1 registered device and 1 push", st.Mailbox)
+	}
 }

@@ -31,6 +31,9 @@ type OutboxEntry struct {
 	Epoch circle.Epoch
 	// Deposits are the copies friends keep for recipients not reached.
 	Deposits []Deposit
+	// woken are the recipients this entry woke up (in memory: a restart
+	// may wake once more).
+	woken []peer.ID
 }
 
 // routeState is the part of an entry the store keeps opaque.

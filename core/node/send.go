@@ -201,6 +201,7 @@ func (n *Node) attempt(ctx context.Context, e *OutboxEntry, only peer.ID) {
 	if len(missed) > 0 && only == "" {
 		n.postToChannels(c, e, missed)
 		n.depositMissed(ctx, c, e, missed)
+		n.wakeForEntry(ctx, e, missed)
 	}
 }
 
