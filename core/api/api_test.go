@@ -3,12 +3,14 @@ package api
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -134,6 +136,70 @@ func serve(t *testing.T, b Backend) (*Client, string) {
 		}
 	})
 	return NewClient(sock), sock
+}
+
+// countingListener counts the connections it accepted that are still open.
+type countingListener struct {
+	net.Listener
+	open atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.open.Add(1)
+	return &countedConn{Conn: c, l: l}, nil
+}
+
+type countedConn struct {
+	net.Conn
+	l    *countingListener
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.l.open.Add(-1) })
+	return c.Conn.Close()
+}
+
+// TestIdleConnectionsClosed: clients that are dropped with a keep-alive
+// connection open do not keep it (and its goroutine and buffers) in the
+// daemon for good.
+func TestIdleConnectionsClosed(t *testing.T) {
+	defer func(d time.Duration) { idleTimeout = d }(idleTimeout)
+	idleTimeout = 200 * time.Millisecond
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	ln, err := Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &countingListener{Listener: ln}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- Serve(ctx, cl, newMem(), nil) }()
+	defer func() { cancel(); <-done }()
+	for range 20 { // an app's own client, never closing idle connections
+		tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		}}
+		resp, err := (&http.Client{Transport: tr}).Get("http://remora/v1/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	if n := cl.open.Load(); n == 0 {
+		t.Fatal("no connection counted open after 20 requests; the test cannot see what it checks")
+	}
+	for deadline := time.Now().Add(30 * time.Second); cl.open.Load() > 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d idle connections still open after 30 s", cl.open.Load())
+		}
+	}
 }
 
 func TestSocketIsPrivate(t *testing.T) {

@@ -30,7 +30,7 @@ func NewClient(path string) *Client {
 	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", path)
-	}}
+	}, IdleConnTimeout: 10 * time.Second} // reconnecting to a local socket is cheap
 	return &Client{Socket: path, http: &http.Client{Transport: tr}}
 }
 
