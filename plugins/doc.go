@@ -8,7 +8,8 @@
 // only from there and only if the file still has that checksum. Nothing is
 // ever looked up in PATH.
 //
-// A Supervisor runs one process per adapter kind, started on first use,
+// A Supervisor runs one process per adapter kind (or one for the built-ins
+// named in Options.Together, served by sdk.ServeMany), started on first use,
 // hosting every channel of that kind. The channels it hands out stay valid
 // across restarts: when a process dies it is restarted with exponential
 // backoff and jitter and its channels are configured again; meanwhile calls

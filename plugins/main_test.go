@@ -39,6 +39,12 @@ func TestMain(m *testing.M) {
 func child(mode string, args []string) int {
 	var a sdk.Adapter
 	switch mode {
+	case "mem+spy": // Options.Together
+		if err := sdk.ServeMany(map[string]sdk.Adapter{"mem": hosttest.New(), "spy": &spy{}}, sdk.WithArgs(args)); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		return 0
 	case "mem":
 		a = hosttest.New()
 	case "dir":

@@ -110,6 +110,60 @@ func TestSecretsAndProcesses(t *testing.T) {
 	}
 }
 
+// TestTogether: built-ins named in Options.Together run in one process,
+// each kind with its own channels and secrets; when the process dies the
+// channels of every kind in it are configured again on the new one.
+func TestTogether(t *testing.T) {
+	s := newSupervisor(t, plugins.Options{Builtins: []string{"mem", "spy"}, Together: []string{"mem", "spy"}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	spyCh, err := s.Open(ctx, "spy", sdk.ConfigureRequest{ChannelID: "a", Secrets: map[string]string{"token": "A"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	memCh, err := s.Open(ctx, "mem", sdk.ConfigureRequest{ChannelID: "b", StateDir: t.TempDir(),
+		Secrets: map[string]string{"password": "B"}, Config: mustJSON(t, hosttest.Config{CrashOn: "die"})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := spyCh.Health(ctx); h.Message != "secrets=token=A env=" {
+		t.Fatalf("spy saw %q, want only its own secret", h.Message)
+	}
+	hs := s.Health(ctx)
+	if len(hs) != 1 || hs[0].Name != "mem+spy" || !slices.Equal(hs[0].Kinds, []string{"mem", "spy"}) || !hs[0].Running || len(hs[0].Channels) != 2 {
+		t.Fatalf("health %+v: want one process mem+spy with both channels", hs)
+	}
+	pid := hs[0].Pid
+	for _, ch := range []*plugins.Channel{spyCh, memCh} {
+		if r, err := publish(ctx, ch, "x"); err != nil || r.Results[0].Err != nil {
+			t.Fatalf("publish on %s: %v %+v", ch.ID(), err, r)
+		}
+	}
+
+	if _, err := publish(ctx, memCh, "die"); !errors.Is(err, sdk.ErrUnavailable) {
+		t.Fatalf("publish that kills the process: %v, want ErrUnavailable", err)
+	}
+	for _, ch := range []*plugins.Channel{spyCh, memCh} {
+		for {
+			_, err := publish(ctx, ch, "y")
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, sdk.ErrUnavailable) {
+				t.Fatalf("publish on %s after the restart: %v", ch.ID(), err)
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("channel %s not back: %v", ch.ID(), err)
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	if h := s.Health(ctx)[0]; h.Pid == pid || h.Restarts != 1 {
+		t.Fatalf("health after the crash %+v: want a new process, one restart", h)
+	}
+}
+
 // TestCrashRestart: an adapter that dies is restarted; the channel handed
 // out stays valid; calls during the restart fail with ErrUnavailable; the
 // cut Subscribe returns ErrUnavailable and resumes from its cursor with

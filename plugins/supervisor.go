@@ -8,6 +8,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os/exec"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -37,6 +38,11 @@ type Options struct {
 	// StartTimeout bounds one adapter start (default DefaultStartTimeout);
 	// StopTimeout is the SIGTERM grace period before a kill (default 5s).
 	StartTimeout, StopTimeout time.Duration
+	// Together are built-in adapters that run in one process, to share one
+	// Go runtime: Command(JoinKinds(Together)) starts it, and it must serve
+	// each of them (sdk.ServeMany). A crash of one restarts them all. Each
+	// built-in not named here runs in a process of its own.
+	Together []string
 	// MinBackoff and MaxBackoff bound the delay between restarts of a
 	// crashed adapter (default 200ms and 1m); it doubles per failure, with
 	// jitter, and resets once a process has run for StableAfter (default 1m).
@@ -68,7 +74,14 @@ const misbehaviourShown = time.Hour
 // loaded one, where a channel that missed it stayed down until a restart.
 const DefaultStartTimeout = 30 * time.Second
 
-// Supervisor runs adapter processes, one per kind, and the channels on them.
+// JoinKinds names the process serving several adapter kinds: "dir+git".
+func JoinKinds(kinds []string) string { return strings.Join(kinds, "+") }
+
+// SplitKinds is JoinKinds undone.
+func SplitKinds(name string) []string { return strings.Split(name, "+") }
+
+// Supervisor runs adapter processes, one per kind (or one for the kinds
+// in Options.Together), and the channels on them.
 type Supervisor struct {
 	opts      Options
 	logger    *slog.Logger
@@ -128,11 +141,11 @@ func (s *Supervisor) Open(ctx context.Context, name string, req sdk.ConfigureReq
 	}
 	req.Secrets = maps.Clone(req.Secrets)
 	req.Logger = nil // the adapter process has its own
-	remote, err := c.Configure(ctx, req)
+	remote, err := p.kind(c, name).Configure(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	ch := &Channel{p: p, req: req, remote: remote, gen: gen, caps: remote.Capabilities()}
+	ch := &Channel{p: p, kind: name, req: req, remote: remote, gen: gen, caps: remote.Capabilities()}
 	p.mu.Lock()
 	if _, dup := p.channels[req.ChannelID]; dup {
 		p.mu.Unlock()
@@ -154,14 +167,22 @@ func (s *Supervisor) proc(name string) (*proc, error) {
 	if s.closed {
 		return nil, fmt.Errorf("plugins: supervisor: %w", ErrClosed)
 	}
+	var kinds []string
+	if slices.Contains(s.opts.Together, name) && slices.Contains(s.opts.Builtins, name) {
+		kinds = s.opts.Together
+		name = JoinKinds(kinds)
+	}
 	if p, ok := s.procs[name]; ok {
 		return p, nil
 	}
 	sp, err := s.resolve(name)
+	if kinds != nil {
+		sp, err = spec{command: func() *exec.Cmd { return s.opts.Command(name) }, where: "built in"}, nil
+	}
 	if err != nil {
 		return nil, err
 	}
-	p := &proc{s: s, name: name, spec: sp, channels: map[string]*Channel{}, stop: make(chan struct{}), stopped: make(chan struct{})}
+	p := &proc{s: s, name: name, kinds: kinds, spec: sp, channels: map[string]*Channel{}, stop: make(chan struct{}), stopped: make(chan struct{})}
 	s.procs[name] = p
 	return p, nil
 }
@@ -191,7 +212,10 @@ func sortedProcs(m map[string]*proc) []*proc {
 
 // AdapterHealth is the state of one adapter kind.
 type AdapterHealth struct {
-	Name string
+	// Name is the adapter's, or JoinKinds of the adapters sharing the
+	// process (Kinds).
+	Name  string
+	Kinds []string
 	// Running is true while a process is up and connected.
 	Running bool
 	Pid     int
@@ -227,7 +251,7 @@ func (s *Supervisor) Health(ctx context.Context) []AdapterHealth {
 	out := make([]AdapterHealth, 0, len(procs))
 	for _, p := range procs {
 		p.mu.Lock()
-		h := AdapterHealth{Name: p.name, Running: p.client != nil, Restarts: p.restarts, LastError: p.lastErr, Failed: p.fatal,
+		h := AdapterHealth{Name: p.name, Kinds: p.kinds, Running: p.client != nil, Restarts: p.restarts, LastError: p.lastErr, Failed: p.fatal,
 			Memory: p.memory, Misbehaved: p.misbehaved, MisbehavedAt: p.misbehavedAt}
 		if p.client != nil {
 			h.Pid = p.client.Pid()
@@ -249,9 +273,10 @@ func (s *Supervisor) Health(ctx context.Context) []AdapterHealth {
 
 // proc supervises the process of one adapter kind.
 type proc struct {
-	s    *Supervisor
-	name string
-	spec spec
+	s     *Supervisor
+	name  string
+	kinds []string // the adapters the process serves together; nil for one
+	spec  spec
 
 	stop    chan struct{} // closed by close
 	stopped chan struct{} // closed when run returns
@@ -315,6 +340,14 @@ func (p *proc) current(ctx context.Context, wait bool) (*host.Client, int, error
 	}
 }
 
+// kind is the client of adapter kind on c, the process's client.
+func (p *proc) kind(c *host.Client, kind string) *host.Client {
+	if p.kinds == nil {
+		return c
+	}
+	return c.Kind(kind)
+}
+
 func (p *proc) unavailableLocked() error {
 	e := &sdk.Error{Code: sdk.CodeUnavailable, Message: fmt.Sprintf("adapter %s is restarting", p.name)}
 	if p.lastErr != nil {
@@ -356,6 +389,7 @@ func (p *proc) run() {
 			StartTimeout: p.s.opts.StartTimeout,
 			StopTimeout:  p.s.opts.StopTimeout,
 			MemoryLimit:  max(p.s.opts.MemoryLimit, 0),
+			Kinds:        p.kinds,
 		})
 		cancel()
 
@@ -568,8 +602,9 @@ func fatalConfig(err error) bool {
 // adapter process and implements sdk.Channel, sdk.Board, sdk.Deleter and
 // sdk.Healther.
 type Channel struct {
-	p   *proc
-	req sdk.ConfigureRequest
+	p    *proc
+	kind string // the adapter's name
+	req  sdk.ConfigureRequest
 
 	mu     sync.Mutex
 	remote sdk.Channel // configured on process generation gen
@@ -600,7 +635,7 @@ func (ch *Channel) reconfigure(c *host.Client, gen int, err error) {
 	logger := ch.p.s.logger.With("adapter", ch.p.name, "channel", ch.req.ChannelID)
 	for try := 0; ; try++ {
 		ctx, cancel := context.WithTimeout(context.Background(), ch.p.s.opts.StartTimeout+30*time.Second)
-		remote, err := c.Configure(ctx, ch.req)
+		remote, err := ch.p.kind(c, ch.kind).Configure(ctx, ch.req)
 		cancel()
 		ch.mu.Lock()
 		ch.p.mu.Lock()

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -83,19 +85,48 @@ var ErrNotPlugin = errors.New("sdk: not started by a remora host")
 //
 // One process hosts every channel the host configures on it.
 func Serve(a Adapter, opts ...ServeOption) error {
+	return serve(map[string]Adapter{"": a}, opts)
+}
+
+// ServeMany is Serve for several adapters in one process, each under its
+// own kind name (the map key), so that they share one Go runtime. The
+// host must launch the process with those kinds (sdk/host Config.Kinds);
+// each kind is then exactly what Serve gives for one adapter. The remora
+// binary serves its built-in adapters this way. It takes no "describe":
+// describe one adapter with Serve.
+func ServeMany(adapters map[string]Adapter, opts ...ServeOption) error {
+	if len(adapters) == 0 {
+		return errors.New("sdk: serve: no adapters")
+	}
+	for k := range adapters {
+		if k == "" {
+			return errors.New("sdk: serve: an adapter kind needs a name")
+		}
+	}
+	return serve(adapters, opts)
+}
+
+func serve(adapters map[string]Adapter, opts []ServeOption) error {
 	cfg := newServeConfig(opts)
+	single, one := adapters[""]
 	switch {
-	case len(cfg.args) == 1 && cfg.args[0] == "describe":
-		return describe(cfg.stdout, a.Info())
+	case one && len(cfg.args) == 1 && cfg.args[0] == "describe":
+		return describe(cfg.stdout, single.Info())
 	case len(cfg.args) > 0:
 		return fmt.Errorf("sdk: serve: unexpected arguments %q: the only argument an adapter takes is \"describe\"", cfg.args)
 	}
-	info := a.Info()
 	if os.Getenv(wire.MagicCookieKey) != wire.MagicCookieValue {
-		fmt.Fprintf(os.Stderr, "This is the remora adapter %q (version %s, adapter protocol %d).\n"+
-			"remora starts it itself; it is not meant to be run by hand.\n"+
-			"Run it with the argument \"describe\" to see what it offers.\n",
-			info.Name, info.Version, ProtocolVersion)
+		if one {
+			info := single.Info()
+			fmt.Fprintf(os.Stderr, "This is the remora adapter %q (version %s, adapter protocol %d).\n"+
+				"remora starts it itself; it is not meant to be run by hand.\n"+
+				"Run it with the argument \"describe\" to see what it offers.\n",
+				info.Name, info.Version, ProtocolVersion)
+		} else {
+			fmt.Fprintf(os.Stderr, "This process serves the remora adapters %s (adapter protocol %d).\n"+
+				"remora starts it itself; it is not meant to be run by hand.\n",
+				strings.Join(slices.Sorted(maps.Keys(adapters)), ", "), ProtocolVersion)
+		}
 		return ErrNotPlugin
 	}
 
@@ -109,13 +140,33 @@ func Serve(a Adapter, opts ...ServeOption) error {
 		// the same warning about the same item.
 		logger = slog.New(NewQuietHandler(NewLogHandler(stderr, level), QuietOptions{}))
 	}
-	srv := newGRPCServer(a, logger)
-	defer srv.closeAll()
+	srvs := make(map[string]*grpcServer, len(adapters))
+	for kind, a := range adapters {
+		l := logger
+		if kind != "" {
+			l = logger.With("kind", kind)
+		}
+		srvs[kind] = newGRPCServer(a, l)
+	}
+	defer func() {
+		for _, srv := range srvs {
+			srv.closeAll()
+		}
+	}()
 
-	stopper := &stopper{grace: cfg.grace, idle: srv.idle}
+	stopper := &stopper{grace: cfg.grace, idle: func() bool {
+		for _, srv := range srvs {
+			if !srv.idle() {
+				return false
+			}
+		}
+		return true
+	}}
 	stop := func(why string) {
 		logger.Debug("adapter stopping", "reason", why)
-		srv.cancelStreams()
+		for _, srv := range srvs {
+			srv.cancelStreams()
+		}
 		stopper.stop()
 	}
 	sigs := make(chan os.Signal, 1)
@@ -151,10 +202,10 @@ func Serve(a Adapter, opts ...ServeOption) error {
 			MagicCookieValue: wire.MagicCookieValue,
 		},
 		VersionedPlugins: map[int]plugin.PluginSet{
-			ProtocolVersion: {wire.PluginName: &grpcPlugin{srv: srv}},
+			ProtocolVersion: {wire.PluginName: &grpcPlugin{srvs: srvs}},
 		},
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
-			gs := grpc.NewServer(append(opts, srv.serverOptions()...)...)
+			gs := grpc.NewServer(append(opts, serverOptions(srvs)...)...)
 			stopper.set(gs)
 			return gs
 		},
@@ -182,7 +233,7 @@ func ServeListener(ctx context.Context, l net.Listener, a Adapter, opts ...Serve
 	}
 	srv := newGRPCServer(a, logger)
 	defer srv.closeAll()
-	gs := grpc.NewServer(srv.serverOptions()...)
+	gs := grpc.NewServer(serverOptions(map[string]*grpcServer{"": srv})...)
 	wire.RegisterAdapterServer(gs, srv)
 	st := &stopper{grace: cfg.grace, idle: srv.idle}
 	st.set(gs)
@@ -208,13 +259,26 @@ func newServeConfig(opts []ServeOption) serveConfig {
 	return cfg
 }
 
-func (s *grpcServer) serverOptions() []grpc.ServerOption {
+// serverOptions are the gRPC server options for the adapters srvs serve
+// (by kind): the wire's limits and windows, and calls counted in flight.
+func serverOptions(srvs map[string]*grpcServer) []grpc.ServerOption {
+	prefix := make(map[string]*grpcServer, len(srvs))
+	for kind, srv := range srvs {
+		prefix["/"+wire.KindService(kind)+"/"] = srv
+	}
+	track := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		srv := prefix[info.FullMethod[:strings.LastIndexByte(info.FullMethod, '/')+1]]
+		if srv == nil {
+			return h(ctx, req)
+		}
+		return srv.track(ctx, req, info, h)
+	}
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(wire.MaxMessageSize),
 		grpc.MaxSendMsgSize(wire.MaxMessageSize),
 		grpc.InitialWindowSize(wire.WindowSize),
 		grpc.InitialConnWindowSize(wire.WindowSize),
-		grpc.ChainUnaryInterceptor(s.track),
+		grpc.ChainUnaryInterceptor(track),
 	}
 }
 

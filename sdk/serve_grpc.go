@@ -21,11 +21,13 @@ import (
 // client side.
 type grpcPlugin struct {
 	plugin.NetRPCUnsupportedPlugin
-	srv *grpcServer
+	srvs map[string]*grpcServer // by kind; "" alone for one adapter
 }
 
 func (p *grpcPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
-	wire.RegisterAdapterServer(s, p.srv)
+	for kind, srv := range p.srvs {
+		wire.RegisterKind(s, kind, srv)
+	}
 	return nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/remora-p2p/remora/git"
 	"github.com/remora-p2p/remora/mastodon"
 	"github.com/remora-p2p/remora/matrix"
+	"github.com/remora-p2p/remora/plugins"
 	"github.com/remora-p2p/remora/sdk"
 )
 
@@ -258,6 +259,18 @@ remora adapter install PATH    install a third-party adapter (pinned by SHA-256)
 remora adapter list            list built-in and installed adapters`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if kinds := plugins.SplitKinds(args[0]); len(kinds) > 1 {
+				// several built-ins in one process (adapter_processes = "shared")
+				set := map[string]sdk.Adapter{}
+				for _, k := range kinds {
+					newAdapter, ok := builtins[k]
+					if !ok {
+						return fmt.Errorf("unknown built-in adapter %q (built in: %s)", k, strings.Join(builtinNames(), ", "))
+					}
+					set[k] = newAdapter()
+				}
+				return sdk.ServeMany(set, sdk.WithArgs(args[1:]))
+			}
 			newAdapter, ok := builtins[args[0]]
 			if !ok {
 				return fmt.Errorf("unknown adapter %q (available: %s)", args[0], strings.Join(adapterNames(a.home), ", "))
@@ -270,7 +283,7 @@ remora adapter list            list built-in and installed adapters`,
 		Short: "Install a third-party adapter executable into the plugins directory",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			sup := newSupervisor(a.home, a.logger())
+			sup := newSupervisor(a.home, a.logger(), nil)
 			defer sup.Close()
 			inst, err := sup.Install(cmd.Context(), args[0])
 			if err != nil {

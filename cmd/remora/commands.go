@@ -240,6 +240,11 @@ func (a *app) doctor(ctx context.Context, w io.Writer) error {
 		return errors.New("doctor found problems")
 	}
 	say(true, "config", a.configPath())
+	if cfg.AdapterProcesses == "separate" {
+		say(true, "adapter processes", "one per adapter kind (adapter_processes = \"separate\")")
+	} else {
+		say(true, "adapter processes", "the built-in adapters share one (adapter_processes = \"shared\")")
+	}
 	var chans []api.Channel
 	st, err := a.client().Status(ctx)
 	if err == nil {
@@ -260,7 +265,7 @@ func (a *app) doctor(ctx context.Context, w io.Writer) error {
 		doctorMailbox(w, st)
 	} else {
 		say(errors.Is(err, api.ErrNotRunning), "daemon", "not running (start it with `remora run`); checking channels directly")
-		sup := newSupervisor(a.home, a.logger())
+		sup := newSupervisor(a.home, a.logger(), cfg)
 		defer sup.Close()
 		for _, nc := range openChannels(ctx, sup, a.home, cfg, a.logger()) {
 			c := api.Channel{Name: nc.Name, Adapter: nc.Adapter, State: string(sdk.HealthOK)}

@@ -34,6 +34,10 @@ type Config struct {
 	// that members confirm publicly reachable, and that has been up for a
 	// while, relays for its circles' members (members only, with limits).
 	NoRelay bool `toml:"no_relay"`
+	// AdapterProcesses is "shared" (default: the built-in adapters run in
+	// one process, one Go runtime for them all) or "separate" (one process
+	// per adapter kind: a crash of one leaves the others running).
+	AdapterProcesses string `toml:"adapter_processes,omitempty"`
 	// PresenceInterval is how often presence is published ("5m").
 	PresenceInterval string `toml:"presence_interval,omitempty"`
 	// Bootstrap boxes (config_boxes.go).
@@ -139,6 +143,11 @@ func (c *Config) validate(path string, adapters []string) error {
 		if err != nil || d < time.Second {
 			return bad("presence_interval", "%q is not a duration of at least 1s (e.g. \"5m\")", c.PresenceInterval)
 		}
+	}
+	switch c.AdapterProcesses {
+	case "", "shared", "separate":
+	default:
+		return bad("adapter_processes", "%q is neither \"shared\" nor \"separate\"", c.AdapterProcesses)
 	}
 	if err := c.validateBoxes(bad); err != nil {
 		return err

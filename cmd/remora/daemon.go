@@ -40,13 +40,19 @@ type daemonOptions struct {
 	BoardPoll        time.Duration
 }
 
-func newSupervisor(home string, log *slog.Logger) *plugins.Supervisor {
-	return plugins.New(plugins.Options{Dir: filepath.Join(home, "plugins"), Builtins: builtinNames(), Logger: log})
+// newSupervisor runs the built-in adapters in one process unless cfg
+// (which may be nil) says adapter_processes = "separate".
+func newSupervisor(home string, log *slog.Logger, cfg *Config) *plugins.Supervisor {
+	o := plugins.Options{Dir: filepath.Join(home, "plugins"), Builtins: builtinNames(), Together: builtinNames(), Logger: log}
+	if cfg != nil && cfg.AdapterProcesses == "separate" {
+		o.Together = nil
+	}
+	return plugins.New(o)
 }
 
 // adapterNames lists built-in and installed adapters.
 func adapterNames(home string) []string {
-	sup := newSupervisor(home, slog.New(slog.DiscardHandler))
+	sup := newSupervisor(home, slog.New(slog.DiscardHandler), nil)
 	defer sup.Close()
 	return sup.Adapters()
 }
@@ -100,7 +106,7 @@ func openDaemon(ctx context.Context, home string, cfg *Config, log *slog.Logger,
 			return nil, err
 		}
 	}
-	d.sup = newSupervisor(home, log)
+	d.sup = newSupervisor(home, log, cfg)
 	chans := openChannels(ctx, d.sup, home, cfg, log)
 	nopts := node.Options{Keyring: k, Store: d.db, Logger: log, Name: cfg.Name, ListenAddrs: cfg.Listen,
 		Channels: chans, PresenceInterval: o.PresenceInterval, BoardPollInterval: o.BoardPoll}

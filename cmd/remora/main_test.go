@@ -233,6 +233,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"unknown adapter", "name = \"a\"\n[[channel]]\nname = \"x\"\nadapter = \"imapp\"\n", "channel[1].adapter: unknown adapter \"imapp\" (available: dir"},
 		{"bad secret", "name = \"a\"\n[[channel]]\nname = \"x\"\nadapter = \"dir\"\n[channel.secrets]\npassword = { env = \"A\", file = \"/b\" }\n", "channel[1].secrets.password: give exactly one of env, file or command"},
 		{"bad duration", "name = \"a\"\npresence_interval = \"soon\"\n", "presence_interval"},
+		{"bad adapter_processes", "name = \"a\"\nadapter_processes = \"few\"\n", "adapter_processes: \"few\" is neither"},
 		{"not TOML", "name = \n", "config.toml"},
 		{"missing name", "mdns = true\n", "name: give your display name"},
 		{"bad mdns mode", "name = \"a\"\n[lan]\nmdns = \"sometimes\"\n", "lan: lan: mdns mode \"sometimes\": want auto, on or off"},
@@ -444,5 +445,40 @@ func TestDoctorWrongPassword(t *testing.T) {
 	}
 	if strings.Contains(string(out), "not-alices-password") {
 		t.Errorf("doctor printed the secret:\n%s", out)
+	}
+}
+
+// TestAdapterProcesses: by default the daemon runs its built-in adapters in
+// one process serving every kind; adapter_processes = "separate" gives each
+// kind its own. doctor says which.
+func TestAdapterProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs daemons")
+	}
+	for _, tt := range []struct{ procs, cmdline, doctor string }{
+		{"", "adapter dir+git+imap+mastodon+matrix", "the built-in adapters share one"},
+		{"separate", "adapter dir", "one per adapter kind"},
+	} {
+		t.Run("procs="+tt.procs, func(t *testing.T) {
+			h := newHome(t, "alice")
+			editConfig(t, h, func(c *Config) { c.AdapterProcesses = tt.procs })
+			h.ok("channel", "add", "folder", "--adapter", "dir", "--set", "path="+t.TempDir())
+			if out, _ := h.remora("doctor"); !strings.Contains(out, tt.doctor) {
+				t.Errorf("doctor does not say %q:\n%s", tt.doctor, out)
+			}
+			h.start()
+			var got []string
+			testenv.WaitFor(t, "the adapter process", 30*time.Second, func() bool {
+				got = nil
+				for _, p := range children(h.run.Process.Pid) {
+					b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p))
+					got = append(got, strings.Join(strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")[1:], " "))
+				}
+				return len(got) > 0
+			})
+			if len(got) != 1 || !strings.HasSuffix(got[0], tt.cmdline) {
+				t.Fatalf("adapter processes %q, want one ending in %q", got, tt.cmdline)
+			}
+		})
 	}
 }

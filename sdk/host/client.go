@@ -51,6 +51,8 @@ type Client struct {
 	unknownMu    sync.Mutex
 	unknownCode  int32
 	unknownCount int64
+
+	kinds map[string]*Client // a process serving several adapters (Config.Kinds)
 }
 
 var _ sdk.Adapter = (*Client)(nil)
@@ -70,6 +72,11 @@ func newClient(ctx context.Context, name string, conn grpc.ClientConnInterface, 
 	}
 	return c, nil
 }
+
+// Kind returns the client of adapter kind in a process launched with
+// Config.Kinds, nil if it serves no such kind. It shares the process: its
+// Close stops them all.
+func (c *Client) Kind(kind string) *Client { return c.kinds[kind] }
 
 // Info returns the adapter's Info, read once at start.
 func (c *Client) Info() sdk.Info { return c.info }
@@ -91,6 +98,9 @@ func (c *Client) Close() error {
 // used: the adapter logs through its stderr, which reaches the host's
 // logger with adapter=NAME and channel=ID.
 func (c *Client) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.Channel, error) {
+	if c.rpc == nil {
+		return nil, fmt.Errorf("host: %s serves several adapters; configure a channel on one of them (Kind)", c.name)
+	}
 	resp, err := c.rpc.Configure(ctx, &wire.ConfigureRequest{
 		ChannelId:  req.ChannelID,
 		ConfigJson: req.Config,

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -51,6 +53,10 @@ type Config struct {
 	// An adapter over the limit fails to allocate and, if written in Go,
 	// dies with "out of memory" (Client.OutOfMemory).
 	MemoryLimit int64
+	// Kinds, if set, are the adapters the process serves together
+	// (sdk.ServeMany); Client.Kind returns each. Unset, the process serves
+	// one adapter (sdk.Serve).
+	Kinds []string
 }
 
 // ErrChecksum is returned by Launch when the executable's SHA-256 is not
@@ -196,16 +202,32 @@ func Launch(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	infoCtx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
 	defer cancel()
-	c, err := newClient(infoCtx, cfg.Name, st.conn, st.done.Done(), pid, closeFn)
-	if err != nil {
-		_ = closeFn()
-		return fail(err)
+	var c *Client
+	if len(cfg.Kinds) == 0 {
+		c, err = newClient(infoCtx, cfg.Name, st.conn, st.done.Done(), pid, closeFn)
+		if err != nil {
+			_ = closeFn()
+			return fail(err)
+		}
+	} else {
+		c = &Client{name: cfg.Name, done: st.done.Done(), pid: pid, close: closeFn, kinds: map[string]*Client{}}
+		for _, kind := range cfg.Kinds {
+			k, err := newClient(infoCtx, kind, wire.KindConn(st.conn, kind), c.done, pid, c.Close)
+			if err != nil {
+				_ = closeFn()
+				return fail(err)
+			}
+			c.kinds[kind] = k
+		}
 	}
-	c.limit, c.dataLimit, c.stderr, c.health = cfg.MemoryLimit, dataLimit, stderrTail, healthClient(st.conn)
-	c.kill = func() {
+	health := healthClient(st.conn)
+	kill := func() {
 		if cmd.Process != nil {
 			_ = cmd.Process.Kill()
 		}
+	}
+	for _, x := range append([]*Client{c}, slices.Collect(maps.Values(c.kinds))...) {
+		x.limit, x.dataLimit, x.stderr, x.health, x.kill = cfg.MemoryLimit, dataLimit, stderrTail, health, kill
 	}
 	return c, nil
 }
