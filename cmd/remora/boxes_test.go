@@ -118,7 +118,7 @@ func lockMail() func() {
 	return func() { f.Close() }
 }
 
-func writeSecret(t *testing.T, h *home, name, value string) string {
+func writeSecret(t testing.TB, h *home, name, value string) string {
 	t.Helper()
 	path := filepath.Join(h.dir, name)
 	if err := os.WriteFile(path, []byte(value), 0o600); err != nil {
@@ -128,7 +128,7 @@ func writeSecret(t *testing.T, h *home, name, value string) string {
 }
 
 // editConfig changes h's config.toml.
-func editConfig(t *testing.T, h *home, f func(c *Config)) {
+func editConfig(t testing.TB, h *home, f func(c *Config)) {
 	t.Helper()
 	path := filepath.Join(h.dir, "config.toml")
 	c, err := loadConfig(path, builtinNames())
@@ -186,7 +186,7 @@ func members(t *testing.T, n int, tune func(i int, c *Config)) []*home {
 
 // formCircle makes a circle of hs (daemons running) over whatever channel
 // they have: the first creates it and invites the others.
-func formCircle(t *testing.T, hs []*home) string {
+func formCircle(t testing.TB, hs []*home) string {
 	t.Helper()
 	out := hs[0].ok("circle", "create", "friends")
 	circleID := strings.Fields(out)[1]
