@@ -38,6 +38,7 @@ type counters struct {
 	published, delivered, rateLimited, packedEvents atomic.Int64
 	ignoredInvalid, ignoredOversize, ignoredForeign atomic.Int64
 	redacted, syncErrors, boardFallbackPuts         atomic.Int64
+	boardPushed                                     atomic.Int64 // board writes delivered live through Subscribe
 }
 
 type channel struct {
@@ -479,6 +480,7 @@ func (c *channel) Health(ctx context.Context) sdk.Health {
 		"redacted":            c.n.redacted.Load(),
 		"sync_errors":         c.n.syncErrors.Load(),
 		"board_fallback_puts": c.n.boardFallbackPuts.Load(),
+		"board_pushed":        c.n.boardPushed.Load(),
 	}}
 	var msgs []string
 	if _, err := c.cli.Whoami(ctx); err != nil {

@@ -317,6 +317,47 @@ func TestBoardStateEvents(t *testing.T) {
 	}
 }
 
+// TestBoardWritesPushed: a board write reaches the other members' Subscribe
+// as it happens (no wait for their next board read), between the
+// envelopes, whose cursor it does not move: resuming from the cursor after
+// it delivers the envelopes that follow.
+func TestBoardWritesPushed(t *testing.T) {
+	hs := needHomeserver(t)
+	alice, bob := hs.register(t), hs.register(t)
+	room := createRoom(t, alice, []user{bob}, &event.PowerLevelsEventContent{
+		Users:  map[id.UserID]int{alice.id: 100},
+		Events: map[string]int{boardEvents: 0},
+	})
+	a := hs.mustOpen(t, alice, room, t.TempDir())
+	b := hs.mustOpen(t, bob, room, t.TempDir())
+	ctx := ctxT(t, 2*time.Minute)
+	col, stop := subscribe(t, b, nil)
+	if _, err := a.Publish(ctx, sdk.PublishRequest{Items: []sdk.PublishItem{item([]byte("env-1"))}}); err != nil {
+		t.Fatal(err)
+	}
+	col.waitFor(t, wantSet([]byte("env-1")), time.Minute)
+	if err := a.Put(ctx, sdk.PutRequest{Key: "presence-a", Value: []byte("board-a1")}); err != nil {
+		t.Fatal(err)
+	}
+	col.waitFor(t, wantSet([]byte("board-a1")), time.Minute)
+	afterBoard := col.cursor
+	if h := b.Health(ctx); h.Counters["board_pushed"] != 1 {
+		t.Errorf("bob's board_pushed = %d, want 1", h.Counters["board_pushed"])
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Publish(ctx, sdk.PublishRequest{Items: []sdk.PublishItem{item([]byte("env-2"))}}); err != nil {
+		t.Fatal(err)
+	}
+	col2, _ := subscribe(t, b, afterBoard)
+	seen := col2.waitFor(t, wantSet([]byte("env-2")), time.Minute)
+	col2.drain(2*time.Second, seen)
+	if seen["env-1"] != 0 {
+		t.Errorf("resuming after the board write delivered env-1 again: %v", seen)
+	}
+}
+
 // TestBoardPowerFallback: a member below the power level the room requires
 // for state events publishes board values through the timeline; both
 // members read them; Health says so; AllowBoard (by the admin) lifts it.

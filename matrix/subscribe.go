@@ -63,8 +63,9 @@ type messagesResponse struct {
 	End   string     `json:"end"`
 }
 
-// syncFilter limits /sync to our room and our event type, with no state,
-// presence, receipts or account data; limit bounds the timeline.
+// syncFilter limits /sync to our room and our event types (envelopes, and
+// board writes, which are pushed as they happen), with no state, presence,
+// receipts or account data; limit bounds the timeline.
 func (c *channel) syncFilter(limit int) string {
 	none := map[string]any{"not_types": []string{"*"}}
 	f := map[string]any{
@@ -72,7 +73,7 @@ func (c *channel) syncFilter(limit int) string {
 		"account_data": none,
 		"room": map[string]any{
 			"rooms":        []string{string(c.roomID)},
-			"timeline":     map[string]any{"types": []string{c.types.envelope}, "limit": limit},
+			"timeline":     map[string]any{"types": []string{c.types.envelope, c.types.board}, "limit": limit},
 			"state":        map[string]any{"types": []string{"m.room.encryption"}, "lazy_load_members": true},
 			"ephemeral":    none,
 			"account_data": none,
@@ -283,15 +284,34 @@ func (c *channel) Subscribe(ctx context.Context, req sdk.SubscribeRequest, sink 
 // deliver hands the envelopes of evs to sink, oldest first. pos.S is the
 // sync token that follows evs; pos.E/pos.P is the last envelope already
 // delivered (its earlier parts are skipped if evs starts with it).
+//
+// A board write seen live (a state event of the board type) is delivered
+// too, so that members learn of it at once instead of at their next board
+// read: the value is what Get would return for its key. It does not move
+// E/P (catching up pages envelopes only), so after a restart it may come
+// again, which the core's dedupe absorbs.
 func (c *channel) deliver(ctx context.Context, sink sdk.Sink, evs []rawEvent, pos *cursor) error {
 	type item struct {
-		ev   rawEvent
-		part int
-		n    int
-		data []byte
+		ev    rawEvent
+		part  int
+		n     int
+		data  []byte
+		board bool
 	}
 	var items []item
 	for _, ev := range evs {
+		if ev.Type == c.types.board {
+			if ev.StateKey == nil || *ev.StateKey == "" || len(ev.Content) <= 2 {
+				continue // not a board entry, or cleared
+			}
+			if _, v, err := parseBoard(ev.Content, false); err == nil {
+				items = append(items, item{ev: ev, n: 1, data: v, board: true})
+				c.n.boardPushed.Add(1)
+			} else {
+				c.n.ignoredInvalid.Add(1)
+			}
+			continue
+		}
 		if ev.Type != c.types.envelope {
 			c.n.ignoredForeign.Add(1)
 			continue
@@ -322,6 +342,9 @@ func (c *channel) deliver(ctx context.Context, sink sdk.Sink, evs []rawEvent, po
 			idStr += "/" + strconv.Itoa(it.part)
 		}
 		next := cursor{S: pos.S, E: it.ev.ID, P: it.part, M: k < len(items)-1}
+		if it.board {
+			next.E, next.P = pos.E, pos.P
+		}
 		if err := sink.Deliver(ctx, sdk.Delivery{ID: idStr, Data: it.data, Cursor: next.bytes(), From: it.ev.Sender, Time: it.ev.time()}); err != nil {
 			return err
 		}
