@@ -204,6 +204,9 @@ type Peer struct {
 	Cached int      `json:"cached"`
 	Addrs  []string `json:"addrs,omitempty"`
 	NAT    string   `json:"nat,omitempty"`
+	// Presence is when the newest presence record held for the peer was
+	// issued (zero: none yet); its source is FoundBy's kind of box.
+	Presence time.Time `json:"presence,omitzero"`
 }
 
 // Channel is one configured channel.

@@ -231,6 +231,7 @@ func (n *Node) Peers(ctx context.Context) ([]api.Peer, error) {
 			}
 			if pi.record != nil {
 				p.NAT = pi.record.NAT.String()
+				p.Presence = pi.record.IssuedAt
 			}
 		}
 		n.mu.Unlock()
