@@ -1,0 +1,348 @@
+package matrix
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/remora-p2p/remora/core/node"
+	"github.com/remora-p2p/remora/core/node/nodetest"
+	"github.com/remora-p2p/remora/sdk"
+	"github.com/remora-p2p/remora/testenv"
+	"github.com/remora-p2p/remora/testenv/benchdoc"
+)
+
+var (
+	scaleSizes = flag.String("scale", "10,50,150", "circle sizes BenchmarkPresenceScale runs")
+	scaleRound = flag.Duration("scale-round", time.Minute, "presence interval (one round) in BenchmarkPresenceScale")
+)
+
+// BenchmarkPresenceScale: circles of -scale members (default 10, 50, 150),
+// real core nodes in this process, each with its own account in one
+// Dendrite room, every request counted by a proxy in front of the server.
+// Once the circle is formed every node is restarted at the same moment;
+// reported are the time until every member holds every other member's
+// presence record issued after that moment, the requests per member in the
+// round that follows (presence interval -scale-round; boards read every
+// 30 s, the default), and the bytes of board state one member writes per
+// day at the default presence interval (5 min).
+//
+//	REMORA_TESTENV=/tmp/remora-testenv go test ./matrix -run '^$' -bench PresenceScale -benchtime 1x -timeout 60m
+func BenchmarkPresenceScale(b *testing.B) {
+	hs := needHomeserver(b)
+	var results []scaleResult
+	for _, f := range strings.Split(*scaleSizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 2 {
+			b.Fatalf("-scale: %q is not a circle size", f)
+		}
+		b.Run(fmt.Sprintf("members=%d", n), func(b *testing.B) { results = append(results, presenceScale(b, hs, n)) })
+	}
+	writeScale(b, results)
+}
+
+// scaleResult is one circle size's figures.
+type scaleResult struct {
+	members                    int
+	converged                  time.Duration // 0: not within the deadline
+	fraction                   float64       // of member pairs holding a fresh record at the end
+	perMember, readKiB, dayKiB float64
+	formed                     time.Duration
+	detail                     string
+}
+
+// writeScale puts the run's table into BENCHMARKS.md and its plots into
+// plots/ (testenv/benchdoc).
+func writeScale(b *testing.B, rs []scaleResult) {
+	if len(rs) == 0 {
+		return
+	}
+	var md strings.Builder
+	fmt.Fprintf(&md, "Run %s, presence round %v, boards read every 30 s; command:\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), *scaleRound)
+	fmt.Fprintf(&md, "    REMORA_TESTENV=/tmp/remora-testenv REMORA_BENCH_WRITE=1 go test ./matrix -run '^$' -bench PresenceScale -benchtime 1x -timeout 90m -scale %s -scale-round %v\n\n", *scaleSizes, *scaleRound)
+	md.WriteString("| members | circle formed in | all presence held after restart | requests per member per round | KiB read per member per round | KiB board written per member-day (5 min interval) |\n|---|---|---|---|---|---|\n")
+	var conv, reqs benchdoc.Series
+	conv.Name, reqs.Name = "Matrix (Dendrite)", "Matrix (Dendrite)"
+	for _, r := range rs {
+		c := fmt.Sprintf("%.1f s", r.converged.Seconds())
+		if r.converged == 0 {
+			c = fmt.Sprintf("not within the deadline (%.0f %% of pairs)", 100*r.fraction)
+		} else {
+			conv.X, conv.Y = append(conv.X, float64(r.members)), append(conv.Y, r.converged.Seconds())
+		}
+		fmt.Fprintf(&md, "| %d | %v | %s | %.1f | %.0f | %.0f |\n", r.members, r.formed.Round(time.Second), c, r.perMember, r.readKiB, r.dayKiB)
+		reqs.X, reqs.Y = append(reqs.X, float64(r.members)), append(reqs.Y, r.perMember)
+	}
+	md.WriteString("\n")
+	for _, r := range rs {
+		fmt.Fprintf(&md, "- %d members: %s\n", r.members, r.detail)
+	}
+	md.WriteString("\n![convergence](plots/scale-convergence.svg) ![requests](plots/scale-requests.svg)\n")
+	benchdoc.Section(b, "scale-matrix", md.String())
+	benchdoc.Lines(b, "scale-convergence.svg", "Every member holds every other's presence", "members", "seconds after a restart of all", conv)
+	benchdoc.Lines(b, "scale-requests.svg", "Requests per member per presence round", "members", "requests", reqs)
+}
+
+func presenceScale(b *testing.B, hs homeserver, n int) scaleResult {
+	users := make([]user, n)
+	parallel(n, 4, func(i int) { users[i] = hs.register(b) })
+	room := createRoom(b, users[0], users[1:], &event.PowerLevelsEventContent{
+		Users:  map[id.UserID]int{users[0].id: 100},
+		Events: map[string]int{boardEvents: 0},
+	})
+	root := b.TempDir()
+	nodes := make([]*nodetest.Node, n)
+	counters := make([]*requestCounter, n)
+	for i := range n {
+		counters[i] = newRequestCounter(b, hs.url)
+		u, proxy := users[i], counters[i].url
+		nodes[i] = nodetest.New(b, fmt.Sprintf("m%03d", i), filepath.Join(root, strconv.Itoa(i)), nodetest.Channel{
+			Name: "matrix", ID: string(room), Adapter: "matrix",
+			Open: func(ctx context.Context, stateDir string) (sdk.Channel, error) {
+				ch, err := hs.open(ctx, b, u, room, stateDir, map[string]any{"homeserver": proxy})
+				if err != nil {
+					return nil, err
+				}
+				return ch, nil
+			}})
+		nodes[i].Tune = func(o *node.Options) {
+			o.PresenceInterval = *scaleRound
+			o.BoardPollInterval = 30 * time.Second
+			o.LiveTimeout = 5 * time.Second
+		}
+	}
+	parallel(n, 8, func(i int) { nodes[i].Start() })
+	defer parallel(n, 8, func(i int) { nodes[i].Stop() })
+
+	formStart := time.Now()
+	nodetest.Circle(b, nodes[0], nodes[1:]...)
+	testenv.WaitFor(b, "every member knowing every other", 20*time.Minute, func() bool {
+		for _, nd := range nodes {
+			if p, err := nd.N.Peers(context.Background()); err != nil || len(p) != n-1 {
+				return false
+			}
+		}
+		return true
+	})
+	formed := time.Since(formStart)
+	b.Logf("%d members: circle formed in %v", n, formed.Round(time.Second))
+
+	// The round: everyone restarts at once and publishes fresh presence.
+	parallel(n, 8, func(i int) { nodes[i].Stop() })
+	for _, c := range counters {
+		c.reset()
+	}
+	t0 := time.Now()
+	parallel(n, 8, func(i int) { nodes[i].Start() })
+	var converged time.Duration
+	var fresh, pairs int
+	deadline := t0.Add(max(*scaleRound, 5*time.Minute))
+	for time.Now().Before(deadline) {
+		fresh, pairs = 0, n*(n-1)
+		for _, nd := range nodes {
+			ps, err := nd.N.Peers(context.Background())
+			if err != nil {
+				continue
+			}
+			for _, p := range ps {
+				if !p.Presence.Before(t0) {
+					fresh++
+				}
+			}
+		}
+		if fresh == pairs {
+			converged = time.Since(t0)
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if converged == 0 {
+		b.Logf("%d members: not converged after %v: %d of %d member pairs hold a fresh record", n, time.Since(t0).Round(time.Second), fresh, pairs)
+	}
+	if rest := time.Until(t0.Add(*scaleRound)); rest > 0 {
+		time.Sleep(rest) // count one whole round
+	}
+	window := time.Since(t0)
+	var total requestCounts
+	for _, c := range counters {
+		total.add(c.snapshot())
+	}
+	perMember := float64(total.requests()) / float64(n) * scaleRound.Seconds() / window.Seconds()
+	// Board state one member writes per day at the default interval (5 min).
+	putBytes := 0.0
+	if total.count["board-put"] > 0 {
+		putBytes = float64(total.up["board-put"]) / float64(total.count["board-put"])
+	}
+	perDay := putBytes * (24 * time.Hour).Seconds() / (5 * time.Minute).Seconds()
+	b.ReportMetric(converged.Seconds(), "s-converge")
+	b.ReportMetric(float64(fresh)/float64(pairs), "fraction-converged")
+	b.ReportMetric(perMember, "requests/member/round")
+	b.ReportMetric(perDay/1024, "KiB-board/member-day")
+	b.ReportMetric(float64(total.down["board-get"]+total.down["sync"])/float64(n)/1024*scaleRound.Seconds()/window.Seconds(), "KiB-read/member/round")
+	b.Logf("%d members, %v window: %s", n, window.Round(time.Second), total.String(n))
+	return scaleResult{members: n, converged: converged, fraction: float64(fresh) / float64(pairs), perMember: perMember,
+		readKiB: float64(total.down["board-get"]+total.down["sync"]) / float64(n) / 1024 * scaleRound.Seconds() / window.Seconds(),
+		dayKiB:  perDay / 1024, formed: formed, detail: total.String(n)}
+}
+
+// parallel runs f(0..n-1) on at most workers goroutines.
+func parallel(n, workers int, f func(i int)) {
+	var wg sync.WaitGroup
+	next := atomic.Int64{}
+	for range min(n, workers) {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				f(i)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// requestCounter is a reverse proxy in front of the homeserver that counts
+// one member's requests and bytes by kind.
+type requestCounter struct {
+	url string
+	mu  sync.Mutex
+	c   requestCounts
+}
+
+type requestCounts struct {
+	count, up, down map[string]int64
+}
+
+func (r *requestCounts) add(o requestCounts) {
+	if r.count == nil {
+		r.count, r.up, r.down = map[string]int64{}, map[string]int64{}, map[string]int64{}
+	}
+	for k, v := range o.count {
+		r.count[k] += v
+		r.up[k] += o.up[k]
+		r.down[k] += o.down[k]
+	}
+}
+
+func (r *requestCounts) requests() int64 {
+	var t int64
+	for _, v := range r.count {
+		t += v
+	}
+	return t
+}
+
+// String is the per-member requests and bytes by kind.
+func (r *requestCounts) String(n int) string {
+	var kinds []string
+	for k := range r.count {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	var parts []string
+	for _, k := range kinds {
+		parts = append(parts, fmt.Sprintf("%s %.1f req (%.1f KiB up, %.1f KiB down)", k,
+			float64(r.count[k])/float64(n), float64(r.up[k])/float64(n)/1024, float64(r.down[k])/float64(n)/1024))
+	}
+	return "per member: " + strings.Join(parts, "; ")
+}
+
+func newRequestCounter(t testing.TB, upstream string) *requestCounter {
+	u, err := url.Parse(upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := &requestCounter{}
+	rc.reset()
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		kind := requestKind(r)
+		cw := &countingWriter{ResponseWriter: w}
+		var up int64
+		if r.Body != nil {
+			r.Body = &countingBody{ReadCloser: r.Body, n: &up}
+		}
+		proxy.ServeHTTP(cw, r)
+		rc.mu.Lock()
+		rc.c.count[kind]++
+		rc.c.up[kind] += up
+		rc.c.down[kind] += cw.n
+		rc.mu.Unlock()
+	}))
+	t.Cleanup(srv.Close)
+	rc.url = srv.URL
+	return rc
+}
+
+func (rc *requestCounter) reset() {
+	rc.mu.Lock()
+	rc.c = requestCounts{count: map[string]int64{}, up: map[string]int64{}, down: map[string]int64{}}
+	rc.mu.Unlock()
+}
+
+func (rc *requestCounter) snapshot() requestCounts {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	var out requestCounts
+	out.add(rc.c)
+	return out
+}
+
+func requestKind(r *http.Request) string {
+	p := r.URL.Path
+	switch {
+	case strings.HasSuffix(p, "/sync"):
+		return "sync"
+	case strings.Contains(p, "/state/") && r.Method == http.MethodPut:
+		return "board-put"
+	case strings.HasSuffix(p, "/state") && r.Method == http.MethodGet:
+		return "board-get"
+	case strings.Contains(p, "/send/"):
+		return "log-send"
+	case strings.HasSuffix(p, "/messages"):
+		return "log-read"
+	}
+	return "other"
+}
+
+type countingWriter struct {
+	http.ResponseWriter
+	n int64
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(p)
+	w.n += int64(n)
+	return n, err
+}
+
+func (w *countingWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+type countingBody struct {
+	io.ReadCloser
+	n *int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	*b.n += int64(n)
+	return n, err
+}
