@@ -16,12 +16,13 @@ import (
 	"github.com/remora-p2p/remora/matrix"
 	"github.com/remora-p2p/remora/matrix/matrixtest"
 	"github.com/remora-p2p/remora/testenv"
+	"github.com/remora-p2p/remora/testenv/benchdoc"
 	"github.com/remora-p2p/remora/testenv/gotosocial"
 )
 
 var (
 	idleFor    = flag.Duration("idle", 5*time.Minute, "how long BenchmarkIdle samples an idle daemon")
-	idleSettle = flag.Duration("idle-settle", 30*time.Second, "how long BenchmarkIdle lets a daemon settle after its first direct path before sampling")
+	idleSettle = flag.Duration("idle-settle", 45*time.Second, "how long BenchmarkIdle lets a daemon settle after its first direct path before sampling")
 )
 
 // BenchmarkIdle measures what an idle daemon costs, as a new user would
@@ -37,19 +38,62 @@ var (
 //
 //	REMORA_TESTENV=/tmp/remora-testenv go test ./cmd/remora -run '^$' -bench Idle -benchtime 1x -timeout 30m
 func BenchmarkIdle(b *testing.B) {
+	var cases []string
+	results := map[string]idleSample{}
 	for _, procs := range []string{"shared", "separate"} {
 		b.Run("dir/"+procs, func(b *testing.B) {
 			shared := b.TempDir()
-			idle(b, false, procs, func(h *home, i int) {
+			results[b.Name()] = idle(b, false, procs, func(h *home, i int) {
 				h.ok("channel", "add", "folder", "--adapter", "dir", "--set", "path="+shared)
 			})
+			cases = append(cases, b.Name())
 		})
 	}
 	for _, procs := range []string{"shared", "separate"} {
 		b.Run("four/"+procs, func(b *testing.B) {
-			idle(b, true, procs, fourServices(b))
+			results[b.Name()] = idle(b, true, procs, fourServices(b))
+			cases = append(cases, b.Name())
 		})
 	}
+	writeIdle(b, cases, results)
+}
+
+// writeIdle puts the run's table into BENCHMARKS.md and its memory plot
+// into plots/ (testenv/benchdoc).
+func writeIdle(b *testing.B, cases []string, results map[string]idleSample) {
+	if len(cases) == 0 {
+		return
+	}
+	var md strings.Builder
+	fmt.Fprintf(&md, "Run %s, -idle %v (load average %s); command:\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), *idleFor, loadAvg())
+	md.WriteString("    REMORA_TESTENV=/tmp/remora-testenv REMORA_BENCH_WRITE=1 go test ./cmd/remora -run '^$' -bench Idle -benchtime 1x -timeout 60m\n\n")
+	md.WriteString("| case | CPU % of one core | RSS sum MB (peak) | PSS sum MB | anonymous MB | processes |\n|---|---|---|---|---|---|\n")
+	var labels []string
+	var rss, pss, anon benchdoc.Series
+	rss.Name, pss.Name, anon.Name = "RSS sum", "PSS sum", "anonymous"
+	for _, c := range cases {
+		s := results[c]
+		name := strings.TrimPrefix(c, "BenchmarkIdle/")
+		fmt.Fprintf(&md, "| %s | %.3f | %.1f (%.1f) | %.1f | %.1f | %d |\n", name, s.cpuPercent, s.meanRSS, s.maxRSS, s.meanPSS, s.meanAnon, s.procs)
+		labels = append(labels, name)
+		rss.Y, pss.Y, anon.Y = append(rss.Y, s.meanRSS), append(pss.Y, s.meanPSS), append(anon.Y, s.meanAnon)
+	}
+	md.WriteString("\nPer process (mean over the window):\n\n")
+	for _, c := range cases {
+		fmt.Fprintf(&md, "- %s: %s\n", strings.TrimPrefix(c, "BenchmarkIdle/"), results[c].detail)
+	}
+	md.WriteString("\n![idle memory](plots/idle-memory.svg)\n")
+	benchdoc.Section(b, "idle", md.String())
+	benchdoc.Bars(b, "idle-memory.svg", "Idle daemon + adapter processes", "MB", labels, rss, pss, anon)
+}
+
+// loadAvg is the 1-minute load average, for the record.
+func loadAvg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
 
 // fourServices prepares an account per member on each real server and
@@ -87,7 +131,7 @@ func fourServices(b *testing.B) func(h *home, i int) {
 
 // idle runs alice and bob with the channels addChannel gives them, forms
 // their circle, waits for a direct path and then samples alice's processes.
-func idle(b *testing.B, mail bool, procs string, addChannel func(h *home, i int)) {
+func idle(b *testing.B, mail bool, procs string, addChannel func(h *home, i int)) idleSample {
 	if mail { // no dovecot restart by the imap tests while we sample
 		defer lockMail()()
 	}
@@ -114,6 +158,7 @@ func idle(b *testing.B, mail bool, procs string, addChannel func(h *home, i int)
 	b.ReportMetric(s.meanAnon, "MB-anon-mean")
 	b.ReportMetric(float64(s.procs), "processes")
 	b.Logf("%s: %s", b.Name(), s.detail)
+	return s
 }
 
 // idleSample is what sampleIdle saw.

@@ -86,13 +86,18 @@ func runBenchPeer(name string) int {
 	return 0
 }
 
-// processVariants are the stacks BenchmarkBulkProcesses compares.
-var processVariants = []variant{variants[0], variants[1], variants[len(variants)-1]}
+// processVariants are the stacks BenchmarkBulkProcesses compares: the
+// shipped one, TLS as it comes, libp2p's default (Noise) and QUIC.
+var processVariants = []variant{variants[0], variants[1], variants[3], variants[len(variants)-1]}
 
 // BenchmarkBulkProcesses is BenchmarkBulk with the receiving end in its own
 // process, as between two nodes: each Go runtime has the machine's cores to
 // itself. CPU time is the sum of both processes.
 func BenchmarkBulkProcesses(b *testing.B) {
+	results := map[string]bulkResult{}
+	defer func() {
+		writeBulk(b, "throughput-processes", "go test -run '^$' -bench 'BulkProcesses' -benchtime 20x ./core/transport/", "two processes", processVariants, results)
+	}()
 	for _, v := range processVariants {
 		b.Run(v.name, func(b *testing.B) {
 			cmd := exec.Command(os.Args[0])
@@ -146,7 +151,7 @@ func BenchmarkBulkProcesses(b *testing.B) {
 			b.Cleanup(func() { rc.Close() })
 			pid := cmd.Process.Pid
 			cpu := func() time.Duration { return cpuTime() + threadCPU(pid) }
-			runBulk(b, v, sink{w: rc, ack: rc}, sink{w: s, ack: s}, a, info.ID, cpu)
+			results[v.name] = runBulk(b, v, sink{w: rc, ack: rc}, sink{w: s, ack: s}, a, info.ID, cpu)
 		})
 	}
 }
