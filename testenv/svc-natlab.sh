@@ -26,8 +26,8 @@ case $cmd in
     echo "REMORA_NATLAB=1" >> "$DIR/env"
     ;;
   down)
-    # Namespaces a crashed test run left behind (prefix rl + 4 hex digits).
-    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^rl[0-9a-f]{4}-(inet|rta|rtb|a|b|pub|lan|m1|m2|stranger)$' || true); do
+    # Namespaces a crashed test run left behind (prefix rl or nat + 4 hex digits).
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^(rl[0-9a-f]{4}-(inet|rta|rtb|a|b|pub|lan|m1|m2|stranger)|nat[0-9a-f]{4}-(i|r|a|b|ra|rb|ca|cb))$' || true); do
       ip netns del "$ns" 2>/dev/null || true
     done
     ;;

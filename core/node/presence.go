@@ -226,6 +226,7 @@ func (n *Node) acceptPresence(circleID envelope.CircleID, body []byte, source st
 	n.mu.Lock()
 	pi := n.peerLocked(rec.Peer)
 	fresh := rec.Newer(pi.record)
+	moved := fresh && (pi.record == nil || !sameAddrs(pi.record.Addrs, rec.Addrs))
 	if fresh {
 		pi.record, pi.raw = rec, body
 	}
@@ -259,9 +260,11 @@ func (n *Node) acceptPresence(circleID envelope.CircleID, body []byte, source st
 	}
 	n.disc.Report(discovery.Found{Peer: rec.Peer, Addrs: addrs, Relay: rec.RelayOffer, Source: source})
 	// A dial started from older (e.g. cached, now stale) addresses may be
-	// waiting out a timeout: start over with these.
+	// waiting out a timeout: start over with these. A record that only
+	// repeats the addresses (every presence cadence, every peer exchange)
+	// must not restart a dial under way, or a slow one never finishes.
 	n.mu.Lock()
-	if pi.dialing && pi.redial != nil {
+	if moved && pi.dialing && pi.redial != nil {
 		pi.redial()
 	}
 	n.mu.Unlock()
@@ -379,4 +382,21 @@ func (n *Node) learnAddrs(f discovery.Found) {
 func (n *Node) relayOffer() bool {
 	return n.opts.Relay != nil && n.tr.Reachability() == transport.ReachabilityPublic &&
 		n.opts.Now().Sub(n.started) >= n.opts.RelayUptime
+}
+
+// sameAddrs reports whether two records list the same addresses, in any order.
+func sameAddrs(x, y []presence.Address) bool {
+	if len(x) != len(y) {
+		return false
+	}
+	set := make(map[string]bool, len(x))
+	for _, a := range x {
+		set[string(a.Addr.Bytes())] = true
+	}
+	for _, a := range y {
+		if !set[string(a.Addr.Bytes())] {
+			return false
+		}
+	}
+	return true
 }

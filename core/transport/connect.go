@@ -16,6 +16,10 @@ import (
 const (
 	directDialTimeout = 5 * time.Second
 	relayDialTimeout  = 10 * time.Second
+	// relayHeadStart is how long direct addresses are tried alone before
+	// relay addresses join (RFC 8305's connection attempt delay is 250 ms;
+	// a LAN or public peer answers well within it).
+	relayHeadStart = 300 * time.Millisecond
 )
 
 // upgradeBackoff is the wait before each application-driven DCUtR retry on a
@@ -24,7 +28,8 @@ var upgradeBackoff = []time.Duration{1 * time.Second, 5 * time.Second, 15 * time
 
 // Connect makes sure a live path to p exists, trying in DESIGN.md's order:
 // an existing connection; the direct addresses known for p (LAN and public,
-// dialed together, best first); then its relay addresses. A relayed path is
+// dialed together, best first); then, after a head start of the direct
+// dial that it does not cancel, its relay addresses. A relayed path is
 // returned at once and upgraded to direct in the background (DCUtR, retried
 // by the transport); EventPathChanged tells when. Addresses come from
 // AddAddrs. Errors: ErrNotAllowed, ErrNoAddrs, ErrClosed, or the dial errors.
@@ -60,19 +65,41 @@ func (t *Transport) connect(ctx context.Context, p peer.ID) (Path, error) {
 	if len(direct) == 0 && len(relayed) == 0 && !t.PathTo(p).Live() {
 		return PathNone, ErrNoAddrs
 	}
+	// Direct addresses first; relays join after a head start (happy
+	// eyeballs), so that an address behind a filtering NAT, which never
+	// answers, costs relayHeadStart rather than the whole direct timeout.
+	// The direct dial goes on meanwhile: if it succeeds after the relay,
+	// the path is upgraded (never downgraded: bestConn prefers direct).
 	var errs []error
+	var directDone chan error
 	if len(direct) > 0 {
-		dctx, cancel := context.WithTimeout(network.WithForceDirectDial(ctx, "remora direct"), directDialTimeout)
-		err := t.h.Connect(dctx, peer.AddrInfo{ID: p, Addrs: direct})
-		cancel()
+		directDone = make(chan error, 1)
+		dctx, cancel := context.WithTimeout(network.WithForceDirectDial(context.WithoutCancel(ctx), "remora direct"), directDialTimeout)
+		go func() {
+			defer cancel()
+			stop := context.AfterFunc(t.ctx, cancel)
+			defer stop()
+			directDone <- t.h.Connect(dctx, peer.AddrInfo{ID: p, Addrs: direct})
+		}()
+		headStart := relayHeadStart
+		if len(relayed) == 0 && !t.PathTo(p).Live() {
+			headStart = directDialTimeout + time.Second // nothing else to try
+		}
+		select {
+		case err := <-directDone:
+			directDone = nil
+			if path := t.PathTo(p); path.IsDirect() {
+				return path, nil
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("direct: %w", err))
+			}
+		case <-time.After(headStart):
+		case <-ctx.Done():
+			return PathNone, ctx.Err()
+		}
 		if path := t.PathTo(p); path.IsDirect() {
 			return path, nil
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("direct: %w", err))
-		}
-		if ctx.Err() != nil {
-			return PathNone, errors.Join(errs...)
 		}
 	}
 	if path := t.PathTo(p); path == PathRelayed {
@@ -91,6 +118,19 @@ func (t *Transport) connect(ctx context.Context, p peer.ID) (Path, error) {
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("relay: %w", err))
+		}
+	}
+	if directDone != nil { // the relay failed: the direct dial is the last hope
+		select {
+		case err := <-directDone:
+			if path := t.PathTo(p); path.Live() {
+				return path, nil
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("direct: %w", err))
+			}
+		case <-ctx.Done():
+			errs = append(errs, ctx.Err())
 		}
 	}
 	if len(errs) == 0 {

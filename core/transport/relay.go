@@ -22,7 +22,8 @@ type relayEntry struct {
 // AddRelay makes r one of our relays (a friend's relay offer from presence):
 // the gater admits it and a reservation is held on it, so that members can
 // reach us through it; our Addrs then include the relay addresses. Adding a
-// known relay updates its addresses and retries its reservation now.
+// known relay updates its addresses and, if they changed or no reservation
+// is held, retries its reservation now.
 func (t *Transport) AddRelay(r peer.AddrInfo) error {
 	if t.closed.Load() {
 		return fmt.Errorf("transport: add relay: %w", ErrClosed)
@@ -36,7 +37,14 @@ func (t *Transport) AddRelay(r peer.AddrInfo) error {
 	t.relayMu.Lock()
 	defer t.relayMu.Unlock()
 	if e, ok := t.relays[r.ID]; ok {
+		same := slices.EqualFunc(e.info.Addrs, r.Addrs, ma.Multiaddr.Equal)
 		e.info.Addrs = slices.Clone(r.Addrs)
+		t.mu.Lock()
+		_, held := t.rsvp[r.ID]
+		t.mu.Unlock()
+		if same && held {
+			return nil // every presence record repeats the offer: nothing to redo
+		}
 		select {
 		case e.kick <- struct{}{}:
 		default:

@@ -1,0 +1,236 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/remora-p2p/remora/core/api"
+	"github.com/remora-p2p/remora/testenv"
+)
+
+// natCell is one cell of the NAT matrix: how a and b reach the internet and
+// the path physics and libp2p allow between them.
+type natCell struct {
+	name    string
+	a, b    natKind
+	hairpin bool     // natSame: the router loops its public address back
+	want    []string // acceptable final paths (api.Peer.Path)
+}
+
+var (
+	wantDirect  = []string{"direct", "punched"} // a dial or a punch may win the race
+	wantPunched = []string{"punched"}
+	wantRelayed = []string{"relayed"}
+	wantLAN     = []string{"lan"}
+)
+
+// natCells are the cells of issue #15. Where a full-cone side is involved
+// the other side can simply dial it, so a plain dial and DCUtR race.
+var natCells = []natCell{
+	{"public-public", natPublic, natPublic, false, []string{"direct"}},
+	{"fc-fc", natFull, natFull, false, wantDirect},
+	{"fc-ar", natFull, natAddr, false, wantDirect},
+	{"fc-pr", natFull, natPort, false, wantDirect},
+	{"ar-ar", natAddr, natAddr, false, wantDirect},
+	{"ar-pr", natAddr, natPort, false, wantDirect},
+	{"pr-pr", natPort, natPort, false, wantDirect},
+	{"fc-sym", natFull, natSym, false, wantDirect},
+	{"ar-sym", natAddr, natSym, false, wantDirect},
+	{"pr-sym", natPort, natSym, false, wantRelayed},
+	{"sym-sym", natSym, natSym, false, wantRelayed},
+	{"same-nat-hairpin", natPort, natSame, true, wantLAN},
+	{"same-nat-no-hairpin", natPort, natSame, false, wantLAN},
+	{"double-pr", natDouble, natPort, false, wantDirect},
+	{"udpoff-pr", natUDPOff, natPort, false, wantRelayed},
+}
+
+// cellResult is what one run of a cell measured.
+type cellResult struct {
+	FirstPath string        // the path b's first message to a arrived by
+	First     time.Duration // from b knowing a as a member to a holding b's first message
+	Path      string        // b's path to a at the end
+	ToDirect  time.Duration // from the same start to the first direct path (0: none)
+	MsgPath   string        // the path the last message arrived by
+}
+
+func needNATLab(t testing.TB) {
+	if os.Geteuid() != 0 {
+		testenv.Missing(t, "natlab", "not root (network namespaces and iptables need root)")
+	}
+	for _, tool := range []string{"ip", "iptables", "conntrack"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			testenv.Missing(t, "natlab", "%s not installed (testenv/svc-natlab.sh up installs it)", tool)
+		}
+	}
+	if testing.Short() {
+		t.Skip("natlab: skipped in -short mode")
+	}
+}
+
+// TestNATMatrix runs every cell once: two members a and b behind the cell's
+// NATs and a third, r, on a public host that relays for its circle; their
+// only common ground is the shared folder. Each subtest asserts the path b
+// reaches a by and that a message crosses it. BenchmarkNATMatrix runs the
+// cells many times for BENCHMARKS.md.
+func TestNATMatrix(t *testing.T) {
+	needNATLab(t)
+	for _, c := range natCells {
+		t.Run(c.name, func(t *testing.T) {
+			r := runNATCell(t, c)
+			t.Logf("%s: first message %v by %s, final path %s, direct after %v, last message by %s",
+				c.name, r.First.Round(time.Millisecond), r.FirstPath, r.Path, r.ToDirect.Round(time.Millisecond), r.MsgPath)
+			if !slices.Contains(c.want, r.Path) {
+				t.Errorf("path %s, want %s", r.Path, strings.Join(c.want, " or "))
+			}
+			if r.MsgPath != r.Path && !(slices.Contains(wantDirect, r.MsgPath) && slices.Contains(wantDirect, r.Path)) {
+				t.Errorf("the last message came by %s, want the %s path", r.MsgPath, r.Path)
+			}
+		})
+	}
+}
+
+// holdRelayed is how long a cell whose pair stays relayed is watched for a
+// direct path that must not come (the transport retries DCUtR after 1 s and
+// 5 s, jittered).
+const holdRelayed = 12 * time.Second
+
+// runNATCell builds the cell's lab, forms the circle through the folder and
+// measures b's way to a.
+func runNATCell(t testing.TB, c natCell) cellResult {
+	lab := newNATLab(t, c.a, c.b, c.hairpin)
+	labDir, err := os.MkdirTemp("", "nm-") // short: API socket paths
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(labDir) })
+	os.MkdirAll(filepath.Join(labDir, "shared"), 0o755)
+	r := lab.start(t, labDir, "r", labLANPort, labRelayEnv+"=1", labForceEnv+"=public")
+	a := lab.start(t, labDir, "a", labLANPort)
+	b := lab.start(t, labDir, "b", labLANPort+1)
+	ctx := context.Background()
+	ci, err := r.api.CreateCircle(ctx, api.CreateCircleRequest{Name: "lab"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []*labNode{a, b} {
+		labJoin(t, r, m, ci.ID)
+	}
+	testenv.WaitFor(t, "a and b knowing each other as members", 60*time.Second, func() bool {
+		return knows(a, b.id) && knows(b, a.id)
+	})
+
+	var res cellResult
+	start := time.Now()
+	if _, err := b.api.Send(ctx, api.SendRequest{Circle: ci.ID, To: []string{a.id}, Text: "first"}); err != nil {
+		t.Fatal(err)
+	}
+	gotFirst := false
+	wantRelay := slices.Equal(c.want, wantRelayed)
+	deadline := start.Add(45 * time.Second)
+	var settled time.Time // when b's path first was one of c.want
+	var last string
+	for {
+		now := time.Now()
+		if !gotFirst {
+			if m, ok := findMessage(a, "first"); ok {
+				gotFirst, res.First, res.FirstPath = true, now.Sub(start), m.Path
+			}
+		}
+		last = b.peerPath(a.id)
+		if res.ToDirect == 0 && (isDirect(last) || isDirect(a.peerPath(b.id))) {
+			res.ToDirect = now.Sub(start)
+		}
+		if settled.IsZero() && slices.Contains(c.want, last) {
+			settled = now
+		}
+		done := !settled.IsZero() && gotFirst
+		if wantRelay {
+			// relayed is the end only if no direct path comes meanwhile
+			done = done && (now.Sub(settled) >= holdRelayed || res.ToDirect != 0)
+		}
+		if done {
+			break
+		}
+		if now.After(deadline) {
+			t.Fatalf("after %v: b's path to a %s (want %s), first message arrived: %v", now.Sub(start).Round(time.Millisecond), last, strings.Join(c.want, "/"), gotFirst)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	res.Path = b.peerPath(a.id)
+	text := fmt.Sprintf("over %s", res.Path)
+	if _, err := b.api.Send(ctx, api.SendRequest{Circle: ci.ID, To: []string{a.id}, Text: text}); err != nil {
+		t.Fatal(err)
+	}
+	res.MsgPath = waitMessage(t, a, text, 30*time.Second).Path
+	return res
+}
+
+func isDirect(path string) bool { return path == "direct" || path == "punched" || path == "lan" }
+
+// labJoin makes m a member of inviter's circle through the shared folder.
+func labJoin(t testing.TB, inviter, m *labNode, circleID string) {
+	t.Helper()
+	ctx := context.Background()
+	inv, err := inviter.api.Invite(ctx, api.InviteRequest{Circle: circleID, InPerson: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := m.api.Join(ctx, api.JoinRequest{Invite: inv.Invite})
+	if err != nil {
+		t.Fatalf("%s joining: %v", m.name, err)
+	}
+	testenv.WaitFor(t, m.name+" joined", 60*time.Second, func() bool {
+		s, err := m.api.JoinStatus(ctx, st.ID, time.Second)
+		if err == nil && s.State == "refused" {
+			t.Fatalf("%s's join refused: %s", m.name, s.Error)
+		}
+		return err == nil && s.State == "joined"
+	})
+}
+
+// knows reports whether ln lists peer as a member of one of its circles.
+func knows(ln *labNode, peer string) bool {
+	ps, err := ln.api.Peers(context.Background())
+	if err != nil {
+		return false
+	}
+	for _, p := range ps {
+		if p.PeerID == peer {
+			return true
+		}
+	}
+	return false
+}
+
+// waitMessage waits until ln's inbox holds a message with text.
+func waitMessage(t testing.TB, ln *labNode, text string, timeout time.Duration) api.Message {
+	t.Helper()
+	var got api.Message
+	testenv.WaitFor(t, ln.name+" receiving "+text, timeout, func() bool {
+		m, ok := findMessage(ln, text)
+		got = m
+		return ok
+	})
+	return got
+}
+
+// findMessage looks for a message with text in ln's inbox.
+func findMessage(ln *labNode, text string) (api.Message, bool) {
+	msgs, err := ln.api.Messages(context.Background(), 0, 0)
+	if err != nil {
+		return api.Message{}, false
+	}
+	for _, m := range msgs {
+		if m.Text == text {
+			return m, true
+		}
+	}
+	return api.Message{}, false
+}
