@@ -17,6 +17,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/spf13/cobra"
 
+	"github.com/remora-p2p/remora/core/dnsbox"
 	"github.com/remora-p2p/remora/core/relaylist"
 )
 
@@ -25,7 +26,93 @@ import (
 func (a *app) bootstrapCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "bootstrap", Short: "Build, sign, verify and show the signed list of volunteer relays"}
 	cmd.AddCommand(bootstrapKeygenCmd(), bootstrapDelegateCmd(), bootstrapBuildCmd(), bootstrapSignCmd(),
-		bootstrapVerifyCmd(), bootstrapShowCmd(), bootstrapExportCmd())
+		bootstrapVerifyCmd(), bootstrapShowCmd(), bootstrapExportCmd(), a.bootstrapDialsCmd(), bootstrapPublishDNSCmd())
+	return cmd
+}
+
+// bootstrapDialsCmd writes the running daemon's reservation outcomes on
+// volunteer relays as a dial-outcome file for `bootstrap build --health`.
+func (a *app) bootstrapDialsCmd() *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "dials",
+		Short: "Write this daemon's reservation outcomes on volunteer relays (CSV peer,successes,failures) for build --health",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ds, err := a.client().RelayDials(cmd.Context())
+			if err != nil {
+				return err
+			}
+			var buf bytes.Buffer
+			buf.WriteString("peer,successes,failures\n")
+			for _, d := range ds {
+				fmt.Fprintf(&buf, "%s,%d,%d\n", d.Peer, d.Successes, d.Failures)
+			}
+			if out == "" || out == "-" {
+				_, err = cmd.OutOrStdout().Write(buf.Bytes())
+				return err
+			}
+			if err := os.WriteFile(out, buf.Bytes(), 0o644); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "%s: %d relays\n", out, len(ds))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&out, "out", "", "write to this file (default: standard output)")
+	return cmd
+}
+
+// bootstrapPublishDNSCmd puts a bundle in a name's TXT records, in chunks,
+// by an RFC 2136 update signed with TSIG; nodes with [relay_list] dns read it.
+func bootstrapPublishDNSCmd() *cobra.Command {
+	var name, server, zone, tsigName, tsigAlg, secretFile string
+	cmd := &cobra.Command{
+		Use:   "publish-dns BUNDLE",
+		Short: "Publish a signed bundle in the TXT records of a name (RFC 2136 + TSIG), for [relay_list] dns",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			data, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			b, err := relaylist.ParseBundle(data)
+			if err != nil {
+				return err
+			}
+			l, err := relaylist.ParseCSV(b.List)
+			if err != nil {
+				return err
+			}
+			secret, err := os.ReadFile(secretFile)
+			if err != nil {
+				return fmt.Errorf("TSIG secret: %w", err)
+			}
+			box, err := dnsbox.New(dnsbox.Options{Name: name, Server: server, UpdateServer: server, Zone: zone,
+				TSIGName: tsigName, TSIGAlgorithm: tsigAlg, TSIGSecret: strings.TrimSpace(string(secret))})
+			if err != nil {
+				return err
+			}
+			chunks, err := relaylist.Chunks(data, l.Seq, box.MaxValue())
+			if err != nil {
+				return err
+			}
+			if err := box.Put(cmd.Context(), chunks); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: seq %d in %d TXT records\n", name, l.Seq, len(chunks))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "the DNS name (as in [relay_list] dns)")
+	cmd.Flags().StringVar(&server, "server", "", "the zone's primary (host:port)")
+	cmd.Flags().StringVar(&zone, "zone", "", "the zone (default: found by SOA)")
+	cmd.Flags().StringVar(&tsigName, "tsig-name", "", "TSIG key name")
+	cmd.Flags().StringVar(&tsigAlg, "tsig-algorithm", "hmac-sha256", "TSIG algorithm")
+	cmd.Flags().StringVar(&secretFile, "tsig-secret-file", "", "file holding the TSIG secret (base64)")
+	for _, f := range []string{"name", "server", "tsig-name", "tsig-secret-file"} {
+		cmd.MarkFlagRequired(f)
+	}
 	return cmd
 }
 

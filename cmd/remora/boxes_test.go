@@ -4,17 +4,10 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
-
-	"aead.dev/minisign"
-	"github.com/libp2p/go-libp2p/core/peer"
-	ma "github.com/multiformats/go-multiaddr"
-
-	"fmt"
-	"github.com/remora-p2p/remora/core/relaylist"
-	"github.com/remora-p2p/remora/core/transport"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,7 +16,14 @@ import (
 	"testing"
 	"time"
 
+	"aead.dev/minisign"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
 	"github.com/remora-p2p/remora/core/api"
+	"github.com/remora-p2p/remora/core/relaylist"
+	"github.com/remora-p2p/remora/core/transport"
 	"github.com/remora-p2p/remora/mastodon/mastodontest"
 	"github.com/remora-p2p/remora/matrix"
 	"github.com/remora-p2p/remora/matrix/matrixtest"
@@ -375,8 +375,9 @@ func testPEXAlone(t *testing.T) {
 	checkOnlyBox(t, hs[1], "pex")
 }
 
-// testBoardAlone runs a board box (web, dns) alone; box sets it up per member.
-func testBoardAlone(t *testing.T, name string, box func(i int, c *Config)) {
+// testBoardAlone runs a board box (web, dns) alone; box sets it up per
+// member. It returns the members, their daemons running.
+func testBoardAlone(t *testing.T, name string, box func(i int, c *Config)) []*home {
 	hs := members(t, 2, nil)
 	formOverFolder(t, hs)
 	for i, h := range hs {
@@ -390,6 +391,7 @@ func testBoardAlone(t *testing.T, name string, box func(i int, c *Config)) {
 	t.Logf("box %s: first member connected %v after start", t.Name(), took.Round(time.Millisecond))
 	checkOnlyBox(t, hs[0], name)
 	checkOnlyBox(t, hs[1], name)
+	return hs
 }
 
 func secretFile(t *testing.T, path string) string {
@@ -441,10 +443,49 @@ func testChannelAlone(t *testing.T, addChannel func(h *home, i int)) {
 }
 
 // testRelayListAlone: a volunteer relay (circuit relay v2, open to anyone,
-// as volunteers run it) is in a signed list served from a URL; the members
-// know nothing else. Each reserves a slot on it and dials the other through
-// it; the path may then upgrade to direct over what identify tells.
+// as volunteers run it) is in a signed list served from a URL, with a dead
+// one; the members know nothing else. Each reserves a slot on the live one
+// and dials the other through it; the path may then upgrade to direct over
+// what identify tells. Each daemon records its reservation outcomes, and a
+// list built from them drops the dead relay.
 func testRelayListAlone(t *testing.T) {
+	live := volunteerRelay(t)
+	signer := newListSigner(t)
+	dead := relaylist.Relay{Peer: testPeerID(t), Addrs: []ma.Multiaddr{ma.StringCast(fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", freeTCPPort(t)))}, Health: 0.5}
+	bundle := signer.sign(1, live, dead)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(bundle) }))
+	defer srv.Close()
+	hs := testBoardAlone(t, "relaylist", func(_ int, c *Config) {
+		c.RelayList = &RelayListConfig{Enabled: on(), URL: srv.URL + "/relays.bundle", RootKey: signer.root(), After: "1s"}
+	})
+	// curation from what the daemon saw
+	h := hs[0]
+	dials := filepath.Join(h.dir, "dials.csv")
+	testenv.WaitFor(t, "alice's daemon recording a reservation on each relay", 60*time.Second, func() bool {
+		out := h.ok("bootstrap", "dials")
+		return strings.Contains(out, live.Peer.String()+",") && !strings.Contains(out, live.Peer.String()+",0,") &&
+			strings.Contains(out, dead.Peer.String()+",0,") && !strings.Contains(out, dead.Peer.String()+",0,0")
+	})
+	h.ok("bootstrap", "dials", "--out", dials)
+	cands := filepath.Join(h.dir, "candidates.csv")
+	rows := fmt.Sprintf("peer,addrs\n%s,%s\n%s,%s\n", dead.Peer, dead.Addrs[0], live.Peer, live.Addrs[0])
+	if err := os.WriteFile(cands, []byte(rows), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	built := filepath.Join(h.dir, "relays.csv")
+	out := h.ok("bootstrap", "build", cands, "--health", dials, "--out", built, "--seq", "2", "--min-health", "0.4")
+	list, _ := os.ReadFile(built)
+	if !strings.Contains(out, "1 relays (1 dropped as dead)") || !strings.Contains(string(list), live.Peer.String()) || strings.Contains(string(list), dead.Peer.String()) {
+		t.Fatalf("build from the daemon's dials kept the dead relay or lost the live one:\n%s\n%s", out, list)
+	}
+	if d := boxReport(t, h, "relaylist").Detail; !strings.Contains(d, "list seq 1 from url") || !strings.Contains(d, "reservations on 2 volunteer relays") {
+		t.Errorf("relaylist detail %q", d)
+	}
+}
+
+// volunteerRelay runs a circuit relay open to anyone, as volunteers run
+// them, and returns it as a list entry.
+func volunteerRelay(t *testing.T) relaylist.Relay {
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	relay, err := transport.New(context.Background(), transport.Options{
 		Identity: key, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"},
@@ -454,19 +495,43 @@ func testRelayListAlone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer relay.Close()
+	t.Cleanup(func() { relay.Close() })
+	r := relaylist.Relay{Peer: relay.ID(), Health: 1}
+	for _, a := range relay.Addrs() {
+		r.Addrs = append(r.Addrs, a.Multiaddr)
+	}
+	return r
+}
+
+func testPeerID(t *testing.T) peer.ID {
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	sk, err := crypto.UnmarshalEd25519PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := peer.IDFromPrivateKey(sk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// listSigner is a test deployment's root and CI signing key.
+type listSigner struct {
+	rootPub minisign.PublicKey
+	sigPriv minisign.PrivateKey
+	d, ds   []byte
+}
+
+func newListSigner(t *testing.T) *listSigner {
 	rootPub, rootPriv, _ := minisign.GenerateKey(rand.Reader)
 	sigPub, sigPriv, _ := minisign.GenerateKey(rand.Reader)
 	d, ds := relaylist.Delegate(rootPriv, sigPub, time.Now().Add(24*time.Hour))
-	var addrs []ma.Multiaddr
-	for _, a := range relay.Addrs() {
-		addrs = append(addrs, a.Multiaddr)
-	}
-	bundle := relaylist.Sign(&relaylist.List{Seq: 1, Expires: time.Now().Add(time.Hour),
-		Relays: []relaylist.Relay{{Peer: relay.ID(), Addrs: addrs, Health: 1}}}, sigPriv, d, ds)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(bundle) }))
-	defer srv.Close()
-	testBoardAlone(t, "relaylist", func(_ int, c *Config) {
-		c.RelayList = &RelayListConfig{Enabled: on(), URL: srv.URL + "/relays.bundle", RootKey: relaylist.KeyString(rootPub), After: "1s"}
-	})
+	return &listSigner{rootPub: rootPub, sigPriv: sigPriv, d: d, ds: ds}
+}
+
+func (s *listSigner) root() string { return relaylist.KeyString(s.rootPub) }
+
+func (s *listSigner) sign(seq uint64, relays ...relaylist.Relay) []byte {
+	return relaylist.Sign(&relaylist.List{Seq: seq, Expires: time.Now().Add(time.Hour), Relays: relays}, s.sigPriv, s.d, s.ds)
 }

@@ -117,6 +117,18 @@ type RelayListConfig struct {
 	After string `toml:"after,omitempty"`
 	// MaxRelays is how many volunteer relays are used at once (3).
 	MaxRelays int `toml:"max_relays,omitempty"`
+	// DNS is a name whose TXT records carry a signed list in chunks
+	// (remora bootstrap publish-dns), read every 6 h; DNSServer is the
+	// server to ask ("host:port", default the system resolver).
+	DNS       string `toml:"dns,omitempty"`
+	DNSServer string `toml:"dns_server,omitempty"`
+	// Refresh is how often url and dns are read ("6h").
+	Refresh string `toml:"refresh,omitempty"`
+}
+
+// dnsBoard is the relay list's DNS name as a read-only board.
+func (r *RelayListConfig) dnsBoard() (*dnsbox.Box, error) {
+	return dnsbox.New(dnsbox.Options{Name: r.DNS, Server: r.DNSServer})
 }
 
 const boxesHeader = `# Bootstrap boxes (docs/discovery.md), tried cheapest first; each can be
@@ -160,6 +172,11 @@ const boxesHeader = `# Bootstrap boxes (docs/discovery.md), tried cheapest first
 # [relay_list]                last resort: the signed list of volunteer relays,
 # enabled = true              used only to reach members (` + "`remora bootstrap`" + `)
 # url = "https://example.org/relays.bundle"   fetch newer lists from here
+# dns = "_relays.example.org" or read them from this name's TXT records
+# dns_server = "ns1.example.org:53"           (default: the system resolver)
+# refresh = "6h"              how often url and dns are read
+#                             Members share a newer list they took with their
+#                             circles too, over live paths and channels.
 # root_key = "RW..."          trust another root than the built-in one
 # after = "20s"               give the other boxes this long first
 # max_relays = 3
@@ -181,7 +198,8 @@ func (c *Config) validateBoxes(bad func(field, format string, args ...any) error
 		durations = append(durations, struct{ field, v string }{"pex.interval", c.PEX.Interval})
 	}
 	if c.RelayList != nil {
-		durations = append(durations, struct{ field, v string }{"relay_list.after", c.RelayList.After})
+		durations = append(durations, struct{ field, v string }{"relay_list.after", c.RelayList.After},
+			struct{ field, v string }{"relay_list.refresh", c.RelayList.Refresh})
 		if c.RelayList.RootKey != "" {
 			var k minisign.PublicKey
 			if err := k.UnmarshalText([]byte(c.RelayList.RootKey)); err != nil {
@@ -190,6 +208,11 @@ func (c *Config) validateBoxes(bad func(field, format string, args ...any) error
 		}
 		if c.RelayList.MaxRelays < 0 {
 			return bad("relay_list.max_relays", "must not be negative")
+		}
+		if c.RelayList.DNS != "" {
+			if _, err := c.RelayList.dnsBoard(); err != nil {
+				return bad("relay_list.dns", "%v", err)
+			}
 		}
 	}
 	if c.Web != nil {
@@ -275,12 +298,22 @@ func (c *Config) applyBoxes(ctx context.Context, o *node.Options) error {
 		if c.RelayList.After != "" {
 			r.After, _ = time.ParseDuration(c.RelayList.After)
 		}
+		if c.RelayList.Refresh != "" {
+			r.Refresh, _ = time.ParseDuration(c.RelayList.Refresh)
+		}
 		if c.RelayList.RootKey != "" {
 			var k minisign.PublicKey
 			if err := k.UnmarshalText([]byte(c.RelayList.RootKey)); err != nil {
 				return fmt.Errorf("[relay_list] root_key: %w", err)
 			}
 			r.Roots = []minisign.PublicKey{k}
+		}
+		if c.RelayList.DNS != "" {
+			b, err := c.RelayList.dnsBoard()
+			if err != nil {
+				return fmt.Errorf("[relay_list] dns: %w", err)
+			}
+			r.DNS = b
 		}
 	}
 	if c.Web != nil {

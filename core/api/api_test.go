@@ -85,6 +85,9 @@ func (m *memBackend) Ack(_ context.Context, seq int64) error {
 func (m *memBackend) Peers(context.Context) ([]Peer, error)       { return nil, nil }
 func (m *memBackend) Channels(context.Context) ([]Channel, error) { return nil, nil }
 func (m *memBackend) Boxes(context.Context) ([]Box, error)        { return nil, nil }
+func (m *memBackend) RelayDials(context.Context) ([]RelayDial, error) {
+	return nil, nil
+}
 func (m *memBackend) Events(context.Context, int64) ([]Event, error) {
 	return nil, nil
 }

@@ -28,6 +28,30 @@ type Box struct {
 	Detail string `json:"detail,omitempty"`
 }
 
+// RelayDial is what a node saw of one volunteer relay of the relay list.
+type RelayDial struct {
+	Peer        string    `json:"peer"`
+	Successes   uint64    `json:"successes"`
+	Failures    uint64    `json:"failures"`
+	LastSuccess time.Time `json:"last_success,omitzero"`
+	LastFailure time.Time `json:"last_failure,omitzero"`
+}
+
+func (s *server) relayDials(w http.ResponseWriter, r *http.Request) {
+	d, err := s.b.RelayDials(r.Context())
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, orEmpty(d))
+}
+
+// RelayDials returns the reservation outcomes on volunteer relays.
+func (c *Client) RelayDials(ctx context.Context) ([]RelayDial, error) {
+	var out []RelayDial
+	return out, c.do(ctx, http.MethodGet, "/v1/relays/dials", nil, &out)
+}
+
 func (s *server) boxes(w http.ResponseWriter, r *http.Request) {
 	b, err := s.b.Boxes(r.Context())
 	if err != nil {

@@ -52,6 +52,7 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 	mux.HandleFunc("GET /v1/peers", s.peers)
 	mux.HandleFunc("GET /v1/channels", s.channels)
 	mux.HandleFunc("GET /v1/boxes", s.boxes)
+	mux.HandleFunc("GET /v1/relays/dials", s.relayDials)
 	mux.HandleFunc("GET /v1/events", s.events)
 	mux.HandleFunc("POST /v1/circles", s.createCircle)
 	mux.HandleFunc("POST /v1/invites", s.invite)

@@ -19,6 +19,9 @@ type Backend interface {
 	Channels(ctx context.Context) ([]Channel, error)
 	// Boxes reports each bootstrap box (docs/discovery.md).
 	Boxes(ctx context.Context) ([]Box, error)
+	// RelayDials reports this node's reservation outcomes on volunteer
+	// relays of the relay list (for its curation).
+	RelayDials(ctx context.Context) ([]RelayDial, error)
 	Events(ctx context.Context, after int64) ([]Event, error)
 	WaitEvents(ctx context.Context, after int64) error
 	CreateCircle(ctx context.Context, req CreateCircleRequest) (Circle, error)

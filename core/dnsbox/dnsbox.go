@@ -134,6 +134,9 @@ func New(o Options) (*Box, error) {
 // Name implements discovery.Board.
 func (b *Box) Name() string { return "dns" }
 
+// Domain is the DNS name whose TXT records the box reads.
+func (b *Box) Domain() string { return strings.TrimSuffix(b.o.Name, ".") }
+
 // MaxValue implements discovery.Board.
 func (b *Box) MaxValue() int { return maxValue }
 

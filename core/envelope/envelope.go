@@ -101,6 +101,7 @@ const (
 	KindJoin         Kind = 0x0008 // join hand-over (keys, channel descriptions)
 	KindPeerExchange Kind = 0x0009 // signed presence records of members (core/pex), live path only
 	KindWake         Kind = 0x000A // "connect to your friends": empty, from a friend keeping mail for you (direct only)
+	KindRelayList    Kind = 0x000B // a signed relay-list bundle (core/relaylist) a member took from a URL or DNS
 )
 
 // CircleID names a circle (32 bytes, chosen by package circle).

@@ -381,6 +381,20 @@ func (n *Node) readBoard(ctx context.Context, b discovery.Board, seen map[string
 	}
 }
 
+// RelayDials implements api.Backend: reservation outcomes on volunteer
+// relays, as stored.
+func (n *Node) RelayDials(ctx context.Context) ([]api.RelayDial, error) {
+	ds, err := n.db.RelayDials()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.RelayDial, 0, len(ds))
+	for _, d := range ds {
+		out = append(out, api.RelayDial{Peer: d.Peer, Successes: d.Successes, Failures: d.Failures, LastSuccess: d.LastSuccess, LastFailure: d.LastFailure})
+	}
+	return out, nil
+}
+
 // Boxes implements api.Backend: the bootstrap boxes' report.
 func (n *Node) Boxes(ctx context.Context) ([]api.Box, error) {
 	var out []api.Box

@@ -20,6 +20,7 @@ import (
 	"github.com/remora-p2p/remora/core/peerstore"
 	"github.com/remora-p2p/remora/core/pex"
 	"github.com/remora-p2p/remora/core/presence"
+	"github.com/remora-p2p/remora/core/relaylist"
 	"github.com/remora-p2p/remora/core/store"
 	"github.com/remora-p2p/remora/core/transport"
 )
@@ -142,11 +143,18 @@ type Node struct {
 	channels []*channel
 	failed   []Channel // channels that could not be configured
 	disc     *discovery.Discovery
-	cache    *peerstore.Store
-	gossip   *pex.Gossip
-	mb       *mailboxState
-	started  time.Time
-	ready    atomic.Bool
+	// relays is the relay list in use (relaybox.go); relayMu orders
+	// taking a list and guards relayFrom and volunteers (the list's
+	// relays this node reserved on, whose outcomes it records).
+	relays     atomic.Pointer[relaylist.List]
+	relayMu    sync.Mutex
+	relayFrom  string
+	volunteers map[peer.ID]bool
+	cache      *peerstore.Store
+	gossip     *pex.Gossip
+	mb         *mailboxState
+	started    time.Time
+	ready      atomic.Bool
 
 	mu        sync.Mutex
 	circles   map[circle.ID]*circle.Circle
@@ -231,26 +239,27 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		opts:      opts,
-		log:       opts.Logger,
-		self:      opts.Keyring.Identity(),
-		circles:   map[circle.ID]*circle.Circle{},
-		byEnv:     map[envelope.CircleID]*circle.Circle{},
-		outbox:    map[envelope.MessageID]*OutboxEntry{},
-		peers:     map[peer.ID]*peerInfo{},
-		addrBox:   map[peer.ID]map[string]string{},
-		acks:      map[ackKey][]envelope.MessageID{},
-		joins:     map[string]*pendingJoin{},
-		notify:    make(chan struct{}),
-		evNotify:  make(chan struct{}),
-		kick:      make(chan peer.ID, 256),
-		wake:      make(chan struct{}, 1),
-		ackKick:   make(chan struct{}, 1),
-		announce:  make(chan struct{}, 1),
-		pexKick:   make(chan struct{}, 1),
-		gossip:    pex.New(opts.Now),
-		completed: map[string]time.Time{},
-		started:   opts.Now(),
+		volunteers: map[peer.ID]bool{},
+		opts:       opts,
+		log:        opts.Logger,
+		self:       opts.Keyring.Identity(),
+		circles:    map[circle.ID]*circle.Circle{},
+		byEnv:      map[envelope.CircleID]*circle.Circle{},
+		outbox:     map[envelope.MessageID]*OutboxEntry{},
+		peers:      map[peer.ID]*peerInfo{},
+		addrBox:    map[peer.ID]map[string]string{},
+		acks:       map[ackKey][]envelope.MessageID{},
+		joins:      map[string]*pendingJoin{},
+		notify:     make(chan struct{}),
+		evNotify:   make(chan struct{}),
+		kick:       make(chan peer.ID, 256),
+		wake:       make(chan struct{}, 1),
+		ackKick:    make(chan struct{}, 1),
+		announce:   make(chan struct{}, 1),
+		pexKick:    make(chan struct{}, 1),
+		gossip:     pex.New(opts.Now),
+		completed:  map[string]time.Time{},
+		started:    opts.Now(),
 	}
 	n.sealer = envelope.Sealer{Now: opts.Now}
 	n.db = opts.Store

@@ -328,6 +328,8 @@ func (n *Node) eventLoop(ctx context.Context) {
 			}
 			n.onPathEvent(ev)
 			switch ev.Kind {
+			case transport.EventReservation:
+				n.recordRelayDial(ev)
 			case transport.EventConnected, transport.EventPathChanged:
 				n.touch(ev.Peer, "")
 				select {

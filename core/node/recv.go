@@ -264,6 +264,8 @@ func (n *Node) dispatch(ctx context.Context, msg *envelope.Message, path string)
 			n.handleWake(msg)
 		}
 		return nil // ephemeral: not acked
+	case envelope.KindRelayList:
+		n.handleRelayList(msg)
 	case envelope.KindRoster:
 		if err := n.handleRosterOp(c, msg.Sender, msg.Body); err != nil {
 			n.log.Warn("roster operation", "from", msg.Sender, "err", err)

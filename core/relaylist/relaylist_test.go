@@ -226,3 +226,58 @@ func BenchmarkDecodeAll100k(b *testing.B) {
 		}
 	}
 }
+
+// TestChunks: a bundle cut for a board comes back whole; chunks of an older
+// bundle lying about, foreign entries and a missing chunk do not confuse it.
+func TestChunks(t *testing.T) {
+	_, rootPriv := keys(t)
+	sigPub, sigPriv := keys(t)
+	d, ds := Delegate(rootPriv, sigPub, now.Add(time.Hour))
+	old := Sign(list(t, 4, now.Add(time.Hour), 5), sigPriv, d, ds)
+	bundle := Sign(list(t, 5, now.Add(time.Hour), 20), sigPriv, d, ds)
+	board := map[string][]byte{"rpresenceabc": []byte("someone's presence")}
+	oldChunks, err := Chunks(old, 4, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunks, err := Chunks(bundle, 5, 2048)
+	if err != nil || len(chunks) < 2 {
+		t.Fatalf("%v: %d chunks", err, len(chunks))
+	}
+	for k, v := range chunks {
+		if len(v) > 2048 {
+			t.Fatalf("chunk %s of %d bytes", k, len(v))
+		}
+	}
+	// the newer bundle overwrote the keys it uses; older chunks beyond stay
+	for k, v := range oldChunks {
+		board[k] = v
+	}
+	for k, v := range chunks {
+		board[k] = v
+	}
+	got, err := Assemble(board)
+	if err != nil || string(got) != string(bundle) {
+		t.Fatalf("assembled %d bytes (%v), want the newer bundle", len(got), err)
+	}
+	delete(board, "rl-1")
+	if got, err := Assemble(board); err == nil && string(got) == string(bundle) {
+		t.Fatal("assembled a bundle with a chunk missing")
+	}
+	if _, err := Assemble(map[string][]byte{"x": nil}); !errors.Is(err, ErrNoBundle) {
+		t.Fatalf("empty board: %v", err)
+	}
+	if _, err := Chunks(make([]byte, MaxChunked+1), 1, 2048); err == nil || !strings.Contains(err.Error(), "by URL") {
+		t.Fatalf("oversized bundle: %v", err)
+	}
+}
+
+func FuzzAssemble(f *testing.F) {
+	f.Add("rl-0", []byte("1 0 1\nabc"), "rl-1", []byte("1 1 2\nd"))
+	f.Fuzz(func(t *testing.T, k1 string, v1 []byte, k2 string, v2 []byte) {
+		b, err := Assemble(map[string][]byte{k1: v1, k2: v2})
+		if err == nil && len(b) > MaxChunked {
+			t.Fatalf("assembled %d bytes", len(b))
+		}
+	})
+}

@@ -358,3 +358,39 @@ func TestRelayListPersists(t *testing.T) {
 		t.Fatalf("after reopen: %d %v %q %v", seq, e, b, err)
 	}
 }
+
+// TestRelayDialsPersist: each volunteer relay's reservation outcomes add up
+// and survive a reopen.
+func TestRelayDialsPersist(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "r.db")
+	d, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	for i, ok := range []bool{true, true, false} {
+		if err := d.RecordRelayDial("12D3KooWlive", ok, t0.Add(time.Duration(i)*time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.RecordRelayDial("12D3KooWdead", false, t0); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	d, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	got, err := d.RelayDials()
+	if err != nil || len(got) != 2 {
+		t.Fatalf("%+v %v", got, err)
+	}
+	dead, live := got[0], got[1]
+	if live.Peer != "12D3KooWlive" || live.Successes != 2 || live.Failures != 1 || !live.LastSuccess.Equal(t0.Add(time.Minute)) || !live.LastFailure.Equal(t0.Add(2*time.Minute)) {
+		t.Fatalf("live relay: %+v", live)
+	}
+	if dead.Peer != "12D3KooWdead" || dead.Successes != 0 || dead.Failures != 1 || !dead.LastSuccess.IsZero() {
+		t.Fatalf("dead relay: %+v", dead)
+	}
+}

@@ -123,11 +123,13 @@ func (t *Transport) reserveLoop(ctx context.Context, e *relayEntry) {
 		wait := backoff
 		if err != nil {
 			t.setReservation(info.ID, nil)
+			t.emit(Event{Kind: EventReservation, Peer: info.ID, Err: err.Error()})
 			t.log.Debug("relay reservation failed", "relay", info.ID, "err", err, "retry", backoff)
 			backoff = min(backoff*2, 5*time.Minute)
 		} else {
 			backoff = time.Second
 			t.setReservation(info.ID, circuitAddrs(info, rsvp.Addrs))
+			t.emit(Event{Kind: EventReservation, Peer: info.ID})
 			wait = max(time.Until(rsvp.Expiration)*3/4, 10*time.Second)
 			t.log.Info("relay reservation", "relay", info.ID, "expires", rsvp.Expiration)
 		}

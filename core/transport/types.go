@@ -118,6 +118,7 @@ const (
 	EventPathChanged  EventKind = "path"         // Path changed, e.g. relayed → punched
 	EventReachability EventKind = "reachability" // Reachability changed
 	EventNATType      EventKind = "nat"          // NAT type hint changed
+	EventReservation  EventKind = "reservation"  // a reservation attempt on relay Peer ended (Err says why it failed)
 )
 
 // Event is one change the node may act on. Events are delivered on
@@ -131,6 +132,7 @@ type Event struct {
 	Addr         ma.Multiaddr // remote address of the best connection, if any
 	Reachability Reachability // for EventReachability
 	NAT          NATType      // for EventNATType
+	Err          string       // for EventReservation: why it failed, "" when it succeeded
 	Time         time.Time
 }
 
