@@ -19,6 +19,7 @@ import (
 	"github.com/remora-p2p/remora/core/circle"
 	"github.com/remora-p2p/remora/core/envelope"
 	"github.com/remora-p2p/remora/core/identity"
+	"github.com/remora-p2p/remora/core/presence"
 	"github.com/remora-p2p/remora/testenv"
 )
 
@@ -212,6 +213,24 @@ func TestRemovalTakesEffectAtOnce(t *testing.T) {
 	a.n.mu.Unlock()
 	if kept {
 		t.Fatal("alice keeps bob's presence record")
+	}
+	// ... and a fresh one of his is not accepted.
+	rec, err := b.n.record()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := presence.Sign(rec.ForChannel(false), b.n.self.PrivateKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := a.n.Counters()["dropped_presence_non_member"]
+	a.n.acceptPresence(id.EnvelopeID(), raw, "test")
+	a.n.mu.Lock()
+	pi = a.n.peers[b.n.ID()]
+	kept = pi != nil && pi.record != nil
+	a.n.mu.Unlock()
+	if kept || a.n.Counters()["dropped_presence_non_member"] != refused+1 {
+		t.Fatal("alice accepted the removed device's presence record")
 	}
 	testenv.WaitFor(t, "bob told of his removal", 30*time.Second, func() bool {
 		_, err := b.n.Send(ctx, api.SendRequest{Circle: ci.ID, Text: "am I still in?"})

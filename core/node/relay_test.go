@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,23 +22,7 @@ func TestRelayPromotion(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts libp2p nodes")
 	}
-	root := t.TempDir()
-	os.MkdirAll(filepath.Join(root, "shared"), 0o755)
-	mk := func(name string, tune func(*testNode)) *testNode {
-		tn := &testNode{t: t, name: name, state: filepath.Join(root, name), shared: filepath.Join(root, "shared")}
-		tune(tn)
-		tn.start()
-		t.Cleanup(tn.stop)
-		return tn
-	}
-	public := mk("relay", func(tn *testNode) {
-		tn.tune = func(o *Options) {
-			o.Relay, o.RelayUptime, o.ForceReachability = &transport.RelayOptions{}, time.Millisecond, transport.ReachabilityPublic
-		}
-	})
-	natted := mk("natted", func(tn *testNode) {
-		tn.tune = func(o *Options) { o.ForceReachability = transport.ReachabilityPrivate }
-	})
+	public, natted, mk := relayAndNatted(t)
 	optedOut := mk("optout", func(tn *testNode) {
 		tn.tune = func(o *Options) { o.ForceReachability = transport.ReachabilityPublic } // Relay nil
 	})
@@ -57,5 +42,63 @@ func TestRelayPromotion(t *testing.T) {
 	})
 	if slices.Contains(natted.n.tr.Relays(), optedOut.n.ID()) {
 		t.Fatal("a slot was reserved on a node that opted out")
+	}
+}
+
+// relayAndNatted starts a member that relays (public, promoted at once) and
+// one behind a NAT; mk starts more in the same folder.
+func relayAndNatted(t *testing.T) (public, natted *testNode, mk func(string, func(*testNode)) *testNode) {
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "shared"), 0o755)
+	mk = func(name string, tune func(*testNode)) *testNode {
+		tn := &testNode{t: t, name: name, state: filepath.Join(root, name), shared: filepath.Join(root, "shared")}
+		tune(tn)
+		tn.start()
+		t.Cleanup(tn.stop)
+		return tn
+	}
+	public = mk("relay", func(tn *testNode) {
+		tn.tune = func(o *Options) {
+			o.Relay, o.RelayUptime, o.ForceReachability = &transport.RelayOptions{}, time.Millisecond, transport.ReachabilityPublic
+		}
+	})
+	natted = mk("natted", func(tn *testNode) {
+		tn.tune = func(o *Options) { o.ForceReachability = transport.ReachabilityPrivate }
+	})
+	return public, natted, mk
+}
+
+// TestRemovedMembersReservationEnds: a member holding a slot on our relay
+// loses it when it is removed: the removal closes its connections, which
+// ends the reservation, and the relay (and the gater) refuse a new one, so
+// its relay address through us goes away.
+func TestRemovedMembersReservationEnds(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts libp2p nodes")
+	}
+	public, natted, _ := relayAndNatted(t)
+	ctx := context.Background()
+	ci, err := public.n.CreateCircle(ctx, api.CreateCircleRequest{Name: "relays"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	join(t, public, natted, ci.ID)
+	viaRelay := func() bool {
+		for _, a := range natted.n.tr.Addrs() {
+			if a.Kind == transport.AddrRelay && strings.Contains(a.Multiaddr.String(), public.n.ID().String()) {
+				return true
+			}
+		}
+		return false
+	}
+	testenv.WaitFor(t, "the natted member holding a slot on the relay", 60*time.Second, viaRelay)
+	if err := public.n.RemoveMember(ctx, api.MemberRequest{Circle: ci.ID, Who: "natted"}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, "the removed member's reservation on the relay ended", 30*time.Second, func() bool { return !viaRelay() })
+	// It stays ended: the relay's reservation ACL (and the gater) ask the
+	// same membership check, which now refuses it.
+	if public.n.isMember(natted.n.ID()) {
+		t.Fatal("the relay would renew the removed member's reservation")
 	}
 }
