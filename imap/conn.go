@@ -72,11 +72,11 @@ func (ch *channel) dialIMAP(ctx context.Context, handler *imapclient.UnilateralD
 	}
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
-	if err := c.WaitGreeting(); err != nil {
+	if _, err := within(c, "greeting", cfg.Timeout.D(), func() (struct{}, error) { return struct{}{}, c.WaitGreeting() }); err != nil {
 		c.Close()
 		return nil, classify("greeting of IMAP server "+cfg.IMAP, cfg.IMAPTLS, err)
 	}
-	if err := c.Login(cfg.Username, ch.password).Wait(); err != nil {
+	if _, err := within(c, "login", cfg.Timeout.D(), func() (struct{}, error) { return struct{}{}, c.Login(cfg.Username, ch.password).Wait() }); err != nil {
 		c.Close()
 		var ie *imap.Error
 		if errors.As(err, &ie) && ie.Type == imap.StatusResponseTypeNo {

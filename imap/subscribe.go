@@ -130,7 +130,7 @@ func (ch *channel) follow(ctx context.Context, cur *cursor, sink sdk.Sink) error
 			case <-ctx.Done():
 			}
 			if ctx.Err() == nil {
-				if err := c.Noop().Wait(); err != nil {
+				if _, err := within(c, "NOOP", ch.cfg.Timeout.D(), func() (struct{}, error) { return struct{}{}, c.Noop().Wait() }); err != nil {
 					return classify("NOOP", "", err)
 				}
 			}
@@ -171,7 +171,7 @@ func (ch *channel) follow(ctx context.Context, cur *cursor, sink sdk.Sink) error
 
 // extraChanged reports with STATUS whether folder has mail past the cursor.
 func (ch *channel) extraChanged(c *imapclient.Client, cur *cursor, folder string) (bool, error) {
-	st, err := c.Status(folder, &imap.StatusOptions{UIDNext: true, UIDValidity: true}).Wait()
+	st, err := within(c, "status of "+folder, ch.cfg.Timeout.D(), c.Status(folder, &imap.StatusOptions{UIDNext: true, UIDValidity: true}).Wait)
 	if err != nil {
 		return false, classify("status of "+folder, "", err)
 	}
@@ -182,7 +182,7 @@ func (ch *channel) extraChanged(c *imapclient.Client, cur *cursor, folder string
 // catchUp selects folder, checks its UIDVALIDITY against the cursor and
 // delivers everything past it.
 func (ch *channel) catchUp(ctx context.Context, c *imapclient.Client, cur *cursor, folder string, sink sdk.Sink) error {
-	sel, err := c.Select(folder, &imap.SelectOptions{ReadOnly: true}).Wait()
+	sel, err := within(c, "open folder "+folder, ch.cfg.Timeout.D(), c.Select(folder, &imap.SelectOptions{ReadOnly: true}).Wait)
 	if err != nil {
 		return classify("open folder "+folder, "", err)
 	}
@@ -211,12 +211,15 @@ func (ch *channel) drain(ctx context.Context, c *imapclient.Client, cur *cursor,
 		fc := *cur.folder(folder)
 		var set imap.UIDSet
 		set.AddRange(imap.UID(fc.UID), 0)
-		metas, err := c.Fetch(set, &imap.FetchOptions{
-			UID: true, RFC822Size: true, InternalDate: true,
-			BodySection: []*imap.FetchItemBodySection{fetchHeader},
-		}).Collect()
+		op := "fetch from " + folder
+		metas, err := within(c, op, ch.cfg.Timeout.D(), func() ([]*imapclient.FetchMessageBuffer, error) {
+			return collectBounded(c, op, c.Fetch(set, &imap.FetchOptions{
+				UID: true, RFC822Size: true, InternalDate: true,
+				BodySection: []*imap.FetchItemBodySection{fetchHeader},
+			}), headerLimit)
+		})
 		if err != nil {
-			return classify("fetch from "+folder, "", err)
+			return err
 		}
 		metas = slices.DeleteFunc(metas, func(m *imapclient.FetchMessageBuffer) bool { return uint32(m.UID) < fc.UID })
 		if len(metas) == 0 {
@@ -237,9 +240,11 @@ func (ch *channel) drain(ctx context.Context, c *imapclient.Client, cur *cursor,
 			}
 			bodies := map[imap.UID][]byte{}
 			if len(want) > 0 {
-				msgs, err := c.Fetch(want, &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{fetchWhole}}).Collect()
+				msgs, err := within(c, op, ch.cfg.fetchDeadline(size), func() ([]*imapclient.FetchMessageBuffer, error) {
+					return collectBounded(c, op, c.Fetch(want, &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{fetchWhole}}), ch.cfg.readLimit())
+				})
 				if err != nil {
-					return classify("fetch from "+folder, "", err)
+					return err
 				}
 				for _, m := range msgs {
 					bodies[m.UID] = m.FindBodySection(fetchWhole)

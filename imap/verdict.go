@@ -220,6 +220,9 @@ func (ch *channel) await(ctx context.Context, mark watchMark, sent []*sentMail) 
 	return echoed, err
 }
 
+// idleEndTimeout bounds the server's answer to DONE.
+const idleEndTimeout = 30 * time.Second
+
 // idleUntil runs IDLE on the selected folder until wake, d or ctx; it
 // returns ctx.Err() once ctx ended.
 func idleUntil(ctx context.Context, c *imapclient.Client, wake <-chan struct{}, folder string, d time.Duration) error {
@@ -235,10 +238,14 @@ func idleUntil(ctx context.Context, c *imapclient.Client, wake <-chan struct{}, 
 	case <-c.Closed():
 	}
 	t.Stop()
-	if err := idle.Close(); err != nil {
-		return classify("end IDLE on "+folder, "", err)
-	}
-	if err := idle.Wait(); err != nil {
+	// The server must end IDLE promptly; one that does not is stalled.
+	_, err = within(c, "end IDLE on "+folder, idleEndTimeout, func() (struct{}, error) {
+		if err := idle.Close(); err != nil {
+			return struct{}{}, err
+		}
+		return struct{}{}, idle.Wait()
+	})
+	if err != nil {
 		return classify("IDLE on "+folder, "", err)
 	}
 	return ctx.Err()
