@@ -2,6 +2,7 @@ package matrix
 
 import (
 	"context"
+	"net/url"
 	"testing"
 	"time"
 
@@ -9,11 +10,13 @@ import (
 
 	"github.com/remora-p2p/remora/sdk"
 	"github.com/remora-p2p/remora/sdk/channeltest"
+	"github.com/remora-p2p/remora/sdk/channeltest/faultproxy"
 )
 
 // harness gives the kit two fresh users joined to one fresh room per case.
 type harness struct {
 	hs    homeserver
+	proxy *faultproxy.Proxy // between the members and Dendrite
 	users []user
 	room  id.RoomID
 	dirs  []string
@@ -23,14 +26,26 @@ func newHarness(t *testing.T) channeltest.Harness {
 	hs := needHomeserver(t)
 	a, b := hs.register(t), hs.register(t)
 	room := createRoom(t, a, []user{b}, nil)
-	return &harness{hs: hs, users: []user{a, b}, room: room, dirs: []string{t.TempDir(), t.TempDir()}}
+	u, err := url.Parse(hs.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := faultproxy.New(u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return &harness{hs: hs, proxy: p, users: []user{a, b}, room: room, dirs: []string{t.TempDir(), t.TempDir()}}
 }
+
+// Proxies lets the kit take the homeserver away and cut a publish half way.
+func (h *harness) Proxies() []*faultproxy.Proxy { return []*faultproxy.Proxy{h.proxy} }
 
 func (h *harness) Open(ctx context.Context, t *testing.T, a sdk.Adapter, m int) (sdk.Channel, error) {
 	u := h.users[m]
 	return a.Configure(ctx, sdk.ConfigureRequest{
 		ChannelID: "kit",
-		Config:    h.hs.config(u, h.room, nil),
+		Config:    h.hs.config(u, h.room, map[string]any{"homeserver": "http://" + h.proxy.Addr()}),
 		Secrets:   map[string]string{SecretPassword: u.password},
 		StateDir:  h.dirs[m],
 		Logger:    testLogger(t),
