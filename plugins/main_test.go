@@ -67,6 +67,15 @@ func child(mode string, args []string) int {
 			Plugins: plugin.PluginSet{},
 		})
 		return 0
+	case "garbage": // a wrong handshake line
+		fmt.Println("hello from an adapter that never read the docs")
+		time.Sleep(time.Minute)
+		return 0
+	case "crash": // dies at start
+		fmt.Fprintln(os.Stderr, "panic: cannot read my config")
+		return 2
+	case "oddcode":
+		a = oddcode{hosttest.New()}
 	case "flood":
 		logger := slog.New(sdk.NewLogHandler(os.Stderr, slog.LevelDebug))
 		for i := range floodLines {
@@ -126,6 +135,13 @@ func (c spyChannel) Health(context.Context) sdk.Health {
 	seen := append([]string(nil), c.s.secrets...)
 	sort.Strings(seen)
 	return sdk.Health{State: sdk.HealthOK, Message: "secrets=" + strings.Join(seen, ",") + " env=" + os.Getenv(envHostSecret)}
+}
+
+// oddcode answers Configure with an error code from a newer protocol.
+type oddcode struct{ sdk.Adapter }
+
+func (oddcode) Configure(context.Context, sdk.ConfigureRequest) (sdk.Channel, error) {
+	return nil, &sdk.Error{Code: 42, Message: "the moon is in the wrong phase"}
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

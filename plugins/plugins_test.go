@@ -322,8 +322,10 @@ func TestStartFailures(t *testing.T) {
 		want    string
 	}{
 		{"slow", 700 * time.Millisecond, "timeout while waiting for plugin to start"},
-		{"wrong-cookie", 30 * time.Second, "This binary is a plugin"},
-		{"wrong-version", 30 * time.Second, "Plugin version: 2"},
+		{"wrong-cookie", 30 * time.Second, "adapter wrong-cookie: exited before printing its handshake line"},
+		{"wrong-version", 30 * time.Second, "adapter wrong-version: speaks another adapter protocol than this remora (1)"},
+		{"garbage", 30 * time.Second, `adapter garbage: printed "hello from an adapter that never read the docs" where its handshake line belongs`},
+		{"crash", 30 * time.Second, "adapter crash: exited before printing its handshake line"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -336,6 +338,10 @@ func TestStartFailures(t *testing.T) {
 			if d := time.Since(start); d > tt.timeout+15*time.Second {
 				t.Fatalf("open took %v", d)
 			}
+			if tt.name == "crash" && !strings.Contains(err.Error(), "panic: cannot read my config") {
+				t.Errorf("open: %v, want the adapter's last stderr line", err)
+			}
+			t.Logf("%s: %v", tt.name, err)
 			h := s.Health(context.Background())
 			if len(h) != 1 || h[0].Running || h[0].LastError == nil || !strings.Contains(h[0].LastError.Error(), tt.want) {
 				t.Fatalf("health %+v: want not running with the start error", h)
@@ -346,6 +352,22 @@ func TestStartFailures(t *testing.T) {
 				t.Fatalf("open during backoff: %v, want ErrUnavailable with a retry-after", err)
 			}
 		})
+	}
+}
+
+// TestUnknownCode: an adapter answering with a code this host does not know
+// gets an error that names it and the code, is not retried as an outage, and
+// shows in Health.
+func TestUnknownCode(t *testing.T) {
+	s := newSupervisor(t, plugins.Options{Builtins: []string{"oddcode"}})
+	_, err := s.Open(context.Background(), "oddcode", sdk.ConfigureRequest{ChannelID: "c"})
+	for _, want := range []string{"adapter oddcode answered with error code 42", "the moon is in the wrong phase"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("open: %v, want an error containing %q", err, want)
+		}
+	}
+	if code := sdk.CodeOf(err); code != sdk.CodeUnknown {
+		t.Errorf("code %v, want unknown", code)
 	}
 }
 

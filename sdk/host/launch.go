@@ -173,7 +173,7 @@ func Launch(ctx context.Context, cfg Config) (*Client, error) {
 	if st.err != nil {
 		pc.Kill()
 		_ = lifeW.Close()
-		return fail(startError(st.err, stderrTail.String()))
+		return fail(startError(st.err, stderrTail.String(), cfg.StartTimeout))
 	}
 
 	pid := 0
@@ -232,15 +232,47 @@ func Launch(ctx context.Context, cfg Config) (*Client, error) {
 	return c, nil
 }
 
-// startError explains a failed start, with the adapter's last stderr lines.
-func startError(err error, stderr string) error {
+// startError explains a failed start in one sentence a user can act on:
+// what the adapter did instead of the handshake (go-plugin's own words in
+// parentheses), then its last stderr lines.
+func startError(err error, stderr string, timeout time.Duration) error {
 	if errors.Is(err, plugin.ErrChecksumsDoNotMatch) {
 		return fmt.Errorf("%w (reinstall it with `remora adapter install`)", ErrChecksum)
 	}
-	if stderr != "" {
-		return fmt.Errorf("%w; adapter stderr:\n%s", err, indent(stderr))
+	first, _, _ := strings.Cut(err.Error(), "\n")
+	var what string
+	switch {
+	case strings.HasPrefix(first, "Unrecognized remote plugin message: "):
+		line := strings.TrimPrefix(first, "Unrecognized remote plugin message: ")
+		if line == "" { // stdout closed: it exited, or closed stdout, first
+			what, first = "exited before printing its handshake line (a crash at start, or a missing library or interpreter)", "no handshake line"
+			break
+		}
+		what = fmt.Sprintf("printed %q where its handshake line belongs, want 1|1|tcp|127.0.0.1:PORT|grpc|CERT on stdout (docs/adapter-protocol.md)", shorten(line, 120))
+		first = "unrecognized handshake"
+	case first == "plugin exited before we could connect":
+		what = "exited before printing its handshake line (a crash at start, or a missing library or interpreter)"
+	case first == "timeout while waiting for plugin to start":
+		what = fmt.Sprintf("printed no handshake line within %s", timeout)
+	case strings.HasPrefix(strings.ToLower(first), "incompatible api version with plugin."):
+		what = fmt.Sprintf("speaks another adapter protocol than this remora (%d): install a build of the adapter for protocol %d", sdk.ProtocolVersion, sdk.ProtocolVersion)
+	case strings.HasPrefix(first, "incompatible core API version"), strings.HasPrefix(first, "error parsing core protocol version"):
+		what = "printed a handshake line with another go-plugin core protocol than 1"
+	default:
+		what = "failed to start"
 	}
-	return err
+	out := fmt.Errorf("%s (go-plugin: %s)", what, first)
+	if stderr != "" {
+		out = fmt.Errorf("%w; its last stderr lines:\n%s", out, indent(stderr))
+	}
+	return out
+}
+
+func shorten(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
 }
 
 func indent(s string) string { return "\t" + strings.ReplaceAll(s, "\n", "\n\t") }
