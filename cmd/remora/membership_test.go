@@ -151,6 +151,19 @@ func TestMembershipEndToEnd(t *testing.T) {
 	if listen := b.ok("listen", "--follow=false"); !strings.Contains(listen, "before the removal") {
 		t.Fatalf("bob's listen:\n%s", listen)
 	}
+
+	// The removed device replays the invite it joined with: the inviter
+	// answers that it is used, and the CLI says so.
+	if msg := b.fails("join", inviteCode(inv), "--timeout", "60s"); !strings.Contains(msg, "already used") {
+		t.Fatalf("joining again with a used invite:\n%s", msg)
+	}
+	// A stale invite: refused at once, saying it expired.
+	stale := inviteCode(a.ok("invite", "--ttl", "1s"))
+	made := time.Now()
+	testenv.WaitFor(t, "the one-second invite expiring", 10*time.Second, func() bool { return time.Since(made) > 2*time.Second })
+	if msg := b.fails("join", stale, "--timeout", "30s"); !strings.Contains(msg, "expired") {
+		t.Fatalf("joining with an expired invite:\n%s", msg)
+	}
 }
 
 func hasText(t *testing.T, h *home, text string) bool {

@@ -83,6 +83,9 @@ func (n *Node) StartJoin(text string) (*pendingJoin, error) {
 	j := n.joins[id]
 	n.mu.Unlock()
 	if j != nil && j.state != joinPending {
+		if j.state == joinJoined && j.circle != nil && !n.stillIn(j.circle.ID()) {
+			return nil, fmt.Errorf("%w (%q)", ErrInviteUsedHere, j.circle.Roster().Name)
+		}
 		return j, nil
 	}
 	now := n.opts.Now()
@@ -125,6 +128,16 @@ func (n *Node) StartJoin(text string) (*pendingJoin, error) {
 	ch.publish(parts, delivery.PriorityControl, "", nil)
 	n.log.Info("join requested; waiting for an admin of the circle to approve", "channel", ch.Name, "safety_code", pj.Fingerprint())
 	return j, nil
+}
+
+// ErrInviteUsedHere refuses an invite this device already joined with and
+// whose circle it is no longer in: the inviter would refuse it as used.
+var ErrInviteUsedHere = errors.New("invite: the invite was already used, by this device, which is no longer a member of that circle (removed, or it left); an invite admits once: ask an admin for a new invite")
+
+// stillIn says whether this device is a member of circle id.
+func (n *Node) stillIn(id circle.ID) bool {
+	c, ok := n.circleOf(id)
+	return ok && c.Roster().IsMember(n.ID())
 }
 
 // JoinCircle asks to join and waits (until ctx ends) for the inviter's
@@ -269,7 +282,7 @@ func (n *Node) joinStatus(j *pendingJoin) api.JoinStatus {
 func (n *Node) Join(ctx context.Context, req api.JoinRequest) (api.JoinStatus, error) {
 	j, err := n.StartJoin(req.Invite)
 	if err != nil {
-		if errors.Is(err, circle.ErrInviteExpired) || errors.Is(err, circle.ErrInviteMalformed) || errors.Is(err, ErrNoRendezvous) {
+		if errors.Is(err, circle.ErrInviteExpired) || errors.Is(err, circle.ErrInviteMalformed) || errors.Is(err, ErrNoRendezvous) || errors.Is(err, ErrInviteUsedHere) {
 			return api.JoinStatus{}, badRequest(err.Error(), "ask the inviter for a new invite")
 		}
 		return api.JoinStatus{}, err
