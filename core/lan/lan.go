@@ -176,17 +176,15 @@ func (s *Service) announce(n Network, ifc net.Interface) {
 	s.mu.Lock()
 	a := s.ann[n.Name]
 	s.mu.Unlock()
-	if a != nil && (a.netID != n.ID() || now.Sub(a.born) >= s.o.Rotate) {
+	if a != nil && (len(text) == 0 || a.netID != n.ID() || now.Sub(a.born) >= s.o.Rotate) {
+		// nothing to say any more, another network, or time for new names
 		a.srv.Shutdown()
+		s.mu.Lock()
+		delete(s.ann, n.Name)
+		s.mu.Unlock()
 		a = nil
 	}
 	if len(text) == 0 {
-		if a != nil {
-			a.srv.Shutdown()
-			s.mu.Lock()
-			delete(s.ann, n.Name)
-			s.mu.Unlock()
-		}
 		return
 	}
 	if a == nil {
