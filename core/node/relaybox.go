@@ -187,6 +187,10 @@ func (n *Node) handleRelayList(msg *envelope.Message) {
 	if n.opts.Boxes.RelayList.Off {
 		return
 	}
+	if len(msg.Body) > maxSharedList {
+		n.count("dropped_relay_list")
+		return
+	}
 	n.disc.Attempt(boxRelayList)
 	_, err := n.acceptRelayBundle(msg.Body, "member "+msg.Sender.String())
 	if errors.Is(err, relaylist.ErrRollback) {
