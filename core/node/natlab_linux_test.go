@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -31,6 +32,7 @@ import (
 
 	"github.com/remora-p2p/remora/core/api"
 	"github.com/remora-p2p/remora/core/identity"
+	"github.com/remora-p2p/remora/core/lan"
 	"github.com/remora-p2p/remora/core/store"
 	"github.com/remora-p2p/remora/core/transport"
 	"github.com/remora-p2p/remora/dir"
@@ -45,6 +47,7 @@ const (
 	labListenEnv = "REMORA_NODELAB_LISTEN" // comma-separated listen multiaddrs
 	labRelayEnv  = "REMORA_NODELAB_RELAY"  // "1": offer to relay for members
 	labForceEnv  = "REMORA_NODELAB_FORCE"  // forced reachability (public|private), else AutoNAT
+	labNoMDNSEnv = "REMORA_NODELAB_NOMDNS" // "1": no mDNS box (the daemon's default runs it on private networks)
 )
 
 func TestMain(m *testing.M) {
@@ -110,6 +113,11 @@ func runLabNode(role, labDir string, log *slog.Logger) error {
 		opts.Relay, opts.RelayUptime = &transport.RelayOptions{}, time.Millisecond
 	}
 	opts.ForceReachability = transport.Reachability(os.Getenv(labForceEnv))
+	if os.Getenv(labNoMDNSEnv) != "1" {
+		// the daemon's default, with the lab's LANs as private networks
+		opts.LAN = &lan.Policy{Mode: lan.Auto, Private: []netip.Prefix{
+			netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("198.51.100.0/24")}}
+	}
 	n, err := New(ctx, opts)
 	if err != nil {
 		return err

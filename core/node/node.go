@@ -219,6 +219,8 @@ type peerInfo struct {
 	dialStart time.Time
 	// pexAt is when we last accepted a peer exchange from the peer.
 	pexAt time.Time
+	// sameLAN: the peer's latest LAN hash matched ours (presence.go).
+	sameLAN bool
 }
 
 // peerLocked returns what the node knows of p, creating the entry on first

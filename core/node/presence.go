@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -269,7 +270,50 @@ func (n *Node) acceptPresence(circleID envelope.CircleID, body []byte, source st
 	}
 	n.mu.Unlock()
 	n.remember(rec.Peer, rec.Addrs, source)
+	if n.sameLAN(c, rec, pi) {
+		go n.dialLAN(rec.Peer)
+	}
 	n.dial(rec.Peer)
+}
+
+// sameLAN reads the LAN hash of rec (a channel record carries one) and
+// reports whether p, by the latest hash it published, shares our LAN, so
+// that its private addresses (learned by peer exchange or mDNS) are worth
+// dialing even while another path is live: ICE's host candidates first.
+func (n *Node) sameLAN(c *circle.Circle, rec *presence.Record, pi *peerInfo) bool {
+	if len(rec.LANHash) > 0 {
+		same := false
+		if secrets, err := c.EpochSecrets(); err == nil {
+			for _, s := range secrets { // the sender may still use the previous epoch
+				if h := n.lanHash(s); h != nil && bytes.Equal(h, rec.LANHash) {
+					same = true
+					break
+				}
+			}
+		}
+		n.mu.Lock()
+		pi.sameLAN = same
+		n.mu.Unlock()
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return pi.sameLAN
+}
+
+// dialLAN dials a same-LAN member's private addresses unless the path to
+// it is a LAN path already; a LAN path then wins over a relayed one.
+func (n *Node) dialLAN(p peer.ID) {
+	if n.tr.PathTo(p) == transport.PathLAN {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	path, err := n.tr.ConnectLAN(ctx, p)
+	if err != nil {
+		n.log.Debug("same-LAN dial", "peer", p, "err", err)
+		return
+	}
+	n.log.Info("same-LAN member", "peer", p, "path", path)
 }
 
 // dial connects to p in the background unless a live path exists or a dial

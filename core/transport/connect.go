@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 // Timeouts of the connect strategy.
@@ -137,6 +138,32 @@ func (t *Transport) connect(ctx context.Context, p peer.ID) (Path, error) {
 		errs = append(errs, ErrNoAddrs)
 	}
 	return PathNone, errors.Join(errs...)
+}
+
+// ConnectLAN dials p's known private (LAN) addresses, for a member known to
+// share our LAN, whatever other path is live: a LAN path is preferred over
+// every other (PathTo) and streams move to it. A direct connection through
+// the router's public address (hairpin) already counts as direct, and
+// libp2p dials no second direct connection beside it.
+func (t *Transport) ConnectLAN(ctx context.Context, p peer.ID) (Path, error) {
+	if !t.admitted(p) {
+		return PathNone, fmt.Errorf("transport: connect %s on the LAN: %w", shortID(p), ErrNotAllowed)
+	}
+	var lan []ma.Multiaddr
+	for _, a := range t.h.Peerstore().Addrs(p) {
+		if !isRelayAddr(a) && !manet.IsPublicAddr(a) {
+			lan = append(lan, a)
+		}
+	}
+	if len(lan) == 0 {
+		return PathNone, fmt.Errorf("transport: connect %s on the LAN: %w", shortID(p), ErrNoAddrs)
+	}
+	dctx, cancel := context.WithTimeout(network.WithForceDirectDial(ctx, "remora lan"), directDialTimeout)
+	defer cancel()
+	if err := t.h.Connect(dctx, peer.AddrInfo{ID: p, Addrs: lan}); err != nil {
+		return PathNone, fmt.Errorf("transport: connect %s on the LAN: %w", shortID(p), t.closedOr(err))
+	}
+	return t.PathTo(p), nil
 }
 
 // SimultaneousConnect dials p's direct addresses while p dials ours, for a
