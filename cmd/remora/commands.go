@@ -263,6 +263,7 @@ func (a *app) doctor(ctx context.Context, w io.Writer) error {
 		}
 		ok = doctorRoster(w, st.Circles, time.Now()) && ok
 		doctorMailbox(w, st)
+		ok = doctorHeld(w, st.Held) && ok
 	} else {
 		say(errors.Is(err, api.ErrNotRunning), "daemon", "not running (start it with `remora run`); checking channels directly")
 		sup := newSupervisor(a.home, a.logger(), cfg)

@@ -66,6 +66,24 @@ type Status struct {
 	Fingerprint  string    `json:"fingerprint"`
 	// Mailbox is what this device keeps for friends and they for it.
 	Mailbox *Mailbox `json:"mailbox,omitempty"`
+	// Held is what this device holds from others that cannot open yet.
+	Held *Held `json:"held,omitempty"`
+}
+
+// Held is the envelopes a device keeps because they cannot open yet (the
+// sender's key has not arrived, or the other fragments of the message),
+// within byte quotas, and what it refused or dropped as duplicates.
+type Held struct {
+	Items int   `json:"items"`
+	Bytes int64 `json:"bytes"`
+	// Quotas: all senders together, and per sender and kind.
+	QuotaBytes     int64 `json:"quota_bytes"`
+	PerSenderBytes int64 `json:"per_sender_bytes"`
+	// Refused since the daemon started: over a held quota; join parts
+	// over their byte bounds; copies of messages already handled.
+	DroppedQuota      int64 `json:"dropped_quota"`
+	DroppedJoinParts  int64 `json:"dropped_join_parts"`
+	DuplicatesRemoved int64 `json:"duplicates_removed"`
 }
 
 // Mailbox is friends' mailboxes as `remora doctor` shows them.

@@ -43,7 +43,19 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 		st.Circles = append(st.Circles, circleInfo(c))
 	}
 	st.Mailbox = n.mailboxStatus()
+	st.Held = n.heldStatus()
 	return st, nil
+}
+
+// heldStatus reports the held envelopes and the refusals of receiving.
+func (n *Node) heldStatus() *api.Held {
+	items, bytes, err := n.db.HeldUsage("")
+	if err != nil {
+		n.log.Warn("held envelopes", "err", err)
+	}
+	c := n.Counters()
+	return &api.Held{Items: items, Bytes: bytes, QuotaBytes: n.opts.MaxHeldBytes, PerSenderBytes: n.opts.MaxHeldBytesPerPeer,
+		DroppedQuota: c["dropped_held_quota"], DroppedJoinParts: c[partTooLarge] + c[partsEvicted], DuplicatesRemoved: c["duplicates_removed"]}
 }
 
 func circleInfo(c *circle.Circle) api.Circle {
