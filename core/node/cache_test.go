@@ -11,7 +11,7 @@ import (
 	"github.com/remora-p2p/remora/testenv"
 )
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -309,25 +309,72 @@ func (n *Node) serveMailbox(ctx context.Context, p peer.ID) {
 		}
 	}()
 	n.expireMailbox()
-	items := n.mb.box.For(n.mailboxTags(p))
+	tags := n.mailboxTags(p)
+	items := n.mb.box.For(tags)
+	// A window of deliveries in flight hides the recipient's store latency;
+	// delivered items are dropped in batches, one store transaction each
+	// (a crash in between hands a copy over twice: the recipient dedupes).
+	var (
+		mu     sync.Mutex
+		done   []mailbox.ID
+		failed bool
+		wg     sync.WaitGroup
+	)
+	flush := func(min int) {
+		mu.Lock()
+		batch := done
+		if len(batch) < min {
+			mu.Unlock()
+			return
+		}
+		done = nil
+		mu.Unlock()
+		if _, err := n.mb.box.Release(p, tags, batch); err != nil {
+			n.log.Warn("mailbox release", "err", err)
+		}
+	}
+	sem := make(chan struct{}, mailboxWindow)
 	for _, it := range items {
+		mu.Lock()
+		stop := failed
+		mu.Unlock()
+		if stop || ctx.Err() != nil {
+			break
+		}
 		env, err := n.mb.box.Envelope(it.ID)
 		if err != nil {
 			continue // released meanwhile
 		}
-		sctx, cancel := context.WithTimeout(ctx, n.opts.LiveTimeout)
-		err = n.tr.Send(sctx, p, mailbox.Deliver(env))
-		cancel()
-		if err != nil {
-			n.log.Debug("mailbox delivery", "to", p, "err", err)
-			return
-		}
-		if _, err := n.mb.box.Release(p, []mailbox.Tag{it.Tag}, []mailbox.ID{it.ID}); err != nil {
-			n.log.Warn("mailbox release", "err", err)
-		}
-		n.count("mailbox_delivered")
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			sctx, cancel := context.WithTimeout(ctx, n.opts.LiveTimeout)
+			err := n.tr.Send(sctx, p, mailbox.Deliver(env))
+			cancel()
+			mu.Lock()
+			if err != nil {
+				failed = true
+			} else {
+				done = append(done, it.ID)
+			}
+			mu.Unlock()
+			if err != nil {
+				n.log.Debug("mailbox delivery", "to", p, "err", err)
+				return
+			}
+			n.count("mailbox_delivered")
+		})
+		flush(mailboxReleaseBatch)
 	}
+	wg.Wait()
+	flush(0)
 }
+
+// Delivery of kept envelopes: in flight at once, and released per batch.
+const (
+	mailboxWindow       = 8
+	mailboxReleaseBatch = 64
+)
 
 // releaseLoop tells every connected member which envelopes reached us
 // through a mailbox, so friends holding other copies drop them too.

@@ -28,7 +28,7 @@ import (
 // each other's addresses in their peer caches; each listens on a fixed port,
 // so after a restart they find each other again with no channel at all.
 type mailboxCircle struct {
-	t      *testing.T
+	t      testing.TB
 	circle string
 	nodes  map[string]*testNode
 	up     map[string]bool
@@ -36,7 +36,7 @@ type mailboxCircle struct {
 	skew   atomic.Int64              // the clock of every node runs this far ahead
 }
 
-func newMailboxCircle(t *testing.T) *mailboxCircle {
+func newMailboxCircle(t testing.TB) *mailboxCircle {
 	t.Helper()
 	root := t.TempDir()
 	shared := filepath.Join(root, "shared")

@@ -20,7 +20,7 @@ import (
 
 // testNode is one node with its own state folder, sharing a dir channel.
 type testNode struct {
-	t      *testing.T
+	t      testing.TB
 	name   string
 	state  string
 	shared string
@@ -37,7 +37,7 @@ type testNode struct {
 	now func() time.Time
 }
 
-func logger(t *testing.T, name string) *slog.Logger {
+func logger(t testing.TB, name string) *slog.Logger {
 	if os.Getenv("REMORA_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", name)
 	}
@@ -113,7 +113,7 @@ func (tn *testNode) stop() {
 	tn.db.Close()
 }
 
-func inbox(t *testing.T, n *Node) []api.Message {
+func inbox(t testing.TB, n *Node) []api.Message {
 	t.Helper()
 	msgs, err := n.Messages(context.Background(), 0, 1000)
 	if err != nil {
@@ -131,7 +131,7 @@ func texts(msgs []api.Message) map[string]int {
 }
 
 // join makes joiner a member of inviter's circle through the shared channel.
-func join(t *testing.T, inviter, joiner *testNode, circleID string) {
+func join(t testing.TB, inviter, joiner *testNode, circleID string) {
 	t.Helper()
 	ctx := context.Background()
 	inv, err := inviter.n.Invite(ctx, api.InviteRequest{Circle: circleID, InPerson: true})
