@@ -321,6 +321,7 @@ func (s *Service) handle(e *zeroconf.ServiceEntry) {
 			continue
 		}
 		if a.Peer != s.o.Self {
+			a.Instance = e.Instance
 			s.seen.Add(1)
 			s.opened.Add(1)
 			s.o.Found(a)

@@ -19,6 +19,9 @@ type Announcement struct {
 	Peer     peer.ID
 	Addrs    []ma.Multiaddr
 	IssuedAt time.Time
+	// Instance is the DNS-SD instance name it was read under (set by the
+	// reader; not sealed).
+	Instance string
 }
 
 const (

@@ -106,6 +106,13 @@ func TestMDNSLab(t *testing.T) {
 		}
 		procs = append(procs, cmd)
 	}
+	// When m2 has met m1, m1's network changes (a new address, as on
+	// another LAN): its announcement must come under another name.
+	var first struct{ Name string }
+	if err := waitJSON(filepath.Join(dir, "met.json"), 60*time.Second, &first); err == nil {
+		run("ip", "netns", "exec", prefix+"-m1", "ip", "addr", "add", "192.0.2.50/24", "dev", "eth0")
+		writeJSON(t, filepath.Join(dir, "moved.json"), first)
+	}
 	var res mdnsResult
 	if err := waitJSON(filepath.Join(dir, "result.json"), 60*time.Second, &res); err != nil {
 		for _, role := range roles {
@@ -130,6 +137,9 @@ func TestMDNSLab(t *testing.T) {
 	if res.Path != transport.PathLAN {
 		t.Errorf("path %s, want lan", res.Path)
 	}
+	if res.FirstName == "" || res.MovedName == "" || res.FirstName == res.MovedName {
+		t.Errorf("m1's instance name before and after its network changed: %q, %q; want two different names", res.FirstName, res.MovedName)
+	}
 }
 
 func nsNames(prefix string, roles []string) []string {
@@ -144,6 +154,8 @@ type mdnsResult struct {
 	FoundMember   bool           `json:"found_member"`
 	FoundStranger bool           `json:"found_stranger"`
 	StrangerSeen  bool           `json:"stranger_seen"`
+	FirstName     string         `json:"first_name"`
+	MovedName     string         `json:"moved_name"`
 	Path          transport.Path `json:"path"`
 	Err           string         `json:"err"`
 }
@@ -237,6 +249,27 @@ func mdnsPeer(role, dir string, log *slog.Logger) error {
 	}
 	if err != nil {
 		res.Err = err.Error()
+	}
+	// m1 moves to another network (the test adds an address): its
+	// announcement comes under a name not seen before.
+	res.FirstName = m1.Instance
+	if err := writeJSONFile(filepath.Join(dir, "met.json"), struct{ Name string }{m1.Instance}); err != nil {
+		return err
+	}
+	var moved struct{ Name string }
+	if err := waitJSON(filepath.Join(dir, "moved.json"), 20*time.Second, &moved); err != nil {
+		return err
+	}
+	for res.MovedName == "" {
+		select {
+		case a := <-found:
+			if a.Peer == ids["m1"] && a.Instance != res.FirstName {
+				res.MovedName = a.Instance
+			}
+			res.FoundStranger = res.FoundStranger || a.Peer == ids["stranger"]
+		case <-time.After(30 * time.Second):
+			return finish(dir, res)
+		}
 	}
 	// Wait for the stranger's announcement too (read, not opened).
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
