@@ -212,6 +212,20 @@ func (b *Box) Release(by peer.ID, tags []Tag, ids []ID) (int, error) {
 	return len(gone), b.drop(gone)
 }
 
+// DropFrom drops everything from deposited (a removed member: its
+// envelopes would be refused by their recipients anyway).
+func (b *Box) DropFrom(from peer.ID) (int, error) {
+	b.mu.Lock()
+	var gone []ID
+	for id, it := range b.items {
+		if it.From == from {
+			gone = append(gone, id)
+		}
+	}
+	b.mu.Unlock()
+	return len(gone), b.drop(gone)
+}
+
 // Expire drops the items past their expiry and returns how many went.
 func (b *Box) Expire() (int, error) {
 	now := b.opts.Now()

@@ -198,6 +198,10 @@ func TestBox(t *testing.T) {
 	if k, _ := box.Release("bob", []Tag{bob}, []ID{id1}); k != 1 {
 		t.Fatal("the recipient could not release its item")
 	}
+	id3, _ := box.Put("mallory", bob, c.in(time.Hour), env(10, 5))
+	if k, _ := box.DropFrom("mallory"); k != 1 || box.For([]Tag{bob}) != nil {
+		t.Fatalf("DropFrom dropped %d; left %v (want %s gone)", k, box.For([]Tag{bob}), id3)
+	}
 
 	// Expiry: capped by the box's own, whatever the sender asked.
 	c.add(24*time.Hour + time.Second)

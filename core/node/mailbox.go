@@ -532,6 +532,31 @@ func (n *Node) handleWake(msg *envelope.Message) {
 	}
 }
 
+// forgetInMailbox drops a removed member's wake-up registration and the
+// envelopes it deposited.
+func (n *Node) forgetInMailbox(p peer.ID) {
+	if err := n.mb.waker.Forget(p); err != nil {
+		n.log.Warn("wake-up registration", "err", err)
+	}
+	if k, err := n.mb.box.DropFrom(p); err != nil {
+		n.log.Warn("mailbox", "err", err)
+	} else if k > 0 {
+		n.count("mailbox_dropped_removed")
+	}
+}
+
+// maintainMailbox runs every minute: expiry, and a new hand-over to each
+// connected member something is kept for (one that failed half-way, or a
+// member that connected while we were busy).
+func (n *Node) maintainMailbox(ctx context.Context) {
+	n.expireMailbox()
+	for _, p := range n.connectedMembers() {
+		if len(n.mb.box.For(n.mailboxTags(p))) > 0 {
+			go n.serveMailbox(ctx, p)
+		}
+	}
+}
+
 // expireMailbox drops what was kept for others past its expiry.
 func (n *Node) expireMailbox() {
 	k, err := n.mb.box.Expire()

@@ -122,6 +122,18 @@ func (mc *mailboxCircle) configure(wrap func(sdk.Channel) sdk.Channel, quota map
 	}
 }
 
+// aliceAndFriends starts alice and friends and waits until she is
+// connected to each.
+func (mc *mailboxCircle) aliceAndFriends(friends ...string) {
+	mc.start("alice")
+	for _, f := range friends {
+		mc.start(f)
+	}
+	for _, f := range friends {
+		mc.connected("alice", f)
+	}
+}
+
 func (mc *mailboxCircle) connected(x, y string) {
 	mc.t.Helper()
 	a, b := mc.nodes[x], mc.nodes[y]
@@ -269,11 +281,7 @@ func TestFriendMailbox(t *testing.T) {
 		mc.t = t
 		defer mc.stopAll()
 		mc.configure(nil, map[string]int64{"carol": 64})
-		mc.start("alice")
-		mc.start("carol")
-		mc.start("dave")
-		mc.connected("alice", "carol")
-		mc.connected("alice", "dave")
+		mc.aliceAndFriends("carol", "dave")
 		mc.send("alice", "bob", "carol is full", 0)
 		a := mc.nodes["alice"]
 		testenv.WaitFor(t, "alice told carol is full and handing the message to dave", 30*time.Second, func() bool {
@@ -296,11 +304,7 @@ func TestFriendMailbox(t *testing.T) {
 		mc.t = t
 		defer mc.stopAll()
 		mc.configure(nil, nil)
-		mc.start("alice")
-		mc.start("carol")
-		mc.start("dave")
-		mc.connected("alice", "carol")
-		mc.connected("alice", "dave")
+		mc.aliceAndFriends("carol", "dave")
 		mc.send("alice", "bob", "kept twice", 0)
 		testenv.WaitFor(t, "alice handing the message to carol and dave", 30*time.Second, func() bool {
 			return slices.Equal(mc.holders("alice", "kept twice"), []string{"carol", "dave"})

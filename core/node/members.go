@@ -118,6 +118,7 @@ func (n *Node) cutOff(p peer.ID, keepRoster bool) {
 	for _, e := range changed {
 		n.updateOutbox(e)
 	}
+	n.forgetInMailbox(p)
 	// Envelopes held for its key and its unfinished fragments.
 	for _, prefix := range []string{fragmentSenderPrefix(p), keyWaitPrefix(p)} {
 		dropped, err := n.db.DeleteHeldPrefix(prefix)

@@ -488,7 +488,7 @@ func (n *Node) maintainLoop(ctx context.Context) {
 			saved[c.ID()] = sum
 		}
 		n.retryHeld()
-		n.expireMailbox()
+		n.maintainMailbox(ctx)
 		if time.Since(lastPrune) >= time.Hour {
 			// Dedupe records outlive their messages only until a copy
 			// would fail the timestamp check anyway.
