@@ -75,6 +75,18 @@ type ID [16]byte
 
 func (id ID) String() string { return hex.EncodeToString(id[:]) }
 
+// MarshalText writes the ID in hex (outbox records are JSON).
+func (id ID) MarshalText() ([]byte, error) { return []byte(id.String()), nil }
+
+// UnmarshalText reads a hex ID.
+func (id *ID) UnmarshalText(b []byte) error {
+	if hex.DecodedLen(len(b)) != len(id) {
+		return fmt.Errorf("%w: ID of %d hex digits", ErrMalformed, len(b))
+	}
+	_, err := hex.Decode(id[:], b)
+	return err
+}
+
 // IDOf returns the ID of an envelope.
 func IDOf(env []byte) ID {
 	h := sha256.Sum256(env)

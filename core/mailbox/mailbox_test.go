@@ -3,6 +3,7 @@ package mailbox
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -103,6 +104,21 @@ func TestFrames(t *testing.T) {
 				t.Fatalf("Parse = %+v, %v", f, err)
 			}
 		})
+	}
+}
+
+func TestIDText(t *testing.T) {
+	id := IDOf([]byte("envelope"))
+	b, err := json.Marshal(map[string]ID{"id": id})
+	if err != nil || !strings.Contains(string(b), id.String()) {
+		t.Fatalf("JSON %s, %v", b, err)
+	}
+	var back map[string]ID
+	if err := json.Unmarshal(b, &back); err != nil || back["id"] != id {
+		t.Fatalf("round trip %v, %v", back, err)
+	}
+	if err := json.Unmarshal([]byte(`{"id":"abc"}`), &back); err == nil {
+		t.Fatal("a short ID was accepted")
 	}
 }
 
