@@ -31,6 +31,8 @@ type testNode struct {
 	done   chan error
 	// configure opens the channel (default: a dir channel on shared).
 	configure func(ctx context.Context) (sdk.Channel, error)
+	// idle: the node is made but not run (no loop acts behind the test).
+	idle bool
 	// tune adjusts the node's options (optional).
 	tune func(*Options)
 	// now is the clock of the node and its keyring (optional).
@@ -92,9 +94,13 @@ func (tn *testNode) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
+	tn.done = make(chan error, 1)
+	if tn.idle {
+		tn.cancel = func() { tn.done <- tn.n.Close() }
+		return
+	}
 	rctx, cancel := context.WithCancel(ctx)
 	tn.cancel = cancel
-	tn.done = make(chan error, 1)
 	go func() { tn.done <- tn.n.Run(rctx) }()
 }
 
@@ -245,29 +251,46 @@ func startDirNodesTuned(t *testing.T, root string, tune func(*Options), names ..
 
 func startDirNodesWith(t *testing.T, root string, maxPayload int, wrap func(sdk.Channel) sdk.Channel, tune func(*Options), names ...string) []*testNode {
 	t.Helper()
-	shared := filepath.Join(root, "shared")
-	os.MkdirAll(shared, 0o755)
 	var nodes []*testNode
 	for _, name := range names {
-		tn := &testNode{t: t, name: name, state: filepath.Join(root, name), shared: shared, tune: tune}
-		if tune == nil {
-			tn.tune = func(*Options) {}
-		}
-		tn.configure = func(ctx context.Context) (sdk.Channel, error) {
-			cfg := map[string]any{"path": shared, "poll_interval": "50ms"}
-			if maxPayload > 0 {
-				cfg["max_payload"] = maxPayload
-			}
-			raw, _ := json.Marshal(cfg)
-			ch, err := dir.New().Configure(ctx, sdk.ConfigureRequest{ChannelID: "shared", Config: raw, StateDir: filepath.Join(tn.state, "adapter"), Logger: logger(t, name)})
-			if err != nil || wrap == nil {
-				return ch, err
-			}
-			return wrap(ch), nil
-		}
+		tn := newDirNode(t, root, maxPayload, wrap, tune, name)
 		tn.start()
 		t.Cleanup(tn.stop)
 		nodes = append(nodes, tn)
 	}
 	return nodes
+}
+
+// startIdleDirNode makes a node on a dir channel without running it: no
+// loop retries, expires or publishes anything behind a test's back.
+func startIdleDirNode(t *testing.T, tune func(*Options)) *testNode {
+	t.Helper()
+	tn := newDirNode(t, t.TempDir(), 0, nil, tune, "alice")
+	tn.idle = true
+	tn.start()
+	t.Cleanup(tn.stop)
+	return tn
+}
+
+// newDirNode prepares (does not start) a node on the dir channel in root/shared.
+func newDirNode(t *testing.T, root string, maxPayload int, wrap func(sdk.Channel) sdk.Channel, tune func(*Options), name string) *testNode {
+	shared := filepath.Join(root, "shared")
+	os.MkdirAll(shared, 0o755)
+	tn := &testNode{t: t, name: name, state: filepath.Join(root, name), shared: shared, tune: tune}
+	if tune == nil {
+		tn.tune = func(*Options) {}
+	}
+	tn.configure = func(ctx context.Context) (sdk.Channel, error) {
+		cfg := map[string]any{"path": shared, "poll_interval": "50ms"}
+		if maxPayload > 0 {
+			cfg["max_payload"] = maxPayload
+		}
+		raw, _ := json.Marshal(cfg)
+		ch, err := dir.New().Configure(ctx, sdk.ConfigureRequest{ChannelID: "shared", Config: raw, StateDir: filepath.Join(tn.state, "adapter"), Logger: logger(t, name)})
+		if err != nil || wrap == nil {
+			return ch, err
+		}
+		return wrap(ch), nil
+	}
+	return tn
 }
