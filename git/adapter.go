@@ -9,11 +9,14 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/go-git/go-billy/v5/osfs"
 	gogit "github.com/go-git/go-git/v5"
 	gitconfig "github.com/go-git/go-git/v5/config"
+	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/plumbing/transport/client"
 	"github.com/go-git/go-git/v5/plumbing/transport/server"
+	"github.com/go-git/go-git/v5/storage/filesystem"
 
 	"github.com/remora-p2p/remora/sdk"
 )
@@ -89,7 +92,7 @@ func (adapter) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.Cha
 	if err != nil {
 		return nil, err
 	}
-	repo, err := openClone(filepath.Join(req.StateDir, "clone.git"))
+	repo, err := openClone(filepath.Join(req.StateDir, "clone.git"), cfg.MaxFetchBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -112,13 +115,25 @@ func (adapter) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.Cha
 	return c, nil
 }
 
-func openClone(path string) (*gogit.Repository, error) {
-	repo, err := gogit.PlainOpen(path)
-	if errors.Is(err, gogit.ErrRepositoryNotExists) {
-		repo, err = gogit.PlainInit(path, true)
-	}
-	if err != nil {
+// largeObject is the size above which an object of the local clone is
+// read from its pack as it is used rather than loaded whole: a blob far
+// above any max_payload is then only its size, checked before anything
+// is read.
+const largeObject = 1 << 20
+
+func openClone(path string, maxFetch int64) (*gogit.Repository, error) {
+	fail := func(err error) (*gogit.Repository, error) {
 		return nil, fmt.Errorf("git: local clone %s: %w (delete it to start over)", path, err)
+	}
+	if _, err := os.Stat(filepath.Join(path, "config")); errors.Is(err, os.ErrNotExist) {
+		if _, err := gogit.PlainInit(path, true); err != nil {
+			return fail(err)
+		}
+	}
+	st := filesystem.NewStorageWithOptions(osfs.New(path), cache.NewObjectLRUDefault(), filesystem.Options{LargeObjectThreshold: largeObject})
+	repo, err := gogit.Open(&limitedStorage{Storage: st, max: maxFetch}, nil)
+	if err != nil {
+		return fail(err)
 	}
 	return repo, nil
 }

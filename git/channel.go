@@ -87,7 +87,9 @@ type channel struct {
 	done      chan struct{}
 	closeOnce sync.Once
 
-	health health
+	health    health
+	refusedMu sync.Mutex
+	refused   map[plumbing.Hash]string // tips whose pack is too large -> member
 }
 
 func newChannel(cfg Config, member string, log *slog.Logger, repo *gogit.Repository, remote *gogit.Remote, auth transport.AuthMethod) *channel {
@@ -96,6 +98,7 @@ func newChannel(cfg Config, member string, log *slog.Logger, repo *gogit.Reposit
 		where:   redact(cfg.Remote),
 		keys:    map[string]string{},
 		pending: map[string]*pendingEdit{},
+		refused: map[plumbing.Hash]string{},
 		kick:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
@@ -164,17 +167,9 @@ func (c *channel) fail(op string, err error) error {
 // refs by name. Refs whose names are not member names are ignored and counted.
 // c.mu must be held.
 func (c *channel) fetchLocked(ctx context.Context) (map[string]plumbing.Hash, error) {
-	spec := gitconfig.RefSpec("+" + c.cfg.Namespace + "*:" + trackPrefix + "*")
-	err := c.remote.FetchContext(ctx, &gogit.FetchOptions{
-		RemoteName: remoteName,
-		RefSpecs:   []gitconfig.RefSpec{spec},
-		Auth:       c.auth,
-		Tags:       gogit.NoTags,
-		Prune:      true,
-		Force:      true,
-	})
+	err := c.fetchRefs(ctx)
 	switch {
-	case err == nil, errors.Is(err, gogit.NoErrAlreadyUpToDate):
+	case err == nil:
 	case errors.Is(err, transport.ErrEmptyRemoteRepository):
 		// nothing pushed yet: no member refs (drop stale tracking refs)
 		if err := c.dropTracking(nil); err != nil {

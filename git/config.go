@@ -43,6 +43,10 @@ type Config struct {
 	Retention *sdk.Duration `json:"retention,omitempty"`
 	// MaxPayload is the largest item in bytes. Default 65536.
 	MaxPayload int `json:"max_payload,omitempty"`
+	// MaxFetchBytes bounds one fetched pack (default 64 MiB): a member ref
+	// whose new commits bring more is left out until it changes, and
+	// Health names it.
+	MaxFetchBytes int64 `json:"max_fetch_bytes,omitempty"`
 	// SSHKeyFile is a private key file for ssh remotes (else the secret
 	// "ssh_key", else ssh-agent).
 	SSHKeyFile string `json:"ssh_key_file,omitempty"`
@@ -61,6 +65,7 @@ const (
 	DefaultPollMax       = 2 * time.Minute
 	DefaultRetention     = 14 * 24 * time.Hour
 	DefaultMaxPayload    = 64 << 10
+	DefaultMaxFetchBytes = 64 << 20
 	// MaxMaxPayload caps max_payload: forges reject or throttle large blobs.
 	MaxMaxPayload = 16 << 20
 )
@@ -154,6 +159,12 @@ func parseConfig(raw json.RawMessage) (Config, error) {
 	}
 	if c.MaxPayload < 0 || c.MaxPayload > MaxMaxPayload {
 		return c, badConfig("max_payload", "%d is out of range 1..%d bytes", c.MaxPayload, MaxMaxPayload)
+	}
+	if c.MaxFetchBytes == 0 {
+		c.MaxFetchBytes = DefaultMaxFetchBytes
+	}
+	if c.MaxFetchBytes < 4*int64(c.MaxPayload) {
+		return c, badConfig("max_fetch_bytes", "%d is below four items of max_payload (%d bytes)", c.MaxFetchBytes, 4*c.MaxPayload)
 	}
 	if c.SSHKeyFile != "" && ep.Protocol != "ssh" {
 		return c, badConfig("ssh_key_file", "set, but remote %q is not an ssh remote", c.Remote)

@@ -36,7 +36,8 @@ func (h *health) set(err error) {
 // skipped_expired, ignored_refs (names that are no member names),
 // ignored_nocommit_refs (refs to blobs, trees, tags), fetch_errors,
 // push_retries, commits,
-// pushed_items, pruned_buckets, cursor_invalid.
+// pushed_items, pruned_buckets, cursor_invalid, refused_refs (member refs
+// left out because their new commits bring more than max_fetch_bytes).
 func (c *channel) Health(ctx context.Context) sdk.Health {
 	c.health.mu.Lock()
 	defer c.health.mu.Unlock()
@@ -51,6 +52,13 @@ func (c *channel) Health(ctx context.Context) sdk.Health {
 		h.State, h.Message = sdk.HealthDegraded, err.Error()
 		if code := sdk.CodeOf(err); code == sdk.CodeAuthFailed || code == sdk.CodeBadConfig || code == sdk.CodeNotFound {
 			h.State = sdk.HealthDown
+		}
+	}
+	if note := c.refusedSnapshot(); note != "" {
+		if h.State == sdk.HealthOK {
+			h.State, h.Message = sdk.HealthDegraded, note
+		} else {
+			h.Message += "; " + note
 		}
 	}
 	return h
