@@ -53,19 +53,32 @@ type Options struct {
 	Now             func() time.Time
 }
 
+// server is one registered DNS-SD service (a *zeroconf.Server).
+type server interface {
+	SetText([]string)
+	Shutdown()
+}
+
+// registerZeroconf announces a service on one interface.
+func registerZeroconf(instance, host string, port int, ips, text []string, ifc net.Interface) (server, error) {
+	return zeroconf.RegisterProxy(instance, ServiceType, "local.", port, host, ips, text, []net.Interface{ifc}, zeroconf.TTL(120))
+}
+
 // Service announces this node and browses for members on the allowed
 // networks until its context ends.
 type Service struct {
 	o Options
 	// seen counts announcements read, opened those a key opened.
 	seen, opened atomic.Int64
-	mu           sync.Mutex
+	// register announces a service (registerZeroconf; tests record it).
+	register func(instance, host string, port int, ips, text []string, ifc net.Interface) (server, error)
+	mu       sync.Mutex
 	// per interface name
 	ann map[string]*announcer
 }
 
 type announcer struct {
-	srv    *zeroconf.Server
+	srv    server
 	netID  string
 	born   time.Time
 	sealed time.Time
@@ -93,7 +106,7 @@ func New(o Options) *Service {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Service{o: o, ann: map[string]*announcer{}}
+	return &Service{o: o, ann: map[string]*announcer{}, register: registerZeroconf}
 }
 
 // Run announces and browses until ctx ends.
@@ -193,8 +206,7 @@ func (s *Service) announce(n Network, ifc net.Interface) {
 			ips = append(ips, p.Addr().String())
 		}
 		port, _ := rand.Int(rand.Reader, big.NewInt(30000))
-		srv, err := zeroconf.RegisterProxy(randomName(), ServiceType, "local.", 20000+int(port.Int64()), randomName(), ips, text,
-			[]net.Interface{ifc}, zeroconf.TTL(120))
+		srv, err := s.register(randomName(), randomName(), 20000+int(port.Int64()), ips, text, ifc)
 		if err != nil {
 			s.o.Logger.Warn("lan: announce", "interface", n.Name, "err", err)
 			return
