@@ -148,6 +148,8 @@ func (c *channel) Close() error {
 
 // check lists the remote: it proves the URL, credentials and host key.
 func (c *channel) check(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout.D())
+	defer cancel()
 	_, err := c.remote.ListContext(ctx, &gogit.ListOptions{Auth: c.auth})
 	if err != nil && !errors.Is(err, transport.ErrEmptyRemoteRepository) {
 		return c.fail("connect", err)
@@ -557,7 +559,9 @@ func (c *channel) commitAndPush(ctx context.Context, batch []*pendingEdit, squas
 	if squash || c.ownForce {
 		spec = "+" + spec
 	}
-	err = c.remote.PushContext(ctx, &gogit.PushOptions{RemoteName: remoteName, RefSpecs: []gitconfig.RefSpec{gitconfig.RefSpec(spec)}, Auth: c.auth})
+	pctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout.D())
+	err = c.remote.PushContext(pctx, &gogit.PushOptions{RemoteName: remoteName, RefSpecs: []gitconfig.RefSpec{gitconfig.RefSpec(spec)}, Auth: c.auth})
+	cancel()
 	switch {
 	case err == nil, errors.Is(err, gogit.NoErrAlreadyUpToDate):
 	case rewritten(err):

@@ -47,6 +47,10 @@ type Config struct {
 	// whose new commits bring more is left out until it changes, and
 	// Health names it.
 	MaxFetchBytes int64 `json:"max_fetch_bytes,omitempty"`
+	// Timeout bounds each exchange with the remote (listing, fetch, push;
+	// default 2m): a server that stalls or trickles longer is unavailable
+	// for that round, and the next poll tries again.
+	Timeout sdk.Duration `json:"timeout,omitempty"`
 	// SSHKeyFile is a private key file for ssh remotes (else the secret
 	// "ssh_key", else ssh-agent).
 	SSHKeyFile string `json:"ssh_key_file,omitempty"`
@@ -66,6 +70,7 @@ const (
 	DefaultRetention     = 14 * 24 * time.Hour
 	DefaultMaxPayload    = 64 << 10
 	DefaultMaxFetchBytes = 64 << 20
+	DefaultTimeout       = 2 * time.Minute
 	// MaxMaxPayload caps max_payload: forges reject or throttle large blobs.
 	MaxMaxPayload = 16 << 20
 )
@@ -159,6 +164,12 @@ func parseConfig(raw json.RawMessage) (Config, error) {
 	}
 	if c.MaxPayload < 0 || c.MaxPayload > MaxMaxPayload {
 		return c, badConfig("max_payload", "%d is out of range 1..%d bytes", c.MaxPayload, MaxMaxPayload)
+	}
+	if c.Timeout == 0 {
+		c.Timeout = sdk.Duration(DefaultTimeout)
+	}
+	if c.Timeout < 0 {
+		return c, badConfig("timeout", "%s is negative", c.Timeout.D())
 	}
 	if c.MaxFetchBytes == 0 {
 		c.MaxFetchBytes = DefaultMaxFetchBytes

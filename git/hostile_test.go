@@ -2,6 +2,7 @@ package git_test
 
 import (
 	"crypto/rand"
+	"net/url"
 	"runtime/metrics"
 	"strings"
 	"sync/atomic"
@@ -11,6 +12,7 @@ import (
 	"github.com/remora-p2p/remora/git"
 	"github.com/remora-p2p/remora/sdk"
 	"github.com/remora-p2p/remora/sdk/channeltest"
+	"github.com/remora-p2p/remora/sdk/channeltest/faultproxy"
 	"github.com/remora-p2p/remora/testenv"
 )
 
@@ -95,4 +97,64 @@ func TestHugeBlob(t *testing.T) {
 		t.Errorf("refused_refs %d after the ref was fixed, want 0", n)
 	}
 	cancel()
+}
+
+// TestStalledRemote: git daemon behind a proxy that stalls, then
+// trickles: each fetch ends at the channel's timeout with the reason in
+// health instead of hanging the subscription; once the server is back
+// the item published meanwhile arrives; Close returns promptly while the
+// server is stalled.
+func TestStalledRemote(t *testing.T) {
+	r := daemonRemote(t)
+	u, err := url.Parse(r.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	px, err := faultproxy.New(u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { px.Close() })
+	pub := open(t, r, 0, t.TempDir(), nil)
+	viaProxy := r
+	viaProxy.url = strings.Replace(r.url, u.Host, px.Addr(), 1)
+	sub := open(t, viaProxy, 1, t.TempDir(), map[string]any{"timeout": "2s"})
+	health := func() string { return sub.(sdk.Healther).Health(t.Context()).Message }
+
+	first := items("first", 1)
+	channeltest.Publish(t, pub, first...)
+	c, done, cancel := subscribe(t, sub, nil)
+	defer cancel()
+	testenv.WaitFor(t, "the first item", time.Minute, func() bool { return c.has(string(first[0].Data)) })
+
+	for _, fault := range []struct {
+		name  string
+		apply func()
+	}{
+		{"stall", px.Stall},
+		{"trickle", func() { px.Trickle(1, 200*time.Millisecond) }},
+	} {
+		fault.apply()
+		it := items(fault.name, 1)
+		channeltest.Publish(t, pub, it...)
+		testenv.WaitFor(t, "the "+fault.name+" reported", time.Minute, func() bool {
+			return strings.Contains(health(), "did not answer in time")
+		})
+		t.Logf("%s: %s", fault.name, health())
+		px.Up()
+		testenv.WaitFor(t, "the item published during the "+fault.name, time.Minute, func() bool { return c.has(string(it[0].Data)) })
+		testenv.WaitFor(t, "the health clear", time.Minute, func() bool { return !strings.Contains(health(), "did not answer") })
+	}
+
+	px.Stall()
+	time.Sleep(500 * time.Millisecond) // let a fetch start into the stall
+	start := time.Now()
+	sub.Close()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Subscribe still running 5s after Close with the server stalled")
+	}
+	t.Logf("closed in %v with the server stalled", time.Since(start).Round(time.Millisecond))
+	px.Up()
 }

@@ -75,7 +75,9 @@ func (c *channel) fetchRefs(ctx context.Context) error {
 		}
 	}
 	// Someone pushed something huge: find which ref, and leave it out.
-	adv, err := c.remote.ListContext(ctx, &gogit.ListOptions{Auth: c.auth})
+	lctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout.D())
+	adv, err := c.remote.ListContext(lctx, &gogit.ListOptions{Auth: c.auth})
+	cancel()
 	if err != nil {
 		return err
 	}
@@ -159,6 +161,8 @@ func (c *channel) refusedSnapshot() string {
 }
 
 func (c *channel) fetchSpecs(ctx context.Context, specs ...gitconfig.RefSpec) error {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout.D())
+	defer cancel()
 	err := c.remote.FetchContext(ctx, &gogit.FetchOptions{
 		RemoteName: remoteName,
 		RefSpecs:   specs,
