@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -41,7 +40,7 @@ func (a *app) initCmd() *cobra.Command {
 				return err
 			}
 			if _, err := os.Stat(a.configPath()); errors.Is(err, os.ErrNotExist) {
-				if err := saveConfig(a.configPath(), &Config{Name: name}); err != nil {
+				if err := saveConfig(a.configPath(), &Config{Name: name, Relay: askRelay(cmd)}); err != nil {
 					return err
 				}
 			}
@@ -212,14 +211,15 @@ func (a *app) doctorCmd() *cobra.Command {
 		Short: "Check identity, config, every channel and connectivity, and say what to fix",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.doctor(cmd.Context(), cmd.OutOrStdout())
+			return a.doctor(cmd, cmd.OutOrStdout())
 		},
 	}
 }
 
 // doctor asks the daemon when it runs; otherwise it checks offline by
 // configuring each channel once.
-func (a *app) doctor(ctx context.Context, w io.Writer) error {
+func (a *app) doctor(cmd *cobra.Command, w io.Writer) error {
+	ctx := cmd.Context()
 	ok := true
 	say := func(good bool, what, detail string) {
 		mark := "ok  "
@@ -240,6 +240,7 @@ func (a *app) doctor(ctx context.Context, w io.Writer) error {
 		return errors.New("doctor found problems")
 	}
 	say(true, "config", a.configPath())
+	consent := a.doctorRelay(cmd, w, cfg)
 	if cfg.AdapterProcesses == "separate" {
 		say(true, "adapter processes", "one per adapter kind (adapter_processes = \"separate\")")
 	} else {
@@ -252,6 +253,7 @@ func (a *app) doctor(ctx context.Context, w io.Writer) error {
 		for _, l := range st.ListenAddrs {
 			fmt.Fprintf(w, "     listen                 %s\n", l)
 		}
+		doctorNAT(w, consent, st, time.Now())
 		if chans, err = a.client().Channels(ctx); err != nil {
 			return err
 		}
@@ -266,6 +268,7 @@ func (a *app) doctor(ctx context.Context, w io.Writer) error {
 		ok = doctorHeld(w, st.Held) && ok
 	} else {
 		say(errors.Is(err, api.ErrNotRunning), "daemon", "not running (start it with `remora run`); checking channels directly")
+		say(true, "relay", fmt.Sprintf("relay = %q (the daemon shows the NAT and who relays for whom)", consent))
 		sup := newSupervisor(a.home, a.logger(), cfg)
 		defer sup.Close()
 		for _, nc := range openChannels(ctx, sup, a.home, cfg, a.logger()) {

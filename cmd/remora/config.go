@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
+	"github.com/spf13/cobra"
 
 	"github.com/remora-p2p/remora/core/lan"
 )
@@ -30,10 +31,16 @@ type Config struct {
 	// true (libp2p's mDNS everywhere) reads as [lan] mdns = "on"; false was
 	// the default, so it means nothing now. Dropped when the file is saved.
 	OldMDNS *bool `toml:"mdns,omitempty"`
-	// NoRelay opts out of relaying for circle members. By default a device
-	// that members confirm publicly reachable, and that has been up for a
-	// while, relays for its circles' members (members only, with limits).
-	NoRelay bool `toml:"no_relay"`
+	// Relay is the user's consent to relay for circle members: "yes" (a
+	// device that members confirm publicly reachable, up for a while,
+	// relays for its circles' members only, with limits), "no", or "ask"
+	// (the default: not relaying; `remora init` and `remora doctor` ask
+	// once on a terminal and write the answer here).
+	Relay string `toml:"relay,omitempty"`
+	// OldNoRelay is the no_relay = true|false of earlier versions, when
+	// relaying was opt-out: true reads as relay = "no"; false gave no
+	// consent, so it reads as "ask". Dropped when the file is saved.
+	OldNoRelay *bool `toml:"no_relay,omitempty"`
 	// AdapterProcesses is "shared" (default: the built-in adapters run in
 	// one process, one Go runtime for them all) or "separate" (one process
 	// per adapter kind: a crash of one leaves the others running).
@@ -122,6 +129,15 @@ func loadConfig(path string, adapters []string) (*Config, error) {
 	if err := c.validate(path, adapters); err != nil {
 		return nil, err
 	}
+	if c.OldNoRelay != nil {
+		if *c.OldNoRelay && c.Relay == "" {
+			c.Relay = RelayNo
+		}
+		c.OldNoRelay = nil
+	}
+	if c.Relay == "" {
+		c.Relay = RelayAsk
+	}
 	if c.OldMDNS != nil {
 		if *c.OldMDNS && c.LAN == nil {
 			c.LAN = &LANConfig{MDNS: string(lan.On)}
@@ -143,6 +159,11 @@ func (c *Config) validate(path string, adapters []string) error {
 		if err != nil || d < time.Second {
 			return bad("presence_interval", "%q is not a duration of at least 1s (e.g. \"5m\")", c.PresenceInterval)
 		}
+	}
+	switch c.Relay {
+	case "", RelayAsk, RelayYes, RelayNo:
+	default:
+		return bad("relay", "%q is not one of \"yes\", \"no\" or \"ask\" (relay for your circles' members when this device is publicly reachable)", c.Relay)
 	}
 	switch c.AdapterProcesses {
 	case "", "shared", "separate":
@@ -229,8 +250,10 @@ const configHeader = `# remora configuration. Secrets never go in this file: eac
 #
 # name      your display name in circles
 # listen    libp2p addresses to listen on
-# no_relay  do not relay for circle members (by default a device that
-#           members confirm publicly reachable relays for them, members only)
+# relay     "yes": relay for circle members (members only, with limits) once
+#           members confirm this device publicly reachable and it has been
+#           up a while; "no"; "ask" (default: not relaying until you answer;
+#           remora init and remora doctor ask once on a terminal)
 #
 ` + boxesHeader + `# Each [[channel]] is one service the circle shares (see docs/channel-*.md):
 #
@@ -245,6 +268,28 @@ const configHeader = `# remora configuration. Secrets never go in this file: eac
 # password = { command = "pass show mail/remora" }
 
 `
+
+// Consent values of relay.
+const (
+	RelayAsk = "ask"
+	RelayYes = "yes"
+	RelayNo  = "no"
+)
+
+// relayQuestion is what init and doctor ask once.
+const relayQuestion = "Relay for your circles' members when this device is publicly reachable (members only, limited)? yes/no"
+
+// askRelay asks the relay question on a terminal; it returns "ask" (no
+// answer yet) when stdin is not one or the answer is neither yes nor no.
+func askRelay(cmd *cobra.Command) string {
+	switch strings.ToLower(prompt(cmd, relayQuestion, RelayAsk)) {
+	case "y", "yes":
+		return RelayYes
+	case "n", "no":
+		return RelayNo
+	}
+	return RelayAsk
+}
 
 // saveConfig writes the config with mode 0600.
 func saveConfig(path string, c *Config) error {

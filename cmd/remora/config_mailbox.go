@@ -15,8 +15,8 @@ import (
 // MailboxConfig is the [mailbox] table: envelopes this device keeps for
 // friends who are offline (core/mailbox).
 type MailboxConfig struct {
-	// Enabled keeps envelopes for friends (default: on when this device
-	// may relay, i.e. no_relay is false).
+	// Enabled keeps envelopes for friends (default: on unless the user
+	// refused to relay, relay = "no").
 	Enabled *bool `toml:"enabled,omitempty"`
 	// Quota is the space given to friends ("32MiB", the default).
 	Quota string `toml:"quota,omitempty"`
@@ -106,6 +106,11 @@ func (c *Config) validateMailbox(bad func(field, format string, args ...any) err
 
 // applyMailbox sets the node's mailbox options (validated already).
 func (c *Config) applyMailbox(o *node.Options) {
+	if c.Relay != RelayNo && (c.Mailbox == nil || (c.Mailbox.Enabled == nil && c.Mailbox.Quota == "")) {
+		// On by default unless the user refused to relay: a relay not
+		// consented to yet ("ask") does not turn friends' mailboxes off.
+		o.Mailbox.Quota = node.DefaultMailboxQuota
+	}
 	if m := c.Mailbox; m != nil {
 		switch {
 		case m.Enabled != nil && !*m.Enabled:

@@ -22,9 +22,12 @@ func TestMailboxConfig(t *testing.T) {
 		name, body string
 		check      func(node.Options, *Config) bool
 	}{
+		// on by default while the relay question is unanswered
 		{"defaults", "", func(o node.Options, c *Config) bool {
-			return o.Mailbox.Quota == 0 && o.Mailbox.Wake == nil && c.notifyHook() == nil
+			return o.Mailbox.Quota == node.DefaultMailboxQuota && o.Mailbox.Wake == nil && c.notifyHook() == nil
 		}},
+		// off when the user refused to relay (the node decides: no relay, no mailbox)
+		{"relay refused", "relay = \"no\"\n", func(o node.Options, _ *Config) bool { return o.Mailbox.Quota == 0 }},
 		{"off", "[mailbox]\nenabled = false\n", func(o node.Options, _ *Config) bool { return o.Mailbox.Quota < 0 }},
 		{"quota and expiry", "[mailbox]\nquota = \"8MiB\"\nexpiry = \"48h\"\ncopies = 3\n", func(o node.Options, _ *Config) bool {
 			return o.Mailbox.Quota == 8<<20 && o.Mailbox.Expiry == 48*time.Hour && o.Mailbox.Copies == 3

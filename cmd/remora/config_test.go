@@ -114,3 +114,44 @@ func TestOldMDNSKey(t *testing.T) {
 		}
 	}
 }
+
+// TestRelayConsent: relay is "ask" until the user answers; the opt-out key
+// of earlier versions reads as consent refused (true) or not given (false),
+// and a value that is none of the three is refused by name.
+func TestRelayConsent(t *testing.T) {
+	for _, tt := range []struct {
+		line, want, err string
+	}{
+		{"", RelayAsk, ""},
+		{"relay = \"yes\"", RelayYes, ""},
+		{"relay = \"no\"", RelayNo, ""},
+		{"relay = \"ask\"", RelayAsk, ""},
+		{"no_relay = true", RelayNo, ""},
+		{"no_relay = false", RelayAsk, ""},
+		{"relay = \"maybe\"", "", `relay: "maybe" is not one of "yes", "no" or "ask"`},
+	} {
+		path := filepath.Join(t.TempDir(), "config.toml")
+		if err := os.WriteFile(path, []byte("name = \"a\"\n"+tt.line+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := loadConfig(path, builtinNames())
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("%s: error %v, want one saying %q", tt.line, err, tt.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", tt.line, err)
+		}
+		if c.Relay != tt.want {
+			t.Errorf("%s: relay %q, want %q", tt.line, c.Relay, tt.want)
+		}
+		if err := saveConfig(path, c); err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := os.ReadFile(path); strings.Contains(string(b), "\nno_relay") {
+			t.Errorf("%s: the old key was saved again:\n%s", tt.line, b)
+		}
+	}
+}

@@ -113,8 +113,8 @@ func openDaemon(ctx context.Context, home string, cfg *Config, log *slog.Logger,
 	if cfg.PresenceInterval != "" {
 		nopts.PresenceInterval, _ = time.ParseDuration(cfg.PresenceInterval)
 	}
-	if !cfg.NoRelay {
-		nopts.Relay = &transport.RelayOptions{} // promoted only once reachable and up a while
+	if cfg.Relay == RelayYes { // consent given; promoted only once reachable and up a while
+		nopts.Relay = &transport.RelayOptions{}
 	}
 	cfg.applyMailbox(&nopts)
 	d.hook = cfg.notifyHook()

@@ -68,6 +68,27 @@ type Status struct {
 	Mailbox *Mailbox `json:"mailbox,omitempty"`
 	// Held is what this device holds from others that cannot open yet.
 	Held *Held `json:"held,omitempty"`
+	// NATMapping and NATFiltering describe the NAT in front of this device
+	// as AutoNAT and observers show it (`remora doctor`).
+	NATMapping   string `json:"nat_mapping,omitempty"`   // none|endpoint-independent|endpoint-dependent|unknown
+	NATFiltering string `json:"nat_filtering,omitempty"` // open|filtering|unknown
+	// Relay is friend relaying: ours and the ones we use.
+	Relay *RelayStatus `json:"relay,omitempty"`
+}
+
+// RelayStatus is who relays for whom, as `remora doctor` shows it.
+type RelayStatus struct {
+	// Enabled: this device may relay (the user consented, relay = "yes").
+	Enabled bool `json:"enabled"`
+	// Offering: it offers to relay now (publicly reachable, up long enough).
+	Offering bool `json:"offering"`
+	// UpSince is the start of its current stretch of uptime (persisted
+	// across restarts), which promotion waits on.
+	UpSince time.Time `json:"up_since,omitempty"`
+	// Serving are the members holding a slot on this device's relay.
+	Serving []string `json:"serving,omitempty"`
+	// Using are the relays this device holds a slot on (friends first).
+	Using []string `json:"using,omitempty"`
 }
 
 // Held is the envelopes a device keeps because they cannot open yet (the

@@ -35,7 +35,9 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 		Started:      n.started,
 		Reachability: string(n.tr.Reachability()),
 		NAT:          natHint(n.tr).String(),
+		Relay:        n.relayStatus(),
 	}
+	st.NATMapping, st.NATFiltering = natBehaviour(n.tr)
 	for _, a := range n.tr.Addrs() {
 		st.ListenAddrs = append(st.ListenAddrs, a.Multiaddr.String()+" ("+string(a.Kind)+")")
 	}

@@ -124,7 +124,9 @@ func runNATCell(t testing.TB, c natCell) cellResult {
 	}
 	t.Cleanup(func() { os.RemoveAll(labDir) })
 	os.MkdirAll(filepath.Join(labDir, "shared"), 0o755)
-	r := lab.start(t, labDir, "r", labLANPort, labRelayEnv+"=1", labForceEnv+"=public")
+	// r relays with consent once AutoNAT (members dialing back) finds it
+	// public: no forced answer
+	r := lab.start(t, labDir, "r", labLANPort, labRelayEnv+"=1")
 	var env []string
 	if c.noMDNS {
 		env = append(env, labNoMDNSEnv+"=1")

@@ -154,6 +154,8 @@ type Node struct {
 	gossip     *pex.Gossip
 	mb         *mailboxState
 	started    time.Time
+	upSince    time.Time // relay promotion's uptime, persisted (relay.go)
+	upSaved    time.Time
 	ready      atomic.Bool
 
 	mu        sync.Mutex
@@ -265,6 +267,9 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 	}
 	n.sealer = envelope.Sealer{Now: opts.Now}
 	n.db = opts.Store
+	if err := n.loadUptime(); err != nil {
+		return nil, err
+	}
 	if err := n.loadCircles(); err != nil {
 		return nil, err
 	}
@@ -442,6 +447,7 @@ func (n *Node) Ready() bool { return n.ready.Load() }
 
 // Close stops the transport. Run calls it.
 func (n *Node) Close() error {
+	n.saveUptime(true)
 	return n.tr.Close()
 }
 

@@ -422,14 +422,6 @@ func (n *Node) learnAddrs(f discovery.Found) {
 	n.dial(f.Peer)
 }
 
-// relayOffer reports whether this node offers to relay for members: it may
-// (not opted out), members confirmed by dial-back that it is publicly
-// reachable, and it has been up long enough to be worth a reservation.
-func (n *Node) relayOffer() bool {
-	return n.opts.Relay != nil && n.tr.Reachability() == transport.ReachabilityPublic &&
-		n.opts.Now().Sub(n.started) >= n.opts.RelayUptime
-}
-
 // sameAddrs reports whether two records list the same addresses, in any order.
 func sameAddrs(x, y []presence.Address) bool {
 	if len(x) != len(y) {

@@ -489,6 +489,7 @@ func (n *Node) maintainLoop(ctx context.Context) {
 		}
 		n.retryHeld()
 		n.maintainMailbox(ctx)
+		n.saveUptime(false)
 		if time.Since(lastPrune) >= time.Hour {
 			// Dedupe records outlive their messages only until a copy
 			// would fail the timestamp check anyway.

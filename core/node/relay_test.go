@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -100,5 +101,41 @@ func TestRemovedMembersReservationEnds(t *testing.T) {
 	// same membership check, which now refuses it.
 	if public.n.isMember(natted.n.ID()) {
 		t.Fatal("the relay would renew the removed member's reservation")
+	}
+}
+
+// TestRelayUptimePersisted: relay promotion waits on a stretch of uptime
+// that survives a restart (a short gap keeps it) and starts anew after a
+// long one.
+func TestRelayUptimePersisted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts libp2p nodes")
+	}
+	var mu sync.Mutex
+	cur := time.Now()
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return cur }
+	advance := func(d time.Duration) { mu.Lock(); cur = cur.Add(d); mu.Unlock() }
+	root := t.TempDir()
+	tn := &testNode{t: t, name: "relay", state: filepath.Join(root, "relay"), shared: filepath.Join(root, "shared"), now: now,
+		tune: func(o *Options) { o.Relay, o.RelayUptime = &transport.RelayOptions{}, 10*time.Minute }}
+	os.MkdirAll(tn.shared, 0o755)
+	tn.start()
+	t0 := tn.n.relayStatus().UpSince
+	if !t0.Equal(now()) {
+		t.Fatalf("first start: up since %v, want now (%v)", t0, now())
+	}
+	advance(15 * time.Minute)
+	tn.stop()
+	advance(5 * time.Minute) // a restart for an update
+	tn.start()
+	if got := tn.n.relayStatus().UpSince; !got.Equal(t0.Truncate(time.Millisecond)) {
+		t.Fatalf("after a 5-minute gap: up since %v, want the stretch from %v kept", got, t0)
+	}
+	tn.stop()
+	advance(uptimeGap + time.Minute)
+	tn.start()
+	defer tn.stop()
+	if got := tn.n.relayStatus().UpSince; !got.Equal(now()) {
+		t.Fatalf("after a gap of %v: up since %v, want a new stretch from now (%v)", uptimeGap+time.Minute, got, now())
 	}
 }

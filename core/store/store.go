@@ -41,6 +41,7 @@ var (
 
 	kAppCursor   = []byte("app-cursor")
 	kPresenceSeq = []byte("presence-seq")
+	kUptime      = []byte("uptime")
 )
 
 // ErrLocked means another process has the store open.
@@ -276,6 +277,27 @@ func (d *DB) NextPresenceSeq() (uint64, error) {
 		return b.Put(kPresenceSeq, u64(n))
 	})
 	return n, err
+}
+
+// Uptime returns when this device's current stretch of uptime began and
+// when it was last seen running (zero times if never recorded).
+func (d *DB) Uptime() (since, seen time.Time, err error) {
+	err = d.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bMeta).Get(kUptime)
+		if len(v) == 16 {
+			since = time.UnixMilli(int64(getU64(v[:8])))
+			seen = time.UnixMilli(int64(getU64(v[8:])))
+		}
+		return nil
+	})
+	return since, seen, err
+}
+
+// SetUptime records the current stretch of uptime (see Uptime).
+func (d *DB) SetUptime(since, seen time.Time) error {
+	return d.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bMeta).Put(kUptime, append(u64(uint64(since.UnixMilli())), u64(uint64(seen.UnixMilli()))...))
+	})
 }
 
 // SeePresence records a peer's presence sequence number and reports whether

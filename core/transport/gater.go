@@ -48,7 +48,15 @@ func (g gater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) 
 // relayACL lets only members reserve slots on, and connect through, our relay.
 type relayACL struct{ t *Transport }
 
-func (a relayACL) AllowReserve(p peer.ID, _ ma.Multiaddr) bool { return a.t.allow(p) }
+func (a relayACL) AllowReserve(p peer.ID, _ ma.Multiaddr) bool {
+	if !a.t.allow(p) {
+		return false
+	}
+	a.t.mu.Lock()
+	a.t.served[p] = a.t.now()
+	a.t.mu.Unlock()
+	return true
+}
 
 func (a relayACL) AllowConnect(src peer.ID, _ ma.Multiaddr, dest peer.ID) bool {
 	return a.t.allow(src) && a.t.allow(dest)

@@ -82,6 +82,36 @@ func (t *Transport) Relays() []peer.ID {
 	return out
 }
 
+// Served lists the members holding a reservation on our relay service now
+// (reserved or refreshed within its reservation life).
+func (t *Transport) Served() []peer.ID {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []peer.ID
+	now := t.now()
+	for p, at := range t.served {
+		if now.Sub(at) > t.relayTTL {
+			delete(t.served, p)
+			continue
+		}
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Reserved lists the relays we hold a reservation on now.
+func (t *Transport) Reserved() []peer.ID {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]peer.ID, 0, len(t.rsvp))
+	for p := range t.rsvp {
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return out
+}
+
 // startReserve starts e's reservation loop; t.relayMu is held.
 func (t *Transport) startReserve(e *relayEntry) {
 	ctx, cancel := context.WithCancel(t.ctx)

@@ -149,6 +149,8 @@ type Transport struct {
 	upgrading map[peer.ID]bool      // an upgrade loop runs for the peer
 	observed  map[string]*obsAddr   // our addresses as peers saw them
 	rsvp      map[peer.ID][]ma.Multiaddr
+	served    map[peer.ID]time.Time // members that reserved a slot on our relay, last time
+	relayTTL  time.Duration         // our relay's reservation life
 	reach     Reachability
 	nat       map[network.NATTransportProtocol]NATType
 	dirty     map[peer.ID]struct{}
@@ -189,6 +191,7 @@ func New(ctx context.Context, o Options) (*Transport, error) {
 		upgrading: map[peer.ID]bool{},
 		observed:  map[string]*obsAddr{},
 		rsvp:      map[peer.ID][]ma.Multiaddr{},
+		served:    map[peer.ID]time.Time{},
 		reach:     initialReach(o.ForceReachability),
 		nat:       map[network.NATTransportProtocol]NATType{},
 		dirty:     map[peer.ID]struct{}{},
@@ -236,6 +239,7 @@ func New(ctx context.Context, o Options) (*Transport, error) {
 		opts = append(opts, libp2p.NATPortMap())
 	}
 	if o.RelayService != nil {
+		t.relayTTL = o.RelayService.resources().ReservationTTL
 		opts = append(opts, libp2p.EnableRelayService(
 			relay.WithResources(o.RelayService.resources()),
 			relay.WithACL(relayACL{t}),
