@@ -54,9 +54,11 @@ func (m Mailbox) Get(key []byte) ([]byte, error) {
 	return out, nil
 }
 
-// Put stores a record.
+// Put stores a record. Concurrent Puts (deposits from several senders, or
+// several of one sender's in flight) share one transaction and one fsync
+// (bbolt's Batch); each returns only once its record is durable.
 func (m Mailbox) Put(key, value []byte) error {
-	err := m.d.db.Update(func(tx *bolt.Tx) error {
+	err := m.d.db.Batch(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bMailbox)
 		if err != nil {
 			return err
