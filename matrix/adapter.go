@@ -47,12 +47,20 @@ type Config struct {
 	BoardWindow sdk.Duration `json:"board_window,omitempty"`
 	// SyncTimeout is the /sync long-poll timeout (default 30 s).
 	SyncTimeout sdk.Duration `json:"sync_timeout,omitempty"`
+	// SyncMinInterval is the least time between the starts of two /syncs
+	// (default 2 s; "1ms" for none). A lone event still arrives at once
+	// (the sync waiting for it returns); a burst, such as every member's
+	// presence at the start of a round, is fetched in one or two requests
+	// instead of one per event, so a member's requests do not grow with
+	// the size of the room.
+	SyncMinInterval sdk.Duration `json:"sync_min_interval,omitempty"`
 }
 
 const (
 	defaultBackfill    = 14 * 24 * time.Hour
 	defaultBoardWindow = 72 * time.Hour
 	defaultSyncTimeout = 30 * time.Second
+	defaultSyncMin     = 2 * time.Second
 	// idempotencyWindow is how long published keys are remembered in the
 	// state dir; the homeserver's own txnId cache is shorter on Dendrite.
 	idempotencyWindow = 24 * time.Hour
@@ -69,7 +77,7 @@ func parseConfig(raw json.RawMessage, needRoom bool) (Config, error) {
 		return c, sdk.Errorf(sdk.CodeBadConfig, "matrix: config is empty: set homeserver, user and room")
 	}
 	if err := dec.Decode(&c); err != nil {
-		return c, sdk.Errorf(sdk.CodeBadConfig, "matrix: config: %v (fields: homeserver, user, room, device_name, redact, backfill, board_window, sync_timeout)", err)
+		return c, sdk.Errorf(sdk.CodeBadConfig, "matrix: config: %v (fields: homeserver, user, room, device_name, redact, backfill, board_window, sync_timeout, sync_min_interval)", err)
 	}
 	u, err := url.Parse(c.Homeserver)
 	if c.Homeserver == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -93,6 +101,9 @@ func parseConfig(raw json.RawMessage, needRoom bool) (Config, error) {
 	}
 	if c.SyncTimeout <= 0 {
 		c.SyncTimeout = sdk.Duration(defaultSyncTimeout)
+	}
+	if c.SyncMinInterval <= 0 {
+		c.SyncMinInterval = sdk.Duration(defaultSyncMin)
 	}
 	return c, nil
 }

@@ -241,10 +241,16 @@ func (c *channel) Subscribe(ctx context.Context, req sdk.SubscribeRequest, sink 
 		}
 	}
 	timeout := c.cfg.SyncTimeout.D()
+	var last time.Time
 	for {
 		if err := c.checkOpen(); err != nil {
 			return err
 		}
+		// Fetch a burst in one request (Config.SyncMinInterval).
+		if err := sdk.Sleep(ctx, time.Until(last.Add(c.cfg.SyncMinInterval.D()))); err != nil {
+			return err
+		}
+		last = time.Now()
 		var resp *syncResponse
 		err := c.retry(ctx, "sync", func() error {
 			var err error
