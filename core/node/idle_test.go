@@ -63,3 +63,31 @@ func TestIdleCircleNotRewritten(t *testing.T) {
 		t.Fatal("the digest did not change with the state")
 	}
 }
+
+// TestNextRound: presence rounds start on the same clock instants for every
+// member, at least half an interval apart, within roundSpread after them.
+func TestNextRound(t *testing.T) {
+	base := time.Date(2026, 12, 2, 15, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name     string
+		now      time.Time
+		interval time.Duration
+		at       time.Time // the round's start
+	}{
+		{"mid round", base.Add(2 * time.Minute), 5 * time.Minute, base.Add(5 * time.Minute)},
+		{"just after a start", base.Add(time.Second), 5 * time.Minute, base.Add(5 * time.Minute)},
+		{"too close to the next start", base.Add(4*time.Minute + 50*time.Second), 5 * time.Minute, base.Add(10 * time.Minute)},
+		{"short interval", base.Add(2 * time.Second), 3 * time.Second, base.Add(6 * time.Second)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for range 50 {
+				got := tt.now.Add(nextRound(tt.now, tt.interval))
+				spread := min(roundSpread, tt.interval/10)
+				if got.Before(tt.at) || got.After(tt.at.Add(spread)) {
+					t.Fatalf("next round at %v, want within [%v, %v]", got, tt.at, tt.at.Add(spread))
+				}
+			}
+		})
+	}
+}

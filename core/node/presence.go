@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	mrand "math/rand/v2"
 	"slices"
 	"sort"
 	"strings"
@@ -34,7 +35,7 @@ func (n *Node) presenceLoop(ctx context.Context) {
 	}
 	for {
 		n.publishPresence(ctx)
-		t := time.NewTimer(jitter(n.opts.PresenceInterval))
+		t := time.NewTimer(nextRound(time.Now(), n.opts.PresenceInterval))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -48,6 +49,26 @@ func (n *Node) presenceLoop(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// roundSpread is how far after a round's start on the clock a member
+// publishes its presence (uniformly within it).
+const roundSpread = 2 * time.Second
+
+// nextRound is the wait from now until this node's next presence round:
+// the next multiple of interval on the clock (the same instants for every
+// member) at least half an interval away, plus a random part of
+// roundSpread. Members publishing together let a channel fetch the whole
+// round in a request or two (Matrix's sync_min_interval), so a member's
+// requests per round do not grow with the circle; publishing at random
+// times woke every member once per other member (BENCHMARKS.md, "Scale").
+func nextRound(now time.Time, interval time.Duration) time.Duration {
+	next := now.Truncate(interval).Add(interval)
+	if next.Sub(now) < interval/2 {
+		next = next.Add(interval)
+	}
+	spread := min(roundSpread, interval/10)
+	return next.Sub(now) + time.Duration(mrand.Int64N(int64(spread)+1))
 }
 
 // announcePresence publishes presence soon: the circle's membership changed,
