@@ -79,7 +79,7 @@ func writeScale(b *testing.B, rs []scaleResult) {
 	var md strings.Builder
 	fmt.Fprintf(&md, "Run %s, presence round %v, boards read every 30 s; command:\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), *scaleRound)
 	fmt.Fprintf(&md, "    REMORA_TESTENV=/tmp/remora-testenv REMORA_BENCH_WRITE=1 go test ./matrix -run '^$' -bench PresenceScale -benchtime 1x -timeout 90m -scale %s -scale-round %v\n\n", *scaleSizes, *scaleRound)
-	md.WriteString("| members | circle formed in | all presence held after a restart of all | requests per member: restart round / steady round | KiB read per member per steady round | KiB board written per member-day (5 min interval) |\n|---|---|---|---|---|---|\n")
+	md.WriteString("| members | circle formed in | all presence held after a restart of all | requests per member: restart until all held / a steady round | KiB read per member per steady round | KiB board written per member-day (5 min interval) |\n|---|---|---|---|---|---|\n")
 	var conv, reqs benchdoc.Series
 	conv.Name, reqs.Name = "Matrix (Dendrite)", "Matrix (Dendrite)"
 	for _, r := range rs {
