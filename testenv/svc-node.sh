@@ -24,7 +24,10 @@ esac
 
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   echo "svc-node: installing nodejs and npm from Debian"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm >/dev/null 2>&1 || {
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm >/dev/null
+  }
 fi
 node=$(command -v node)
 
