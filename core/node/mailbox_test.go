@@ -19,6 +19,7 @@ import (
 	"github.com/remora-p2p/remora/core/api"
 	"github.com/remora-p2p/remora/core/envelope"
 	"github.com/remora-p2p/remora/core/mailbox"
+	"github.com/remora-p2p/remora/core/transport"
 	"github.com/remora-p2p/remora/dir"
 	"github.com/remora-p2p/remora/sdk"
 	"github.com/remora-p2p/remora/testenv"
@@ -469,5 +470,31 @@ func TestWakeUp(t *testing.T) {
 	st, _ := c.n.Status(context.Background())
 	if st.Mailbox.WakeRegistered != 1 || st.Mailbox.WakePushed != 1 {
 		t.Errorf("carol's doctor: %+v, want 1 registered device and 1 push", st.Mailbox)
+	}
+}
+
+// TestMailboxDefault: a device that may relay keeps a modest mailbox for
+// its friends unless told otherwise; one that does not relay keeps none.
+func TestMailboxDefault(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts libp2p nodes")
+	}
+	for _, tc := range []struct {
+		name  string
+		tune  func(*Options)
+		quota int64
+	}{
+		{"relaying", func(o *Options) { o.Relay = &transport.RelayOptions{} }, DefaultMailboxQuota},
+		{"relaying, turned off", func(o *Options) { o.Relay, o.Mailbox.Quota = &transport.RelayOptions{}, -1 }, 0},
+		{"not relaying", func(o *Options) {}, 0},
+		{"not relaying, turned on", func(o *Options) { o.Mailbox.Quota = 1 << 20 }, 1 << 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := startDirNodesTuned(t, t.TempDir(), tc.tune, "alice")[0]
+			st, _ := n.n.Status(context.Background())
+			if st.Mailbox.Quota != tc.quota || st.Mailbox.Offered != (tc.quota > 0) {
+				t.Fatalf("mailbox %+v, want quota %d", st.Mailbox, tc.quota)
+			}
+		})
 	}
 }
