@@ -638,6 +638,14 @@ func (c *channel) Subscribe(ctx context.Context, req sdk.SubscribeRequest, sink 
 			if err := c.deliver(ctx, id, &pos, batch, sink); err != nil {
 				return err
 			}
+			// A change noticed while the batch was scanned or delivered
+			// (a long one: a flood of junk) closed changed, which the next
+			// round replaces: scan for it now, not at the safety rescan.
+			select {
+			case <-changed:
+				force = true
+			default:
+			}
 			continue
 		}
 		select {

@@ -138,3 +138,48 @@ func TestWatchBurst(t *testing.T) {
 	default:
 	}
 }
+
+// TestWatchWhileDelivering: a file that arrives while Subscribe is busy
+// delivering (the host slow to take a batch, as behind a flood of junk) is
+// delivered at once, not at the safety rescan an hour later. Before the fix
+// the change noticed during the delivery was forgotten.
+func TestWatchWhileDelivering(t *testing.T) {
+	folder := t.TempDir()
+	ch := mustConfigure(t, map[string]any{"path": folder, "watch": "on", "poll_interval": "1h", "rescan_interval": "1h"}, t.TempDir())
+	bucket := time.Now().UTC().Format("2006010215")
+	got := make(chan string, 10)
+	release := make(chan struct{})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- ch.Subscribe(ctx, sdk.SubscribeRequest{}, sdk.SinkFunc(func(ctx context.Context, d sdk.Delivery) error {
+			got <- string(d.Data)
+			if string(d.Data) == "data-first" {
+				select { // the host is busy with this one
+				case <-release:
+				case <-ctx.Done():
+				}
+			}
+			return nil
+		}))
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("subscribe: %v", err)
+		}
+	})
+	syncToolWrite(t, folder, bucket, "first")
+	waitDelivered(t, got, "data-first")
+	before := counters(t, ch).Counters["watch_wakeups"]
+	syncToolWrite(t, folder, bucket, "second")
+	deadline := time.Now().Add(30 * time.Second)
+	for counters(t, ch).Counters["watch_wakeups"] == before {
+		if time.Now().After(deadline) {
+			t.Fatal("the watch did not notice the second file within 30 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(release)
+	waitDelivered(t, got, "data-second")
+}

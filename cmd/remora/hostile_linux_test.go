@@ -197,8 +197,13 @@ var folderAttacks = []attack{
 	}, func(h *home) bool { return channelCounter(h, "ignored_special") >= 2 }},
 	{"184 MiB of junk", plantJunk, func(h *home) bool {
 		// The big files are skipped for their size; the small ones are
-		// read and dropped as no envelope of ours.
-		return channelCounter(h, "ignored_oversize") >= 38
+		// read and dropped as no envelope of ours: 2,000 in the log and
+		// 1,000 on the board, all counted as received. The reader reads
+		// in order, so a message written during the flood waits behind
+		// it: new messages are timed once the flood is read (how long
+		// that took is logged: 2-86 s on a loaded machine under the race
+		// detector), and memory is measured over the whole flood.
+		return channelCounter(h, "ignored_oversize") >= 38 && channelCounter(h, "received") >= 3000
 	}},
 }
 
@@ -223,6 +228,9 @@ func exchange(t testing.TB, a, b *home, circle, folder, what string, n int) (tot
 		var got *api.Message
 		for got == nil {
 			if time.Now().After(deadline) {
+				st, _ := b.client().Status(ctx)
+				chs, _ := b.client().Channels(ctx)
+				t.Logf("%q not read: %d item files in the folder (%d before the send)\n%s's status: %+v\nits channels: %+v", text, len(logFiles(folder)), len(before), b.name, st, chs)
 				t.Fatalf("%q did not reach %s within 60s", text, b.name)
 			}
 			msgs, err := b.client().Messages(ctx, after, 5*time.Second)
@@ -237,6 +245,11 @@ func exchange(t testing.TB, a, b *home, circle, folder, what string, n int) (tot
 			}
 		}
 		total = append(total, time.Since(t0))
+		if time.Since(t0) > 10*time.Second {
+			st, _ := b.client().Status(ctx)
+			chs, _ := b.client().Channels(ctx)
+			t.Logf("%q took %v: %+v\n%s's status: %+v\nits channels: %+v", text, time.Since(t0), *got, b.name, st, chs)
+		}
 		if !strings.HasPrefix(got.Path, "channel:") {
 			t.Errorf("%q reached %s by %s, want through the folder", text, b.name, got.Path)
 			continue
@@ -292,6 +305,7 @@ func stopTimed(t testing.TB, h *home) time.Duration {
 // hostileResult is what one run of the folder attacks measured.
 type hostileResult struct {
 	idleKB, peakKB   int // both daemons' trees
+	daemonGrowthKB   int // the larger of the two trees' growth (peak - idle)
 	adapterIdleKB    int // their adapter processes
 	adapterPeakKB    int
 	logBytes         int             // both daemons' logs grew by
@@ -314,6 +328,14 @@ func runFolderAttacks(t testing.TB, attacks []attack) hostileResult {
 	a, b := newHome(t, "alice"), newHome(t, "bob")
 	a.level, b.level = "info", "info" // what a user runs
 	b.netns = true
+	t.Cleanup(func() {
+		if t.Failed() { // what the daemons said (info level: a few KiB)
+			for _, h := range []*home{a, b} {
+				l := h.log.Bytes()
+				t.Logf("%s's log (last 16 KiB):\n%s", h.name, l[max(0, len(l)-16<<10):])
+			}
+		}
+	})
 	circle := circleOf2(t, a, b)
 	folder := sharedFolder(t, a)
 	exchange(t, a, b, circle, folder, "warm-up", 2)
@@ -324,6 +346,7 @@ func runFolderAttacks(t testing.TB, attacks []attack) hostileResult {
 
 	var r hostileResult
 	r.idleKB = rssNow(a, b)
+	idleOf := map[*home]int{a: rssNow(a), b: rssNow(b)}
 	for _, h := range []*home{a, b} {
 		for _, p := range h.tree()[1:] {
 			r.adapterIdleKB += statusKB(p, "VmRSS")
@@ -334,14 +357,20 @@ func runFolderAttacks(t testing.TB, attacks []attack) hostileResult {
 	for _, at := range attacks {
 		at.plant(t, folder)
 	}
+	planted := time.Now()
 	for _, at := range attacks {
 		for _, h := range []*home{a, b} {
 			// The board is read every 30 s: a generous wait.
 			testenv.WaitFor(t, h.name+" noticed the "+at.name, 3*time.Minute, func() bool { return at.noticed(h) })
+			t.Logf("%s noticed the %s %v after it was planted", h.name, at.name, time.Since(planted).Round(time.Millisecond))
 		}
 	}
 	r.latency, r.reader = exchange(t, a, b, circle, folder, "under attack", 5)
 	r.peakKB, r.adapterPeakKB = peakKB(a, b)
+	for _, h := range []*home{a, b} {
+		p, _ := peakKB(h)
+		r.daemonGrowthKB = max(r.daemonGrowthKB, p-idleOf[h])
+	}
 	r.logBytes = a.log.Len() + b.log.Len() - logs
 
 	r.shutdown = stopTimed(t, b)
@@ -374,8 +403,8 @@ func TestHostileFolder(t *testing.T) {
 	// The race detector's shadow memory inflates every figure: the bound
 	// is for a reader without limits (which grows past 1 GiB), the target
 	// of 64 MiB is BenchmarkHostileFolder's.
-	if g := r.growthMiB(); g > 512 {
-		t.Errorf("memory grew by %d MiB under attack, want well under 512 MiB with the race detector (target 64 without)", g)
+	if g := r.daemonGrowthKB >> 10; g > 512 {
+		t.Errorf("a daemon's memory grew by %d MiB under attack, want well under 512 MiB with the race detector (target 64 without)", g)
 	}
 	if r.logBytes > 4<<20 {
 		t.Errorf("the logs grew by %d KiB under attack, want well under 4 MiB (target 1 MiB)", r.logBytes>>10)
@@ -399,10 +428,10 @@ func (r hostileResult) String() string {
 		}
 		return maxOf(ds).Round(time.Millisecond).String()
 	}
-	return fmt.Sprintf("idle %d MiB, peak under attack %d MiB (+%d MiB, an upper bound: the sum of each process's peak; adapters %d → %d MiB); logs +%d KiB; "+
+	return fmt.Sprintf("idle %d MiB, peak under attack %d MiB (+%d MiB, an upper bound: the sum of each process's peak; adapters %d → %d MiB; the larger daemon tree +%d MiB); logs +%d KiB; "+
 		"under attack: send→inbox max %s, folder→inbox max %s; bob's shutdown %v; after bob's restart: send→inbox max %s, folder→inbox max %s, "+
 		"bob %d MiB (peak %d MiB); final shutdown max %v",
-		r.idleKB>>10, r.peakKB>>10, r.growthMiB(), r.adapterIdleKB>>10, r.adapterPeakKB>>10, r.logBytes>>10, ms(r.latency), ms(r.reader), r.shutdown.Round(time.Millisecond),
+		r.idleKB>>10, r.peakKB>>10, r.growthMiB(), r.adapterIdleKB>>10, r.adapterPeakKB>>10, r.daemonGrowthKB>>10, r.logBytes>>10, ms(r.latency), ms(r.reader), r.shutdown.Round(time.Millisecond),
 		ms(r.restartLatency), ms(r.restartReader), r.restartIdleKB>>10, r.restartPeakKB>>10, r.finalShutdownMax.Round(time.Millisecond))
 }
 
@@ -428,6 +457,7 @@ func BenchmarkHostileFolder(b *testing.B) {
 			}
 			b.Log(r)
 			b.ReportMetric(float64(r.growthMiB()), "MiB-above-idle")
+			b.ReportMetric(float64(r.daemonGrowthKB>>10), "MiB-above-idle-per-daemon")
 			b.ReportMetric(float64(r.logBytes)/1024, "KiB-log")
 			b.ReportMetric(float64(max(maxOf(r.reader), maxOf(r.restartReader)).Milliseconds()), "ms-reader-max")
 			b.ReportMetric(float64(max(r.shutdown, r.finalShutdownMax).Milliseconds()), "ms-shutdown-max")
