@@ -24,7 +24,7 @@ func doctorMailbox(w io.Writer, st api.Status) {
 	if m.Offered {
 		fmt.Fprintf(w, "ok   %-22s keeps %d envelope(s), %s of %s, for %d member(s); kept at most %s\n", "mailbox", m.HeldItems, size(m.HeldBytes), size(m.Quota), m.HeldRecipients, m.Expiry)
 	} else {
-		fmt.Fprintf(w, "ok   %-22s keeps nothing for friends (on by default on relaying devices; [mailbox] enabled = true)\n", "mailbox")
+		fmt.Fprintf(w, "ok   %-22s keeps nothing for friends (turn it on with [mailbox] enabled = true)\n", "mailbox")
 	}
 	for _, h := range m.Holders {
 		who := names[h.PeerID]
