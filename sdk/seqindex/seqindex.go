@@ -35,6 +35,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -239,7 +240,8 @@ func (x *Index) Start(cursor []byte) (uint64, error) {
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	id, seq, err := DecodeCursor(cursor)
+	id, seq, mark, err := decodeCursor(cursor)
+	at, found := x.at(seq)
 	switch {
 	case err != nil:
 		return 0, sdk.Errorf(sdk.CodeCursorInvalid, "seqindex: %v: resubscribe from the start", err)
@@ -247,8 +249,21 @@ func (x *Index) Start(cursor []byte) (uint64, error) {
 		return 0, sdk.Errorf(sdk.CodeCursorInvalid, "seqindex: the cursor belongs to another index (state lost, or the service was replaced): resubscribe from the start")
 	case seq >= x.next:
 		return 0, sdk.Errorf(sdk.CodeCursorInvalid, "seqindex: the cursor (item %d) is ahead of the index (%d items): the state was restored from an older copy; resubscribe from the start", seq, x.next-1)
+	case mark != nil && found && !bytes.Equal(mark, markOf(at.Name)):
+		// The index was restored from an older copy and has numbered other
+		// items since: position seq is another item now.
+		return 0, sdk.Errorf(sdk.CodeCursorInvalid, "seqindex: the cursor's item %d is another item in this index (the state was restored from an older copy): resubscribe from the start", seq)
 	}
 	return seq, nil
+}
+
+// at returns the entry numbered seq, if the index still has it.
+func (x *Index) at(seq uint64) (Entry, bool) {
+	i := sort.Search(len(x.entries), func(i int) bool { return x.entries[i].Seq >= seq })
+	if i < len(x.entries) && x.entries[i].Seq == seq {
+		return x.entries[i], true
+	}
+	return Entry{}, false
 }
 
 // After returns the entries numbered above pos.
@@ -259,8 +274,30 @@ func (x *Index) After(pos uint64) []Entry {
 	return slices.Clone(x.entries[i:])
 }
 
-// Cursor is the cursor that resumes just after item seq.
-func (x *Index) Cursor(seq uint64) []byte { return EncodeCursor(x.id, seq) }
+// Cursor is the cursor that resumes just after item seq. It carries a mark
+// of that item's name, so that Start notices an index restored from an
+// older copy that has since given seq to another item.
+func (x *Index) Cursor(seq uint64) []byte {
+	x.mu.Lock()
+	e, ok := x.at(seq)
+	x.mu.Unlock()
+	if !ok {
+		return EncodeCursor(x.id, seq)
+	}
+	b := make([]byte, 0, 1+IDLen+markLen+binary.MaxVarintLen64)
+	b = append(b, cursorMarked)
+	b = append(b, x.id[:]...)
+	b = append(b, markOf(e.Name)...)
+	return binary.AppendUvarint(b, seq)
+}
+
+// markLen is the length of an item's mark in a cursor.
+const markLen = 8
+
+func markOf(name string) []byte {
+	h := sha256.Sum256([]byte(name))
+	return h[:markLen]
+}
 
 // Forget drops names from the index (deleted or expired items) and
 // rewrites it. Their numbers are never reused.
@@ -348,8 +385,12 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// cursorVersion is the first byte of every cursor.
-const cursorVersion = 1
+// Cursor versions, the first byte of every cursor: 1 without a mark
+// (EncodeCursor), 2 with the mark of the item at the position (Cursor).
+const (
+	cursorVersion = 1
+	cursorMarked  = 2
+)
 
 // EncodeCursor returns the cursor for position seq of index id: a version
 // byte, the 16-byte ID, and seq as a uvarint.
@@ -364,21 +405,38 @@ func EncodeCursor(id [IDLen]byte, seq uint64) []byte {
 // else, trailing bytes and non-minimal varints included, so that one
 // position has one encoding.
 func DecodeCursor(b []byte) (id [IDLen]byte, seq uint64, err error) {
-	if len(b) < 1+IDLen+1 {
-		return id, 0, fmt.Errorf("malformed cursor: %d bytes is too short", len(b))
+	id, seq, _, err = decodeCursor(b)
+	return id, seq, err
+}
+
+// decodeCursor also returns the mark of a version 2 cursor (nil for 1).
+func decodeCursor(b []byte) (id [IDLen]byte, seq uint64, mark []byte, err error) {
+	if len(b) < 1 {
+		return id, 0, nil, errors.New("malformed cursor: empty")
 	}
-	if b[0] != cursorVersion {
-		return id, 0, fmt.Errorf("malformed cursor: version %d, want %d", b[0], cursorVersion)
+	head := 1 + IDLen
+	switch b[0] {
+	case cursorVersion:
+	case cursorMarked:
+		head += markLen
+	default:
+		return id, 0, nil, fmt.Errorf("malformed cursor: version %d, want %d or %d", b[0], cursorVersion, cursorMarked)
+	}
+	if len(b) < head+1 {
+		return id, 0, nil, fmt.Errorf("malformed cursor: %d bytes is too short", len(b))
 	}
 	copy(id[:], b[1:1+IDLen])
-	seq, n := binary.Uvarint(b[1+IDLen:])
+	if b[0] == cursorMarked {
+		mark = b[1+IDLen : head]
+	}
+	seq, n := binary.Uvarint(b[head:])
 	switch {
 	case n <= 0:
-		return id, 0, errors.New("malformed cursor: bad sequence number")
-	case 1+IDLen+n != len(b):
-		return id, 0, fmt.Errorf("malformed cursor: %d trailing bytes", len(b)-1-IDLen-n)
+		return id, 0, nil, errors.New("malformed cursor: bad sequence number")
+	case head+n != len(b):
+		return id, 0, nil, fmt.Errorf("malformed cursor: %d trailing bytes", len(b)-head-n)
 	case n != len(binary.AppendUvarint(nil, seq)):
-		return id, 0, errors.New("malformed cursor: sequence number not minimally encoded")
+		return id, 0, nil, errors.New("malformed cursor: sequence number not minimally encoded")
 	}
-	return id, seq, nil
+	return id, seq, mark, nil
 }
