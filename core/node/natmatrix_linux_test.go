@@ -152,7 +152,9 @@ func runNATCell(t testing.TB, c natCell) cellResult {
 	}
 	gotFirst := false
 	wantRelay := slices.Equal(c.want, wantRelayed)
-	deadline := start.Add(45 * time.Second)
+	// long enough for every DCUtR retry of the transport (after 1, 5, 15
+	// and 45 s, jittered up to 1.5×): a cell is judged on all of them
+	deadline := start.Add(75 * time.Second)
 	var settled time.Time // when b's path first was one of c.want
 	var last string
 	for {

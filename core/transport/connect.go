@@ -21,6 +21,8 @@ const (
 	// relay addresses join (RFC 8305's connection attempt delay is 250 ms;
 	// a LAN or public peer answers well within it).
 	relayHeadStart = 300 * time.Millisecond
+	// relayYield is the extra wait of the higher peer ID (see connect).
+	relayYield = time.Second
 )
 
 // upgradeBackoff is the wait before each application-driven DCUtR retry on a
@@ -83,22 +85,44 @@ func (t *Transport) connect(ctx context.Context, p peer.ID) (Path, error) {
 			directDone <- t.h.Connect(dctx, peer.AddrInfo{ID: p, Addrs: direct})
 		}()
 		headStart := relayHeadStart
+		if t.self > p {
+			// Both ends usually dial at once (each learns the other's
+			// presence together): the higher peer ID lets the lower one
+			// make the relayed connection, so that one relayed
+			// connection and one DCUtR run result, not two that collide.
+			headStart += relayYield
+		}
 		if len(relayed) == 0 && !t.PathTo(p).Live() {
 			headStart = directDialTimeout + time.Second // nothing else to try
 		}
-		select {
-		case err := <-directDone:
-			directDone = nil
-			if path := t.PathTo(p); path.IsDirect() {
-				return path, nil
+		timer := time.NewTimer(headStart)
+		tick := time.NewTicker(25 * time.Millisecond)
+	wait:
+		for {
+			select {
+			case err := <-directDone:
+				directDone = nil
+				if err != nil {
+					errs = append(errs, fmt.Errorf("direct: %w", err))
+				}
+				break wait
+			case <-tick.C:
+				// The peer's relayed connection came in. (A direct one is
+				// judged by the dial's own result: a connection the peer's
+				// gater is about to refuse looks live for a moment.)
+				if t.PathTo(p) == PathRelayed {
+					break wait
+				}
+			case <-timer.C:
+				break wait
+			case <-ctx.Done():
+				timer.Stop()
+				tick.Stop()
+				return PathNone, ctx.Err()
 			}
-			if err != nil {
-				errs = append(errs, fmt.Errorf("direct: %w", err))
-			}
-		case <-time.After(headStart):
-		case <-ctx.Done():
-			return PathNone, ctx.Err()
 		}
+		timer.Stop()
+		tick.Stop()
 		if path := t.PathTo(p); path.IsDirect() {
 			return path, nil
 		}
