@@ -86,6 +86,7 @@ func (a *app) statusCmd() *cobra.Command {
 			for _, l := range st.ListenAddrs {
 				fmt.Fprintf(w, "listen:       %s\n", l)
 			}
+			fmt.Fprintf(w, "outbox:       %d waiting for an ack\n", st.Outbox)
 			for _, c := range st.Circles {
 				fmt.Fprintf(w, "circle:       %s %q, %d members\n", c.ID, c.Name, len(c.Members))
 				for _, m := range c.Members {

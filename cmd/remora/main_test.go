@@ -59,6 +59,9 @@ type home struct {
 	netns bool
 	// inNetns runs the daemon in this named network namespace (ip netns).
 	inNetns string
+	// api is the one client of this home's daemon: a client per call
+	// would leave a connection open each time.
+	api *api.Client
 }
 
 // logBuffer holds a daemon's log; it is written by the copying goroutine
@@ -94,7 +97,7 @@ func newHome(t testing.TB, name string) *home {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	h := &home{t: t, dir: dir, name: name}
+	h := &home{t: t, dir: dir, name: name, api: api.NewClient(filepath.Join(dir, "api.sock"))}
 	h.ok("init", "--name", name)
 	return h
 }
@@ -195,7 +198,7 @@ func (h *home) saveLog() {
 	}
 }
 
-func (h *home) client() *api.Client { return api.NewClient(filepath.Join(h.dir, "api.sock")) }
+func (h *home) client() *api.Client { return h.api }
 
 // circleOf2 makes a circle of a and b over a shared dir channel, with both
 // daemons running, and returns its ID.

@@ -74,6 +74,9 @@ type Status struct {
 	NATFiltering string `json:"nat_filtering,omitempty"` // open|filtering|unknown
 	// Relay is friend relaying: ours and the ones we use.
 	Relay *RelayStatus `json:"relay,omitempty"`
+	// Outbox is how many sent messages still wait for an ack from some
+	// recipient.
+	Outbox int `json:"outbox"`
 }
 
 // RelayStatus is who relays for whom, as `remora doctor` shows it.

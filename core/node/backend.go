@@ -38,6 +38,9 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 		Relay:        n.relayStatus(),
 	}
 	st.NATMapping, st.NATFiltering = natBehaviour(n.tr)
+	n.mu.Lock()
+	st.Outbox = len(n.outbox)
+	n.mu.Unlock()
 	for _, a := range n.tr.Addrs() {
 		st.ListenAddrs = append(st.ListenAddrs, a.Multiaddr.String()+" ("+string(a.Kind)+")")
 	}
