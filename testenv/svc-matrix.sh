@@ -12,7 +12,8 @@
 # tests may stop and restart an instance through REMORA_MATRIX_DIR
 # (DIR/matrix/main) with `svc-matrix.sh restart-instance INSTDIR`.
 # Env: DENDRITE_BIN (default /usr/local/bin/dendrite), MATRIX_PORT (18008),
-#      MATRIX_RL_PORT (18009).
+#      MATRIX_RL_PORT (18009), MATRIX_INSTANCES ("main rl"; a private
+#      instance for one test starts "main" only).
 set -euo pipefail
 
 VERSION=v0.13.8
@@ -123,7 +124,7 @@ case $cmd in
     secret_file="$DIR/matrix/secret"
     [ -f "$secret_file" ] || head -c 18 /dev/urandom | base64 | tr -d '/+=' > "$secret_file"
     secret=$(cat "$secret_file")
-    for inst in main rl; do
+    for inst in ${MATRIX_INSTANCES:-main rl}; do
       mkdir -p "$DIR/matrix/$inst"
       rl=false; port=$PORT
       [ "$inst" = rl ] && { rl=true; port=$RL_PORT; }

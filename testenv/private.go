@@ -1,0 +1,274 @@
+package testenv
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Private is a private instance of one testenv service (mail, matrix or
+// git): its own ports and its own folder under /tmp, so that a test may
+// stop and restart it (chaos) without disturbing the shared servers other
+// tests use. It is started with the same svc-NAME.sh script as the shared
+// one, so it is configured the same way.
+type Private struct {
+	// Service is mail, matrix or git.
+	Service string
+	// Dir is the instance's folder (the scripts' DIR).
+	Dir string
+
+	t   testing.TB
+	env map[string]string
+	// ports are the scripts' port settings: every call passes them, or
+	// the script would fall back to the shared instance's ports.
+	ports []string
+}
+
+// privateNeeds lists, per service, what must be installed already: a
+// private instance never installs packages or builds Dendrite in the
+// middle of a test.
+var privateNeeds = map[string][]string{
+	"mail":   {"dovecot", "postconf", "/usr/bin/mlmmj-receive"},
+	"matrix": {"dendrite"},
+	"git":    {"git"},
+}
+
+// StartPrivate starts a private instance of service on free loopback ports
+// and stops it, removing its folder, when t ends. It skips t (fails it under
+// REMORA_REQUIRE_SERVERS=1) when the service's programs are not installed.
+func StartPrivate(t testing.TB, service string) *Private {
+	t.Helper()
+	needs, ok := privateNeeds[service]
+	if !ok {
+		t.Fatalf("testenv: no private instance of %q (mail, matrix or git)", service)
+	}
+	for _, b := range needs {
+		if b == "dendrite" {
+			b = dendriteBin()
+		}
+		if _, err := exec.LookPath(b); err != nil {
+			Missing(t, service, "%s is not installed", b)
+		}
+	}
+	if service == "mail" && os.Geteuid() != 0 {
+		Missing(t, service, "a private mail system needs root (postfix and dovecot run as their own users)")
+	}
+	dir, err := os.MkdirTemp("/tmp", "chaos-"+service+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755) // dovecot and postfix read below it as their own users
+	p := &Private{Service: service, Dir: dir, t: t}
+	port := func(name string) { p.ports = append(p.ports, name+"="+strconv.Itoa(FreePort(t))) }
+	switch service {
+	case "mail":
+		for _, k := range []string{"REMORA_MAIL_SMTP_PORT", "REMORA_MAIL_SUBMISSION_PORT", "REMORA_MAIL_SMTPS_PORT",
+			"REMORA_MAIL_IMAP_PORT", "REMORA_MAIL_IMAPS_PORT", "REMORA_MAILMAN_LMTP_PORT"} {
+			port(k)
+		}
+	case "matrix":
+		port("MATRIX_PORT")
+		port("MATRIX_RL_PORT")
+		p.ports = append(p.ports, "MATRIX_INSTANCES=main")
+	case "git":
+		port("REMORA_GIT_DAEMON_PORT")
+		port("REMORA_GIT_SSH_PORT")
+	}
+	t.Cleanup(func() {
+		p.script("down", dir)
+		os.RemoveAll(dir)
+	})
+	if out, err := p.script("up", dir); err != nil {
+		t.Fatalf("testenv: start a private %s: %v\n%s", service, err, out)
+	}
+	if p.env, err = readEnv(filepath.Join(dir, "env")); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Get returns one of the instance's KEY=VALUE settings (the names the
+// shared instance writes to its env file, e.g. REMORA_MAIL_IMAP).
+func (p *Private) Get(key string) string {
+	p.t.Helper()
+	v, ok := p.env[key]
+	if !ok {
+		p.t.Fatalf("testenv: private %s has no %s", p.Service, key)
+	}
+	return v
+}
+
+// Stop stops the instance's daemons (SIGTERM, as an operator would) and
+// waits until they are gone. Its data stays for Start.
+func (p *Private) Stop() error {
+	switch p.Service {
+	case "matrix":
+		_, err := p.script("stop-instance", filepath.Join(p.Dir, "matrix", "main"))
+		return err
+	case "mail":
+		return stopPids(filepath.Join(p.Dir, "mail", "postfix.pid"), filepath.Join(p.Dir, "mail", "dovecot.pid"))
+	default:
+		return stopPids(filepath.Join(p.Dir, "git", "git-daemon.pid"))
+	}
+}
+
+// Start starts the stopped daemons again on the same ports with the same
+// data, and waits until they answer.
+func (p *Private) Start() error {
+	switch p.Service {
+	case "matrix":
+		if out, err := p.script("start-instance", filepath.Join(p.Dir, "matrix", "main")); err != nil {
+			return fmt.Errorf("testenv: restart matrix: %w\n%s", err, out)
+		}
+		return nil
+	case "mail":
+		// The script's up would make a fresh, empty mail system:
+		// restart the same daemons on the same files instead.
+		w := filepath.Join(p.Dir, "mail")
+		daemonDir, err := exec.Command("postconf", "-h", "daemon_directory").Output()
+		if err != nil {
+			return fmt.Errorf("testenv: postconf: %w", err)
+		}
+		for _, args := range [][]string{
+			{"dovecot", "-c", filepath.Join(w, "dovecot", "dovecot.conf")},
+			{filepath.Join(strings.TrimSpace(string(daemonDir)), "master"), "-c", filepath.Join(w, "postfix"), "-w"},
+		} {
+			if err := daemon(filepath.Join(w, "restart.log"), args...); err != nil {
+				return err
+			}
+		}
+		for _, pf := range [][2]string{{"dovecot/run/master.pid", "dovecot.pid"}, {"postfix-spool/pid/master.pid", "postfix.pid"}} {
+			b, err := os.ReadFile(filepath.Join(w, pf[0]))
+			if err != nil {
+				return fmt.Errorf("testenv: restarted mail: %w", err)
+			}
+			if err := os.WriteFile(filepath.Join(w, pf[1]), []byte(strings.TrimSpace(string(b))+"\n"), 0o644); err != nil {
+				return err
+			}
+		}
+		return waitPorts(30*time.Second, p.env["REMORA_MAIL_SMTP"], p.env["REMORA_MAIL_SUBMISSION"], p.env["REMORA_MAIL_IMAP"])
+	default:
+		if out, err := p.script("up", p.Dir); err != nil { // starts only what is not running
+			return fmt.Errorf("testenv: restart git: %w\n%s", err, out)
+		}
+		return nil
+	}
+}
+
+// daemon runs a command that puts a daemon in the background, its output
+// going to log: a pipe would stay open for as long as the daemon runs.
+func daemon(log string, args ...string) error {
+	f, err := os.OpenFile(log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("testenv: %w", err)
+	}
+	defer f.Close()
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Run(); err != nil {
+		b, _ := os.ReadFile(log)
+		return fmt.Errorf("testenv: restart %s: %w\n%s", filepath.Base(args[0]), err, b)
+	}
+	return nil
+}
+
+func (p *Private) script(args ...string) (string, error) {
+	_, file, _, _ := runtime.Caller(0)
+	cmd := exec.Command("bash", append([]string{filepath.Join(filepath.Dir(file), "svc-"+p.Service+".sh")}, args...)...)
+	cmd.Env = append(os.Environ(), p.ports...)
+	if p.Service == "matrix" {
+		cmd.Env = append(cmd.Env, "DENDRITE_BIN="+dendriteBin())
+	}
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func dendriteBin() string {
+	if b := os.Getenv("DENDRITE_BIN"); b != "" {
+		return b
+	}
+	return "/usr/local/bin/dendrite"
+}
+
+// stopPids sends SIGTERM to the processes named in pidfiles and waits up
+// to 20 s for them to exit (then SIGKILL).
+func stopPids(pidfiles ...string) error {
+	var pids []int
+	for _, f := range pidfiles {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return fmt.Errorf("testenv: stop: %w", err)
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			return fmt.Errorf("testenv: stop: pid file %s: %w", f, err)
+		}
+		if syscall.Kill(pid, syscall.SIGTERM) == nil {
+			pids = append(pids, pid)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for _, pid := range pids {
+		for syscall.Kill(pid, 0) == nil && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if syscall.Kill(pid, 0) == nil {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	return nil
+}
+
+func waitPorts(d time.Duration, addrs ...string) error {
+	deadline := time.Now().Add(d)
+	for _, a := range addrs {
+		for {
+			c, err := net.DialTimeout("tcp", a, time.Second)
+			if err == nil {
+				c.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("testenv: %s not answering after %v: %w", a, d, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func readEnv(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("testenv: %w", err)
+	}
+	defer f.Close()
+	out := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(strings.TrimSpace(sc.Text()), "="); ok {
+			out[k] = v
+		}
+	}
+	return out, sc.Err()
+}

@@ -1,0 +1,61 @@
+package testenv
+
+import (
+	"net"
+	"testing"
+	"time"
+)
+
+// TestPrivate: a private instance of each service answers on its own
+// ports, is gone after Stop, and answers again after Start.
+func TestPrivate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts servers")
+	}
+	for _, tt := range []struct{ service, addrKey string }{
+		{"git", "REMORA_GIT_DAEMON_URL"},
+		{"mail", "REMORA_MAIL_IMAP"},
+		{"matrix", "REMORA_MATRIX_URL"},
+	} {
+		t.Run(tt.service, func(t *testing.T) {
+			p := StartPrivate(t, tt.service)
+			addr := hostPort(p.Get(tt.addrKey))
+			for _, shared := range []string{"127.0.0.1:19418", "127.0.0.1:10143", "127.0.0.1:18008"} {
+				if addr == shared {
+					t.Fatalf("private %s listens on the shared instance's %s", tt.service, addr)
+				}
+			}
+			if !answers(addr) {
+				t.Fatalf("private %s does not answer on %s", tt.service, addr)
+			}
+			if err := p.Stop(); err != nil {
+				t.Fatal(err)
+			}
+			if answers(addr) {
+				t.Fatalf("private %s still answers on %s after Stop", tt.service, addr)
+			}
+			if err := p.Start(); err != nil {
+				t.Fatal(err)
+			}
+			WaitFor(t, tt.service+" answering again", 30*time.Second, func() bool { return answers(addr) })
+		})
+	}
+}
+
+func hostPort(url string) string {
+	for _, p := range []string{"git://", "http://"} {
+		if len(url) > len(p) && url[:len(p)] == p {
+			return url[len(p):]
+		}
+	}
+	return url
+}
+
+func answers(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
