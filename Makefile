@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 TESTENV_DIR ?= /tmp/remora-testenv
 
-.PHONY: all build test test-short testenv testenv-stop proto bench vet fmt demo
+.PHONY: all build test test-short test-long testenv testenv-stop proto bench vet fmt demo
 
 all: build
 
@@ -16,6 +16,15 @@ build:
 test: testenv
 	@set -o pipefail; status=0; \
 	REMORA_REQUIRE_SERVERS=1 REMORA_TESTENV=$(TESTENV_DIR) $(GO) test -race -timeout 40m ./... || status=$$?; \
+	$(MAKE) --no-print-directory testenv-stop; exit $$status
+
+# test-long runs the full-size versions the suite runs small: the chaos
+# suite with 10,000 messages (TestChaos runs 300 in `make test`). Set
+# REMORA_CHAOS_SEED to replay a run.
+test-long: testenv
+	@set -o pipefail; status=0; \
+	REMORA_CHAOS_MESSAGES=10000 REMORA_CHAOS_SPAN=15m REMORA_REQUIRE_SERVERS=1 REMORA_TESTENV=$(TESTENV_DIR) \
+	$(GO) test -race -count=1 -timeout 90m -run '^TestChaos$$' -v ./cmd/remora || status=$$?; \
 	$(MAKE) --no-print-directory testenv-stop; exit $$status
 
 # test-short runs unit tests only; integration tests skip with a message.

@@ -147,9 +147,17 @@ func (p *Private) Start() error {
 			}
 		}
 		for _, pf := range [][2]string{{"dovecot/run/master.pid", "dovecot.pid"}, {"postfix-spool/pid/master.pid", "postfix.pid"}} {
-			b, err := os.ReadFile(filepath.Join(w, pf[0]))
-			if err != nil {
-				return fmt.Errorf("testenv: restarted mail: %w", err)
+			// the daemons write their pid files a moment after detaching
+			var b []byte
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				if b, err = os.ReadFile(filepath.Join(w, pf[0])); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					return fmt.Errorf("testenv: restarted mail: no pid in %s after 30 s: %v", pf[0], err)
+				}
+				time.Sleep(50 * time.Millisecond)
 			}
 			if err := os.WriteFile(filepath.Join(w, pf[1]), []byte(strings.TrimSpace(string(b))+"\n"), 0o644); err != nil {
 				return err

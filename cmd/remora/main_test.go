@@ -130,6 +130,14 @@ func (h *home) fails(args ...string) string {
 // start runs `remora run` and waits until the API answers.
 func (h *home) start() {
 	h.t.Helper()
+	if err := h.launch(); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// launch is start that returns its error, for goroutines other than the
+// test's (chaos).
+func (h *home) launch() error {
 	h.log = &logBuffer{}
 	level := h.level
 	if level == "" {
@@ -144,13 +152,19 @@ func (h *home) start() {
 		h.run.SysProcAttr = isolatedNet()
 	}
 	if err := h.run.Start(); err != nil {
-		h.t.Fatal(err)
+		return err
 	}
 	h.t.Cleanup(h.stop)
-	testenv.WaitFor(h.t, h.name+"'s daemon answering", 30*time.Second, func() bool {
-		st, err := h.client().Status(context.Background())
-		return err == nil && st.Ready
-	})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if st, err := h.client().Status(context.Background()); err == nil && st.Ready {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s's daemon not answering 60 s after its start", h.name)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func (h *home) stop() {
