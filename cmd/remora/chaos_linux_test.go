@@ -506,7 +506,9 @@ func runChaos(t testing.TB, n int, span time.Duration, seed uint64) chaosResult 
 				if ms[j-1].SenderSeq == ms[j].SenderSeq {
 					t.Errorf("%s: two messages from %s with sender_seq %d", h.name, k.from, ms[j].SenderSeq)
 				} else if a.index > b.index {
-					t.Errorf("%s: sender_seq puts %q (seq %d) before %q (seq %d): not the order they were sent", h.name, ms[j-1].Text, ms[j-1].SenderSeq, ms[j].Text, ms[j].SenderSeq)
+					t.Errorf("%s: sender_seq puts %q (seq %d, sent %s, by %s) before %q (seq %d, sent %s, by %s): not the order they were sent", h.name,
+						ms[j-1].Text, ms[j-1].SenderSeq, ms[j-1].Sent.Format("15:04:05.000"), ms[j-1].Path,
+						ms[j].Text, ms[j].SenderSeq, ms[j].Sent.Format("15:04:05.000"), ms[j].Path)
 				}
 			}
 		}

@@ -102,6 +102,12 @@ const (
 	KindPeerExchange Kind = 0x0009 // signed presence records of members (core/pex), live path only
 	KindWake         Kind = 0x000A // "connect to your friends": empty, from a friend keeping mail for you (direct only)
 	KindRelayList    Kind = 0x000B // a signed relay-list bundle (core/relaylist) a member took from a URL or DNS
+	// KindGroupChat is a circle (group) chat message sealed to one member
+	// (direct only): its copy for a friend's mailbox, which must not be
+	// readable by the friend, who holds the sender's chain key. The
+	// recipient takes it as the group message it is: not direct, its
+	// sequence number in the sender's group stream.
+	KindGroupChat Kind = 0x000C
 )
 
 // CircleID names a circle (32 bytes, chosen by package circle).

@@ -163,6 +163,12 @@ func (n *Node) depositMissed(ctx context.Context, c *circle.Circle, e *OutboxEnt
 				// the friend, who holds the sender's chain key.
 				d := *e
 				d.Direct = true
+				if e.Kind == envelope.KindChat && !e.Direct {
+					// ... and marked as the group message it is, or the
+					// app would see a direct message carrying a number
+					// of the group sequence (out of order with both).
+					d.Kind = envelope.KindGroupChat
+				}
 				if sealed, err = n.seal(c, &d, p, envelope.Route{Channel: mailbox.Channel, MaxSize: mailbox.MaxEnvelope}); err != nil {
 					n.log.Warn("seal for a mailbox", "msg", e.ID, "err", err)
 					return

@@ -217,10 +217,13 @@ func (n *Node) dispatch(ctx context.Context, msg *envelope.Message, path string)
 		}
 	}
 	switch msg.Kind {
-	case envelope.KindChat:
-		m := &store.InboxMessage{Circle: c.ID(), Sender: msg.Sender.String(), ID: msg.ID, Kind: uint16(msg.Kind),
-			SenderSeq: msg.Sequence.Number, Timestamp: msg.Timestamp, Body: msg.Body, Direct: msg.Mode == envelope.ModeDirect,
-			Path: path, Received: n.opts.Now(), DedupeKey: msg.DedupeKey(), DedupeUntil: msg.DedupeUntil}
+	case envelope.KindChat, envelope.KindGroupChat:
+		// A group message sealed to us for a friend's mailbox is still a
+		// group message: not direct, numbered in the sender's group stream.
+		m := &store.InboxMessage{Circle: c.ID(), Sender: msg.Sender.String(), ID: msg.ID, Kind: uint16(envelope.KindChat),
+			SenderSeq: msg.Sequence.Number, Timestamp: msg.Timestamp, Body: msg.Body,
+			Direct: msg.Mode == envelope.ModeDirect && msg.Kind == envelope.KindChat,
+			Path:   path, Received: n.opts.Now(), DedupeKey: msg.DedupeKey(), DedupeUntil: msg.DedupeUntil}
 		dup, err := n.db.InboxPut(m)
 		if err != nil {
 			return &storeError{fmt.Errorf("node: inbox: %w", err)}
