@@ -11,11 +11,16 @@ package testenv
 
 import (
 	"bufio"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 // Dir is the folder the service scripts write to.
@@ -96,4 +101,33 @@ func WaitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("timed out after %s waiting for %s", d, what)
+}
+
+// NeedNATLab skips (or, with REMORA_REQUIRE_SERVERS=1, fails) a namespace
+// NAT lab test that cannot run here: it needs root and ip, iptables and
+// conntrack (testenv/svc-natlab.sh installs them), and it is skipped in
+// -short mode.
+func NeedNATLab(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		Missing(t, "natlab", "not root (network namespaces and iptables need root)")
+	}
+	for _, tool := range []string{"ip", "iptables", "conntrack"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			Missing(t, "natlab", "%s not installed (testenv/svc-natlab.sh up installs it)", tool)
+		}
+	}
+	if testing.Short() {
+		t.Skip("natlab: skipped in -short mode")
+	}
+}
+
+// UnlockTestNet3 lets libp2p treat 203.0.113.0/24 (TEST-NET-3), the NAT
+// labs' "internet", as public. Only lab peers re-executed inside their
+// network namespaces call it.
+func UnlockTestNet3() {
+	_, testNet3, _ := net.ParseCIDR("203.0.113.0/24")
+	manet.Unroutable4 = slices.DeleteFunc(slices.Clone(manet.Unroutable4), func(n *net.IPNet) bool {
+		return n.String() == testNet3.String()
+	})
 }

@@ -15,7 +15,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -27,8 +26,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/remora-p2p/remora/core/api"
 	"github.com/remora-p2p/remora/core/identity"
@@ -57,19 +54,9 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// unlockTestNet3 lets libp2p treat the lab's "internet", 203.0.113.0/24
-// (TEST-NET-3), as public. Only the re-executed lab nodes call it, inside
-// their namespaces: it is test code.
-func unlockTestNet3() {
-	_, testNet3, _ := net.ParseCIDR("203.0.113.0/24")
-	manet.Unroutable4 = slices.DeleteFunc(slices.Clone(manet.Unroutable4), func(n *net.IPNet) bool {
-		return n.String() == testNet3.String()
-	})
-}
-
 // labNodeMain runs one lab node until SIGTERM; it returns the exit code.
 func labNodeMain() int {
-	unlockTestNet3()
+	testenv.UnlockTestNet3()
 	role, labDir := os.Getenv(labRoleEnv), os.Getenv(labDirEnv)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", role)
 	if err := runLabNode(role, labDir, log); err != nil {

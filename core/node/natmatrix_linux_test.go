@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -74,27 +73,13 @@ func (r cellResult) String() string {
 		r.First.Round(time.Millisecond), r.FirstPath, r.Path, r.ToDirect.Round(time.Millisecond), r.MsgPath)
 }
 
-func needNATLab(t testing.TB) {
-	if os.Geteuid() != 0 {
-		testenv.Missing(t, "natlab", "not root (network namespaces and iptables need root)")
-	}
-	for _, tool := range []string{"ip", "iptables", "conntrack"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			testenv.Missing(t, "natlab", "%s not installed (testenv/svc-natlab.sh up installs it)", tool)
-		}
-	}
-	if testing.Short() {
-		t.Skip("natlab: skipped in -short mode")
-	}
-}
-
 // TestNATMatrix runs every cell once: two members a and b behind the cell's
 // NATs and a third, r, on a public host that relays for its circle; their
 // only common ground is the shared folder. Each subtest asserts the path b
 // reaches a by and that a message crosses it. BenchmarkNATMatrix runs the
 // cells many times for BENCHMARKS.md.
 func TestNATMatrix(t *testing.T) {
-	needNATLab(t)
+	testenv.NeedNATLab(t)
 	for _, c := range natCells {
 		t.Run(c.name, func(t *testing.T) {
 			r := runNATCell(t, c)
@@ -266,7 +251,7 @@ func findMessage(ln *labNode, text string) (api.Message, bool) {
 //
 //	go test ./core/node -run '^$' -bench NATMatrix -benchtime 1x -timeout 3h
 func BenchmarkNATMatrix(b *testing.B) {
-	needNATLab(b)
+	testenv.NeedNATLab(b)
 	runs := 20
 	if v, err := strconv.Atoi(os.Getenv("REMORA_NATMATRIX_RUNS")); err == nil && v > 0 {
 		runs = v

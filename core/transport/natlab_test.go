@@ -16,12 +16,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -31,7 +29,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	ma "github.com/multiformats/go-multiaddr"
-	manet "github.com/multiformats/go-multiaddr/net"
 	"github.com/remora-p2p/remora/core/transport"
 	"github.com/remora-p2p/remora/testenv"
 )
@@ -59,17 +56,7 @@ func TestNATLab(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("the NAT lab needs Linux network namespaces")
 	}
-	if os.Geteuid() != 0 {
-		testenv.Missing(t, "natlab", "not root (network namespaces and iptables need root)")
-	}
-	for _, tool := range []string{"ip", "iptables", "conntrack"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			testenv.Missing(t, "natlab", "%s not installed (testenv/svc-natlab.sh up installs it)", tool)
-		}
-	}
-	if testing.Short() {
-		t.Skip("natlab: skipped in -short mode")
-	}
+	testenv.NeedNATLab(t)
 	tests := []struct {
 		name, natA, natB, mode string
 		wait                   time.Duration
@@ -225,16 +212,6 @@ func waitJSON(path string, timeout time.Duration, v any) error {
 	}
 }
 
-// unlockTestNet3 lets libp2p treat the lab's "internet", 203.0.113.0/24
-// (TEST-NET-3), as public. Lab peers only: this is test code and runs only in
-// the re-executed helper processes inside the lab's namespaces.
-func unlockTestNet3() {
-	_, testNet3, _ := net.ParseCIDR("203.0.113.0/24")
-	manet.Unroutable4 = slices.DeleteFunc(slices.Clone(manet.Unroutable4), func(n *net.IPNet) bool {
-		return n.String() == testNet3.String()
-	})
-}
-
 // labHelperMain runs one lab peer; it returns the process exit code.
 func labHelperMain() int {
 	role, dir := os.Getenv(labRoleEnv), os.Getenv(labDirEnv)
@@ -244,7 +221,7 @@ func labHelperMain() int {
 	if os.Getenv(labModeEnv) == "mdns" {
 		err = mdnsPeer(role, dir, log)
 	} else {
-		unlockTestNet3()
+		testenv.UnlockTestNet3()
 		err = labPeer(role, dir, os.Getenv(labModeEnv), wait, log)
 	}
 	if err != nil {
