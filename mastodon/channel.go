@@ -44,7 +44,7 @@ type channel struct {
 	streamBase atomic.Value // string: the streaming base URL that worked last
 
 	counters struct {
-		published, deliveries, ignoredStranger, ignoredPlain, ignoredOther, duplicates,
+		published, deliveries, ignoredStranger, ignoredPlain, ignoredOther, ignoredOversize, duplicates,
 		deletedSeen, streamConnects, streamDrops, polls, retryChecks, retryFound atomic.Int64
 	}
 }
@@ -338,7 +338,7 @@ func (c *channel) Health(ctx context.Context) sdk.Health {
 	h.Counters = map[string]int64{
 		"published": n.published.Load(), "delivered": n.deliveries.Load(),
 		"ignored_stranger": n.ignoredStranger.Load(), "ignored_plain": n.ignoredPlain.Load(),
-		"ignored_other": n.ignoredOther.Load(), "duplicates_skipped": n.duplicates.Load(),
+		"ignored_other": n.ignoredOther.Load(), "ignored_oversize": n.ignoredOversize.Load(), "duplicates_skipped": n.duplicates.Load(),
 		"deleted_seen": n.deletedSeen.Load(), "stream_connects": n.streamConnects.Load(),
 		"stream_drops": n.streamDrops.Load(), "polls": n.polls.Load(),
 		"requests": c.tr.requests.Load(), "rate_limited": c.tr.limited.Load(),

@@ -374,5 +374,15 @@ func (c *channel) accept(n *notification) (data, from string, ok bool) {
 		c.counters.ignoredPlain.Add(1)
 		return "", "", false
 	}
+	if len(b) > maxForeignItem {
+		c.counters.ignoredOversize.Add(1)
+		return "", "", false
+	}
 	return b, a.String(), true
 }
+
+// maxForeignItem caps an item read from a status. Members on other
+// instances post under their own instance's limit (5,000 characters on
+// Pleroma and Akkoma, more on some), so the cap is far above any, not this
+// instance's MaxPayload: a status longer than it is junk.
+const maxForeignItem = 64 << 10

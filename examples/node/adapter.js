@@ -58,6 +58,24 @@ function log(level, message, attrs = {}) {
 
 // ---- typed errors ----
 
+
+// readItem reads an item file through a limit: only a regular file (no
+// link, FIFO or device: O_NOFOLLOW, O_NONBLOCK, then the type of the open
+// descriptor) of at most MAX_PAYLOAD bytes; anything else is skipped (null).
+function readItem(file) {
+  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile() || st.size > MAX_PAYLOAD) return null;
+    const buf = Buffer.alloc(MAX_PAYLOAD + 1);
+    let n = 0;
+    for (let k; n < buf.length && (k = fs.readSync(fd, buf, n, buf.length - n, null)) > 0;) n += k;
+    return n > MAX_PAYLOAD ? null : buf.subarray(0, n);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 class AdapterError extends Error {
   constructor(code, message, retryAfterMs = 0) {
     super(message);
@@ -262,9 +280,9 @@ class Channel {
           if (ended) return;
           let data = null;
           try {
-            data = fs.readFileSync(path.join(this.root, 'log', e.name));
+            data = readItem(path.join(this.root, 'log', e.name));
           } catch (err) {
-            if (err.code !== 'ENOENT') throw this.note(ioError('read', err));
+            if (err.code !== 'ENOENT' && err.code !== 'ELOOP') throw this.note(ioError('read', err));
           }
           const d = data ? { id: e.name, data, cursor: index.cursor(e.seq) } : { skip: true, cursor: index.cursor(e.seq) };
           if (!call.write(d)) await new Promise((resolve) => call.once('drain', resolve));

@@ -17,6 +17,18 @@
 // sdk.Board, and so on. Cases that need a hook the harness cannot provide
 // (it returns sdk.ErrUnsupported) are skipped with the reason logged.
 //
+// The hostile cases (hostile.go) hold every adapter to issue #20: an item
+// far over MaxPayload planted on the channel (Oversized) is never
+// delivered and the reader goes on; a flood of planted items (JunkFlood)
+// is read with bounded memory; with the service behind the harness's
+// proxies, a service that stalls, then trickles (StallAndTrickle), makes
+// no call outlive its deadline and Close return promptly. Each measures
+// the adapter's memory while it reads (the live heap, or the adapter
+// process's resident memory as a subprocess), holds it under 64 MiB of
+// growth, and leaves no goroutine running. Special files (links to
+// /dev/zero, FIFOs, files that grow while read) are the dir adapter's own
+// tests (dir/hostile_test.go, cmd/remora TestHostileFolder).
+//
 // By default the kit calls the adapter in-process, which gives coverage and
 // a debugger. [Subprocess] (or REMORA_ADAPTER_BIN) runs the same cases
 // against the adapter binary through sdk/host, over the real wire protocol;

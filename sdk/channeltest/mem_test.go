@@ -221,6 +221,9 @@ func (c *memChannel) Subscribe(ctx context.Context, req sdk.SubscribeRequest, si
 		sort.Slice(batch, func(i, j int) bool { return c.key(batch[i]) < c.key(batch[j]) })
 		for _, it := range batch {
 			d := sdk.Delivery{ID: it.id, Data: it.data, Cursor: binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint32(nil, epoch), uint64(c.key(it)))}
+			if len(it.data) > memMax && c.defect != "nolimit" {
+				d.Data, d.Skip = nil, true // planted past the limit: skipped, the cursor moves on
+			}
 			switch c.defect {
 			case "corrupt":
 				d.Data = append([]byte{d.Data[0] ^ 1}, d.Data[1:]...)

@@ -1,0 +1,236 @@
+package channeltest
+
+import (
+	"context"
+	"errors"
+	"runtime/metrics"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/remora-p2p/remora/sdk"
+)
+
+// The cases below treat the channel as hostile ground (issue #20): what
+// a member, a sync peer or a server puts where items go, and a server that
+// stalls or trickles. Each measures the adapter's memory while it reads
+// (the live heap in-process, the resident memory of the adapter process
+// as a subprocess) and holds it under memCeiling above where it started,
+// and each ends with no goroutine of the case left. They plant items
+// through the harness's InsertBackdated hook, the one way every harness
+// reaches past the adapter into the backend.
+func init() {
+	cases = append(cases,
+		kase{"Oversized", testOversized},
+		kase{"JunkFlood", testJunkFlood},
+		kase{"StallAndTrickle", testStallAndTrickle},
+	)
+}
+
+// memCeiling is the most an adapter's memory may grow by while it reads
+// what a hostile channel holds: issue #20's bound for a whole daemon.
+const memCeiling = 64 << 20
+
+// oversizedBytes caps the size of the oversized item the kit plants: 256
+// times MaxPayload (an adapter of a federated service may accept items
+// above its own MaxPayload from members on other servers, not that far),
+// at most this, small enough for a mail server or a forge to take.
+const oversizedBytes = 8 << 20
+
+// junkItems is how many items JunkFlood plants.
+const junkItems = 100
+
+// memWatch samples the adapter's memory every 5 ms until the returned
+// function is called, which returns the peak growth over the start and
+// what was measured.
+func (e *env) memWatch() func() (grew int64, what string) {
+	read, what := e.memReader()
+	base := read()
+	var peak atomic.Int64
+	peak.Store(base)
+	done, ended := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(ended)
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if v := read(); v > peak.Load() {
+				peak.Store(v)
+			}
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() (int64, string) {
+		close(done)
+		<-ended
+		return max(peak.Load()-base, 0), what
+	}
+}
+
+// memReader reads the adapter's memory: the resident set of its process
+// in subprocess mode, else this process's live heap (as marked by the last
+// collection, so garbage does not count).
+func (e *env) memReader() (func() int64, string) {
+	if s, ok := e.b.(*subprocess); ok && s.c != nil {
+		if _, err := s.c.Memory(); err == nil {
+			return func() int64 { n, _ := s.c.Memory(); return n }, "the adapter process's resident memory"
+		}
+	}
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	return func() int64 { metrics.Read(sample); return int64(sample[0].Value.Uint64()) }, "the live heap"
+}
+
+// checkMem fails the case if grew is over memCeiling, and logs it.
+func (e *env) checkMem(grew int64, what, while string) {
+	e.t.Helper()
+	e.t.Logf("%s grew by %d KiB at most %s", what, grew>>10, while)
+	if grew > memCeiling {
+		e.t.Errorf("%s grew by %d MiB %s, want under %d MiB", what, grew>>20, while, memCeiling>>20)
+	}
+}
+
+// plant puts data on the channel through the backend, or skips the case
+// when the harness or the service cannot.
+func (e *env) plant(data []byte) {
+	e.t.Helper()
+	if err := e.h.InsertBackdated(e.ctx, e.t, e.pub, data); err != nil {
+		e.skipIfUnsupported("InsertBackdated", err)
+		e.t.Skipf("the service refuses a planted item of %d bytes (%v)", len(data), err)
+	}
+}
+
+// leakCheck returns a function that fails the case if goroutines started
+// after it was called are still running (closing every channel first).
+func (e *env) leakCheck() func() {
+	e.closeAll()
+	snapshot := goleak.IgnoreCurrent()
+	return func() {
+		e.t.Helper()
+		e.closeAll()
+		if err := goleak.Find(append([]goleak.Option{snapshot}, e.cfg.leak...)...); err != nil {
+			e.t.Errorf("goroutines left after Close: %v", err)
+		}
+	}
+}
+
+// testOversized: an item far over MaxPayload is put on the channel (a file
+// in the folder, a mail, a commit, an event, a post): the subscriber never
+// delivers it, reads it through a limit, and goes on to the next item.
+func testOversized(e *env) {
+	leaks := e.leakCheck()
+	big := e.payload(max(4*e.caps.MaxPayload+1, min(oversizedBytes, 256*e.caps.MaxPayload)))
+	e.plant(big)
+	after := e.items(1)
+	e.publish(e.channel(e.pub), after)
+	stop := e.memWatch()
+	s := e.subscribe(e.channel(e.sub), nil, 0)
+	s.wait(datas(after))
+	e.sleep(e.settle())
+	grew, what := stop()
+	s.stop()
+	if n := s.c.times(big); n > 0 {
+		e.t.Errorf("an item of %d bytes (MaxPayload %d) was delivered %d times; skip it", len(big), e.caps.MaxPayload, n)
+	}
+	e.checkMem(grew, what, "reading past an oversized item")
+	leaks()
+}
+
+// testJunkFlood: junkItems items nobody published through the channel
+// arrive at once (a flood from a compromised account or peer); the
+// subscriber reads them all, and the item published after them, with
+// bounded memory.
+func testJunkFlood(e *env) {
+	leaks := e.leakCheck()
+	var junk [][]byte
+	for range junkItems {
+		j := e.payload(e.size())
+		e.plant(j)
+		junk = append(junk, j)
+	}
+	after := e.items(1)
+	e.publish(e.channel(e.pub), after)
+	stop := e.memWatch()
+	s := e.subscribe(e.channel(e.sub), nil, 0)
+	s.wait(append(junk, datas(after)...))
+	grew, what := stop()
+	s.stop()
+	e.checkMem(grew, what, "reading a flood of junk items")
+	leaks()
+}
+
+// testStallAndTrickle: the service stops answering with its connections
+// open, then answers a few bytes at a time (through the harness's
+// proxies). A publish on a short deadline returns by its deadline; the
+// subscriber's Close returns promptly and its Subscribe ends; memory stays
+// bounded; once the service is back, a new subscription delivers what was
+// published; nothing of the case is left running.
+func testStallAndTrickle(e *env) {
+	ps := e.proxies()
+	leaks := e.leakCheck()
+	first := e.items(1)
+	e.publish(e.channel(e.pub), first)
+	for _, fault := range []struct {
+		name  string
+		apply func()
+	}{
+		{"stalls", func() {
+			for _, p := range ps {
+				p.Stall()
+			}
+		}},
+		{"trickles", func() {
+			for _, p := range ps {
+				p.Trickle(16, 50*time.Millisecond)
+			}
+		}},
+	} {
+		s := e.subscribe(e.channel(e.sub), nil, 0)
+		s.wait(datas(first))
+		stop := e.memWatch()
+		fault.apply()
+		// A publish while the service is out returns by its deadline.
+		ctx, cancel := context.WithTimeout(e.ctx, 2*time.Second)
+		start := time.Now()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			resp, err := e.channel(e.pub).Publish(ctx, sdk.PublishRequest{Items: e.items(1)})
+			if err == nil && len(resp.Results) == 1 && resp.Results[0].Err == nil {
+				e.t.Logf("publish while the service %s succeeded (in %v)", fault.name, time.Since(start).Round(time.Millisecond))
+			}
+		}()
+		select {
+		case <-done:
+		case <-time.After(2*time.Second + prompt):
+			e.t.Errorf("Publish with a 2s deadline while the service %s did not return within %v", fault.name, 2*time.Second+prompt)
+		}
+		cancel()
+		e.closeWithin(e.channel(e.sub), "while the service "+fault.name)
+		e.forget(e.sub)
+		select {
+		case <-s.done:
+		case <-time.After(prompt):
+			e.t.Fatalf("Subscribe still running %v after Close while the service %s", prompt, fault.name)
+		}
+		if s.err != nil && !errors.Is(s.err, context.Canceled) && !errors.Is(s.err, sdk.ErrClosed) && !errors.Is(s.err, sdk.ErrUnavailable) {
+			e.t.Logf("Subscribe ended by Close while the service %s: %v", fault.name, s.err)
+		}
+		grew, what := stop()
+		e.checkMem(grew, what, "while the service "+fault.name)
+		for _, p := range ps {
+			p.Up()
+		}
+		<-done
+	}
+	again := e.items(1)
+	e.publishRetry(e.channel(e.pub), again)
+	s := e.subscribe(e.channel(e.sub), nil, 0)
+	s.wait(datas(append(first, again...)))
+	s.stop()
+	leaks()
+}
