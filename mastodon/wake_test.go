@@ -1,6 +1,8 @@
 package mastodon_test
 
 import (
+	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/remora-p2p/remora/core/node/nodetest"
@@ -13,20 +15,36 @@ import (
 // that keeps its mail; see nodetest.WakeUp.
 func TestWakeUp(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts two libp2p nodes")
+		t.Skip("starts three libp2p nodes")
+	}
+	three := func(t *testing.T, server string, tokens, names []string, cfg map[string]any) {
+		root := t.TempDir()
+		var nodes []*nodetest.Node
+		for i, name := range names {
+			others := slices.Delete(slices.Clone(names), i, i+1)
+			n := accountNode(t, []string{"alice", "bob", "carol"}[i], filepath.Join(root, name), server, tokens[i], others, cfg)
+			n.Start()
+			defer n.Stop()
+			nodes = append(nodes, n)
+		}
+		nodetest.WakeUp(t, nodes[0], nodes[1], nodes[2], nodetest.Circle(t, nodes[0], nodes[1], nodes[2]))
 	}
 	t.Run("gotosocial", func(t *testing.T) {
 		srv := gotosocial.Need(t)
-		accts := srv.NewAccounts(t, "alice", "bob")
-		a, b, circleID := circleOverGoToSocial(t, srv, accts[0], accts[1])
-		defer a.Stop()
-		defer b.Stop()
-		nodetest.WakeUp(t, a, b, circleID)
+		accts := srv.NewAccounts(t, "alice", "bob", "carol")
+		var tokens, names []string
+		for _, a := range accts {
+			tokens, names = append(tokens, a.Token), append(names, a.Username)
+		}
+		three(t, srv.URL, tokens, names, nil)
 	})
 	t.Run("mastodon", func(t *testing.T) {
-		_, a, b, circleID := circleOverMastodon(t, mastodontest.Options{})
-		defer a.Stop()
-		defer b.Stop()
-		nodetest.WakeUp(t, a, b, circleID)
+		srv := mastodontest.New(mastodontest.Options{})
+		t.Cleanup(srv.Close)
+		var tokens []string
+		for _, name := range []string{"alice", "bob", "carol"} {
+			tokens = append(tokens, srv.AddAccount(name).Token)
+		}
+		three(t, srv.URL, tokens, []string{"alice", "bob", "carol"}, map[string]any{"poll_interval": "1s"})
 	})
 }
