@@ -245,6 +245,20 @@ func (s *Server) SetMaxCharacters(n int) {
 	s.opts.MaxCharacters = n
 }
 
+// Stored returns what the server keeps of every status not deleted: its
+// source text and the status as the API shows it (JSON), for tests that
+// check what a server operator could read.
+func (s *Server) Stored() [][]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out [][]byte
+	for _, st := range s.statuses {
+		b, _ := json.Marshal(s.statusJSON(st))
+		out = append(out, []byte(st.text), b)
+	}
+	return out
+}
+
 // Domain is the instance's domain.
 func (s *Server) Domain() string { return s.opts.Domain }
 
