@@ -180,7 +180,13 @@ func presenceScale(b *testing.B, hs homeserver, n int) scaleResult {
 	}
 	restart := sum(counters)
 	restartWindow := time.Since(t0)
-	// A steady round: nothing restarts, every member publishes once.
+	// A steady round: nothing restarts, every member publishes once. Every
+	// member publishes at each multiple of the round on the clock from its
+	// first one on (node.nextRound), and its first comes at the latest at
+	// the first multiple half a round after its restart: the window runs
+	// from just before such a multiple to just before the next.
+	at := time.Now().Add(*scaleRound / 2).Truncate(*scaleRound).Add(*scaleRound)
+	time.Sleep(time.Until(at.Add(-time.Second)))
 	for _, c := range counters {
 		c.reset()
 	}
