@@ -141,7 +141,11 @@ func Bars(t testing.TB, file, title, yLabel string, labels []string, series ...S
 		p.Legend.Add(s.Name, bars)
 	}
 	p.NominalX(labels...)
-	save(t, p, file)
+	width := 16 * vg.Centimeter
+	for _, l := range labels { // room for every label under its group
+		width = max(width, vg.Length(len(labels))*vg.Length(len(l))*0.25*vg.Centimeter)
+	}
+	saveAs(t, p, file, width)
 }
 
 func newPlot(title, xLabel, yLabel string) *plot.Plot {
@@ -154,7 +158,9 @@ func newPlot(title, xLabel, yLabel string) *plot.Plot {
 	return p
 }
 
-func save(t testing.TB, p *plot.Plot, file string) {
+func save(t testing.TB, p *plot.Plot, file string) { t.Helper(); saveAs(t, p, file, 16*vg.Centimeter) }
+
+func saveAs(t testing.TB, p *plot.Plot, file string, width vg.Length) {
 	t.Helper()
 	if !Enabled() {
 		t.Logf("benchdoc: plot %s not written (set %s=1)", file, EnvWrite)
@@ -168,7 +174,7 @@ func save(t testing.TB, p *plot.Plot, file string) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Save(16*vg.Centimeter, 10*vg.Centimeter, path); err != nil {
+	if err := p.Save(width, 10*vg.Centimeter, path); err != nil {
 		t.Fatalf("benchdoc: %s: %v", path, err)
 	}
 	t.Logf("benchdoc: wrote %s", path)
