@@ -43,6 +43,15 @@
 // instead; Get merges those of the last Config.BoardWindow, newest value per
 // key wins, and Health reports the fallback. Capabilities.Board stays true.
 //
+// Board writes are also pushed: /sync asks for the board state type too,
+// and a board state event that arrives is delivered through Subscribe (its
+// value, as Get would return it), so members hold a new presence record at
+// once rather than at their next board read. It does not move the cursor's
+// envelope position; after a restart it may come again (core dedupes). A
+// lone event ends the waiting /sync at once; Config.SyncMinInterval (2 s)
+// makes a burst, such as a round of every member's presence, one or two
+// requests.
+//
 // # Delete
 //
 // Delete redacts our own events; a packed event is redacted once all its
