@@ -374,6 +374,10 @@ func (c *channel) flushLoop() {
 				break
 			}
 			c.health.add("push_retries", 1)
+			// The callers learn now that their items are not in yet (a host
+			// retries them with the same keys, which wait on the same queued
+			// edits); the edits stay queued and go with the next push.
+			c.releaseWaiters(sdk.Errorf(sdk.CodeUnavailable, "git: push failed; the item stays queued and is pushed when the remote answers again: %w", err))
 			back := min(time.Second<<min(attempt, 6), time.Minute)
 			c.log.Warn("git: push failed; retrying", "err", err, "in", back)
 			if sdk.Sleep(ctx, jitter(max(back, c.cfg.FlushInterval.D()))) != nil {
@@ -389,14 +393,24 @@ func (c *channel) flushLoop() {
 	}
 }
 
-func (c *channel) failAll(err error) {
+// releaseWaiters answers every caller waiting for a queued edit with err,
+// keeping the edits queued.
+func (c *channel) releaseWaiters(err error) { c.answerWaiters(err, false) }
+
+// failAll answers every waiting caller with err and drops the queue.
+func (c *channel) failAll(err error) { c.answerWaiters(err, true) }
+
+func (c *channel) answerWaiters(err error, drop bool) {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
 	for p, e := range c.pending {
 		for _, w := range e.waiters {
 			w <- err
 		}
-		delete(c.pending, p)
+		e.waiters = nil
+		if drop {
+			delete(c.pending, p)
+		}
 	}
 }
 

@@ -18,7 +18,7 @@ func TestConformance(t *testing.T) {
 		opts []channeltest.Option
 	}{
 		{"file", fileRemote, nil},
-		{"daemon", daemonRemote, nil},
+		{"daemon", proxied(daemonRemote), nil},
 		// each ssh connection costs ~0.7 s here: fewer items, more time
 		{"ssh", sshRemote, []channeltest.Option{channeltest.Items(8), channeltest.Timeout(4 * time.Minute)}},
 	}

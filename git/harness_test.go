@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/remora-p2p/remora/git"
 	"github.com/remora-p2p/remora/sdk"
+	"github.com/remora-p2p/remora/sdk/channeltest/faultproxy"
 	"github.com/remora-p2p/remora/testenv"
 )
 
@@ -26,6 +28,26 @@ type remote struct {
 	bare    string            // the repository on disk, for the backend hooks
 	extra   map[string]any    // extra config fields (ssh key, known_hosts)
 	secrets map[string]string // secrets for Configure
+	proxy   *faultproxy.Proxy // between the channel and the server, if any
+}
+
+// proxied puts the server of mk's remotes behind a faultproxy: the URL's
+// host:port becomes the proxy's.
+func proxied(mk func(testing.TB) remote) func(testing.TB) remote {
+	return func(t testing.TB) remote {
+		r := mk(t)
+		u, err := url.Parse(r.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.proxy, err = faultproxy.New(u.Host); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.proxy.Close() })
+		u.Host = r.proxy.Addr()
+		r.url = u.String()
+		return r
+	}
 }
 
 // newBare creates a fresh bare repository at path with the git CLI (tests
@@ -194,6 +216,14 @@ func (h *harness) Open(ctx context.Context, t *testing.T, a sdk.Adapter, m int) 
 		StateDir:  h.states[m],
 		Logger:    testLogger(t),
 	})
+}
+
+// Proxies lets the kit take the server away (none for file://).
+func (h *harness) Proxies() []*faultproxy.Proxy {
+	if h.r.proxy == nil {
+		return nil
+	}
+	return []*faultproxy.Proxy{h.r.proxy}
 }
 
 func (h *harness) Members() int       { return len(h.states) }
