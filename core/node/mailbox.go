@@ -140,6 +140,13 @@ func (n *Node) depositMissed(ctx context.Context, c *circle.Circle, e *OutboxEnt
 		return
 	}
 	now := n.opts.Now()
+	// The outbox entry changes under n.mu (a removal cuts its Pending):
+	// seal from a copy taken under it.
+	n.mu.Lock()
+	snap := *e
+	snap.Pending = slices.Clone(e.Pending)
+	snap.Deposits = slices.Clone(e.Deposits)
+	n.mu.Unlock()
 	for _, p := range missed {
 		n.mu.Lock()
 		var have []peer.ID
@@ -161,7 +168,7 @@ func (n *Node) depositMissed(ctx context.Context, c *circle.Circle, e *OutboxEnt
 			if sealed == nil {
 				// Always direct: a broadcast envelope would be readable by
 				// the friend, who holds the sender's chain key.
-				d := *e
+				d := snap
 				d.Direct = true
 				if e.Kind == envelope.KindChat && !e.Direct {
 					// ... and marked as the group message it is, or the
