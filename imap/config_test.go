@@ -93,9 +93,9 @@ func TestPublishRejectsBadItems(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []sdk.Code{sdk.CodeUnsupported, sdk.CodeUnsupported, sdk.CodeUnsupported, sdk.CodeUnsupported, sdk.CodeTooLarge}
+	want := []sdk.Code{sdk.CodeInvalidArgument, sdk.CodeUnsupported, sdk.CodeUnsupported, sdk.CodeUnsupported, sdk.CodeTooLarge}
 	for i, r := range res.Results {
-		if sdk.CodeOf(r.Err) != want[i] || r.Err.(*sdk.Error).Code.Retryable() {
+		if sdk.CodeOf(r.Err) != want[i] || sdk.CodeOf(r.Err).Retryable() {
 			t.Errorf("item %d: got %v, want code %s", i, r.Err, want[i])
 		}
 	}
