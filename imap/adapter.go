@@ -182,6 +182,7 @@ type channel struct {
 	mu       sync.Mutex
 	counters map[string]int64
 	lastErr  error
+	life     sdk.Lifecycle // Close cancels Publish, Subscribe and Delete in flight
 	lastOK   time.Time
 	// damage says why the last of our mails read had damaged items; empty
 	// once an intact one arrived.
@@ -357,9 +358,11 @@ func (ch *channel) Health(ctx context.Context) sdk.Health {
 	return h
 }
 
+// Close cancels the calls in flight (their contexts end, which closes
+// their connections), waits for them, then logs out and closes the rest.
 func (ch *channel) Close() error {
-	ch.closeOnce.Do(func() {
-		close(ch.closed)
+	ch.closeOnce.Do(func() { close(ch.closed) })
+	return ch.life.Close(func() error {
 		ch.pubMu.Lock()
 		if ch.pub != nil {
 			ch.pub.Logout() // sent; not waited for, so Close never blocks on a dead server
@@ -383,8 +386,8 @@ func (ch *channel) Close() error {
 		}
 		ch.mu.Unlock()
 		ch.watchMu.Unlock()
+		return nil
 	})
-	return nil
 }
 
 func (ch *channel) isClosed() bool {

@@ -24,6 +24,11 @@ import (
 // dedupes). Mail sent by SMTP lives in every recipient's mailbox: Delete
 // only ever touches this account's copy.
 func (ch *channel) Delete(ctx context.Context, req sdk.DeleteRequest) (sdk.DeleteResponse, error) {
+	ctx, end, err := ch.life.Begin(ctx) // Close cancels it, and its I/O with it
+	if err != nil {
+		return sdk.DeleteResponse{}, errClosed
+	}
+	defer end()
 	res := sdk.DeleteResponse{Errors: make([]error, len(req.IDs))}
 	if ch.cfg.Consumed == ConsumedKeep {
 		for i := range res.Errors {
@@ -60,7 +65,7 @@ func (ch *channel) Delete(ctx context.Context, req sdk.DeleteRequest) (sdk.Delet
 	if len(keys) == 0 && len(byUID) == 0 {
 		return res, nil
 	}
-	err := ch.withPub(ctx, func(c *imapclient.Client) error {
+	err = ch.withPub(ctx, func(c *imapclient.Client) error {
 		for _, folder := range ch.cfg.folders() {
 			sel, err := c.Select(folder, nil).Wait()
 			if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/remora-p2p/remora/sdk"
 	"github.com/remora-p2p/remora/sdk/channeltest"
+	"github.com/remora-p2p/remora/sdk/channeltest/faultproxy"
 	"github.com/remora-p2p/remora/testenv"
 )
 
@@ -37,6 +38,32 @@ type harness struct {
 	states  []string
 	listID  string
 	address func(m int) string
+	proxies []*faultproxy.Proxy
+}
+
+// Proxies lets the kit take the mail servers away and cut a publish.
+func (h *harness) Proxies() []*faultproxy.Proxy { return h.proxies }
+
+// behindProxies puts IMAP (and SMTP submission, outside shared mode) behind
+// faultproxies for this case.
+func (h *harness) behindProxies(t *testing.T) *harness {
+	via := func(key, addr string) {
+		p, err := faultproxy.New(addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		if h.extra == nil {
+			h.extra = map[string]any{}
+		}
+		h.extra[key] = p.Addr()
+		h.proxies = append(h.proxies, p)
+	}
+	via("imap", h.env.imap)
+	if h.mode != ModeShared {
+		via("smtp", h.env.submission)
+	}
+	return h
 }
 
 func (h *harness) Members() int { return len(h.users) }
@@ -130,7 +157,7 @@ func TestKitShared(t *testing.T) {
 		h := &harness{env: env, mode: ModeShared, users: []string{"carol", "carol"}, folder: randName("kit-"),
 			extra: map[string]any{"consumed": ConsumedDelete}}
 		h.states = []string{t.TempDir(), t.TempDir()}
-		return h
+		return h.behindProxies(t)
 	}, kitOptions()...)
 }
 
@@ -143,7 +170,7 @@ func TestKitDirect(t *testing.T) {
 		h := &harness{env: env, mode: ModeDirect, users: []string{"alice", "bob"}, folder: folder}
 		h.address = func(m int) string { return h.users[m] + "+" + folder + "@" + env.domain }
 		h.states = []string{t.TempDir(), t.TempDir()}
-		return h
+		return h.behindProxies(t)
 	}, kitOptions()...)
 }
 

@@ -41,9 +41,11 @@ type mailPlan struct {
 // Publish sends the batch as few mails as fit: items to the same recipients
 // share a mail up to max_items_per_mail and max_mail_bytes.
 func (ch *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.PublishResponse, error) {
-	if ch.isClosed() {
+	ctx, end, err := ch.life.Begin(ctx) // Close cancels it, and its I/O with it
+	if err != nil || ch.isClosed() {
 		return sdk.PublishResponse{}, errClosed
 	}
+	defer end()
 	res := sdk.PublishResponse{Results: make([]sdk.PublishResult, len(req.Items))}
 	limit := maxPayload(ch.cfg)
 	first := map[string]int{} // key -> first index in this batch
@@ -74,6 +76,9 @@ func (ch *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.Pub
 		}
 		found, err := ch.findKeys(ctx, keys)
 		if err != nil {
+			if ctx.Err() == nil {
+				ch.noteErr(err) // Health: the server did not answer
+			}
 			return res, err
 		}
 		todo = slices.DeleteFunc(todo, func(i int) bool {
@@ -86,7 +91,6 @@ func (ch *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.Pub
 		})
 	}
 	plans := ch.plan(req.Items, todo)
-	var err error
 	switch ch.cfg.Mode {
 	case ModeShared:
 		err = ch.publishAppend(ctx, req.Items, plans, res.Results)

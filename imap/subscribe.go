@@ -27,9 +27,11 @@ func (e sinkError) Unwrap() error { return e.err }
 // with backoff and resumed from the last delivered cursor; only errors
 // retrying cannot fix end it.
 func (ch *channel) Subscribe(ctx context.Context, req sdk.SubscribeRequest, sink sdk.Sink) error {
-	if ch.isClosed() {
+	ctx, end, err := ch.life.Begin(ctx) // Close cancels it, and its I/O with it
+	if err != nil || ch.isClosed() {
 		return errClosed
 	}
+	defer end()
 	cur, err := decodeCursor(req.Cursor)
 	if err != nil {
 		return err
