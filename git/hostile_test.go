@@ -3,9 +3,7 @@ package git_test
 import (
 	"crypto/rand"
 	"net/url"
-	"runtime/metrics"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,42 +13,6 @@ import (
 	"github.com/remora-p2p/remora/sdk/channeltest/faultproxy"
 	"github.com/remora-p2p/remora/testenv"
 )
-
-// heapPeak samples the live heap (this process: the adapter runs in it;
-// as marked by the last collection, so garbage does not count) every 5 ms
-// until stop is called, and returns the peak above the figure at the
-// start.
-func heapPeak() (stop func() uint64) {
-	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
-	read := func() uint64 { metrics.Read(s); return s[0].Value.Uint64() }
-	base := read()
-	var peak atomic.Uint64
-	done := make(chan struct{})
-	ended := make(chan struct{})
-	go func() {
-		defer close(ended)
-		t := time.NewTicker(5 * time.Millisecond)
-		defer t.Stop()
-		for {
-			if v := read(); v > peak.Load() {
-				peak.Store(v)
-			}
-			select {
-			case <-done:
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return func() uint64 {
-		close(done)
-		<-ended
-		if p := peak.Load(); p > base {
-			return p - base
-		}
-		return 0
-	}
-}
 
 // TestHugeBlob: a member with push access (or the forge) puts a 64 MiB
 // blob where an item goes. The subscriber's fetch refuses the pack past
@@ -72,7 +34,7 @@ func TestHugeBlob(t *testing.T) {
 	it := items("after-huge", 1)
 	channeltest.Publish(t, pub, it...)
 
-	stop := heapPeak()
+	stop := channeltest.PeakGrowth(channeltest.LiveHeap)
 	c, _, cancel := subscribe(t, sub, nil)
 	testenv.WaitFor(t, "the item", time.Minute, func() bool { return c.has(string(it[0].Data)) })
 	testenv.WaitFor(t, "the ref with the blob left out", time.Minute, func() bool {

@@ -41,11 +41,19 @@ const oversizedBytes = 8 << 20
 // junkItems is how many items JunkFlood plants.
 const junkItems = 100
 
-// memWatch samples the adapter's memory every 5 ms until the returned
-// function is called, which returns the peak growth over the start and
-// what was measured.
+// memWatch samples the adapter's memory until the returned function is
+// called, which returns the peak growth over the start and what was
+// measured.
 func (e *env) memWatch() func() (grew int64, what string) {
 	read, what := e.memReader()
+	stop := PeakGrowth(read)
+	return func() (int64, string) { return stop(), what }
+}
+
+// PeakGrowth samples read every 5 ms until the returned function is
+// called, which returns the peak over the first sample (0 if none was
+// higher). Adapter tests use it with LiveHeap to bound what a read costs.
+func PeakGrowth(read func() int64) (stop func() int64) {
 	base := read()
 	var peak atomic.Int64
 	peak.Store(base)
@@ -65,24 +73,30 @@ func (e *env) memWatch() func() (grew int64, what string) {
 			}
 		}
 	}()
-	return func() (int64, string) {
+	return func() int64 {
 		close(done)
 		<-ended
-		return max(peak.Load()-base, 0), what
+		return max(peak.Load()-base, 0)
 	}
 }
 
+// LiveHeap is this process's live heap as marked by the last collection,
+// so garbage does not count.
+func LiveHeap() int64 {
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(sample)
+	return int64(sample[0].Value.Uint64())
+}
+
 // memReader reads the adapter's memory: the resident set of its process
-// in subprocess mode, else this process's live heap (as marked by the last
-// collection, so garbage does not count).
+// in subprocess mode, else this process's live heap.
 func (e *env) memReader() (func() int64, string) {
 	if s, ok := e.b.(*subprocess); ok && s.c != nil {
 		if _, err := s.c.Memory(); err == nil {
 			return func() int64 { n, _ := s.c.Memory(); return n }, "the adapter process's resident memory"
 		}
 	}
-	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
-	return func() int64 { metrics.Read(sample); return int64(sample[0].Value.Uint64()) }, "the live heap"
+	return LiveHeap, "the live heap"
 }
 
 // checkMem fails the case if grew is over memCeiling, and logs it.
