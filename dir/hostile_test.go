@@ -105,12 +105,6 @@ func (l *logLines) count(substr string) int {
 	return strings.Count(l.buf.String(), substr)
 }
 
-func (l *logLines) size() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Len()
-}
-
 func configureLogged(t *testing.T, cfg map[string]any, state string, lines *logLines) sdk.Channel {
 	t.Helper()
 	raw := fmt.Sprintf(`{"path": %q, "poll_interval": %q, "max_payload": %v}`, cfg["path"], cfg["poll_interval"], cfg["max_payload"])

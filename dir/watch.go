@@ -146,16 +146,6 @@ func (w *watcher) watching() bool {
 	return w.err == nil
 }
 
-// failure is why the watch stopped (nil while it runs).
-func (w *watcher) failure() error {
-	if w == nil {
-		return nil
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.err
-}
-
 func (w *watcher) notify() {
 	w.events.Add(1)
 	w.mu.Lock()

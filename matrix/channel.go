@@ -211,18 +211,6 @@ func txnID(keys []string) string {
 	return "p" + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
-func validKey(k string) bool {
-	if len(k) > maxKeyLen {
-		return false
-	}
-	for _, r := range k {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-			return false
-		}
-	}
-	return true
-}
-
 // Publish sends each item as one envelope event; for batches of
 // packThreshold items or more, and while the homeserver is throttling us, it
 // packs up to maxParts items into one event.

@@ -182,10 +182,8 @@ type DeleteResponse struct {
 	// to delete, to why.
 	Failed map[string]error
 	// Errors is the older form: one error (nil on success) per requested
-	// ID, in order.
-	//
-	// Deprecated: use Failed. Adapters may still fill Errors instead (then
-	// it must have one entry per ID); hosts fill both.
+	// ID, in order. New adapters use Failed; an adapter may still fill
+	// Errors instead (then it must have one entry per ID); hosts fill both.
 	Errors []error
 }
 

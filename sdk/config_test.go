@@ -15,7 +15,7 @@ type testConfig struct {
 	MaxPayload   int          `json:"max_payload,omitempty"`
 	Accounts     []string     `json:"accounts,omitempty"`
 	Redact       *bool        `json:"redact,omitempty"`
-	internal     int
+	internal     int          //lint:ignore U1000 an unexported field DecodeConfig must leave alone
 }
 
 func TestDecodeConfig(t *testing.T) {

@@ -18,8 +18,7 @@ func TestDoctorRelay(t *testing.T) {
 	}
 	h := newHome(t, "alice")
 	path := filepath.Join(h.dir, "config.toml")
-	cfg, err := loadConfig(path, builtinNames())
-	if err != nil {
+	if _, err := loadConfig(path, builtinNames()); err != nil {
 		t.Fatal(err)
 	}
 	if raw, _ := os.ReadFile(path); !strings.Contains(string(raw), "relay = 'ask'") {
@@ -42,7 +41,8 @@ func TestDoctorRelay(t *testing.T) {
 	}
 	h.stop()
 
-	if cfg, err = loadConfig(path, builtinNames()); err != nil { // with the channel
+	cfg, err := loadConfig(path, builtinNames()) // with the channel
+	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.Relay = RelayYes

@@ -11,8 +11,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
-var now = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
-
 func testPeer(t testing.TB) peer.ID {
 	t.Helper()
 	_, pub, err := crypto.GenerateEd25519Key(rand.Reader)

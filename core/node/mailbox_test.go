@@ -271,7 +271,7 @@ func TestFriendMailbox(t *testing.T) {
 			t.Errorf("bob's doctor: holders %+v, want carol having delivered", st.Mailbox.Holders)
 		}
 		// Alice comes back: bob's ack waited at carol too.
-		a = mc.start("alice")
+		mc.start("alice")
 		testenv.WaitFor(t, "alice's outbox drained by bob's ack", 60*time.Second, func() bool { return mc.outboxChats("alice") == 0 })
 		if got := texts(inbox(t, b.n))["while you were away"]; got != 1 {
 			t.Errorf("bob's app saw the message %d times, want 1", got)

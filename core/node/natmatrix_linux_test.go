@@ -28,7 +28,6 @@ type natCell struct {
 
 var (
 	wantDirect  = []string{"direct", "punched"} // a dial or a punch may win the race
-	wantPunched = []string{"punched"}
 	wantRelayed = []string{"relayed"}
 	wantLAN     = []string{"lan"}
 )

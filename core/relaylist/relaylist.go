@@ -70,14 +70,13 @@ import (
 
 // Errors of Verify. Match with errors.Is.
 var (
-	ErrTruncated          = errors.New("relay list: the file is truncated or damaged: download it again")
-	ErrForeignRoot        = errors.New("relay list: the delegation is signed by another root key than this build trusts")
-	ErrBadSignature       = errors.New("relay list: signature does not verify")
-	ErrDelegationExpired  = errors.New("relay list: the signing key's delegation expired: get a list signed under a current delegation")
-	ErrListExpired        = errors.New("relay list: the list expired: fetch a newer one")
-	ErrRollback           = errors.New("relay list: older than a list accepted before (rollback refused)")
-	ErrFormat             = errors.New("relay list: malformed")
-	errSectionLengthLimit = errors.New("section too large")
+	ErrTruncated         = errors.New("relay list: the file is truncated or damaged: download it again")
+	ErrForeignRoot       = errors.New("relay list: the delegation is signed by another root key than this build trusts")
+	ErrBadSignature      = errors.New("relay list: signature does not verify")
+	ErrDelegationExpired = errors.New("relay list: the signing key's delegation expired: get a list signed under a current delegation")
+	ErrListExpired       = errors.New("relay list: the list expired: fetch a newer one")
+	ErrRollback          = errors.New("relay list: older than a list accepted before (rollback refused)")
+	ErrFormat            = errors.New("relay list: malformed")
 )
 
 // MaxBundle bounds a bundle (a 100,000-relay list is about 12 MB).

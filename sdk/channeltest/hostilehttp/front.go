@@ -29,8 +29,7 @@ const Endless = 1 << 30
 type Front struct {
 	*httptest.Server
 	mu       sync.Mutex
-	prefixes []string // paths answered endlessly; nil: pass everything on
-	ws       bool
+	prefixes []string     // paths answered endlessly; nil: pass everything on
 	sent     atomic.Int64 // the most bytes one hostile answer got out
 	answers  atomic.Int64
 }
