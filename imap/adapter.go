@@ -54,7 +54,7 @@ func capabilities(c Config, push bool) sdk.Capabilities {
 		caps.Latency = sdk.Duration(2 * time.Second)
 	}
 	if c.Mode == ModeShared {
-		// APPEND is checked with SEARCH on X-Sync-Keys before every send.
+		// APPEND is checked with SEARCH on References before every send.
 		caps.Idempotency = sdk.Idempotency{Level: sdk.IdempotencyStrong}
 	}
 	if c.Consumed != ConsumedKeep {
@@ -71,6 +71,16 @@ func capabilities(c Config, push bool) sdk.Capabilities {
 func maxPayload(c Config) int {
 	limit := int(c.MaxMailBytes-mailHeadroom-1<<10) * 3 / 4 * lineWidth / (lineWidth + 2)
 	return max(1024, min(maxItemBytes, limit))
+}
+
+// markSecret is what the channel's mark key is derived from: the secret the
+// host gives every channel (derived from the circle-wide channel ID, which
+// every member's configuration shares), else the host's channel name.
+func markSecret(req sdk.ConfigureRequest) string {
+	if s := req.Secrets[sdk.SecretMarkKey]; s != "" {
+		return s
+	}
+	return "channel:" + req.ChannelID
 }
 
 func (adapter) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.Channel, error) {
@@ -92,6 +102,7 @@ func (adapter) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.Cha
 	}
 	ch := &channel{
 		cfg:          cfg,
+		marks:        newMarkKey(markSecret(req)),
 		password:     pw,
 		smtpPassword: smtpPW,
 		log:          log.With("channel", req.ChannelID, "mode", cfg.Mode),
@@ -166,6 +177,7 @@ func ensureFolder(c *imapclient.Client, folder string) error {
 // channel is one configured mail account.
 type channel struct {
 	cfg          Config
+	marks        markKey // keys the marks of this channel's mails
 	password     string
 	smtpPassword string
 	log          *slog.Logger

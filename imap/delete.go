@@ -5,12 +5,11 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strconv"
-	"strings"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-message"
+	"github.com/emersion/go-message/mail"
 	"github.com/emersion/go-message/textproto"
 
 	"github.com/remora-p2p/remora/sdk"
@@ -82,7 +81,7 @@ func (ch *channel) Delete(ctx context.Context, req sdk.DeleteRequest) (sdk.Delet
 			}
 			var found []imap.UID
 			for chunk := range slices.Chunk(keys, 32) {
-				data, err := c.UIDSearch(orHeader(headerKeys, chunk), nil).Wait()
+				data, err := c.UIDSearch(orHeader("References", chunk), nil).Wait()
 				if err != nil {
 					return classify("search "+folder, "", err)
 				}
@@ -90,13 +89,13 @@ func (ch *channel) Delete(ctx context.Context, req sdk.DeleteRequest) (sdk.Delet
 			}
 			var partial []imap.UID
 			if len(found) > 0 {
-				sect := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{headerKeys}, Peek: true}
+				sect := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: keyFields, Peek: true}
 				msgs, err := c.Fetch(imap.UIDSetNum(found...), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{sect}}).Collect()
 				if err != nil {
 					return classify("fetch from "+folder, "", err)
 				}
 				for _, m := range msgs {
-					hi, _ := parseHeaderOnly(m.FindBodySection(sect))
+					hi, _ := ch.parseHeaderOnly(m.FindBodySection(sect))
 					n := 0
 					for _, k := range hi.keys {
 						if drop[k] {
@@ -156,7 +155,7 @@ func (ch *channel) rewrite(c *imapclient.Client, folder string, uid imap.UID, dr
 		return nil // gone meanwhile
 	}
 	raw := msgs[0].FindBodySection(fetchWhole)
-	out, err := rewriteMail(raw, drop, ch.cfg.MaxMailBytes)
+	out, err := rewriteMail(raw, drop, ch.cfg.MaxMailBytes, ch.marks)
 	if err != nil {
 		ch.log.Warn("imap: cannot rewrite a batch mail; keeping it whole", "folder", folder, "uid", uid, "err", err)
 		return nil
@@ -177,8 +176,8 @@ func (ch *channel) rewrite(c *imapclient.Client, folder string, uid imap.UID, dr
 
 // rewriteMail returns raw without the items whose keys are in drop, keeping
 // the other header fields (List-Id, From, Date) as they were.
-func rewriteMail(raw []byte, drop map[string]bool, limit int64) ([]byte, error) {
-	p, err := parseMail(bytes.NewReader(raw), limit)
+func rewriteMail(raw []byte, drop map[string]bool, limit int64, k markKey) ([]byte, error) {
+	p, err := parseMail(bytes.NewReader(raw), limit, k)
 	if err != nil {
 		return nil, err
 	}
@@ -202,14 +201,13 @@ func rewriteMail(raw []byte, drop map[string]bool, limit int64) ([]byte, error) 
 	h.Set("Message-Id", "<"+messageID(keys, p.From)+">")
 	h.Set("Content-Type", "text/plain; charset=us-ascii")
 	h.Set("Content-Transfer-Encoding", "7bit")
-	h.Set(headerItems, strconv.Itoa(len(items)))
-	h.Set(headerKeys, strings.Join(keys, " "))
+	(&mail.Header{Header: h}).SetMsgIDList("References", keysRefs(keys, p.From))
 	var buf bytes.Buffer
 	if err := textproto.WriteHeader(&buf, h.Header); err != nil {
 		return nil, err
 	}
 	for i, it := range items {
-		writeBlock(&buf, i+1, len(items), keys[i], it)
+		writeBlock(&buf, p.Mark, i+1, len(items), keys[i], it)
 	}
 	return buf.Bytes(), nil
 }

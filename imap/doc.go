@@ -12,45 +12,60 @@
 //   - direct: mail to members' own addresses (PublishItem.To); read the own
 //     mailbox.
 //
-// # Mail format (version 2)
+// # Mail format (version 3)
 //
-// One mail carries one or more items (a batch): a single-part
+// Nothing in a mail is the same in every mail of a channel, and nothing
+// names the software (docs/threat-model.md). A mail carries one or more
+// items (a batch) and has only the header fields every mail has: From, To,
+// Date, Subject, Message-ID and References. No MIME header: the body is
+// text/plain in US-ASCII, 7bit, as RFC 2045 says of a mail without them.
 //
-//	Content-Type: text/plain; charset=us-ascii
-//	Content-Transfer-Encoding: 7bit
+// The Subject is the mail's mark, 32 hex digits: REF, 8 bytes derived from
+// the item keys (so a retry of the same items has the same Subject, and a
+// list's notice that quotes the subject names the mail), followed by the
+// first 8 bytes of HMAC-SHA256(mark key, REF). The mark key is
+// SHA-256("remora/v1/mail mark" ‖ 0x00 ‖ secret), where the secret is the
+// host's sdk.SecretMarkKey (derived from the circle-wide channel ID, the
+// same on every member's device), else "channel:" and the host's channel
+// name. Only holders of the key tell a mark from random hex; a mail is ours
+// when a word of its Subject (a list may add a tag or "Re:") is a mark.
 //
-// mail with the Subject "message REF" (REF: 16 hex digits derived from the
-// item keys, so a list's notice that quotes the subject names the mail), the
-// header "X-Sync: 2" and a header "X-Sync-Items: N". The body is N
-// blocks, each framed explicitly:
+// References lists the items' idempotency keys as <KEY@DOMAIN>, in body
+// order, so a retry can be detected with IMAP SEARCH HEADER; their number
+// is the number of items. The body is one block per item, each framed
+// explicitly by the mark:
 //
-//	item I/N KEY DIGEST ENC
+//	MARK I/N KEY DIGEST
 //	…the item wrapped at 76 characters…
-//	end I/N
+//	MARK I/N
 //
-// DIGEST is base64url of the first 16 bytes of the item's SHA-256; ENC is
-// "text" (the item's own bytes: printable ASCII without spaces, which core's
-// armor is) or "b64" (standard base64 of any other item). Item lines have no
-// spaces, so none looks like a first or last line. Text outside blocks (a
-// list header right before the body, footers, parts a list adds) is
-// ignored; a re-encoded body (quoted-printable, base64) and multiparts are
-// decoded, and every text/plain part is read until all N blocks are found.
-// An item whose bytes do not match the digest, or whose block is cut short
-// or missing, is damaged: counted and reported, never delivered. Version 1
-// (blocks ended by a "." line, no digest) is not read: a list header glued
-// onto the first block turned into wrong data delivered as good.
+// DIGEST is base64url of the first 16 bytes of the item's SHA-256. An item
+// that is printable ASCII without spaces (core's armor) travels as it is,
+// any other as standard base64; the reader takes the lines as the item if
+// they match the digest, else their base64 decoding if that does. Item
+// lines have no spaces, so none looks like a first or last line. Text
+// outside blocks (a list header right before the body, footers, parts a
+// list adds) is ignored; a re-encoded body (quoted-printable, base64) and
+// multiparts are decoded, and every text/plain part is read until all N
+// blocks are found. An item whose bytes do not match the digest, or whose
+// block is cut short or missing, is damaged: counted and reported, never
+// delivered.
+//
+// Earlier formats are not read: version 2 (headers X-Sync: 2, X-Sync-Items
+// and X-Sync-Keys, Subject "message REF", blocks framed by "item" and
+// "end") was the same in every mail; version 1 also let a list header glued
+// onto the first block pass as item data. Their mails count as foreign.
 //
 // The Message-ID is <KEY@DOMAIN> for a mail with one item, and
-// <b-HASH@DOMAIN> for a batch (HASH: SHA-256 of the item keys, truncated;
-// DOMAIN: the sender's, as mail clients do); the header "X-Sync-Keys" lists the items' idempotency keys,
-// in body order, so a retry can be detected with IMAP SEARCH. Idempotency
-// keys are random strings chosen by core: nothing in the headers or the
-// body names the circle or its members.
+// <HASH@DOMAIN> for a batch (HASH: 32 hex digits of SHA-256 of the item
+// keys; DOMAIN: the sender's, as mail clients do). Idempotency keys are
+// random strings chosen by core: nothing in the headers or the body names
+// the circle or its members.
 //
 // # List verdicts
 //
 // In list mode Publish waits after sending until each mail came back
-// through the list (distributed) or a notice quoting its reference arrived
+// through the list (distributed) or a notice quoting its mark arrived
 // (held or rejected: the items' error), up to confirm_timeout; see
 // verdict.go and docs/channel-mail.md.
 //

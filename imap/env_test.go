@@ -128,6 +128,9 @@ func (m mailEnv) count(t testing.TB, user, folder string) uint32 {
 func (m mailEnv) appendRaw(t testing.TB, user, folder string, raw []byte, when time.Time) {
 	t.Helper()
 	c := m.admin(t, user)
+	// a folder that only deliveries create (direct mode's plus address)
+	// may not exist yet: an error here is ALREADYEXISTS, or shows below
+	c.Create(folder, nil).Wait()
 	cmd := c.Append(folder, int64(len(raw)), &imap.AppendOptions{Time: when})
 	if _, err := cmd.Write(raw); err != nil {
 		t.Fatalf("append: %v", err)

@@ -75,18 +75,18 @@ func (s *lyingServer) serve(c net.Conn) {
 			lie := (header && s.lie == "header") || (!header && s.lie == "body")
 			if !lie {
 				if header {
-					h := "X-Sync: 1\r\n\r\n"
-					fmt.Fprintf(c, "* 1 FETCH (UID 2 RFC822.SIZE 100 INTERNALDATE \"01-Dec-2026 10:00:00 +0000\" BODY[HEADER.FIELDS (X-Sync)] {%d}\r\n%s)\r\n", len(h), h)
+					h := "Subject: " + testMarks.mark(mailRef([]string{"k1"})) + "\r\n\r\n"
+					fmt.Fprintf(c, "* 1 FETCH (UID 2 RFC822.SIZE 100 INTERNALDATE \"01-Dec-2026 10:00:00 +0000\" BODY[HEADER.FIELDS (Subject)] {%d}\r\n%s)\r\n", len(h), h)
 				}
 				fmt.Fprintf(c, "%s OK done\r\n", tag)
 				continue
 			}
 			section := "BODY[]"
 			if header {
-				section = "BODY[HEADER.FIELDS (X-Sync)]"
+				section = "BODY[HEADER.FIELDS (Subject)]"
 			}
 			fmt.Fprintf(c, "* 1 FETCH (UID 2 RFC822.SIZE 100 INTERNALDATE \"01-Dec-2026 10:00:00 +0000\" %s {%d}\r\n", section, int64(1)<<30)
-			chunk := []byte(strings.Repeat("X-Sync: junk\r\n", 1024))
+			chunk := []byte(strings.Repeat("Subject: junk\r\n", 1024))
 			var n int64
 			for n < 1<<30 {
 				k, err := c.Write(chunk)

@@ -108,7 +108,7 @@ func (h *harness) InvalidateCursor(ctx context.Context, t *testing.T) error {
 // Junk arrives.
 func (h *harness) InsertBackdated(ctx context.Context, t *testing.T, member int, data []byte) error {
 	old := time.Now().Add(-24 * time.Hour)
-	raw, _, err := buildMail(outMail{From: h.env.addr(h.users[member]), To: []string{h.env.addr(h.users[member])}, Date: old, Keys: []string{randName("bk")}, Items: [][]byte{data}})
+	raw, _, err := buildMail(outMail{From: h.env.addr(h.users[member]), To: []string{h.env.addr(h.users[member])}, Date: old, Keys: []string{randName("bk")}, Items: [][]byte{data}}, newMarkKey("channel:kit"))
 	if err != nil {
 		return err
 	}

@@ -67,11 +67,11 @@ func TestBadInput(t *testing.T) {
 	bad := []struct{ name, mail string }{
 		{"ordinary", "From: bob@example.test\r\nTo: carol@example.test\r\nSubject: lunch?\r\n\r\nat noon\r\n"},
 		{"spam", "From: win@spam.test\r\nTo: carol@example.test\r\nSubject: You won\r\nContent-Type: multipart/alternative; boundary=\"zz\"\r\n\r\n--zz\r\nContent-Type: text/html\r\n\r\n<b>$$$</b>\r\n--zz--\r\n"},
-		{"malformed MIME", "From: x@spam.test\r\nTo: carol@example.test\r\nX-Sync: 2\r\nX-Sync-Items: 1\r\nContent-Type: multipart/mixed; boundary=\"x\"\r\n\r\n--x\r\nContent-Type: text/plain\r\n"},
-		{"forged count", "From: x@spam.test\r\nTo: carol@example.test\r\nX-Sync: 2\r\nX-Sync-Items: 999999\r\n\r\nabc\r\n.\r\n"},
-		{"huge", "From: x@spam.test\r\nTo: carol@example.test\r\nX-Sync: 1\r\nX-Sync-Items: 1\r\n\r\n" + big + ".\r\n"},
+		{"malformed MIME", "From: x@spam.test\r\nTo: carol@example.test\r\n" + markedHead("k1") + "Content-Type: multipart/mixed; boundary=\"x\"\r\n\r\n--x\r\nContent-Type: text/plain\r\n"},
+		{"marked, no block", "From: x@spam.test\r\nTo: carol@example.test\r\n" + markedHead("k1", "k2") + "\r\nabc\r\n.\r\n"},
+		{"huge", "From: x@spam.test\r\nTo: carol@example.test\r\n" + markedHead("k1") + "\r\n" + big + ".\r\n"},
 		{"non-member, not through the list", string(mustBuild(t, []string{randName("nm")}, "forged-envelope"))},
-		{"other format version", "From: x@spam.test\r\nTo: carol@example.test\r\nX-Sync: 9\r\nX-Sync-Items: 1\r\n\r\nabc\r\n.\r\n"},
+		{"format 2 (a header of its own)", "From: x@spam.test\r\nTo: carol@example.test\r\nX-Sync: 2\r\nX-Sync-Items: 1\r\n\r\nabc\r\n.\r\n"},
 	}
 	for _, b := range bad {
 		env.inject(t, "outsider@example.test", "carol@example.test", []byte(b.mail))
@@ -106,7 +106,7 @@ func TestBadInput(t *testing.T) {
 		t.Errorf("%d cursor-only deliveries for one run of foreign mail, want at most 1", empty)
 	}
 	h := carol.(sdk.Healther).Health(context.Background())
-	want := map[string]int64{reasonForeign: 2, reasonMalformed: 2, reasonTooLarge: 1, reasonNotList: 1, reasonBadVersion: 1}
+	want := map[string]int64{reasonForeign: 3, reasonMalformed: 2, reasonTooLarge: 1, reasonNotList: 1}
 	for k, v := range want {
 		if h.Counters[k] != v {
 			t.Errorf("counter %s = %d, want %d (all: %v)", k, h.Counters[k], v, h.Counters)

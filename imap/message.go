@@ -3,6 +3,7 @@ package imap
 import (
 	"bufio"
 	"bytes"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -11,6 +12,7 @@ import (
 	"io"
 	"mime"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,41 +22,83 @@ import (
 	"github.com/emersion/go-message/textproto"
 )
 
-// Names in a mail are neutral: nothing names the software
-// (docs/threat-model.md).
+// Nothing in a mail is the same in every mail of a channel
+// (docs/threat-model.md): there is no header of our own, the Subject is the
+// mail's mark, and blocks are framed by it (doc.go).
 const (
-	// headerMarker marks our mails; its value is the format version.
-	headerMarker = "X-Sync"
-	// headerItems is the number of item blocks in the body.
-	headerItems = "X-Sync-Items"
-	// headerKeys lists the items' idempotency keys (retry detection).
-	headerKeys = "X-Sync-Keys"
-	// formatVersion is the value of headerMarker this package writes and
-	// reads. Version 1 (blocks ended by a "." line, no digest, under the
-	// header X-Remora) let a list header glued onto the first block pass as
-	// item data; it is no longer read.
-	formatVersion = "2"
 	// defaultIDDomain is the right-hand side of our Message-IDs when the
 	// sender's address has no domain to lend.
 	defaultIDDomain = "localhost"
-	// subject starts the subject of every mail; the mail's reference
-	// follows, so a list manager's notice that quotes the subject names the
-	// mail it is about.
-	subject = "message"
 	// lineWidth is where item text is wrapped.
 	lineWidth = 76
 	// maxItemsPerMail bounds what the parser accepts from one mail.
 	maxItemsPerMail = 4096
-	// beginTag and endTag open and close an item block; see doc.go.
-	beginTag = "item"
-	endTag   = "end"
-	// encText and encB64 say how a block carries its item.
-	encText = "text"
-	encB64  = "b64"
 	// digestLen is the length of a block's digest: base64url of the first
 	// 16 bytes of the item's SHA-256.
 	digestLen = 22
+	// refBytes is the length of a mail's reference, and of the MAC that
+	// follows it in the mark.
+	refBytes = 8
+	// markLen is the length of a mark in hex digits.
+	markLen = 4 * refBytes
 )
+
+// markKey keys the marks of one channel. Every member's adapter derives the
+// same key from the secret the host gives it (sdk.SecretMarkKey: derived
+// from the circle-wide channel ID), so members recognise each other's mails
+// and nobody else can tell them from random hex.
+type markKey [32]byte
+
+// newMarkKey derives the mark key from the channel's mark secret.
+func newMarkKey(secret string) markKey {
+	return markKey(sha256.Sum256([]byte("remora/v1/mail mark\x00" + secret)))
+}
+
+// mark returns the mark of the mail whose reference is ref: ref and a MAC
+// of it, in hex.
+func (k markKey) mark(ref []byte) string {
+	m := hmac.New(sha256.New, k[:])
+	m.Write(ref)
+	return hex.EncodeToString(ref) + hex.EncodeToString(m.Sum(nil)[:refBytes])
+}
+
+// isMark reports whether w is a mark made with k.
+func (k markKey) isMark(w string) bool {
+	if len(w) != markLen {
+		return false
+	}
+	ref, err := hex.DecodeString(w[:markLen/2])
+	if err != nil {
+		return false
+	}
+	return hmac.Equal([]byte(k.mark(ref)), []byte(w))
+}
+
+// find returns the first mark made with k among the words of text (a
+// Subject, perhaps with a list's tag or "Re:" in front, or a notice that
+// quotes it), or "".
+func (k markKey) find(text string) string {
+	for _, w := range markRE.FindAllString(text, -1) {
+		if k.isMark(w) {
+			return w
+		}
+	}
+	return ""
+}
+
+// marks returns every distinct mark made with k in text.
+func (k markKey) marks(text string) []string {
+	var out []string
+	for _, w := range markRE.FindAllString(text, -1) {
+		if k.isMark(w) && !slices.Contains(out, w) {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// markRE finds candidate marks.
+var markRE = regexp.MustCompile(`\b[0-9a-f]{32}\b`)
 
 // outMail is one mail to send or append.
 type outMail struct {
@@ -69,14 +113,11 @@ type outMail struct {
 // the address from that carries items with these idempotency keys. Its
 // right-hand side is from's domain, as mail clients do.
 func messageID(keys []string, from string) string {
-	domain := defaultIDDomain
-	if at := strings.LastIndexByte(from, '@'); at >= 0 && at < len(from)-1 {
-		domain = from[at+1:]
-	}
+	domain := idDomain(from)
 	if len(keys) == 1 {
 		return keys[0] + "@" + domain
 	}
-	return "b-" + hex.EncodeToString(keysHash(keys)[:16]) + "@" + domain
+	return hex.EncodeToString(keysHash(keys)[:16]) + "@" + domain
 }
 
 func keysHash(keys []string) []byte {
@@ -88,17 +129,47 @@ func keysHash(keys []string) []byte {
 	return h.Sum(nil)
 }
 
-// mailRef is the reference of the mail carrying these keys: it follows
-// "message" in the Subject. List managers quote the subject in their hold
-// and reject notices, which is how a notice is tied to the items it holds.
-// It is derived from the random keys, so it names nobody.
-func mailRef(keys []string) string {
+// mailRef is the reference of the mail carrying these keys: the first
+// half of its mark. It is derived from the random keys, so a retry of the
+// same items has the same Subject and names nobody.
+func mailRef(keys []string) []byte {
 	h := sha256.Sum256(append([]byte("remora/v1/mail-ref\x00"), keysHash(keys)...))
-	return hex.EncodeToString(h[:8])
+	return h[:refBytes]
 }
 
-// refRE finds a mail reference in a subject or a notice.
-var refRE = regexp.MustCompile(`\bmessage ([0-9a-f]{16})\b`)
+// keysRefs returns the References header's message IDs for keys: key@domain
+// each, so a retry can be found with IMAP SEARCH HEADER.
+func keysRefs(keys []string, from string) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = k + "@" + idDomain(from)
+	}
+	return out
+}
+
+// idDomain is the right-hand side of our Message-IDs: from's domain.
+func idDomain(from string) string {
+	if at := strings.LastIndexByte(from, '@'); at >= 0 && at < len(from)-1 {
+		return from[at+1:]
+	}
+	return defaultIDDomain
+}
+
+// refsKeys returns the keys in a References header's message IDs.
+func refsKeys(h mail.Header) []string {
+	ids, err := h.MsgIDList("References")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, id := range ids {
+		k, _, _ := strings.Cut(id, "@")
+		if keyRE.MatchString(k) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
 
 // itemDigest is the digest a block carries for item.
 func itemDigest(item []byte) string {
@@ -129,31 +200,32 @@ func blockSize(item []byte, key string) int {
 		n = base64.StdEncoding.EncodedLen(n)
 	}
 	lines := (n + lineWidth - 1) / lineWidth
-	head := len(beginTag) + 1 + 2*5 + 1 + len(key) + 1 + digestLen + 1 + len(encText) + 2
-	return head + n + 2*lines + len(endTag) + 1 + 2*5 + 2
+	head := markLen + 1 + 2*5 + 1 + len(key) + 1 + digestLen + 2
+	return head + n + 2*lines + markLen + 1 + 2*5 + 2
 }
 
-// writeBlock writes one item block: a first line naming the item (index/
-// count, key, digest, encoding), the item wrapped at lineWidth, and a last
-// line naming it again.
-func writeBlock(w *bytes.Buffer, index, count int, key string, item []byte) {
-	text, enc := item, encText
+// writeBlock writes one item block: a first line naming the item (the
+// mail's mark, index/count, key, digest), the item wrapped at lineWidth,
+// and a last line naming it again (mark, index/count). An item that is not
+// plain armor travels as standard base64; the digest tells which.
+func writeBlock(w *bytes.Buffer, mark string, index, count int, key string, item []byte) {
+	text := item
 	if !plainArmor(item) {
-		text, enc = []byte(base64.StdEncoding.EncodeToString(item)), encB64
+		text = []byte(base64.StdEncoding.EncodeToString(item))
 	}
-	fmt.Fprintf(w, "%s %d/%d %s %s %s\r\n", beginTag, index, count, key, itemDigest(item), enc)
+	fmt.Fprintf(w, "%s %d/%d %s %s\r\n", mark, index, count, key, itemDigest(item))
 	for len(text) > 0 {
 		n := min(lineWidth, len(text))
 		w.Write(text[:n])
 		w.WriteString("\r\n")
 		text = text[n:]
 	}
-	fmt.Fprintf(w, "%s %d/%d\r\n", endTag, index, count)
+	fmt.Fprintf(w, "%s %d/%d\r\n", mark, index, count)
 }
 
-// buildMail renders m as an RFC 5322 message and returns it with its
-// Message-ID.
-func buildMail(m outMail) ([]byte, string, error) {
+// buildMail renders m as an RFC 5322 message marked with k and returns it
+// with its Message-ID.
+func buildMail(m outMail, k markKey) ([]byte, string, error) {
 	if len(m.Items) == 0 || len(m.Items) != len(m.Keys) {
 		return nil, "", fmt.Errorf("build mail: %d items, %d keys", len(m.Items), len(m.Keys))
 	}
@@ -173,42 +245,38 @@ func buildMail(m outMail) ([]byte, string, error) {
 	}
 	h.SetAddressList("To", to)
 	h.SetDate(m.Date)
-	h.SetSubject(subject + " " + mailRef(m.Keys))
+	mark := k.mark(mailRef(m.Keys))
+	h.SetSubject(mark)
 	id := messageID(m.Keys, from.Address)
 	h.SetMessageID(id)
-	h.Set("MIME-Version", "1.0")
-	h.Set("Content-Type", "text/plain; charset=us-ascii")
-	h.Set("Content-Transfer-Encoding", "7bit")
-	h.Set(headerMarker, formatVersion)
-	h.Set(headerItems, strconv.Itoa(len(m.Items)))
-	h.Set(headerKeys, strings.Join(m.Keys, " "))
+	h.SetMsgIDList("References", keysRefs(m.Keys, from.Address))
+	// No MIME headers: a mail without them is text/plain in US-ASCII,
+	// 7bit (RFC 2045), which ours is; what a list adds is the list's.
 
 	var buf bytes.Buffer
 	if err := textproto.WriteHeader(&buf, h.Header.Header); err != nil {
 		return nil, "", fmt.Errorf("build mail: header: %w", err)
 	}
 	for i, it := range m.Items {
-		writeBlock(&buf, i+1, len(m.Items), m.Keys[i], it)
+		writeBlock(&buf, mark, i+1, len(m.Items), m.Keys[i], it)
 	}
 	return buf.Bytes(), id, nil
 }
 
 // Why a mail was not taken as ours; the Health counters use these names.
 const (
-	reasonForeign    = "ignored_foreign"     // no X-Sync header: ordinary mail, spam
-	reasonNotList    = "ignored_not_list"    // ours, but not through the configured list
-	reasonMalformed  = "ignored_malformed"   // X-Sync present but unreadable
-	reasonTooLarge   = "ignored_too_large"   // larger than max_mail_bytes; not downloaded
-	reasonBadVersion = "ignored_bad_version" // a format version we do not read
-	counterDamaged   = "damaged_items"       // blocks altered, cut or missing on the way: never delivered
+	reasonForeign   = "ignored_foreign"   // no mark of ours in the Subject, or no keys: ordinary mail, spam, a notice
+	reasonNotList   = "ignored_not_list"  // ours, but not through the configured list
+	reasonMalformed = "ignored_malformed" // marked as ours but unreadable
+	reasonTooLarge  = "ignored_too_large" // larger than max_mail_bytes; not downloaded
+	counterDamaged  = "damaged_items"     // blocks altered, cut or missing on the way: never delivered
 )
 
 // Why an item of one of our mails is damaged.
 const (
 	damageAltered   = "altered"   // its bytes do not match the digest
 	damageTruncated = "truncated" // no last line, or a new block began inside it
-	damageMissing   = "missing"   // declared by X-Sync-Items but not in the body
-	damageEncoding  = "undecodable"
+	damageMissing   = "missing"   // named in References but not in the body
 )
 
 // parsedItem is one item of a mail: its data, or why it is damaged.
@@ -231,7 +299,9 @@ type parsedMail struct {
 	// X-Original-From).
 	ReplyTo, Cc  []string
 	OriginalFrom string
-	// Keys are the items' idempotency keys from X-Sync-Keys.
+	// Mark is the mail's mark (from the Subject), "" if it has none of ours.
+	Mark string
+	// Keys are the items' idempotency keys from References.
 	Keys []string
 	// Items has one entry per declared item, in order; damaged ones carry
 	// no data.
@@ -288,11 +358,12 @@ func addresses(h mail.Header, field string) []string {
 	return out
 }
 
-// parseMail reads an RFC 5322 message and extracts our items. It never
-// panics on hostile input and reads at most limit bytes of body. A mail that
-// is not ours is reported with a Reason, not an error; an error means the
-// mail is unreadable.
-func parseMail(r io.Reader, limit int64) (parsedMail, error) {
+// parseMail reads an RFC 5322 message and extracts our items: those of a
+// mail whose Subject holds a mark made with k. It never panics on hostile
+// input and reads at most limit bytes of body. A mail that is not ours is
+// reported with a Reason, not an error; an error means the mail is
+// unreadable.
+func parseMail(r io.Reader, limit int64, k markKey) (parsedMail, error) {
 	var p parsedMail
 	e, err := message.Read(bufio.NewReader(r))
 	if err != nil && !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err) {
@@ -310,22 +381,19 @@ func parseMail(r io.Reader, limit int64) (parsedMail, error) {
 	if of := addresses(h, "X-Original-From"); len(of) > 0 {
 		p.OriginalFrom = of[0]
 	}
-	p.Keys = strings.Fields(h.Get(headerKeys))
-	marker := strings.TrimSpace(h.Get(headerMarker))
-	if marker == "" {
+	p.Keys = refsKeys(h)
+	p.Mark = k.find(p.Subject)
+	if p.Mark == "" || len(p.Keys) == 0 {
+		// not ours; a notice or a reply that quotes our Subject has no
+		// keys of its own in References
 		p.Reason = reasonForeign
 		return p, nil
 	}
-	if marker != formatVersion {
-		p.Reason = reasonBadVersion
-		return p, nil
-	}
-	want, err := strconv.Atoi(strings.TrimSpace(h.Get(headerItems)))
-	if err != nil || want <= 0 || want > maxItemsPerMail {
+	if len(p.Keys) > maxItemsPerMail {
 		p.Reason = reasonMalformed
-		return p, fmt.Errorf("%w: %s %q", errMalformed, headerItems, h.Get(headerItems))
+		return p, fmt.Errorf("%w: %d keys in References", errMalformed, len(p.Keys))
 	}
-	blocks := newBlockReader(want)
+	blocks := newBlockReader(p.Mark, len(p.Keys))
 	if err := walkText(e, &limit, 0, blocks.read); err != nil && blocks.found == 0 {
 		p.Reason = reasonMalformed
 		return p, err
@@ -395,9 +463,9 @@ var errDone = errors.New("all blocks found")
 
 // block is one item block as read from a body.
 type block struct {
-	key, digest, enc string
-	lines            []byte
-	closed           bool
+	key, digest string
+	lines       []byte
+	closed      bool
 }
 
 // blockReader collects the blocks of a mail that declares want items.
@@ -405,26 +473,27 @@ type block struct {
 // between parts) are ignored; a block is taken only between its first and
 // last line, and its item only if it matches the digest.
 type blockReader struct {
+	mark   string // the mail's mark: first word of every block line
 	want   int
 	blocks map[int]*block
 	found  int // blocks whose first line was seen
 }
 
-func newBlockReader(want int) *blockReader {
-	return &blockReader{want: want, blocks: map[int]*block{}}
+func newBlockReader(mark string, want int) *blockReader {
+	return &blockReader{mark: mark, want: want, blocks: map[int]*block{}}
 }
 
 // parseBegin parses a block's first line.
-func parseBegin(line string, want int) (index int, b *block, ok bool) {
+func parseBegin(line, mark string, want int) (index int, b *block, ok bool) {
 	f := strings.Fields(line)
-	if len(f) != 5 || f[0] != beginTag {
+	if len(f) != 4 || f[0] != mark {
 		return 0, nil, false
 	}
 	i, n, ok := parsePos(f[1])
-	if !ok || n != want || len(f[3]) != digestLen || (f[4] != encText && f[4] != encB64) {
+	if !ok || n != want || len(f[3]) != digestLen {
 		return 0, nil, false
 	}
-	return i, &block{key: f[2], digest: f[3], enc: f[4]}, true
+	return i, &block{key: f[2], digest: f[3]}, true
 }
 
 // parsePos parses "I/N" with 1 <= I <= N.
@@ -447,8 +516,8 @@ func (br *blockReader) read(body io.Reader) bool {
 	curIndex := 0
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
-		if strings.HasPrefix(line, beginTag+" ") {
-			if i, b, ok := parseBegin(line, br.want); ok {
+		if strings.HasPrefix(line, br.mark+" ") {
+			if i, b, ok := parseBegin(line, br.mark, br.want); ok {
 				cur, curIndex = nil, 0 // an open block is cut short
 				if br.blocks[i] == nil || !br.blocks[i].closed {
 					if br.blocks[i] == nil {
@@ -462,7 +531,7 @@ func (br *blockReader) read(body io.Reader) bool {
 		if cur == nil {
 			continue
 		}
-		if line == fmt.Sprintf("%s %d/%d", endTag, curIndex, br.want) {
+		if line == fmt.Sprintf("%s %d/%d", br.mark, curIndex, br.want) {
 			cur.closed = true
 			cur, curIndex = nil, 0
 			if br.complete() {
@@ -511,18 +580,16 @@ func (br *blockReader) items(keys []string) []parsedItem {
 		if keyRE.MatchString(b.key) {
 			out[i].Key = b.key
 		}
+		// plain armor travels as it is, anything else as base64: the
+		// digest, over the item's own bytes, says which it was
 		data := b.lines
-		if b.enc == encB64 {
+		if len(data) == 0 || itemDigest(data) != b.digest {
 			dec, err := base64.StdEncoding.DecodeString(string(b.lines))
-			if err != nil {
-				out[i].Damage = damageEncoding
+			if err != nil || len(dec) == 0 || itemDigest(dec) != b.digest {
+				out[i].Damage = damageAltered
 				continue
 			}
 			data = dec
-		}
-		if len(data) == 0 || itemDigest(data) != b.digest {
-			out[i].Damage = damageAltered
-			continue
 		}
 		out[i].Data = data
 	}

@@ -6,10 +6,21 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 )
+
+// testMarks is the mark key of the test channels (ChannelID "test", no
+// mark secret given).
+var testMarks = newMarkKey("channel:test")
+
+// markedHead is the start of a header that marks a mail as ours, with keys
+// in References.
+func markedHead(keys ...string) string {
+	return "Subject: " + testMarks.mark(mailRef(keys)) + "\r\nReferences: <" + strings.Join(keys, "@x.test> <") + "@x.test>\r\n"
+}
 
 func mustBuild(t testing.TB, keys []string, items ...string) []byte {
 	t.Helper()
@@ -17,7 +28,7 @@ func mustBuild(t testing.TB, keys []string, items ...string) []byte {
 	for _, s := range items {
 		its = append(its, []byte(s))
 	}
-	raw, _, err := buildMail(outMail{From: "alice@example.test", To: []string{"circle@example.test"}, Date: time.Unix(1700000000, 0), Keys: keys, Items: its})
+	raw, _, err := buildMail(outMail{From: "alice@example.test", To: []string{"circle@example.test"}, Date: time.Unix(1700000000, 0), Keys: keys, Items: its}, testMarks)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,6 +50,7 @@ func TestBuildParseRoundTrip(t *testing.T) {
 		{"looks like a block's last line", []string{"end 1/1"}},
 		{"looks like a block's first line", []string{"item 1/1 k AAAAAAAAAAAAAAAAAAAAAA text"}},
 		{"utf-8", []string{"größe-✓"}},
+		{"armor that is also base64", []string{"QUJD"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -57,7 +69,7 @@ func TestBuildParseRoundTrip(t *testing.T) {
 					}
 				}
 			}
-			p, err := parseMail(bytes.NewReader(raw), 1<<30)
+			p, err := parseMail(bytes.NewReader(raw), 1<<30, testMarks)
 			if err != nil || p.Reason != "" {
 				t.Fatalf("parse: %v (reason %q)", err, p.Reason)
 			}
@@ -80,18 +92,22 @@ func TestBuildParseRoundTrip(t *testing.T) {
 }
 
 // TestMailHeaders checks the headers carry nothing but the addresses, the
-// neutral subject and our marker, and that nothing in a mail names the
-// software.
+// mark as Subject, the Message-ID and the keys in References, and that
+// nothing in a mail names the software.
 func TestMailHeaders(t *testing.T) {
 	raw := mustBuild(t, []string{"K1", "K2"}, "payload", "more")
 	head, _, _ := strings.Cut(string(raw), "\r\n\r\n")
-	for _, want := range []string{"Subject: message " + mailRef([]string{"K1", "K2"}), "X-Sync: 2", "X-Sync-Items: 2", "Message-Id: <" + messageID([]string{"K1", "K2"}, "alice@example.test") + ">", "Content-Type: text/plain; charset=us-ascii"} {
+	mark := testMarks.mark(mailRef([]string{"K1", "K2"}))
+	for _, want := range []string{"Subject: " + mark, "References: <K1@example.test> <K2@example.test>", "Message-Id: <" + messageID([]string{"K1", "K2"}, "alice@example.test") + ">"} {
 		if !strings.Contains(head, want) {
 			t.Errorf("header lacks %q:\n%s", want, head)
 		}
 	}
-	if strings.Contains(strings.ToLower(string(raw)), "remora") {
-		t.Errorf("the mail names the software:\n%s", raw)
+	if strings.Contains(strings.ToLower(string(raw)), "remora") || strings.Contains(head, "X-") || strings.Contains(head, "Content-") || strings.Contains(head, "MIME-") {
+		t.Errorf("the mail names the software or has a header of its own:\n%s", raw)
+	}
+	if !testMarks.isMark(mark) || newMarkKey("channel:other").isMark(mark) || testMarks.isMark(mark[:markLen/2]+strings.Repeat("0", markLen/2)) {
+		t.Errorf("mark %s: only its own channel's key recognises it", mark)
 	}
 	if got := messageID([]string{"a"}, "alice@example.test"); got != "a@example.test" {
 		t.Errorf("Message-ID %q, want a@example.test (the sender's domain)", got)
@@ -99,8 +115,8 @@ func TestMailHeaders(t *testing.T) {
 	if got := messageID([]string{"a"}, "no-domain"); got != "a@localhost" {
 		t.Errorf("Message-ID without a sender domain %q, want a@localhost", got)
 	}
-	if got := messageID([]string{"a", "b"}, "x@example.test"); !strings.HasPrefix(got, "b-") || got == messageID([]string{"b", "a"}, "x@example.test") {
-		t.Errorf("batch Message-ID %q must depend on the keys and their order", got)
+	if got := messageID([]string{"a", "b"}, "x@example.test"); !regexp.MustCompile(`^[0-9a-f]{32}@example\.test$`).MatchString(got) || got == messageID([]string{"b", "a"}, "x@example.test") {
+		t.Errorf("batch Message-ID %q must be hex that depends on the keys and their order", got)
 	}
 }
 
@@ -111,8 +127,9 @@ func TestParseMangled(t *testing.T) {
 	second := strings.Repeat("Z", 200)
 	raw := mustBuild(t, []string{"k1", "k2"}, "first-item", second)
 	head, body, _ := strings.Cut(string(raw), "\r\n\r\n")
+	mark := testMarks.mark(mailRef([]string{"k1", "k2"}))
 	multipart := func(parts ...string) string {
-		m := strings.Replace(head, "Content-Type: text/plain; charset=us-ascii", `Content-Type: multipart/mixed; boundary="BB"`, 1) + "\r\n\r\n"
+		m := head + "\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"BB\"\r\n\r\n"
 		for _, p := range parts {
 			m += "--BB\r\n" + p + "\r\n"
 		}
@@ -127,23 +144,24 @@ func TestParseMangled(t *testing.T) {
 		{"footer appended", string(raw) + "-- \r\nTo unsubscribe write to circle+unsubscribe@example.test\r\n.\r\n", []string{"", ""}},
 		{"list header glued onto the body, no blank line", head + "\r\n\r\nPosts to this list are archived. Be kind.\r\n" + body, []string{"", ""}},
 		{"list header without a line end", head + "\r\n\r\nPosts are archived." + body, []string{damageMissing, ""}},
-		{"list headers and subject tag", "List-Id: circle <circle.example.test>\r\n" + strings.Replace(head, "Subject: message", "Subject: [circle] message", 1) + "\r\n\r\n" + body, []string{"", ""}},
-		{"quoted-printable re-encoding", strings.Replace(head, "Content-Transfer-Encoding: 7bit", "Content-Transfer-Encoding: quoted-printable", 1) + "\r\n\r\n" + strings.ReplaceAll(body, "ZZZZ", "Z=\r\nZZ=5A"), []string{"", ""}},
-		{"base64 re-encoding with a non-ASCII header and footer", strings.NewReplacer("Content-Transfer-Encoding: 7bit", "Content-Transfer-Encoding: base64", "charset=us-ascii", "charset=utf-8").Replace(head) + "\r\n\r\n" + b64 + "\r\n", []string{"", ""}},
+		{"non-ASCII subject tag (RFC 2047)", strings.Replace(head, "Subject: "+mark, "Subject: =?utf-8?q?=5BGr=C3=BC=C3=9Fe=5D_"+mark+"?=", 1) + "\r\n\r\n" + body, []string{"", ""}},
+		{"list headers and subject tag", "List-Id: circle <circle.example.test>\r\n" + strings.Replace(head, "Subject: ", "Subject: [circle] Re: ", 1) + "\r\n\r\n" + body, []string{"", ""}},
+		{"quoted-printable re-encoding", head + "\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n" + strings.ReplaceAll(body, "ZZZZ", "Z=\r\nZZ=5A"), []string{"", ""}},
+		{"base64 re-encoding with a non-ASCII header and footer", head + "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n" + b64 + "\r\n", []string{"", ""}},
 		{"LF line ends", strings.ReplaceAll(string(raw), "\r\n", "\n"), []string{"", ""}},
 		{"trailing spaces", head + "\r\n\r\n" + strings.ReplaceAll(body, "\r\n", " \t\r\n"), []string{"", ""}},
-		{"text between the blocks", head + "\r\n\r\n" + strings.Replace(body, "end 1/2\r\n", "end 1/2\r\nan ad from the list\r\n\r\n", 1), []string{"", ""}},
+		{"text between the blocks", head + "\r\n\r\n" + strings.Replace(body, mark+" 1/2\r\n", mark+" 1/2\r\nan ad from the list\r\n\r\n", 1), []string{"", ""}},
 		{"multipart with a footer part", multipart("Content-Type: text/plain\r\n\r\n"+body, "Content-Type: text/plain\r\n\r\nfooter"), []string{"", ""}},
 		{"multipart with the list header as the first part", multipart("Content-Type: text/plain\r\n\r\nPosts are archived.", "Content-Type: text/plain\r\n\r\n"+body), []string{"", ""}},
 		{"post attached to a wrapper (DMARC wrap_message)", multipart("Content-Type: text/plain\r\n\r\nThe list wrapped this post.", "Content-Type: message/rfc822\r\n\r\n"+string(raw)), []string{"", ""}},
 		{"a line inserted into an item", head + "\r\n\r\n" + strings.Replace(body, "first-item\r\n", "first-item\r\nsponsored\r\n", 1), []string{damageAltered, ""}},
 		{"a character changed", head + "\r\n\r\n" + strings.Replace(body, "first-item", "first-itex", 1), []string{damageAltered, ""}},
 		{"body cut short", string(raw[:len(raw)-100]), []string{"", damageTruncated}},
-		{"second block gone", head + "\r\n\r\n" + body[:strings.Index(body, "item 2/2")], []string{"", damageMissing}},
+		{"second block gone", head + "\r\n\r\n" + body[:strings.Index(body, mark+" 2/2")], []string{"", damageMissing}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := parseMail(strings.NewReader(tt.mail), 1<<30)
+			p, err := parseMail(strings.NewReader(tt.mail), 1<<30, testMarks)
 			if err != nil || p.Reason != "" {
 				t.Fatalf("parse: %v (reason %q)", err, p.Reason)
 			}
@@ -178,19 +196,19 @@ func TestParseNotOurs(t *testing.T) {
 	}{
 		{"ordinary mail", "From: bob@example.test\r\nSubject: lunch?\r\n\r\nat noon\r\n", reasonForeign, false},
 		{"spam", "From: win@spam.test\r\nSubject: =?utf-8?b?WW91IHdvbiE=?=\r\nContent-Type: text/html\r\n\r\n<b>$$$</b>\r\n", reasonForeign, false},
-		{"version 1 (no item boundaries)", "X-Sync: 1\r\nX-Sync-Items: 1\r\n\r\nabc\r\n.\r\n", reasonBadVersion, false},
-		{"other version", "X-Sync: 3\r\nX-Sync-Items: 1\r\n\r\nabc\r\n.\r\n", reasonBadVersion, false},
-		{"forged count", "X-Sync: 2\r\nX-Sync-Items: 99999999\r\n\r\nabc\r\n", reasonMalformed, true},
-		{"no count", "X-Sync: 2\r\n\r\nabc\r\n", reasonMalformed, true},
-		{"empty body", "X-Sync: 2\r\nX-Sync-Items: 2\r\n\r\n", reasonMalformed, true},
-		{"no block", "X-Sync: 2\r\nX-Sync-Items: 1\r\n\r\nabc\r\n.\r\n", reasonMalformed, true},
-		{"html body", "X-Sync: 2\r\nX-Sync-Items: 1\r\nContent-Type: text/html\r\n\r\n<p>abc</p>\r\n", reasonMalformed, true},
-		{"broken multipart", "X-Sync: 2\r\nX-Sync-Items: 1\r\nContent-Type: multipart/mixed; boundary=\"x\"\r\n\r\n--x\r\nContent-Type: text/plain\r\n", reasonMalformed, true},
+		{"format 2 (a header of its own)", "X-Sync: 2\r\nX-Sync-Items: 1\r\nX-Sync-Keys: k1\r\nSubject: message 0123456789abcdef\r\n\r\nitem 1/1 k1 " + itemDigest([]byte("abc")) + " text\r\nabc\r\nend 1/1\r\n", reasonForeign, false},
+		{"another channel's mark", "Subject: " + newMarkKey("channel:other").mark(mailRef([]string{"k1"})) + "\r\nReferences: <k1@x.test>\r\n\r\nabc\r\n", reasonForeign, false},
+		{"a notice quoting our Subject", "Subject: Your message " + testMarks.mark(mailRef([]string{"k1"})) + " awaits approval\r\n\r\nabc\r\n", reasonForeign, false},
+		{"too many keys", "Subject: " + testMarks.mark(mailRef([]string{"k1"})) + "\r\nReferences: " + strings.Repeat("<k@x.test> ", maxItemsPerMail+1) + "\r\n\r\nabc\r\n", reasonMalformed, true},
+		{"empty body", markedHead("k1", "k2") + "\r\n", reasonMalformed, true},
+		{"no block", markedHead("k1") + "\r\nabc\r\n.\r\n", reasonMalformed, true},
+		{"html body", markedHead("k1") + "Content-Type: text/html\r\n\r\n<p>abc</p>\r\n", reasonMalformed, true},
+		{"broken multipart", markedHead("k1") + "Content-Type: multipart/mixed; boundary=\"x\"\r\n\r\n--x\r\nContent-Type: text/plain\r\n", reasonMalformed, true},
 		{"header garbage", "\x00\x01\x02: \xff\r\n\r\n", reasonMalformed, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := parseMail(strings.NewReader(tt.mail), 1<<20)
+			p, err := parseMail(strings.NewReader(tt.mail), 1<<20, testMarks)
 			if p.Reason != tt.reason {
 				t.Errorf("reason %q, want %q (err %v)", p.Reason, tt.reason, err)
 			}
@@ -207,18 +225,20 @@ func TestParseNotOurs(t *testing.T) {
 // TestParseDamagedBlocks: blocks that lie about themselves are damaged, and
 // never turn into good items.
 func TestParseDamagedBlocks(t *testing.T) {
-	head := "X-Sync: 2\r\nX-Sync-Items: 1\r\nX-Sync-Keys: k1\r\n\r\n"
+	head := markedHead("k1") + "\r\n"
+	m := testMarks.mark(mailRef([]string{"k1"}))
 	good := itemDigest([]byte("abc"))
 	tests := []struct{ name, body, damage string }{
-		{"bad base64", "item 1/1 k1 " + itemDigest([]byte("x")) + " b64\r\n!!!!\r\nend 1/1\r\n", damageEncoding},
-		{"wrong digest", "item 1/1 k1 " + itemDigest([]byte("abd")) + " text\r\nabc\r\nend 1/1\r\n", damageAltered},
-		{"empty block", "item 1/1 k1 " + good + " text\r\nend 1/1\r\n", damageAltered},
-		{"end of another block", "item 1/1 k1 " + good + " text\r\nabc\r\nend 2/1\r\n", damageTruncated},
-		{"count disagrees with the header", "item 1/2 k1 " + good + " text\r\nabc\r\nend 1/2\r\n", ""},
+		{"bad base64", m + " 1/1 k1 " + itemDigest([]byte("x")) + "\r\n!!!!\r\n" + m + " 1/1\r\n", damageAltered},
+		{"wrong digest", m + " 1/1 k1 " + itemDigest([]byte("abd")) + "\r\nabc\r\n" + m + " 1/1\r\n", damageAltered},
+		{"empty block", m + " 1/1 k1 " + good + "\r\n" + m + " 1/1\r\n", damageAltered},
+		{"end of another block", m + " 1/1 k1 " + good + "\r\nabc\r\n" + m + " 2/1\r\n", damageTruncated},
+		{"another mail's block", "0123456789abcdef0123456789abcdef 1/1 k1 " + good + "\r\nabc\r\n0123456789abcdef0123456789abcdef 1/1\r\n", ""},
+		{"count disagrees with References", m + " 1/2 k1 " + good + "\r\nabc\r\n" + m + " 1/2\r\n", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := parseMail(strings.NewReader(head+tt.body), 1<<20)
+			p, err := parseMail(strings.NewReader(head+tt.body), 1<<20, testMarks)
 			if tt.damage == "" {
 				if err == nil || p.Reason != reasonMalformed {
 					t.Fatalf("got %v, reason %q: want malformed (no block for this mail)", err, p.Reason)
@@ -234,11 +254,11 @@ func TestParseDamagedBlocks(t *testing.T) {
 
 func TestRewriteMail(t *testing.T) {
 	raw := append([]byte("List-Id: circle <circle.example.test>\r\n"), mustBuild(t, []string{"k1", "k2", "k3"}, "one", "two", "three")...)
-	out, err := rewriteMail(raw, map[string]bool{"k2": true}, 1<<20)
+	out, err := rewriteMail(raw, map[string]bool{"k2": true}, 1<<20, testMarks)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := parseMail(bytes.NewReader(out), 1<<20)
+	p, err := parseMail(bytes.NewReader(out), 1<<20, testMarks)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +318,7 @@ func FuzzParseMail(f *testing.F) {
 	}
 	f.Add(mustBuild(f, []string{"k1", "k2"}, "one", "=b64"))
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		p, err := parseMail(bytes.NewReader(raw), 1<<20)
+		p, err := parseMail(bytes.NewReader(raw), 1<<20, testMarks)
 		if err != nil && p.Reason == "" {
 			t.Fatalf("error %v without a reason", err)
 		}
@@ -337,7 +357,7 @@ func TestSender(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, _ := parseMail(strings.NewReader(tt.header+"\r\nbody\r\n"), 1<<20)
+			p, _ := parseMail(strings.NewReader(tt.header+"\r\nbody\r\n"), 1<<20, testMarks)
 			if got := tt.cfg.sender(p); got != tt.want {
 				t.Errorf("sender %q, want %q", got, tt.want)
 			}

@@ -1,7 +1,6 @@
 package imap
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -170,8 +169,8 @@ func (ch *channel) plan(items []sdk.PublishItem, todo []int) []mailPlan {
 		cur := mailPlan{to: rcpt[k]}
 		size := 0
 		for _, i := range groups[k] {
-			// the block, and the key again in X-Sync-Keys
-			n := blockSize(items[i].Data, items[i].IdempotencyKey) + len(items[i].IdempotencyKey) + 1
+			// the block, and the key again in References
+			n := blockSize(items[i].Data, items[i].IdempotencyKey) + len(items[i].IdempotencyKey) + len(idDomain(ch.cfg.Address)) + 4
 			if len(cur.items) > 0 && (len(cur.items) >= ch.cfg.MaxItemsPerMail || size+n > budget) {
 				plans = append(plans, cur)
 				cur, size = mailPlan{to: rcpt[k]}, 0
@@ -191,7 +190,7 @@ func (ch *channel) render(items []sdk.PublishItem, p mailPlan) ([]byte, string, 
 		m.Keys = append(m.Keys, items[i].IdempotencyKey)
 		m.Items = append(m.Items, items[i].Data)
 	}
-	return buildMail(m)
+	return buildMail(m, ch.marks)
 }
 
 // confirm waits for the list's verdict on the mails sent and turns holds,
@@ -271,7 +270,7 @@ func (ch *channel) publishSMTP(ctx context.Context, items []sdk.PublishItem, pla
 		}
 		ch.settle(items, p, results, err)
 		if err == nil {
-			sent = append(sent, &sentMail{plan: p, msgID: id, ref: mailRef(keysOf(items, p)), size: len(msg)})
+			sent = append(sent, &sentMail{plan: p, msgID: id, ref: ch.marks.mark(mailRef(keysOf(items, p))), size: len(msg)})
 		}
 		if err != nil && c != nil {
 			if c.Reset() != nil {
@@ -375,7 +374,7 @@ func (ch *channel) findKeys(ctx context.Context, keys []string) (map[string]stri
 			return classify("open folder "+ch.cfg.Folder, "", err)
 		}
 		for chunk := range slices.Chunk(keys, 32) {
-			crit := orHeader(headerKeys, chunk)
+			crit := orHeader("References", chunk)
 			data, err := c.UIDSearch(crit, nil).Wait()
 			if err != nil {
 				return classify("search "+ch.cfg.Folder, "", err)
@@ -384,13 +383,13 @@ func (ch *channel) findKeys(ctx context.Context, keys []string) (map[string]stri
 			if len(uids) == 0 {
 				continue
 			}
-			sect := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{"Message-ID", headerKeys}, Peek: true}
+			sect := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: keyFields, Peek: true}
 			msgs, err := c.Fetch(imap.UIDSetNum(uids...), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{sect}}).Collect()
 			if err != nil {
 				return classify("fetch from "+ch.cfg.Folder, "", err)
 			}
 			for _, m := range msgs {
-				p, _ := parseHeaderOnly(m.FindBodySection(sect))
+				p, _ := ch.parseHeaderOnly(m.FindBodySection(sect))
 				for _, k := range p.keys {
 					if want[k] {
 						found[k] = keyID(k)
@@ -421,17 +420,24 @@ type headerInfo struct {
 	keys  []string
 }
 
-// parseHeaderOnly reads Message-ID and X-Sync-Keys from a header block.
-func parseHeaderOnly(b []byte) (headerInfo, error) {
+// keyFields are the header fields parseHeaderOnly reads.
+var keyFields = []string{"Message-ID", "Subject", "References"}
+
+// parseHeaderOnly reads Message-ID and the keys in References from a header
+// block; a mail without our mark in its Subject (a reply that references
+// ours) has no keys.
+func (ch *channel) parseHeaderOnly(b []byte) (headerInfo, error) {
 	var hi headerInfo
 	if len(b) == 0 {
 		return hi, errors.New("empty header")
 	}
-	p, err := parseMail(bytes.NewReader(append(bytes.Clone(b), "\r\n"...)), 0)
-	if err != nil && !errors.Is(err, errMalformed) {
+	h, err := headerOf(b)
+	if err != nil && h.Header.Len() == 0 {
 		return hi, err
 	}
-	hi.msgID = p.MessageID
-	hi.keys = p.Keys
+	hi.msgID, _ = h.MessageID()
+	if subj, _ := h.Subject(); ch.marks.find(subj) != "" {
+		hi.keys = refsKeys(h)
+	}
 	return hi, nil
 }

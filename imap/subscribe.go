@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -202,7 +201,7 @@ func (ch *channel) catchUp(ctx context.Context, c *imapclient.Client, cur *curso
 
 // fetchHeader is what the first FETCH asks for: enough to skip foreign or
 // huge mail without downloading it.
-var fetchHeader = &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{headerMarker}, Peek: true}
+var fetchHeader = &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{"Subject"}, Peek: true}
 
 // fetchWhole is the whole mail, without setting \Seen.
 var fetchWhole = &imap.FetchItemBodySection{Peek: true}
@@ -282,7 +281,11 @@ func (ch *channel) candidate(m *imapclient.FetchMessageBuffer) bool {
 	if m.RFC822Size > ch.cfg.readLimit() {
 		return false
 	}
-	return bytes.Contains(bytes.ToLower(m.FindBodySection(fetchHeader)), []byte(strings.ToLower(headerMarker)))
+	// decoded: a list's non-ASCII subject tag makes the whole Subject an
+	// RFC 2047 encoded word
+	h, _ := headerOf(m.FindBodySection(fetchHeader))
+	subj, _ := h.Subject()
+	return ch.marks.find(subj) != ""
 }
 
 // deliverMail hands the items of one mail to the sink and reports true; a
@@ -297,7 +300,7 @@ func (ch *channel) deliverMail(ctx context.Context, cur *cursor, folder string, 
 		p.Reason = reasonForeign
 	default:
 		var err error
-		p, err = parseMail(bytes.NewReader(body), ch.cfg.readLimit())
+		p, err = parseMail(bytes.NewReader(body), ch.cfg.readLimit(), ch.marks)
 		if err != nil {
 			ch.log.Debug("imap: unreadable mail skipped", "folder", folder, "uid", m.UID, "err", err)
 		}

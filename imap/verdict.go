@@ -28,9 +28,9 @@ import (
 //
 //   - the mail comes back through the list (the member's own copy, with
 //     our Message-ID and the list's List-Id): distributed;
-//   - a notice quoting the mail's reference (the Subject's "message REF",
-//     which Mailman's hold notice repeats, and a rejection or bounce carries
-//     in the attached original): held or rejected — a per-item error;
+//   - a notice quoting the mail's mark (its Subject, which Mailman's hold
+//     notice repeats, and a rejection or bounce carries in the attached
+//     original): held or rejected — a per-item error;
 //   - neither within confirm_timeout: see echoState.
 //
 // Whether the list sends members their own posts is learned: the first
@@ -93,8 +93,8 @@ type sentMail struct {
 type watchMark map[string]imap.UID
 
 // verdictFolders are where copies and notices arrive: the watched folder
-// (a Sieve rule may file our mails there) and INBOX (notices carry no
-// X-Sync header).
+// (a Sieve rule may file our mails there) and INBOX (notices are not ours:
+// no keys in References).
 func (ch *channel) verdictFolders() []string {
 	if strings.EqualFold(ch.cfg.Folder, "INBOX") {
 		return []string{ch.cfg.Folder}
@@ -175,7 +175,7 @@ func (ch *channel) mark(ctx context.Context) (watchMark, error) {
 const noticeMaxBytes = 256 << 10
 
 var verdictHeader = &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, Peek: true,
-	HeaderFields: []string{"Message-Id", "From", "Subject", "List-Id", headerMarker, "Content-Type"}}
+	HeaderFields: []string{"Message-Id", "From", "Subject", "List-Id", "References", "Content-Type"}}
 
 // await waits until every mail in sent has a verdict or the timeout ends,
 // and returns how many mails came back through the list.
@@ -282,22 +282,25 @@ func (ch *channel) scanVerdicts(c *imapclient.Client, folder string, mark watchM
 			continue
 		}
 		id, _ := h.MessageID()
-		if h.Get(headerMarker) != "" {
-			if s := byID[id]; s != nil && listIDValue(h.Get("List-Id")) == ch.cfg.ListID && !s.done {
+		subj, _ := h.Subject()
+		if s := byID[id]; s != nil { // one of ours came back
+			if listIDValue(h.Get("List-Id")) == ch.cfg.ListID && !s.done {
 				s.done = true
 				echoed++
 			}
 			continue
 		}
+		if mk := ch.marks.find(subj); mk != "" && byRef[mk] == nil && len(refsKeys(h)) > 0 {
+			continue // another member's mail
+		}
 		// a notice? Only mail from the list's domain, a mailer daemon, or
-		// quoting a reference in its subject is downloaded
-		subj, _ := h.Subject()
+		// quoting a mark in its subject is downloaded
 		fromAddr := ""
 		if a := addresses(h, "From"); len(a) > 0 {
 			fromAddr = a[0]
 		}
 		local, _, _ := strings.Cut(fromAddr, "@")
-		if !(domainOf(fromAddr) == listDomain || refRE.MatchString(subj) ||
+		if !(domainOf(fromAddr) == listDomain || ch.marks.find(subj) != "" ||
 			strings.EqualFold(local, "mailer-daemon") || strings.EqualFold(local, "postmaster")) || m.RFC822Size > noticeMaxBytes {
 			continue
 		}
@@ -311,8 +314,8 @@ func (ch *channel) scanVerdicts(c *imapclient.Client, folder string, mark watchM
 			continue
 		}
 		text := noticeText(bodies[0].FindBodySection(fetchWhole))
-		for _, match := range refRE.FindAllStringSubmatch(text, -1) {
-			if s := byRef[match[1]]; s != nil && !s.done {
+		for _, mk := range ch.marks.marks(text) {
+			if s := byRef[mk]; s != nil && !s.done {
 				s.done = true
 				s.err = ch.noticeError(subj, fromAddr, text, s)
 			}

@@ -2,6 +2,9 @@ package sdk
 
 import (
 	"context"
+	"crypto/hkdf"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"log/slog"
 	"time"
@@ -232,4 +235,22 @@ type Health struct {
 	State    HealthState
 	Message  string
 	Counters map[string]int64
+}
+
+// SecretMarkKey is the ConfigureRequest.Secrets entry the host fills for
+// every channel: a key derived from the circle-wide channel ID (MarkKey),
+// the same on every member's device. An adapter whose posts need a mark
+// to be found among others (a mail in a shared inbox) makes it with this
+// key, so only members tell the channel's posts from random text.
+const SecretMarkKey = "mark_key"
+
+// MarkKey derives the SecretMarkKey value from a circle-wide channel ID, as
+// hex: HKDF-SHA256(IKM = channel ID, info = "remora/v1/adapter mark key",
+// L = 32).
+func MarkKey(channelID string) string {
+	k, err := hkdf.Key(sha256.New, []byte(channelID), nil, "remora/v1/adapter mark key", 32)
+	if err != nil {
+		panic("sdk: hkdf: " + err.Error()) // only for L > 255·32
+	}
+	return hex.EncodeToString(k)
 }

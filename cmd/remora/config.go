@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/remora-p2p/remora/sdk"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -240,6 +241,14 @@ func (ch ChannelConfig) resolveSecrets(ctx context.Context) (map[string]string, 
 			}
 			out[k] = strings.TrimRight(string(b), "\r\n")
 		}
+	}
+	if _, ok := out[sdk.SecretMarkKey]; !ok {
+		// the same on every member's device: keyed by the circle-wide ID
+		id := ch.ID
+		if id == "" {
+			id = ch.Name
+		}
+		out[sdk.SecretMarkKey] = sdk.MarkKey(id)
 	}
 	return out, nil
 }

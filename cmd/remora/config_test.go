@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/remora-p2p/remora/sdk"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -43,9 +44,16 @@ func TestResolveSecrets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]string{"a": "from-env", "b": "from-file", "c": "from-command"}
+	want := map[string]string{"a": "from-env", "b": "from-file", "c": "from-command", sdk.SecretMarkKey: sdk.MarkKey("mail")}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %v, want %v", got, want)
+	}
+	// the mark key follows the circle-wide channel ID, not the local name,
+	// so every member's adapter gets the same one
+	mine, _ := ChannelConfig{Name: "mine", ID: "friends"}.resolveSecrets(t.Context())
+	theirs, _ := ChannelConfig{Name: "list", ID: "friends"}.resolveSecrets(t.Context())
+	if mine[sdk.SecretMarkKey] != sdk.MarkKey("friends") || theirs[sdk.SecretMarkKey] != mine[sdk.SecretMarkKey] || sdk.MarkKey("friends") == sdk.MarkKey("mail") {
+		t.Errorf("mark keys %q and %q: want MarkKey of the channel ID on both", mine[sdk.SecretMarkKey], theirs[sdk.SecretMarkKey])
 	}
 	failing := []struct {
 		name string
