@@ -55,24 +55,24 @@ func TestNothingConstantAcrossMails(t *testing.T) {
 	env := needMail(t)
 	type setup struct {
 		name           string
-		alice, bob     func(t *testing.T) (pub, sub sdk.Channel)
+		open           func(t *testing.T) (pub, sub sdk.Channel)
 		user, folder   string
 		onlyOwnHeaders bool // nothing but our fields arrives
 	}
 	shared := randName("nc")
 	direct := randName("nd")
 	cases := []setup{
-		{name: "shared", user: "alice", folder: shared, onlyOwnHeaders: true, alice: func(t *testing.T) (sdk.Channel, sdk.Channel) {
+		{name: "shared", user: "alice", folder: shared, onlyOwnHeaders: true, open: func(t *testing.T) (sdk.Channel, sdk.Channel) {
 			cfg := map[string]any{"folder": shared}
 			return open(t, env.config(ModeShared, "alice", cfg), "alice"), open(t, env.config(ModeShared, "alice", cfg), "alice")
 		}},
-		{name: "direct", user: "bob", folder: direct, alice: func(t *testing.T) (sdk.Channel, sdk.Channel) {
+		{name: "direct", user: "bob", folder: direct, open: func(t *testing.T) (sdk.Channel, sdk.Channel) {
 			cfg := map[string]any{"folder": direct}
 			return open(t, env.config(ModeDirect, "alice", cfg), "alice"), open(t, env.config(ModeDirect, "bob", cfg), "bob")
 		}},
 	}
 	for _, lm := range listManagers(t) {
-		cases = append(cases, setup{name: lm.name, user: "bob", folder: "INBOX", alice: func(t *testing.T) (sdk.Channel, sdk.Channel) {
+		cases = append(cases, setup{name: lm.name, user: "bob", folder: "INBOX", open: func(t *testing.T) (sdk.Channel, sdk.Channel) {
 			return aliceAndBob(t, env, lm.circle)
 		}})
 	}
@@ -81,7 +81,7 @@ func TestNothingConstantAcrossMails(t *testing.T) {
 			if tc.folder != "INBOX" {
 				env.empty(t, tc.user, tc.folder) // creates it
 			}
-			pub, sub := tc.alice(t)
+			pub, sub := tc.open(t)
 			var to []string
 			if tc.name == "direct" {
 				to = []string{"bob+" + tc.folder + "@" + env.domain}

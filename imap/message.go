@@ -308,17 +308,6 @@ type parsedMail struct {
 	Items []parsedItem
 }
 
-// good returns the data of the undamaged items.
-func (p parsedMail) good() [][]byte {
-	var out [][]byte
-	for _, it := range p.Items {
-		if it.Damage == "" {
-			out = append(out, it.Data)
-		}
-	}
-	return out
-}
-
 // damaged counts the damaged items.
 func (p parsedMail) damaged() int {
 	n := 0
