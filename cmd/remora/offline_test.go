@@ -54,8 +54,8 @@ var offlineChannels = []offlineChannel{
 		}
 	}},
 	{"matrix", func(b *testing.B) func(*home, int) {
-		v := testenv.Need(b, "matrix", "REMORA_MATRIX_URL", "REMORA_MATRIX_SECRET")
-		hs := matrixtest.Homeserver{URL: v[0], Secret: v[1]}
+		mx := testenv.StartPrivate(b, "matrix") // a room of its own on a homeserver no other test restarts
+		hs := matrixtest.Homeserver{URL: mx.Get("REMORA_MATRIX_URL"), Secret: mx.Get("REMORA_MATRIX_SECRET")}
 		users := []matrixtest.User{hs.Register(b), hs.Register(b)}
 		room := matrixtest.CreateRoom(b, users[0], matrixtest.RandomName("offline "), users[1:], nil)
 		matrixtest.SetStateLevel(b, users[0], room, matrix.BoardType(string(room)), 0)
