@@ -24,8 +24,9 @@ import (
 
 func main() { sdk.Main(adapter{}) }
 
-var caps = sdk.Capabilities{MaxPayload: 64 << 10, Counting: sdk.CountBytes, PollInterval: sdk.Duration(time.Second),
-	Delete: sdk.DeleteNone, Idempotency: sdk.Idempotency{Level: sdk.IdempotencyStrong}}
+const listMax = 16 << 20 // a listing or an answer to a PUT, bytes
+
+var caps = sdk.Capabilities{MaxPayload: 64 << 10, Counting: sdk.CountBytes, PollInterval: sdk.Duration(time.Second), Delete: sdk.DeleteNone, Idempotency: sdk.Idempotency{Level: sdk.IdempotencyStrong}}
 
 type adapter struct{}
 
@@ -45,9 +46,8 @@ func (adapter) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.Cha
 	if err != nil {
 		return nil, fmt.Errorf("httpfile: open the index: %w", err)
 	}
-	c := &channel{base: u, user: req.Secrets["username"], pass: req.Secrets["password"],
-		idx: idx, http: &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}}
-	if _, err := c.do(ctx, "PROPFIND", "", nil); err != nil { // can we list it?
+	c := &channel{base: u, user: req.Secrets["username"], pass: req.Secrets["password"], idx: idx, http: &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}}
+	if _, err := c.do(ctx, "PROPFIND", "", nil, listMax); err != nil { // can we list it?
 		return nil, errors.Join(err, c.Close())
 	}
 	return c, nil
@@ -67,8 +67,8 @@ func (c *channel) Close() error {
 	return c.life.Close(func() error { c.http.CloseIdleConnections(); return c.idx.Close() })
 }
 
-// do sends a request for file name ("": the folder): a 2xx body, nil if gone, or a typed error.
-func (c *channel) do(ctx context.Context, method, name string, body []byte) ([]byte, error) {
+// do sends a request for file name ("": the folder): a 2xx body (at most limit bytes), nil if gone, or a typed error.
+func (c *channel) do(ctx context.Context, method, name string, body []byte, limit int64) ([]byte, error) {
 	// The URL was checked in Configure; Depth is for PROPFIND: the folder and its files.
 	req, _ := http.NewRequestWithContext(ctx, method, c.base.JoinPath(name).String(), bytes.NewReader(body))
 	req.Header.Set("Depth", "1")
@@ -82,7 +82,7 @@ func (c *channel) do(ctx context.Context, method, name string, body []byte) ([]b
 	}
 	if err = sdk.HTTPError("httpfile: "+method+" "+name, resp, err); err == nil {
 		defer resp.Body.Close()
-		body, err = io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+		body, err = io.ReadAll(io.LimitReader(resp.Body, limit))
 	}
 	if h := (sdk.Health{State: sdk.HealthOK}); ctx.Err() == nil { // a cancelled call says nothing
 		if err != nil {
@@ -100,7 +100,7 @@ func (c *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.Publ
 	}
 	defer end()
 	return sdk.PublishEach(ctx, req, caps, func(ctx context.Context, it sdk.PublishItem) (string, error) {
-		_, err := c.do(ctx, "PUT", it.IdempotencyKey, it.Data) // the key names the file: a repeated key rewrites it
+		_, err := c.do(ctx, "PUT", it.IdempotencyKey, it.Data, listMax) // the key names the file: a repeated key rewrites it
 		return it.IdempotencyKey, err
 	})
 }
@@ -116,7 +116,7 @@ func (c *channel) Subscribe(ctx context.Context, req sdk.SubscribeRequest, sink 
 		var list struct {
 			Href []string `xml:"response>href"`
 		}
-		body, err := c.do(ctx, "PROPFIND", "", nil)
+		body, err := c.do(ctx, "PROPFIND", "", nil, listMax)
 		if err != nil {
 			return err
 		}
@@ -133,11 +133,11 @@ func (c *channel) Subscribe(ctx context.Context, req sdk.SubscribeRequest, sink 
 			return fmt.Errorf("httpfile: index: %w", err)
 		}
 		for _, e := range c.idx.After(pos) {
-			data, err := c.do(ctx, "GET", e.Name, nil)
+			data, err := c.do(ctx, "GET", e.Name, nil, int64(caps.MaxPayload)+1) // one byte more: too large, skipped
 			if err != nil {
 				return err
 			}
-			if err := sink.Deliver(ctx, sdk.Delivery{ID: e.Name, Data: data, Skip: data == nil, Cursor: c.idx.Cursor(e.Seq)}); err != nil {
+			if err := sink.Deliver(ctx, sdk.Delivery{ID: e.Name, Data: data, Skip: data == nil || len(data) > caps.MaxPayload, Cursor: c.idx.Cursor(e.Seq)}); err != nil {
 				return err
 			}
 			pos = e.Seq
