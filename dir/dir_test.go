@@ -113,7 +113,7 @@ func TestConfigureUnwritable(t *testing.T) {
 // collect subscribes from cursor until want items arrived, then stops.
 func collect(t *testing.T, ch sdk.Channel, cursor []byte, want int) []sdk.Delivery {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	var got []sdk.Delivery
 	err := ch.Subscribe(ctx, sdk.SubscribeRequest{Cursor: cursor}, sdk.SinkFunc(func(ctx context.Context, d sdk.Delivery) error {
