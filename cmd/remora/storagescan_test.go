@@ -287,17 +287,24 @@ func TestServerStorageScan(t *testing.T) {
 		return hasAll(t, carol, offline...)
 	})
 	// Every channel carried envelopes to carol.
-	testenv.WaitFor(t, "carol read from every channel", 2*time.Minute, func() bool {
+	var silent []string // carol's channels that read nothing yet, for the failure message
+	defer func() {
+		if t.Failed() && len(silent) > 0 {
+			t.Logf("carol's channels that read nothing: %v", silent)
+		}
+	}()
+	testenv.WaitFor(t, "carol read from every channel", 4*time.Minute, func() bool {
 		chs, err := carol.client().Channels(ctx)
 		if err != nil || len(chs) != 6 {
 			return false
 		}
+		silent = silent[:0]
 		for _, c := range chs {
 			if c.Counters["received"] == 0 {
-				return false
+				silent = append(silent, c.Name+" ("+c.State+": "+c.Message+")")
 			}
 		}
-		return true
+		return len(silent) == 0
 	})
 	for _, h := range homes {
 		h.stop()
