@@ -225,9 +225,11 @@ func (r *recordCounter) count(substr string) int {
 	return n
 }
 
-// TestRetryHeldWalksPages: retryHeld goes through every held envelope a
-// page at a time (heldPage in memory), here dropping the expired ones of
-// several pages in one pass.
+// TestRetryHeldWalksPages: retryHeld, deleting as it walks, goes through
+// every held envelope of several pages in one pass (here dropping the
+// expired ones). That the walk reads a page at a time is
+// store.TestWalkHeld's (one read transaction per page): retryHeld has no
+// other way to read them.
 func TestRetryHeldWalksPages(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a libp2p node")

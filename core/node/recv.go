@@ -418,34 +418,23 @@ func (n *Node) requestKeys(id envelope.CircleID) {
 // however many are held, only a page is in memory.
 func (n *Node) retryHeld() {
 	now := n.opts.Now()
-	after := ""
-	for {
-		page, err := n.db.HeldPage(after, heldPage)
-		if err != nil {
-			n.log.Error("held envelopes", "err", err)
-			return
-		}
-		if len(page) == 0 {
-			return
-		}
-		after = page[len(page)-1].Key
-		for _, h := range page {
-			if now.After(h.Until) {
-				n.db.DeleteHeld(h.Key)
-				n.count("dropped_undecryptable_expired")
-				continue
-			}
-			msg, err := n.opener.Open(h.Channel, h.Raw)
-			if errors.Is(err, envelope.ErrKeyNotYet) || errors.Is(err, envelope.ErrPending) {
-				continue
-			}
-			if err == nil {
-				if err := n.dispatch(context.Background(), msg, h.Path); err != nil {
-					continue
-				}
-			}
+	err := n.db.WalkHeld(heldPage, func(h *store.HeldEnvelope) {
+		if now.After(h.Until) {
 			n.db.DeleteHeld(h.Key)
+			n.count("dropped_undecryptable_expired")
+			return
 		}
+		msg, err := n.opener.Open(h.Channel, h.Raw)
+		if errors.Is(err, envelope.ErrKeyNotYet) || errors.Is(err, envelope.ErrPending) {
+			return
+		}
+		if err == nil && n.dispatch(context.Background(), msg, h.Path) != nil {
+			return
+		}
+		n.db.DeleteHeld(h.Key)
+	})
+	if err != nil {
+		n.log.Error("held envelopes", "err", err)
 	}
 }
 

@@ -160,15 +160,34 @@ func (d *DB) HeldUsage(prefix string) (items int, bytes int64, err error) {
 	return items, bytes, nil
 }
 
-// HeldPage returns up to limit held envelopes whose keys sort after
-// after ("" for the first page), in key order. Callers walk the held
-// envelopes page by page, handling each page outside the read transaction,
-// so that neither all of them sit in memory at once nor a long read
-// blocks the writes that handling them makes.
-func (d *DB) HeldPage(after string, limit int) ([]*HeldEnvelope, error) {
-	if limit <= 0 {
-		limit = 64
+// WalkHeld calls fn for every held envelope, in key order, reading them
+// page envelopes at a time (64 if page <= 0): each page is read in its own
+// transaction and handed to fn outside it, so that neither all of them sit
+// in memory at once nor a long read blocks the writes fn makes (fn may
+// delete the envelope it is given).
+func (d *DB) WalkHeld(page int, fn func(*HeldEnvelope)) error {
+	if page <= 0 {
+		page = 64
 	}
+	after := ""
+	for {
+		hs, err := d.heldPage(after, page)
+		if err != nil {
+			return err
+		}
+		for _, h := range hs {
+			fn(h)
+		}
+		if len(hs) < page {
+			return nil
+		}
+		after = hs[len(hs)-1].Key
+	}
+}
+
+// heldPage returns up to limit held envelopes whose keys sort after after
+// ("" for the first page), in key order.
+func (d *DB) heldPage(after string, limit int) ([]*HeldEnvelope, error) {
 	var out []*HeldEnvelope
 	err := d.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bHeld)
@@ -195,22 +214,12 @@ func (d *DB) HeldPage(after string, limit int) ([]*HeldEnvelope, error) {
 	return out, nil
 }
 
-// Held returns every held envelope. For tests and small stores: the node
-// walks them with HeldPage.
+// Held returns every held envelope at once. For tests and small stores:
+// the node walks them with WalkHeld.
 func (d *DB) Held() ([]*HeldEnvelope, error) {
 	var out []*HeldEnvelope
-	after := ""
-	for {
-		page, err := d.HeldPage(after, 256)
-		if err != nil {
-			return nil, err
-		}
-		if len(page) == 0 {
-			return out, nil
-		}
-		out = append(out, page...)
-		after = page[len(page)-1].Key
-	}
+	err := d.WalkHeld(256, func(h *HeldEnvelope) { out = append(out, h) })
+	return out, err
 }
 
 // CountHeld counts the held envelopes whose key starts with prefix.

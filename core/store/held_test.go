@@ -114,14 +114,28 @@ func TestHeldQuotaBytes(t *testing.T) {
 	if err := put("f:b:1", 1<<20, qb); err != nil {
 		t.Fatalf("after deleting: %v", err)
 	}
-	d.db.View(func(tx *bolt.Tx) error {
-		kept := int64(getU64(tx.Bucket(bMeta).Get(kHeldBytes)))
-		_, counted := prefixUsage(tx.Bucket(bHeld), nil)
-		if kept != counted {
-			t.Errorf("kept total %d, counted %d", kept, counted)
-		}
-		return nil
-	})
+	// The running total is kept right by every path that changes the
+	// held envelopes: a prefix deleted, one replaced, one deleted.
+	checkTotal := func(after string) {
+		t.Helper()
+		d.db.View(func(tx *bolt.Tx) error {
+			kept := int64(getU64(tx.Bucket(bMeta).Get(kHeldBytes)))
+			_, counted := prefixUsage(tx.Bucket(bHeld), nil)
+			if kept != counted {
+				t.Errorf("after %s: kept total %d, counted %d", after, kept, counted)
+			}
+			return nil
+		})
+	}
+	checkTotal("deleting a prefix")
+	if err := put("f:b:1", 10, qb); err != nil {
+		t.Fatal(err)
+	}
+	checkTotal("replacing an envelope with a smaller one")
+	if err := d.DeleteHeld("f:b:0"); err != nil {
+		t.Fatal(err)
+	}
+	checkTotal("deleting one envelope")
 	// An item quota still holds for many small envelopes.
 	qi := HeldQuota{Prefix: "k:c:", MaxItems: 2}
 	for i, want := range []bool{true, true, false} {
@@ -131,8 +145,10 @@ func TestHeldQuotaBytes(t *testing.T) {
 	}
 }
 
-// TestHeldPage walks the held envelopes page by page, in key order.
-func TestHeldPage(t *testing.T) {
+// TestWalkHeld walks the held envelopes page by page, in key order: one
+// read transaction per page, so a walk never holds more than a page, and
+// the walker may delete what it is given without skipping the rest.
+func TestWalkHeld(t *testing.T) {
 	d, err := Open(filepath.Join(t.TempDir(), "remora.db"), Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -143,28 +159,34 @@ func TestHeldPage(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var got []string
-	after := ""
-	for pages := 0; ; pages++ {
-		page, err := d.HeldPage(after, 3)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(page) > 3 {
-			t.Fatalf("page of %d, limit 3", len(page))
-		}
-		if len(page) == 0 {
-			if pages != 4 {
-				t.Errorf("%d pages, want 4", pages)
+	for _, tc := range []struct {
+		name   string
+		delete bool
+	}{{"read", false}, {"delete each", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			reads := d.db.Stats().TxN
+			err := d.WalkHeld(3, func(h *HeldEnvelope) {
+				got = append(got, h.Key)
+				if tc.delete {
+					if err := d.DeleteHeld(h.Key); err != nil {
+						t.Fatal(err)
+					}
+				}
+			})
+			if err != nil {
+				t.Fatal(err)
 			}
-			break
-		}
-		for _, h := range page {
-			got = append(got, h.Key)
-		}
-		after = page[len(page)-1].Key
+			// 3+3+3+1: four pages, each its own read.
+			if pages := d.db.Stats().TxN - reads; pages != 4 {
+				t.Errorf("%d read transactions for 10 envelopes in pages of 3, want 4", pages)
+			}
+			if len(got) != 10 || got[0] != "k00" || got[9] != "k09" {
+				t.Fatalf("walked %v", got)
+			}
+		})
 	}
-	if len(got) != 10 || got[0] != "k00" || got[9] != "k09" {
-		t.Fatalf("walked %v", got)
+	if left, _ := d.CountHeld(""); left != 0 {
+		t.Fatalf("%d left after deleting each one walked", left)
 	}
 }
