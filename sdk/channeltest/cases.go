@@ -178,12 +178,7 @@ func testBackdated(e *env) {
 }
 
 func testCursorInvalid(e *env) {
-	items := e.items(max(e.cfg.items/4, 2))
-	e.publish(e.channel(e.pub), items)
-	s1 := e.subscribe(e.channel(e.sub), nil, 0)
-	s1.wait(datas(items))
-	s1.stop()
-	cursor := s1.c.lastCursor()
+	cursor := e.readPast(nil, max(e.cfg.items/4, 2))
 
 	if err := e.h.InvalidateCursor(e.ctx, e.t); err != nil {
 		e.skipIfUnsupported("InvalidateCursor", err)
@@ -474,11 +469,7 @@ func testLeaks(e *env) {
 	// from here must be gone after Close.
 	e.closeAll()
 	snapshot := goleak.IgnoreCurrent()
-	items := e.items(2)
-	e.publish(e.channel(e.pub), items)
-	s := e.subscribe(e.channel(e.sub), nil, 0)
-	s.wait(datas(items))
-	s.stop()
+	e.readPast(nil, 2)
 	if b, ok := e.channel(e.pub).(sdk.Board); ok && e.caps.Board {
 		if err := b.Put(e.ctx, sdk.PutRequest{Key: key(), Value: e.payload(8)}); err != nil {
 			e.t.Errorf("Put: %v", err)

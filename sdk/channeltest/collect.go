@@ -161,6 +161,18 @@ func (e *env) subscribe(ch sdk.Channel, cursor []byte, limit int) *subscription 
 	return s
 }
 
+// readPast publishes n items, reads them with a subscription from cursor
+// and returns the cursor after them.
+func (e *env) readPast(cursor []byte, n int) []byte {
+	e.t.Helper()
+	items := e.items(n)
+	e.publish(e.channel(e.pub), items)
+	s := e.subscribe(e.channel(e.sub), cursor, 0)
+	s.wait(datas(items))
+	s.stop()
+	return s.c.lastCursor()
+}
+
 // wait blocks until every payload in want was delivered, failing the case
 // at its deadline or if Subscribe returns first.
 func (s *subscription) wait(want [][]byte) {

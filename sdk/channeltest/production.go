@@ -326,12 +326,7 @@ func (e *env) resumeOrInvalid(ch sdk.Channel, cursor []byte, want [][]byte, what
 
 func testLostState(e *env) {
 	dirs := e.stateDirs()
-	a := e.items(2)
-	e.publish(e.channel(e.pub), a)
-	s := e.subscribe(e.channel(e.sub), nil, 0)
-	s.wait(datas(a))
-	s.stop()
-	cursor := s.c.lastCursor()
+	cursor := e.readPast(nil, 2)
 	e.restart()
 	for _, d := range dirs {
 		if err := emptyDir(d); err != nil {
@@ -345,11 +340,7 @@ func testLostState(e *env) {
 
 func testCursorAhead(e *env) {
 	dirs := e.stateDirs()
-	a := e.items(2)
-	e.publish(e.channel(e.pub), a)
-	s1 := e.subscribe(e.channel(e.sub), nil, 0)
-	s1.wait(datas(a))
-	s1.stop()
+	first := e.readPast(nil, 2)
 	e.restart()
 	snaps := make([]string, len(dirs))
 	for i, d := range dirs {
@@ -358,12 +349,7 @@ func testCursorAhead(e *env) {
 			e.t.Fatalf("copy the state directory: %v", err)
 		}
 	}
-	b := e.items(2)
-	e.publish(e.channel(e.pub), b)
-	s2 := e.subscribe(e.channel(e.sub), s1.c.lastCursor(), 0)
-	s2.wait(datas(b))
-	s2.stop()
-	ahead := s2.c.lastCursor()
+	ahead := e.readPast(first, 2)
 	e.restart()
 	for i, d := range dirs { // the state put back from the older copy
 		if err := emptyDir(d); err != nil {
