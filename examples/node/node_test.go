@@ -67,17 +67,8 @@ func (h *harness) Open(ctx context.Context, t *testing.T, a sdk.Adapter, m int) 
 }
 
 // InvalidateCursor wipes the folder, as when friends replace the share.
-func (h *harness) InvalidateCursor(ctx context.Context, t *testing.T) error {
-	ents, err := os.ReadDir(h.root)
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		if err := os.RemoveAll(filepath.Join(h.root, e.Name())); err != nil {
-			return err
-		}
-	}
-	return nil
+func (h *harness) InvalidateCursor(context.Context, *testing.T) error {
+	return channeltest.EmptyDir(h.root)
 }
 
 // InsertBackdated drops a file into the log as a sync tool delivers a

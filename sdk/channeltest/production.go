@@ -329,7 +329,7 @@ func testLostState(e *env) {
 	cursor := e.readPast(nil, 2)
 	e.restart()
 	for _, d := range dirs {
-		if err := emptyDir(d); err != nil {
+		if err := EmptyDir(d); err != nil {
 			e.t.Fatalf("wipe the state directory: %v", err)
 		}
 	}
@@ -352,7 +352,7 @@ func testCursorAhead(e *env) {
 	ahead := e.readPast(first, 2)
 	e.restart()
 	for i, d := range dirs { // the state put back from the older copy
-		if err := emptyDir(d); err != nil {
+		if err := EmptyDir(d); err != nil {
 			e.t.Fatalf("wipe the state directory: %v", err)
 		}
 		if err := copyTree(snaps[i], d); err != nil {
@@ -587,8 +587,10 @@ func testHalfFail(e *env) {
 	}
 }
 
-// emptyDir removes everything inside dir, keeping dir.
-func emptyDir(dir string) error {
+// EmptyDir removes everything inside dir, keeping dir: a harness of a
+// shared folder invalidates cursors with it, as when friends replace the
+// share.
+func EmptyDir(dir string) error {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return err
