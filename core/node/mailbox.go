@@ -142,11 +142,7 @@ func (n *Node) depositMissed(ctx context.Context, c *circle.Circle, e *OutboxEnt
 	now := n.opts.Now()
 	// The outbox entry changes under n.mu (a removal cuts its Pending):
 	// seal from a copy taken under it.
-	n.mu.Lock()
-	snap := *e
-	snap.Pending = slices.Clone(e.Pending)
-	snap.Deposits = slices.Clone(e.Deposits)
-	n.mu.Unlock()
+	snap := n.snapshot(e)
 	for _, p := range missed {
 		n.mu.Lock()
 		var have []peer.ID
@@ -168,9 +164,9 @@ func (n *Node) depositMissed(ctx context.Context, c *circle.Circle, e *OutboxEnt
 			if sealed == nil {
 				// Always direct: a broadcast envelope would be readable by
 				// the friend, who holds the sender's chain key.
-				d := snap
+				d := *snap
 				d.Direct = true
-				if e.Kind == envelope.KindChat && !e.Direct {
+				if snap.Kind == envelope.KindChat && !snap.Direct {
 					// ... and marked as the group message it is, or the
 					// app would see a direct message carrying a number
 					// of the group sequence (out of order with both).

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/remora-p2p/remora/core/api"
 	"github.com/remora-p2p/remora/core/envelope"
 	"github.com/remora-p2p/remora/core/mailbox"
@@ -496,5 +498,37 @@ func TestMailboxDefault(t *testing.T) {
 				t.Fatalf("mailbox %+v, want quota %d", st.Mailbox, tc.quota)
 			}
 		})
+	}
+}
+
+// TestOutboxPersistWhileDepositsReleased: persisting an outbox entry reads
+// a copy of its deposits, while an ack's release filters the entry's own
+// in place under n.mu. Before the copy (snapshot shared the deposits'
+// array), -race reported the two within a few rounds.
+func TestOutboxPersistWhileDepositsReleased(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a libp2p node")
+	}
+	a := startIdleDirNode(t, nil)
+	to, holder := peer.ID("recipient"), peer.ID("holder")
+	for i := range 50 {
+		e := &OutboxEntry{ID: envelope.MessageID{0xde, byte(i)}, Kind: envelope.KindChat, Pending: []peer.ID{to, "other"}}
+		for j := range 8 {
+			e.Deposits = append(e.Deposits, Deposit{To: []peer.ID{to, "other"}[j%2], Holder: holder, ID: mailbox.ID{byte(j)}, Size: j})
+		}
+		var wg sync.WaitGroup
+		wg.Go(func() { a.n.releaseDeposits(e, to) })
+		wg.Go(func() {
+			if _, err := a.n.snapshot(e).item(); err != nil {
+				t.Error(err)
+			}
+		})
+		wg.Wait()
+		a.n.mu.Lock()
+		left := len(e.Deposits)
+		a.n.mu.Unlock()
+		if left != 4 {
+			t.Fatalf("%d deposits left after releasing the recipient's, want 4", left)
+		}
 	}
 }

@@ -141,11 +141,15 @@ func (n *Node) nextSeq(counter string) (envelope.Sequence, error) {
 	return envelope.Sequence{Incarnation: s.Incarnation, Number: s.Number}, err
 }
 
+// snapshot copies e under n.mu, which guards its changing fields (Pending,
+// Channels, Deposits), for reading outside it: persisting, sealing.
 func (n *Node) snapshot(e *OutboxEntry) *OutboxEntry {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	c := *e
 	c.Pending = slices.Clone(e.Pending)
+	c.Deposits = slices.Clone(e.Deposits) // releaseDeposits filters them in place
+	c.woken = nil
 	c.Channels = make(map[string]time.Time, len(e.Channels))
 	for k, v := range e.Channels {
 		c.Channels[k] = v
