@@ -252,3 +252,38 @@ func TestRetryHeldWalksPages(t *testing.T) {
 		t.Errorf("%d expired envelopes counted, want %d", got, n)
 	}
 }
+
+// TestCutOffDropsHeld: cutting off a device deletes, at once and counted,
+// what is held for it (envelopes waiting for its key, fragments of its
+// unfinished messages) and nobody else's. On running nodes the retry
+// after a roster change may get there first (TestRemovalTakesEffectAtOnce
+// cannot tell which did); here nothing else runs.
+func TestCutOffDropsHeld(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a libp2p node")
+	}
+	a := startIdleDirNode(t, nil)
+	removed, other := peer.ID("removed"), peer.ID("other")
+	for i, kind := range []error{envelope.ErrKeyNotYet, envelope.ErrPending, envelope.ErrPending} {
+		for _, sender := range []peer.ID{removed, other} {
+			raw := []byte(fmt.Sprintf("envelope %d of %s", i, sender))
+			oe := &envelope.OpenError{Err: kind, Sender: sender, ID: envelope.MessageID{byte(i)}}
+			if err := a.n.openFailed("shared", raw, "channel:shared", oe); err != nil {
+				t.Fatalf("openFailed: %v", err)
+			}
+		}
+	}
+	before := a.n.Counters()["dropped_held_removed"]
+	a.n.cutOff(removed, false)
+	for _, prefix := range []string{keyWaitPrefix(removed), fragmentSenderPrefix(removed)} {
+		if n, _ := a.db.CountHeld(prefix); n != 0 {
+			t.Errorf("%d held under %s after cutting it off", n, prefix)
+		}
+	}
+	if n, _ := a.db.CountHeld(""); n != 3 {
+		t.Errorf("%d held in all, want the other sender's 3", n)
+	}
+	if got := a.n.Counters()["dropped_held_removed"] - before; got != 3 {
+		t.Errorf("dropped_held_removed went up by %d, want 3", got)
+	}
+}
