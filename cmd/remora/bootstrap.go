@@ -72,11 +72,7 @@ func bootstrapPublishDNSCmd() *cobra.Command {
 		Short: "Publish a signed bundle in the TXT records of a name (RFC 2136 + TSIG), for [relay_list] dns",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			data, err := os.ReadFile(args[0])
-			if err != nil {
-				return err
-			}
-			b, err := relaylist.ParseBundle(data)
+			data, b, err := readBundle(args[0])
 			if err != nil {
 				return err
 			}
@@ -453,17 +449,26 @@ func bootstrapShowCmd() *cobra.Command {
 	return cmd
 }
 
+// readBundle reads and splits the bundle file at path (not verified).
+func readBundle(path string) ([]byte, *relaylist.Bundle, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	b, err := relaylist.ParseBundle(data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return data, b, nil
+}
+
 func bootstrapExportCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "export BUNDLE DIR",
 		Short: "Write a bundle's four parts, so that the minisign CLI can check them by hand",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			data, err := os.ReadFile(args[0])
-			if err != nil {
-				return err
-			}
-			b, err := relaylist.ParseBundle(data)
+			_, b, err := readBundle(args[0])
 			if err != nil {
 				return err
 			}
