@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -322,12 +323,7 @@ func (s *Store) Best(p peer.ID, n int) []ma.Multiaddr {
 func (s *Store) Peers() []peer.ID {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]peer.ID, 0, len(s.peers))
-	for p := range s.peers {
-		out = append(out, p)
-	}
-	slices.Sort(out)
-	return out
+	return slices.Sorted(maps.Keys(s.peers))
 }
 
 // Forget removes p (a removed member).

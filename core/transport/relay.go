@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -74,12 +75,7 @@ func (t *Transport) RemoveRelay(id peer.ID) {
 func (t *Transport) Relays() []peer.ID {
 	t.relayMu.RLock()
 	defer t.relayMu.RUnlock()
-	out := make([]peer.ID, 0, len(t.relays))
-	for id := range t.relays {
-		out = append(out, id)
-	}
-	slices.Sort(out)
-	return out
+	return slices.Sorted(maps.Keys(t.relays))
 }
 
 // Served lists the members holding a reservation on our relay service now
@@ -87,29 +83,16 @@ func (t *Transport) Relays() []peer.ID {
 func (t *Transport) Served() []peer.ID {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var out []peer.ID
 	now := t.now()
-	for p, at := range t.served {
-		if now.Sub(at) > t.relayTTL {
-			delete(t.served, p)
-			continue
-		}
-		out = append(out, p)
-	}
-	slices.Sort(out)
-	return out
+	maps.DeleteFunc(t.served, func(_ peer.ID, at time.Time) bool { return now.Sub(at) > t.relayTTL })
+	return slices.Sorted(maps.Keys(t.served))
 }
 
 // Reserved lists the relays we hold a reservation on now.
 func (t *Transport) Reserved() []peer.ID {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]peer.ID, 0, len(t.rsvp))
-	for p := range t.rsvp {
-		out = append(out, p)
-	}
-	slices.Sort(out)
-	return out
+	return slices.Sorted(maps.Keys(t.rsvp))
 }
 
 // startReserve starts e's reservation loop; t.relayMu is held.
