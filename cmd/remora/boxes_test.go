@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"aead.dev/minisign"
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+	p2ptest "github.com/libp2p/go-libp2p/core/test"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/remora-p2p/remora/core/api"
@@ -451,7 +451,7 @@ func testChannelAlone(t *testing.T, addChannel func(h *home, i int)) {
 func testRelayListAlone(t *testing.T) {
 	live := volunteerRelay(t)
 	signer := newListSigner(t)
-	dead := relaylist.Relay{Peer: testPeerID(t), Addrs: []ma.Multiaddr{ma.StringCast(fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", freeTCPPort(t)))}, Health: 0.5}
+	dead := relaylist.Relay{Peer: p2ptest.RandPeerIDFatal(t), Addrs: []ma.Multiaddr{ma.StringCast(fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", freeTCPPort(t)))}, Health: 0.5}
 	bundle := signer.sign(1, live, dead)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(bundle) }))
 	defer srv.Close()
@@ -501,19 +501,6 @@ func volunteerRelay(t *testing.T) relaylist.Relay {
 		r.Addrs = append(r.Addrs, a.Multiaddr)
 	}
 	return r
-}
-
-func testPeerID(t *testing.T) peer.ID {
-	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	sk, err := crypto.UnmarshalEd25519PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := peer.IDFromPrivateKey(sk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
 }
 
 // listSigner is a test deployment's root and CI signing key.

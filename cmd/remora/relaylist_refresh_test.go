@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	p2ptest "github.com/libp2p/go-libp2p/core/test"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/remora-p2p/remora/core/relaylist"
@@ -49,7 +50,7 @@ func TestRelayListRefresh(t *testing.T) {
 		t.Helper()
 		var relays []relaylist.Relay
 		for i := range 20 {
-			relays = append(relays, relaylist.Relay{Peer: testPeerID(t), Health: 0.9,
+			relays = append(relays, relaylist.Relay{Peer: p2ptest.RandPeerIDFatal(t), Health: 0.9,
 				Addrs: []ma.Multiaddr{ma.StringCast("/ip4/198.51.100." + strconv.Itoa(i+1) + "/tcp/4001")}})
 		}
 		file := filepath.Join(alice.dir, "relays.bundle")

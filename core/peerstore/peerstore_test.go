@@ -2,8 +2,6 @@ package peerstore
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"math"
@@ -11,24 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+	p2ptest "github.com/libp2p/go-libp2p/core/test"
 	ma "github.com/multiformats/go-multiaddr"
 )
-
-func newPeer(t testing.TB) peer.ID {
-	t.Helper()
-	_, k, _ := ed25519.GenerateKey(rand.Reader)
-	sk, err := crypto.UnmarshalEd25519PrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := peer.IDFromPrivateKey(sk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
 
 type fakeClock struct{ t time.Time }
 
@@ -44,10 +28,10 @@ func TestAddScoreAndOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := newPeer(t)
+	p := p2ptest.RandPeerIDFatal(t)
 	lan := mustAddr("/ip4/192.168.1.5/udp/4001/quic-v1")
 	pub := mustAddr("/ip4/198.51.100.7/udp/4001/quic-v1")
-	rel := mustAddr("/ip4/203.0.113.9/tcp/4001/p2p/" + newPeer(t).String() + "/p2p-circuit")
+	rel := mustAddr("/ip4/203.0.113.9/tcp/4001/p2p/" + p2ptest.RandPeerIDFatal(t).String() + "/p2p-circuit")
 	if err := s.Add(ctx, p, []Addr{
 		{Addr: lan, Kind: "lan", Source: "mdns"},
 		{Addr: pub, Kind: "observed", Source: "presence", Expires: clk.t.Add(time.Hour)},
@@ -124,7 +108,7 @@ func TestAddScoreAndOrder(t *testing.T) {
 func TestBounds(t *testing.T) {
 	ctx := context.Background()
 	s, _ := New(ctx, NewMemoryBackend(), Options{})
-	p := newPeer(t)
+	p := p2ptest.RandPeerIDFatal(t)
 	var addrs []Addr
 	for i := range MaxAddrsPerPeer + 10 {
 		addrs = append(addrs, Addr{Addr: mustAddr(fmt.Sprintf("/ip4/198.51.100.1/tcp/%d", 1000+i))})
@@ -143,7 +127,7 @@ func TestBounds(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := s.Add(ctx, newPeer(t), addrs[:1]); !errors.Is(err, ErrFull) {
+	if err := s.Add(ctx, p2ptest.RandPeerIDFatal(t), addrs[:1]); !errors.Is(err, ErrFull) {
 		t.Fatalf("Add past MaxPeers: err = %v, want ErrFull", err)
 	}
 	if err := s.Add(ctx, p, addrs[:1]); err != nil {
@@ -160,7 +144,7 @@ func (failingBackend) Save(context.Context, []byte, []byte) error { return error
 func TestSaveErrorLosesNothing(t *testing.T) {
 	ctx := context.Background()
 	s, _ := New(ctx, failingBackend{NewMemoryBackend()}, Options{})
-	p := newPeer(t)
+	p := p2ptest.RandPeerIDFatal(t)
 	err := s.Add(ctx, p, []Addr{{Addr: mustAddr("/ip4/198.51.100.1/tcp/1")}})
 	if err == nil {
 		t.Fatal("Add reported success although the backend failed")
@@ -187,13 +171,13 @@ func TestSaveErrorLosesNothing(t *testing.T) {
 func TestLoadSkipsBadRecords(t *testing.T) {
 	ctx := context.Background()
 	be := NewMemoryBackend()
-	good := newPeer(t)
-	other := newPeer(t)
+	good := p2ptest.RandPeerIDFatal(t)
+	other := p2ptest.RandPeerIDFatal(t)
 	val, _ := encodeRecord(good, []*Addr{{Addr: mustAddr("/ip4/198.51.100.1/tcp/1"), Score: 0.5}}, 0)
 	be.Save(ctx, []byte(good), val)
 	be.Save(ctx, []byte("junk-key"), []byte("{not json"))
 	be.Save(ctx, []byte(other), val) // record of good under other's key
-	be.Save(ctx, []byte(newPeer(t)), []byte(`{"v":2,"peer":"x"}`))
+	be.Save(ctx, []byte(p2ptest.RandPeerIDFatal(t)), []byte(`{"v":2,"peer":"x"}`))
 	s, err := New(ctx, be, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -213,7 +197,7 @@ func TestLoadSkipsBadRecords(t *testing.T) {
 }
 
 func TestDecodeRecordSanitizes(t *testing.T) {
-	p := newPeer(t)
+	p := p2ptest.RandPeerIDFatal(t)
 	in := fmt.Sprintf(`{"v":1,"peer":%q,"addrs":[{"a":"not-a-multiaddr"},{"a":"/ip4/198.51.100.1/tcp/1","score":7,"ok":-3,"rtt_us":-5}]}`, p)
 	got, addrs, _, err := decodeRecord([]byte(p), []byte(in))
 	if err != nil || got != p {
@@ -271,7 +255,7 @@ func TestDecayPruneUptime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	good, bad, fresh := newPeer(t), newPeer(t), newPeer(t)
+	good, bad, fresh := p2ptest.RandPeerIDFatal(t), p2ptest.RandPeerIDFatal(t), p2ptest.RandPeerIDFatal(t)
 	ga, ba, fa := mustAddr("/ip4/198.51.100.1/tcp/1"), mustAddr("/ip4/198.51.100.2/tcp/1"), mustAddr("/ip4/198.51.100.3/tcp/1")
 	for p, a := range map[peer.ID]ma.Multiaddr{good: ga, bad: ba, fresh: fa} {
 		if err := s.Add(ctx, p, []Addr{{Addr: a, Source: "pex"}}); err != nil {
