@@ -5,14 +5,12 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -36,44 +34,13 @@ func TestMDNSLab(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("the mDNS lab needs Linux network namespaces")
 	}
-	if os.Geteuid() != 0 {
-		testenv.Missing(t, "natlab", "not root (network namespaces need root)")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		testenv.Missing(t, "natlab", "ip not installed (testenv/svc-natlab.sh up installs it)")
-	}
 	if testing.Short() {
 		t.Skip("natlab: skipped in -short mode")
 	}
 	var rnd [2]byte
 	rand.Read(rnd[:])
-	prefix := "rl" + hex.EncodeToString(rnd[:])
-	lan, roles := prefix+"-lan", []string{"m1", "m2", "stranger"}
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	t.Cleanup(func() {
-		for _, ns := range append([]string{lan}, nsNames(prefix, roles)...) {
-			exec.Command("ip", "netns", "del", ns).Run()
-		}
-	})
-	run("ip", "netns", "add", lan)
-	run("ip", "netns", "exec", lan, "ip", "link", "add", "br0", "type", "bridge")
-	run("ip", "netns", "exec", lan, "ip", "link", "set", "br0", "up")
-	for i, role := range roles {
-		ns := prefix + "-" + role
-		run("ip", "netns", "add", ns)
-		run("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
-		run("ip", "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", role, "netns", lan)
-		run("ip", "netns", "exec", lan, "ip", "link", "set", role, "master", "br0", "up")
-		run("ip", "netns", "exec", ns, "ip", "addr", "add", fmt.Sprintf("192.0.2.%d/24", 10+i), "dev", "eth0")
-		run("ip", "netns", "exec", ns, "ip", "link", "set", "eth0", "up")
-		// multicast stays on this LAN; there is no other route at all
-		run("ip", "netns", "exec", ns, "ip", "route", "add", "224.0.0.0/4", "dev", "eth0")
-	}
+	prefix, roles := "rl"+hex.EncodeToString(rnd[:]), []string{"m1", "m2", "stranger"}
+	testenv.BridgeLAN(t, prefix, roles...)
 	dir := t.TempDir()
 	keys := map[string]string{}
 	for _, role := range roles {
@@ -110,7 +77,9 @@ func TestMDNSLab(t *testing.T) {
 	// another LAN): its announcement must come under another name.
 	var first struct{ Name string }
 	if err := waitJSON(filepath.Join(dir, "met.json"), 60*time.Second, &first); err == nil {
-		run("ip", "netns", "exec", prefix+"-m1", "ip", "addr", "add", "192.0.2.50/24", "dev", "eth0")
+		if out, err := exec.Command("ip", "netns", "exec", prefix+"-m1", "ip", "addr", "add", "192.0.2.50/24", "dev", "eth0").CombinedOutput(); err != nil {
+			t.Fatalf("move m1: %v\n%s", err, out)
+		}
 		writeJSON(t, filepath.Join(dir, "moved.json"), first)
 	}
 	var res mdnsResult
@@ -140,14 +109,6 @@ func TestMDNSLab(t *testing.T) {
 	if res.FirstName == "" || res.MovedName == "" || res.FirstName == res.MovedName {
 		t.Errorf("m1's instance name before and after its network changed: %q, %q; want two different names", res.FirstName, res.MovedName)
 	}
-}
-
-func nsNames(prefix string, roles []string) []string {
-	var out []string
-	for _, r := range roles {
-		out = append(out, prefix+"-"+r)
-	}
-	return out
 }
 
 type mdnsResult struct {
