@@ -7,7 +7,6 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/remora-p2p/remora/core/api"
 	"github.com/remora-p2p/remora/core/circle"
 	"github.com/remora-p2p/remora/core/envelope"
 )
@@ -23,12 +22,7 @@ func TestControlKindsDeduplicated(t *testing.T) {
 	nodes := startDirNodes(t, t.TempDir(), 0, nil, "alice", "bob")
 	a, b := nodes[0], nodes[1]
 	ctx := context.Background()
-	ci, err := a.n.CreateCircle(ctx, api.CreateCircleRequest{Name: "replays"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	join(t, a, b, ci.ID)
-	id := mustParse(t, ci.ID)
+	_, id := newCircle(t, "replays", a, b)
 	ac, _ := a.n.circleOf(id)
 	bc, _ := b.n.circleOf(id)
 	chID := a.n.channels[0].ID

@@ -33,11 +33,8 @@ func TestApprovalGate(t *testing.T) {
 	nodes := startDirNodes(t, t.TempDir(), 0, nil, "alice", "bob")
 	a, b := nodes[0], nodes[1]
 	ctx := context.Background()
-	ci, err := a.n.CreateCircle(ctx, api.CreateCircleRequest{Name: "gate"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	inv, err := a.n.Invite(ctx, api.InviteRequest{Circle: ci.ID})
+	ciID, _ := newCircle(t, "gate", a)
+	inv, err := a.n.Invite(ctx, api.InviteRequest{Circle: ciID})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +58,7 @@ func TestApprovalGate(t *testing.T) {
 		return false
 	})
 	p := pending[0]
-	if p.Name != "bob" || p.PeerID != b.n.ID().String() || p.SafetyCode != st.SafetyCode || p.Channel != "shared" || p.Circle != ci.ID {
+	if p.Name != "bob" || p.PeerID != b.n.ID().String() || p.SafetyCode != st.SafetyCode || p.Channel != "shared" || p.Circle != ciID {
 		t.Fatalf("pending %+v; bob's safety code %s", p, st.SafetyCode)
 	}
 	// Approving an unknown name lists what is pending.
@@ -77,7 +74,7 @@ func TestApprovalGate(t *testing.T) {
 	if got, _ := a.n.Pending(ctx, ""); len(got) != 1 || got[0].SafetyCode != st.SafetyCode {
 		t.Fatalf("after alice's restart: %+v", got)
 	}
-	if c, _ := a.n.circleOf(mustParse(t, ci.ID)); c.Roster().Len() != 1 {
+	if c, _ := a.n.circleOf(mustParse(t, ciID)); c.Roster().Len() != 1 {
 		t.Fatal("the roster changed before approval")
 	}
 	m, err := a.n.Approve(ctx, api.MemberRequest{Who: "bob"})
@@ -88,10 +85,10 @@ func TestApprovalGate(t *testing.T) {
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	st, err = b.n.JoinStatus(wctx, st.ID, 30*time.Second)
-	if err != nil || st.State != "joined" || st.Circle == nil || st.Circle.ID != ci.ID {
+	if err != nil || st.State != "joined" || st.Circle == nil || st.Circle.ID != ciID {
 		t.Fatalf("bob after approval and a restart: %+v, %v", st, err)
 	}
-	members, err := a.n.Members(ctx, ci.ID)
+	members, err := a.n.Members(ctx, ciID)
 	if err != nil || len(members) != 2 {
 		t.Fatalf("members: %+v, %v", members, err)
 	}
@@ -156,12 +153,9 @@ func TestRemovalTakesEffectAtOnce(t *testing.T) {
 	nodes := startDirNodes(t, root, 0, nil, "alice", "bob", "carol")
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	ctx := context.Background()
-	ci, _ := a.n.CreateCircle(ctx, api.CreateCircleRequest{Name: "friends"})
-	join(t, a, b, ci.ID)
-	join(t, a, c, ci.ID)
-	id := mustParse(t, ci.ID)
+	ciID, id := newCircle(t, "friends", a, b, c)
 	testenv.WaitFor(t, "alice and bob connected", 60*time.Second, func() bool { return a.n.tr.PathTo(b.n.ID()).Live() })
-	if _, err := a.n.Send(ctx, api.SendRequest{Circle: ci.ID, Text: "before"}); err != nil {
+	if _, err := a.n.Send(ctx, api.SendRequest{Circle: ciID, Text: "before"}); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range []*testNode{b, c} {
@@ -234,7 +228,7 @@ func TestRemovalTakesEffectAtOnce(t *testing.T) {
 		t.Fatal("alice accepted the removed device's presence record")
 	}
 	testenv.WaitFor(t, "bob told of his removal", 30*time.Second, func() bool {
-		_, err := b.n.Send(ctx, api.SendRequest{Circle: ci.ID, Text: "am I still in?"})
+		_, err := b.n.Send(ctx, api.SendRequest{Circle: ciID, Text: "am I still in?"})
 		var ae *api.Error
 		return errors.As(err, &ae) && strings.Contains(ae.Message, "no longer a member")
 	})
@@ -245,10 +239,10 @@ func TestRemovalTakesEffectAtOnce(t *testing.T) {
 		cc, _ := c.n.circleOf(id)
 		return !cc.Roster().IsMember(b.n.ID())
 	})
-	if _, err := a.n.Send(ctx, api.SendRequest{Circle: ci.ID, Text: "after, from alice"}); err != nil {
+	if _, err := a.n.Send(ctx, api.SendRequest{Circle: ciID, Text: "after, from alice"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.n.Send(ctx, api.SendRequest{Circle: ci.ID, Text: "after, from carol"}); err != nil {
+	if _, err := c.n.Send(ctx, api.SendRequest{Circle: ciID, Text: "after, from carol"}); err != nil {
 		t.Fatal(err)
 	}
 	testenv.WaitFor(t, "carol got alice's message", 30*time.Second, func() bool { return texts(inbox(t, c.n))["after, from alice"] == 1 })
@@ -286,11 +280,8 @@ func TestLeave(t *testing.T) {
 	nodes := startDirNodes(t, t.TempDir(), 0, nil, "alice", "bob", "carol")
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	ctx := context.Background()
-	ci, _ := a.n.CreateCircle(ctx, api.CreateCircleRequest{Name: "friends"})
-	join(t, a, b, ci.ID)
-	join(t, a, c, ci.ID)
-	id := mustParse(t, ci.ID)
-	if err := b.n.Leave(ctx, api.MemberRequest{Circle: ci.ID}); err != nil {
+	ciID, id := newCircle(t, "friends", a, b, c)
+	if err := b.n.Leave(ctx, api.MemberRequest{Circle: ciID}); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range []*testNode{a, c} {
@@ -299,7 +290,7 @@ func TestLeave(t *testing.T) {
 			return !cc.Roster().IsMember(b.n.ID())
 		})
 	}
-	_, err := b.n.Send(ctx, api.SendRequest{Circle: ci.ID, Text: "still here?"})
+	_, err := b.n.Send(ctx, api.SendRequest{Circle: ciID, Text: "still here?"})
 	var ae *api.Error
 	if !errors.As(err, &ae) || !strings.Contains(ae.Message, "no longer a member") {
 		t.Fatalf("send after leaving: %v", err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/remora-p2p/remora/core/api"
+	"github.com/remora-p2p/remora/core/circle"
 	"github.com/remora-p2p/remora/core/identity"
 	"github.com/remora-p2p/remora/core/store"
 	"github.com/remora-p2p/remora/dir"
@@ -155,6 +156,20 @@ func join(t testing.TB, inviter, joiner *testNode, circleID string) {
 	if c.ID().String() != circleID {
 		t.Fatalf("joined %s, want %s", c.ID(), circleID)
 	}
+}
+
+// newCircle creates a circle named name on nodes[0] and joins the other
+// nodes to it; it returns the circle's ID as the API spells it and parsed.
+func newCircle(t *testing.T, name string, nodes ...*testNode) (string, circle.ID) {
+	t.Helper()
+	ci, err := nodes[0].n.CreateCircle(context.Background(), api.CreateCircleRequest{Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range nodes[1:] {
+		join(t, nodes[0], j, ci.ID)
+	}
+	return ci.ID, mustParse(t, ci.ID)
 }
 
 func TestThreeNodesOverDirChannel(t *testing.T) {

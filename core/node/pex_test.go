@@ -25,12 +25,7 @@ func TestPEXOnly(t *testing.T) {
 	nodes := startDirNodes(t, root, 0, nil, "alice", "bob", "carol")
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	ctx := context.Background()
-	ci, err := a.n.CreateCircle(ctx, api.CreateCircleRequest{Name: "pex"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	join(t, a, b, ci.ID)
-	join(t, a, c, ci.ID)
+	ciID, _ := newCircle(t, "pex", a, b, c)
 	for _, n := range nodes {
 		n.stop()
 		n.tune = func(o *Options) {
@@ -66,7 +61,7 @@ func TestPEXOnly(t *testing.T) {
 	testenv.WaitFor(t, "bob or carol naming pex as the box that made the path", 10*time.Second, func() bool {
 		return viaOf(b, c) == "pex" || viaOf(c, b) == "pex"
 	})
-	if _, err := b.n.Send(ctx, api.SendRequest{Circle: ci.ID, To: []string{c.n.ID().String()}, Text: "found you by gossip"}); err != nil {
+	if _, err := b.n.Send(ctx, api.SendRequest{Circle: ciID, To: []string{c.n.ID().String()}, Text: "found you by gossip"}); err != nil {
 		t.Fatal(err)
 	}
 	testenv.WaitFor(t, "carol got bob's message", 30*time.Second, func() bool {
