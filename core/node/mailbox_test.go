@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,7 +21,6 @@ import (
 	"github.com/remora-p2p/remora/core/envelope"
 	"github.com/remora-p2p/remora/core/mailbox"
 	"github.com/remora-p2p/remora/core/transport"
-	"github.com/remora-p2p/remora/dir"
 	"github.com/remora-p2p/remora/sdk"
 	"github.com/remora-p2p/remora/testenv"
 )
@@ -49,10 +47,6 @@ func newMailboxCircle(t testing.TB) *mailboxCircle {
 	for _, name := range []string{"alice", "bob", "carol", "dave"} {
 		port := freePort(t)
 		tn := &testNode{t: t, name: name, state: filepath.Join(root, name), shared: shared, now: now}
-		tn.configure = func(ctx context.Context) (sdk.Channel, error) {
-			raw, _ := json.Marshal(map[string]any{"path": shared, "poll_interval": "50ms"})
-			return dir.New().Configure(ctx, sdk.ConfigureRequest{ChannelID: "shared", Config: raw, StateDir: filepath.Join(tn.state, "adapter"), Logger: logger(t, name)})
-		}
 		tn.tune = func(o *Options) {
 			o.ListenAddrs = []string{fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port)}
 			o.Mailbox.Quota = 1 << 20

@@ -12,7 +12,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -28,12 +27,8 @@ import (
 	"time"
 
 	"github.com/remora-p2p/remora/core/api"
-	"github.com/remora-p2p/remora/core/identity"
 	"github.com/remora-p2p/remora/core/lan"
-	"github.com/remora-p2p/remora/core/store"
 	"github.com/remora-p2p/remora/core/transport"
-	"github.com/remora-p2p/remora/dir"
-	"github.com/remora-p2p/remora/sdk"
 	"github.com/remora-p2p/remora/testenv"
 )
 
@@ -70,32 +65,19 @@ func runLabNode(role, labDir string, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	state := filepath.Join(labDir, role)
-	k, err := identity.Open(filepath.Join(state, "keys"), identity.Options{})
-	if err != nil {
-		return err
-	}
-	db, err := store.Open(filepath.Join(state, "remora.db"), store.Options{})
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	cfg, _ := json.Marshal(map[string]string{"path": filepath.Join(labDir, "shared"), "poll_interval": "50ms"})
-	ch, err := dir.New().Configure(ctx, sdk.ConfigureRequest{ChannelID: "shared", Config: cfg,
-		StateDir: filepath.Join(state, "adapter"), Logger: log})
+	ch, err := dirChannel(ctx, filepath.Join(labDir, "shared"), state, 0, log)
 	if err != nil {
 		return err
 	}
 	defer ch.Close()
-	opts := Options{
-		Keyring: k, Store: db, Logger: log, Name: role,
-		ListenAddrs:       strings.Split(os.Getenv(labListenEnv), ","),
-		Channels:          []Channel{{Name: "shared", Adapter: "dir", Impl: ch}},
-		PresenceInterval:  2 * time.Second,
-		BoardPollInterval: 100 * time.Millisecond,
-		LiveTimeout:       2 * time.Second,
-		AckDelay:          50 * time.Millisecond,
-		Boxes:             Boxes{RelayList: RelayList{Off: true}},
+	opts, db, err := testOptions(role, state, ch, log, nil)
+	if err != nil {
+		return err
 	}
+	defer db.Close()
+	opts.ListenAddrs = strings.Split(os.Getenv(labListenEnv), ",")
+	opts.PresenceInterval = 2 * time.Second
+	opts.Boxes = Boxes{RelayList: RelayList{Off: true}}
 	if os.Getenv(labRelayEnv) == "1" {
 		opts.Relay, opts.RelayUptime = &transport.RelayOptions{}, time.Millisecond
 	}

@@ -54,23 +54,48 @@ func startNode(t *testing.T, name, state, shared string) *testNode {
 	return tn
 }
 
+// dirChannel opens the dir channel "shared" on folder shared (polled every
+// 50 ms), its state under state/adapter; maxPayload 0 keeps the default.
+func dirChannel(ctx context.Context, shared, state string, maxPayload int, log *slog.Logger) (sdk.Channel, error) {
+	cfg := map[string]any{"path": shared, "poll_interval": "50ms"}
+	if maxPayload > 0 {
+		cfg["max_payload"] = maxPayload
+	}
+	raw, _ := json.Marshal(cfg)
+	return dir.New().Configure(ctx, sdk.ConfigureRequest{ChannelID: "shared", Config: raw,
+		StateDir: filepath.Join(state, "adapter"), Logger: log})
+}
+
+// testOptions opens the keyring and store in state and gives the options a
+// test node starts from: channel ch, loopback listeners, fast timings.
+func testOptions(name, state string, ch sdk.Channel, log *slog.Logger, now func() time.Time) (Options, *store.DB, error) {
+	k, err := identity.Open(filepath.Join(state, "keys"), identity.Options{Now: now})
+	if err != nil {
+		return Options{}, nil, err
+	}
+	db, err := store.Open(filepath.Join(state, "remora.db"), store.Options{})
+	if err != nil {
+		return Options{}, nil, err
+	}
+	return Options{
+		Keyring: k, Store: db, Logger: log, Name: name,
+		ListenAddrs:       []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"},
+		Channels:          []Channel{{Name: "shared", Adapter: "dir", Impl: ch}},
+		PresenceInterval:  time.Second,
+		BoardPollInterval: 100 * time.Millisecond,
+		LiveTimeout:       2 * time.Second,
+		AckDelay:          50 * time.Millisecond,
+		Now:               now,
+	}, db, nil
+}
+
 func (tn *testNode) start() {
 	t := tn.t
 	t.Helper()
 	ctx := context.Background()
-	k, err := identity.Open(filepath.Join(tn.state, "keys"), identity.Options{Now: tn.now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tn.db, err = store.Open(filepath.Join(tn.state, "remora.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if tn.configure == nil {
 		tn.configure = func(ctx context.Context) (sdk.Channel, error) {
-			cfg, _ := json.Marshal(map[string]string{"path": tn.shared, "poll_interval": "50ms"})
-			return dir.New().Configure(ctx, sdk.ConfigureRequest{ChannelID: "shared", Config: cfg,
-				StateDir: filepath.Join(tn.state, "adapter"), Logger: logger(t, tn.name)})
+			return dirChannel(ctx, tn.shared, tn.state, 0, logger(t, tn.name))
 		}
 	}
 	ch, err := tn.configure(ctx)
@@ -78,16 +103,11 @@ func (tn *testNode) start() {
 		t.Fatal(err)
 	}
 	tn.ch = ch
-	opts := Options{
-		Keyring: k, Store: tn.db, Logger: logger(t, tn.name), Name: tn.name,
-		ListenAddrs:       []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"},
-		Channels:          []Channel{{Name: "shared", Adapter: "dir", Impl: ch}},
-		PresenceInterval:  time.Second,
-		BoardPollInterval: 100 * time.Millisecond,
-		LiveTimeout:       2 * time.Second,
-		AckDelay:          50 * time.Millisecond,
-		Now:               tn.now,
+	opts, db, err := testOptions(tn.name, tn.state, ch, logger(t, tn.name), tn.now)
+	if err != nil {
+		t.Fatal(err)
 	}
+	tn.db = db
 	if tn.tune != nil {
 		tn.tune(&opts)
 	}
@@ -296,12 +316,7 @@ func newDirNode(t *testing.T, root string, maxPayload int, wrap func(sdk.Channel
 		tn.tune = func(*Options) {}
 	}
 	tn.configure = func(ctx context.Context) (sdk.Channel, error) {
-		cfg := map[string]any{"path": shared, "poll_interval": "50ms"}
-		if maxPayload > 0 {
-			cfg["max_payload"] = maxPayload
-		}
-		raw, _ := json.Marshal(cfg)
-		ch, err := dir.New().Configure(ctx, sdk.ConfigureRequest{ChannelID: "shared", Config: raw, StateDir: filepath.Join(tn.state, "adapter"), Logger: logger(t, name)})
+		ch, err := dirChannel(ctx, shared, tn.state, maxPayload, logger(t, name))
 		if err != nil || wrap == nil {
 			return ch, err
 		}
