@@ -186,16 +186,7 @@ func (d *DB) InboxPut(m *InboxMessage) (dup bool, err error) {
 				return err
 			}
 		}
-		dd := tx.Bucket(bDedupe)
-		if v := dd.Get(m.DedupeKey); v != nil && int64(getU64(v)) > now.UnixNano() {
-			dup = true
-			return nil
-		}
-		until := m.DedupeUntil
-		if until.IsZero() || until.Before(now) {
-			until = now
-		}
-		if err := dd.Put(m.DedupeKey, u64(uint64(until.UnixNano()))); err != nil {
+		if dup, err = remember(tx, m.DedupeKey, m.DedupeUntil, now); dup || err != nil {
 			return err
 		}
 		b := tx.Bucket(bInbox)
@@ -296,20 +287,27 @@ func (d *DB) Remember(key []byte, until time.Time) (seen bool, err error) {
 	}
 	now := d.now()
 	err = d.db.Update(func(tx *bolt.Tx) error {
-		dd := tx.Bucket(bDedupe)
-		if v := dd.Get(key); v != nil && int64(getU64(v)) > now.UnixNano() {
-			seen = true
-			return nil
-		}
-		if until.IsZero() || until.Before(now) {
-			until = now
-		}
-		return dd.Put(key, u64(uint64(until.UnixNano())))
+		seen, err = remember(tx, key, until, now)
+		return err
 	})
 	if err != nil {
 		return false, fmt.Errorf("store: remember: %w", err)
 	}
 	return seen, nil
+}
+
+// remember is Remember's and InboxPut's dedupe step within tx: seen if
+// key is recorded and not past its time, else recorded until until (now
+// at the earliest).
+func remember(tx *bolt.Tx, key []byte, until, now time.Time) (seen bool, err error) {
+	dd := tx.Bucket(bDedupe)
+	if v := dd.Get(key); v != nil && int64(getU64(v)) > now.UnixNano() {
+		return true, nil
+	}
+	if until.IsZero() || until.Before(now) {
+		until = now
+	}
+	return false, dd.Put(key, u64(uint64(until.UnixNano())))
 }
 
 // Forget drops a dedupe key, so that a copy of a message whose handling
