@@ -394,3 +394,38 @@ func TestRelayDialsPersist(t *testing.T) {
 		t.Fatalf("dead relay: %+v", dead)
 	}
 }
+
+// TestRemember: a control message's dedupe key is seen until its time, is
+// shared with the inbox's (a key InboxPut recorded is seen), and Forget
+// lets a copy whose handling failed through again.
+func TestRemember(t *testing.T) {
+	c := &clock{time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	d := open(t, c)
+	until := c.t.Add(time.Hour)
+	if _, err := d.InboxPut(msg(1, until)); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct {
+		name     string
+		key      string
+		before   func()
+		wantSeen bool
+	}{
+		{"first", "ack/1", nil, false},
+		{"again", "ack/1", nil, true},
+		{"an inbox key", "peer/1", nil, true},
+		{"forgotten", "ack/1", func() { d.Forget([]byte("ack/1")) }, false},
+		{"past its time", "ack/1", func() { c.t = until.Add(time.Second) }, false},
+	} {
+		if step.before != nil {
+			step.before()
+		}
+		seen, err := d.Remember([]byte(step.key), until)
+		if err != nil || seen != step.wantSeen {
+			t.Errorf("%s: Remember(%s) = %v, %v; want seen %v", step.name, step.key, seen, err, step.wantSeen)
+		}
+	}
+	if _, err := d.Remember(nil, until); err == nil {
+		t.Error("Remember of an empty key: no error")
+	}
+}
