@@ -24,7 +24,7 @@ func BenchmarkDaemon(b *testing.B) {
 	a, c := newHome(b, "alice"), newHome(b, "bob")
 	shared := b.TempDir()
 	for _, h := range []*home{a, c} {
-		h.ok("channel", "add", "folder", "--adapter", "dir", "--set", "path="+shared, "--set", "poll_interval=100ms")
+		addFolderChannel(h, shared)
 	}
 	start := time.Now()
 	a.start()

@@ -1,12 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	"github.com/remora-p2p/remora/core/api"
-	"github.com/remora-p2p/remora/matrix"
 	"github.com/remora-p2p/remora/matrix/matrixtest"
 	"github.com/remora-p2p/remora/testenv"
 )
@@ -41,15 +39,8 @@ func (s chaosServers) byName() map[string]*testenv.Private {
 func chaosMembers(t testing.TB, s chaosServers) ([]*home, string) {
 	t.Helper()
 	folder := t.TempDir()
-	repo := filepath.Join(s.git.Get("REMORA_GIT_ROOT"), "chaos.git")
-	if out, err := exec.Command("git", "init", "-q", "--bare", repo).CombinedOutput(); err != nil {
-		t.Fatalf("git init: %v\n%s", err, out)
-	}
-	hs := matrixtest.Homeserver{URL: s.matrix.Get("REMORA_MATRIX_URL"), Secret: s.matrix.Get("REMORA_MATRIX_SECRET")}
-	users := []matrixtest.User{hs.Register(t), hs.Register(t), hs.Register(t)}
-	room := matrixtest.CreateRoom(t, users[0], matrixtest.RandomName("chaos "), users[1:], nil)
-	matrixtest.SetStateLevel(t, users[0], room, matrix.BoardType(string(room)), 0)
-	domain := s.mail.Get("REMORA_MAIL_DOMAIN")
+	repo := newGitRepo(t, s.git.Get("REMORA_GIT_ROOT"), s.git.Get("REMORA_GIT_DAEMON_URL"), "chaos")
+	room := newMatrixRoom(t, s.matrix.Get("REMORA_MATRIX_URL"), s.matrix.Get("REMORA_MATRIX_SECRET"), 3, matrixtest.RandomName("chaos "))
 
 	var homes []*home
 	for i, name := range []string{"alice", "bob", "carol"} {
@@ -64,17 +55,10 @@ func chaosMembers(t testing.TB, s chaosServers) ([]*home, string) {
 			c.Listen = []string{fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port)}
 			c.PresenceInterval = "3s"
 		})
-		h.ok("channel", "add", "folder", "--adapter", "dir", "--set", "path="+folder, "--set", "poll_interval=100ms")
-		h.ok("channel", "add", "repo", "--adapter", "git", "--set", "remote="+s.git.Get("REMORA_GIT_DAEMON_URL")+"/chaos.git",
-			"--set", "flush_interval=200ms", "--set", "poll_min=500ms", "--set", "poll_max=2s")
-		mailPW := writeSecret(t, h, "mail.pw", name+s.mail.Get("REMORA_MAIL_PASSWORD_SUFFIX"))
-		h.ok("channel", "add", "mail", "--adapter", "imap", "--set", "mode=list", "--set", "imap="+s.mail.Get("REMORA_MAIL_IMAP"),
-			"--set", "smtp="+s.mail.Get("REMORA_MAIL_SUBMISSION"), "--set", "ca_file="+s.mail.Get("REMORA_MAIL_CA"),
-			"--set", "username="+name, "--set", "address="+name+"@"+domain, "--set", "list_address="+s.mail.Get("REMORA_MAIL_LIST"),
-			"--secret", "password=file:"+mailPW)
-		roomPW := writeSecret(t, h, "matrix.pw", users[i].Password)
-		h.ok("channel", "add", "room", "--adapter", "matrix", "--set", "homeserver="+hs.URL,
-			"--set", "user="+string(users[i].ID), "--set", "room="+string(room), "--secret", "password=file:"+roomPW)
+		addFolderChannel(h, folder)
+		addGitChannel(h, repo)
+		addMailListChannel(t, h, s.mail, name)
+		room.add(t, h, i)
 		h.start()
 		homes = append(homes, h)
 	}
@@ -183,11 +167,15 @@ func runChaos(t testing.TB, n int, span time.Duration, seed uint64) chaosResult 
 
 	// The messages are drawn before anything runs, so that a seed
 	// replays the same traffic.
-	perSender := n / len(homes)
+	perSender := (n + len(homes) - 1) / len(homes) // the larger share
 	msgs := map[string]*chaosMsg{}
 	plan := make([][]string, len(homes))
 	for s := range homes {
-		for i := range perSender {
+		share := n / len(homes)
+		if s < n%len(homes) {
+			share++
+		}
+		for i := range share {
 			m := &chaosMsg{from: s, index: i}
 			if rng.IntN(4) == 0 {
 				to := (s + 1 + rng.IntN(len(homes)-1)) % len(homes)
@@ -444,7 +432,7 @@ func runChaos(t testing.TB, n int, span time.Duration, seed uint64) chaosResult 
 			lates = append(lates, late{h.name, m, m.Received.Sub(m.Sent)})
 		}
 	}
-	slices.SortFunc(lates, func(a, b late) int { return int(b.took - a.took) })
+	slices.SortFunc(lates, func(a, b late) int { return cmp.Compare(b.took, a.took) })
 	for _, l := range lates[:min(5, len(lates))] {
 		t.Logf("slow: %q to %s by %s in %v (sent %s, received %s)", l.m.Text, l.to, l.m.Path, l.took.Round(time.Millisecond),
 			l.m.Sent.Format("15:04:05.000"), l.m.Received.Format("15:04:05.000"))
@@ -500,7 +488,7 @@ func runChaos(t testing.TB, n int, span time.Duration, seed uint64) chaosResult 
 			}
 		}
 		for k, ms := range order {
-			slices.SortFunc(ms, func(a, b api.Message) int { return cmpU64(a.SenderSeq, b.SenderSeq) })
+			slices.SortFunc(ms, func(a, b api.Message) int { return cmp.Compare(a.SenderSeq, b.SenderSeq) })
 			for j := 1; j < len(ms); j++ {
 				a, b := msgs[ms[j-1].Text], msgs[ms[j].Text]
 				if ms[j-1].SenderSeq == ms[j].SenderSeq {
@@ -516,16 +504,6 @@ func runChaos(t testing.TB, n int, span time.Duration, seed uint64) chaosResult 
 	r.inFlight = r.sent - r.accepted
 	r.elapsed = time.Since(start)
 	return r
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // pathKind is how a message came: live (lan, direct, ...) or the channel.

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -13,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/remora-p2p/remora/matrix"
 	"github.com/remora-p2p/remora/matrix/matrixtest"
 	"github.com/remora-p2p/remora/testenv"
 	"github.com/remora-p2p/remora/testenv/benchdoc"
@@ -104,25 +102,17 @@ func fourServices(b *testing.B) func(h *home, i int) {
 	xv := testenv.Need(b, "matrix", "REMORA_MATRIX_URL", "REMORA_MATRIX_SECRET")
 	gts := gotosocial.Need(b)
 
-	repo := matrixtest.RandomName("idle-") + ".git"
-	if out, err := exec.Command("git", "init", "-q", "--bare", filepath.Join(gv[0], repo)).CombinedOutput(); err != nil {
-		b.Fatalf("git init: %v\n%s", err, out)
-	}
+	remote := newGitRepo(b, gv[0], gv[1], matrixtest.RandomName("idle-"))
 	folder := matrixtest.RandomName("idle-")
-	hs := matrixtest.Homeserver{URL: xv[0], Secret: xv[1]}
-	users := []matrixtest.User{hs.Register(b), hs.Register(b)}
-	room := matrixtest.CreateRoom(b, users[0], matrixtest.RandomName("idle "), users[1:], nil)
-	matrixtest.SetStateLevel(b, users[0], room, matrix.BoardType(string(room)), 0)
+	room := newMatrixRoom(b, xv[0], xv[1], 2, matrixtest.RandomName("idle "))
 	accts := gts.NewAccounts(b, "alice", "bob")
 	return func(h *home, i int) {
-		h.ok("channel", "add", "repo", "--adapter", "git", "--set", "remote="+gv[1]+"/"+repo)
+		h.ok("channel", "add", "repo", "--adapter", "git", "--set", "remote="+remote)
 		pw := writeSecret(b, h, "mail.pw", "carol"+mv[3])
 		h.ok("channel", "add", "mail", "--adapter", "imap", "--set", "mode=shared", "--set", "imap="+mv[0],
 			"--set", "ca_file="+mv[1], "--set", "username=carol", "--set", "address=carol@"+mv[2], "--set", "folder="+folder,
 			"--secret", "password=file:"+pw)
-		xpw := writeSecret(b, h, "matrix.pw", users[i].Password)
-		h.ok("channel", "add", "room", "--adapter", "matrix", "--id", string(room), "--set", "homeserver="+hs.URL,
-			"--set", "user="+string(users[i].ID), "--set", "room="+string(room), "--secret", "password=file:"+xpw)
+		room.add(b, h, i, "--id", string(room.room))
 		tok := writeSecret(b, h, "masto.token", accts[i].Token)
 		h.ok("channel", "add", "social", "--adapter", "mastodon", "--id", "social", "--set", "server="+gts.URL,
 			"--set", fmt.Sprintf("accounts=[%s]", accts[1-i].Username), "--secret", "token=file:"+tok)

@@ -220,7 +220,7 @@ func circleOf2(t testing.TB, a, b *home) string {
 	t.Helper()
 	shared := t.TempDir()
 	for _, h := range []*home{a, b} {
-		h.ok("channel", "add", "folder", "--adapter", "dir", "--set", "path="+shared, "--set", "poll_interval=100ms")
+		addFolderChannel(h, shared)
 		h.start()
 	}
 	out := a.ok("circle", "create", "friends")

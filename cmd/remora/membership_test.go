@@ -47,7 +47,7 @@ func TestMembershipEndToEnd(t *testing.T) {
 	a, b, c := newHome(t, "alice"), newHome(t, "bob"), newHome(t, "carol")
 	shared := t.TempDir()
 	for _, h := range []*home{a, b, c} {
-		h.ok("channel", "add", "folder", "--adapter", "dir", "--set", "path="+shared, "--set", "poll_interval=100ms")
+		addFolderChannel(h, shared)
 		h.start()
 	}
 	a.ok("circle", "create", "friends")

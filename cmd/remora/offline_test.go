@@ -3,15 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/remora-p2p/remora/core/api"
 	"github.com/remora-p2p/remora/mastodon/mastodontest"
-	"github.com/remora-p2p/remora/matrix"
 	"github.com/remora-p2p/remora/matrix/matrixtest"
 	"github.com/remora-p2p/remora/testenv"
 	"github.com/remora-p2p/remora/testenv/gotosocial"
@@ -27,43 +24,21 @@ type offlineChannel struct {
 var offlineChannels = []offlineChannel{
 	{"dir", func(b *testing.B) func(*home, int) {
 		shared := b.TempDir()
-		return func(h *home, _ int) {
-			h.ok("channel", "add", "folder", "--adapter", "dir", "--set", "path="+shared, "--set", "poll_interval=100ms")
-		}
+		return func(h *home, _ int) { addFolderChannel(h, shared) }
 	}},
 	{"git", func(b *testing.B) func(*home, int) {
 		v := testenv.Need(b, "git", "REMORA_GIT_ROOT", "REMORA_GIT_DAEMON_URL")
-		name := matrixtest.RandomName("offline-") + ".git"
-		if out, err := exec.Command("git", "init", "-q", "--bare", filepath.Join(v[0], name)).CombinedOutput(); err != nil {
-			b.Fatalf("git init: %v\n%s", err, out)
-		}
-		return func(h *home, _ int) {
-			h.ok("channel", "add", "repo", "--adapter", "git", "--set", "remote="+v[1]+"/"+name,
-				"--set", "flush_interval=200ms", "--set", "poll_min=500ms", "--set", "poll_max=2s")
-		}
+		remote := newGitRepo(b, v[0], v[1], matrixtest.RandomName("offline-"))
+		return func(h *home, _ int) { addGitChannel(h, remote) }
 	}},
 	{"imap", func(b *testing.B) func(*home, int) {
 		mail := testenv.StartPrivate(b, "mail") // the list's members' inboxes hold only this run's mail
-		return func(h *home, i int) {
-			acct := []string{"alice", "bob"}[i]
-			h.ok("channel", "add", "mail", "--adapter", "imap", "--set", "mode=list", "--set", "imap="+mail.Get("REMORA_MAIL_IMAP"),
-				"--set", "smtp="+mail.Get("REMORA_MAIL_SUBMISSION"), "--set", "ca_file="+mail.Get("REMORA_MAIL_CA"),
-				"--set", "username="+acct, "--set", "address="+acct+"@"+mail.Get("REMORA_MAIL_DOMAIN"),
-				"--set", "list_address="+mail.Get("REMORA_MAIL_LIST"),
-				"--secret", "password=file:"+writeSecret(b, h, "mail.pw", acct+mail.Get("REMORA_MAIL_PASSWORD_SUFFIX")))
-		}
+		return func(h *home, i int) { addMailListChannel(b, h, mail, []string{"alice", "bob"}[i]) }
 	}},
 	{"matrix", func(b *testing.B) func(*home, int) {
 		mx := testenv.StartPrivate(b, "matrix") // a room of its own on a homeserver no other test restarts
-		hs := matrixtest.Homeserver{URL: mx.Get("REMORA_MATRIX_URL"), Secret: mx.Get("REMORA_MATRIX_SECRET")}
-		users := []matrixtest.User{hs.Register(b), hs.Register(b)}
-		room := matrixtest.CreateRoom(b, users[0], matrixtest.RandomName("offline "), users[1:], nil)
-		matrixtest.SetStateLevel(b, users[0], room, matrix.BoardType(string(room)), 0)
-		return func(h *home, i int) {
-			h.ok("channel", "add", "room", "--adapter", "matrix", "--set", "homeserver="+hs.URL,
-				"--set", "user="+string(users[i].ID), "--set", "room="+string(room),
-				"--secret", "password=file:"+writeSecret(b, h, "matrix.pw", users[i].Password))
-		}
+		room := newMatrixRoom(b, mx.Get("REMORA_MATRIX_URL"), mx.Get("REMORA_MATRIX_SECRET"), 2, matrixtest.RandomName("offline "))
+		return func(h *home, i int) { room.add(b, h, i) }
 	}},
 	{"mastodon-fake", func(b *testing.B) func(*home, int) {
 		// Mastodon's rate limits (300 posts in 3 hours) are lifted: this

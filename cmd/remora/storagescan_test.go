@@ -22,8 +22,6 @@ import (
 
 	"github.com/remora-p2p/remora/core/api"
 	"github.com/remora-p2p/remora/mastodon/mastodontest"
-	"github.com/remora-p2p/remora/matrix"
-	"github.com/remora-p2p/remora/matrix/matrixtest"
 	"github.com/remora-p2p/remora/testenv"
 	"github.com/remora-p2p/remora/testenv/gotosocial"
 )
@@ -161,14 +159,9 @@ func TestServerStorageScan(t *testing.T) {
 	sfx := randomHex(4)
 	circleName := "circle" + sfx
 	folder := t.TempDir()
-	repo := filepath.Join(git.Get("REMORA_GIT_ROOT"), "scan.git")
-	if out, err := exec.Command("git", "init", "-q", "--bare", repo).CombinedOutput(); err != nil {
-		t.Fatalf("git init: %v\n%s", err, out)
-	}
-	hs := matrixtest.Homeserver{URL: mx.Get("REMORA_MATRIX_URL"), Secret: mx.Get("REMORA_MATRIX_SECRET")}
-	users := []matrixtest.User{hs.Register(t), hs.Register(t), hs.Register(t)}
-	room := matrixtest.CreateRoom(t, users[0], "r"+sfx, users[1:], nil)
-	matrixtest.SetStateLevel(t, users[0], room, matrix.BoardType(string(room)), 0)
+	remote := newGitRepo(t, git.Get("REMORA_GIT_ROOT"), git.Get("REMORA_GIT_DAEMON_URL"), "scan")
+	repo := filepath.Join(git.Get("REMORA_GIT_ROOT"), "scan.git") // scanned at the end
+	room := newMatrixRoom(t, mx.Get("REMORA_MATRIX_URL"), mx.Get("REMORA_MATRIX_SECRET"), 3, "r"+sfx)
 	gtsAccts := gts.NewAccounts(t, "scana", "scanb", "scanc")
 	var fakeAccts []mastodontest.Account
 	for _, u := range []string{"sa", "sb", "sc"} {
@@ -210,15 +203,10 @@ func TestServerStorageScan(t *testing.T) {
 					"rate_limit": rl}, Secrets: map[string]SecretRef{"token": {File: writeSecret(t, h, "gts.token", gtsAccts[i].Token)}}},
 			)
 		})
-		h.ok("channel", "add", "folder", "--adapter", "dir", "--set", "path="+folder, "--set", "poll_interval=100ms")
-		h.ok("channel", "add", "repo", "--adapter", "git", "--set", "remote="+git.Get("REMORA_GIT_DAEMON_URL")+"/scan.git",
-			"--set", "flush_interval=200ms", "--set", "poll_min=500ms", "--set", "poll_max=2s")
-		h.ok("channel", "add", "mail", "--adapter", "imap", "--set", "mode=list", "--set", "imap="+mail.Get("REMORA_MAIL_IMAP"),
-			"--set", "smtp="+mail.Get("REMORA_MAIL_SUBMISSION"), "--set", "ca_file="+mail.Get("REMORA_MAIL_CA"),
-			"--set", "username="+acct, "--set", "address="+acct+"@"+domain, "--set", "list_address="+mail.Get("REMORA_MAIL_LIST"),
-			"--secret", "password=file:"+writeSecret(t, h, "mail.pw", acct+mail.Get("REMORA_MAIL_PASSWORD_SUFFIX")))
-		h.ok("channel", "add", "room", "--adapter", "matrix", "--set", "homeserver="+hs.URL,
-			"--set", "user="+string(users[i].ID), "--set", "room="+string(room), "--secret", "password=file:"+writeSecret(t, h, "matrix.pw", users[i].Password))
+		addFolderChannel(h, folder)
+		addGitChannel(h, remote)
+		addMailListChannel(t, h, mail, acct)
+		room.add(t, h, i)
 		h.start()
 		homes = append(homes, h)
 		st, err := h.client().Status(context.Background())
@@ -327,7 +315,7 @@ func TestServerStorageScan(t *testing.T) {
 		check("mail (maildirs, queue, logs)", s)
 	}
 	{
-		s := &scanner{needles: needles, control: []byte(room)}
+		s := &scanner{needles: needles, control: []byte(room.room)}
 		s.scanTree(t, filepath.Join(mx.Dir, "matrix"))
 		check("Dendrite (databases, media, log)", s)
 	}
