@@ -10,9 +10,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 )
 
 // Private is a private instance of one testenv service (mail, matrix or
@@ -110,81 +108,31 @@ func (p *Private) Get(key string) string {
 // Stop stops the instance's daemons (SIGTERM, as an operator would) and
 // waits until they are gone. Its data stays for Start.
 func (p *Private) Stop() error {
+	cmd, dir := "stop", p.Dir
 	switch p.Service {
 	case "matrix":
-		_, err := p.script("stop-instance", filepath.Join(p.Dir, "matrix", "main"))
-		return err
-	case "mail":
-		return stopPids(filepath.Join(p.Dir, "mail", "postfix.pid"), filepath.Join(p.Dir, "mail", "dovecot.pid"))
-	default:
-		return stopPids(filepath.Join(p.Dir, "git", "git-daemon.pid"))
+		cmd, dir = "stop-instance", filepath.Join(p.Dir, "matrix", "main")
+	case "git":
+		cmd = "down" // stops the daemons, keeps the repositories
 	}
+	if out, err := p.script(cmd, dir); err != nil {
+		return fmt.Errorf("testenv: stop %s: %w\n%s", p.Service, err, out)
+	}
+	return nil
 }
 
 // Start starts the stopped daemons again on the same ports with the same
 // data, and waits until they answer.
 func (p *Private) Start() error {
+	cmd, dir := "start", p.Dir
 	switch p.Service {
 	case "matrix":
-		if out, err := p.script("start-instance", filepath.Join(p.Dir, "matrix", "main")); err != nil {
-			return fmt.Errorf("testenv: restart matrix: %w\n%s", err, out)
-		}
-		return nil
-	case "mail":
-		// The script's up would make a fresh, empty mail system:
-		// restart the same daemons on the same files instead.
-		w := filepath.Join(p.Dir, "mail")
-		daemonDir, err := exec.Command("postconf", "-h", "daemon_directory").Output()
-		if err != nil {
-			return fmt.Errorf("testenv: postconf: %w", err)
-		}
-		for _, args := range [][]string{
-			{"dovecot", "-c", filepath.Join(w, "dovecot", "dovecot.conf")},
-			{filepath.Join(strings.TrimSpace(string(daemonDir)), "master"), "-c", filepath.Join(w, "postfix"), "-w"},
-		} {
-			if err := daemon(filepath.Join(w, "restart.log"), args...); err != nil {
-				return err
-			}
-		}
-		for _, pf := range [][2]string{{"dovecot/run/master.pid", "dovecot.pid"}, {"postfix-spool/pid/master.pid", "postfix.pid"}} {
-			// the daemons write their pid files a moment after detaching
-			var b []byte
-			deadline := time.Now().Add(30 * time.Second)
-			for {
-				if b, err = os.ReadFile(filepath.Join(w, pf[0])); err == nil && len(strings.TrimSpace(string(b))) > 0 {
-					break
-				}
-				if time.Now().After(deadline) {
-					return fmt.Errorf("testenv: restarted mail: no pid in %s after 30 s: %v", pf[0], err)
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
-			if err := os.WriteFile(filepath.Join(w, pf[1]), []byte(strings.TrimSpace(string(b))+"\n"), 0o644); err != nil {
-				return err
-			}
-		}
-		return waitPorts(30*time.Second, p.env["REMORA_MAIL_SMTP"], p.env["REMORA_MAIL_SUBMISSION"], p.env["REMORA_MAIL_IMAP"])
-	default:
-		if out, err := p.script("up", p.Dir); err != nil { // starts only what is not running
-			return fmt.Errorf("testenv: restart git: %w\n%s", err, out)
-		}
-		return nil
+		cmd, dir = "start-instance", filepath.Join(p.Dir, "matrix", "main")
+	case "git":
+		cmd = "up" // starts only what is not running
 	}
-}
-
-// daemon runs a command that puts a daemon in the background, its output
-// going to log: a pipe would stay open for as long as the daemon runs.
-func daemon(log string, args ...string) error {
-	f, err := os.OpenFile(log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return fmt.Errorf("testenv: %w", err)
-	}
-	defer f.Close()
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Run(); err != nil {
-		b, _ := os.ReadFile(log)
-		return fmt.Errorf("testenv: restart %s: %w\n%s", filepath.Base(args[0]), err, b)
+	if out, err := p.script(cmd, dir); err != nil {
+		return fmt.Errorf("testenv: restart %s: %w\n%s", p.Service, err, out)
 	}
 	return nil
 }
@@ -205,53 +153,6 @@ func dendriteBin() string {
 		return b
 	}
 	return "/usr/local/bin/dendrite"
-}
-
-// stopPids sends SIGTERM to the processes named in pidfiles and waits up
-// to 20 s for them to exit (then SIGKILL).
-func stopPids(pidfiles ...string) error {
-	var pids []int
-	for _, f := range pidfiles {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return fmt.Errorf("testenv: stop: %w", err)
-		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil {
-			return fmt.Errorf("testenv: stop: pid file %s: %w", f, err)
-		}
-		if syscall.Kill(pid, syscall.SIGTERM) == nil {
-			pids = append(pids, pid)
-		}
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for _, pid := range pids {
-		for syscall.Kill(pid, 0) == nil && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
-		}
-		if syscall.Kill(pid, 0) == nil {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
-	return nil
-}
-
-func waitPorts(d time.Duration, addrs ...string) error {
-	deadline := time.Now().Add(d)
-	for _, a := range addrs {
-		for {
-			c, err := net.DialTimeout("tcp", a, time.Second)
-			if err == nil {
-				c.Close()
-				break
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("testenv: %s not answering after %v: %w", a, d, err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	return nil
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.

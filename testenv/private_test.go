@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -43,10 +44,8 @@ func TestPrivate(t *testing.T) {
 }
 
 func hostPort(url string) string {
-	for _, p := range []string{"git://", "http://"} {
-		if len(url) > len(p) && url[:len(p)] == p {
-			return url[len(p):]
-		}
+	if _, hp, ok := strings.Cut(url, "://"); ok {
+		return hp
 	}
 	return url
 }

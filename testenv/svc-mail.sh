@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# svc-mail.sh up DIR | down DIR — a throw-away mail system for the imap adapter's
+# svc-mail.sh up|down|stop|start DIR — a throw-away mail system for the imap adapter's
 # tests, on 127.0.0.1 only, all state under DIR/mail, every daemon stopped by pid.
 #
 #   postfix  SMTP        127.0.0.1:10025  no auth, STARTTLS offered; accepts mail for
@@ -23,7 +23,7 @@
 # postfix config files, no chroot, sockets < 108 bytes, dovecot uid 8).
 set -euo pipefail
 
-cmd=${1:?usage: svc-mail.sh up|down DIR}
+cmd=${1:?usage: svc-mail.sh up|down|stop|start DIR}
 DIR=${2:-/tmp/remora-testenv}
 SMTP_PORT=${REMORA_MAIL_SMTP_PORT:-10025}
 SUBM_PORT=${REMORA_MAIL_SUBMISSION_PORT:-10587}
@@ -119,6 +119,33 @@ alive() {
     [ -s "$W/$f" ] && kill -0 "$(tr -d ' \n' < "$W/$f")" 2>/dev/null || return 1
   done
   (exec 3<>"/dev/tcp/127.0.0.1/$SMTP_PORT") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$IMAP_PORT") 2>/dev/null
+}
+
+# start_dovecot and start_postfix run the daemons on the configuration and
+# data under $W that up made: up uses them, and `start` after `stop` restarts
+# the same mail system (a test's private instance, stopped on purpose).
+start_dovecot() {
+  local D=$W/dovecot
+  rm -f "$D/run/master.pid"
+  (closefds; exec dovecot -c "$D/dovecot.conf" </dev/null >>"$D/dovecot-start.log" 2>&1)
+  for _ in $(seq 600); do
+    [ -S "$D/run/lmtp" ] && [ -s "$D/run/master.pid" ] && (exec 3<>"/dev/tcp/127.0.0.1/$IMAP_PORT") 2>/dev/null && break
+    sleep 0.05
+  done
+  (exec 3<>"/dev/tcp/127.0.0.1/$IMAP_PORT") 2>/dev/null || { echo "svc-mail: dovecot did not start" >&2; cat "$D/dovecot-start.log" "$D/dovecot.log" >&2; exit 1; }
+  cp "$D/run/master.pid" "$W/dovecot.pid"
+}
+
+start_postfix() {
+  local Q=$W/postfix-spool
+  rm -f "$Q/pid/master.pid"
+  (closefds; exec "$(postconf -h daemon_directory)/master" -c "$W/postfix" -w </dev/null >>"$W/postfix-start.log" 2>&1)
+  for _ in $(seq 600); do
+    [ -s "$Q/pid/master.pid" ] && (exec 3<>"/dev/tcp/127.0.0.1/$SMTP_PORT") 2>/dev/null && break
+    sleep 0.05
+  done
+  (exec 3<>"/dev/tcp/127.0.0.1/$SMTP_PORT") 2>/dev/null || { echo "svc-mail: postfix did not start" >&2; cat "$W/postfix-start.log" "$W/postfix.log" >&2; exit 1; }
+  tr -d ' ' < "$Q/pid/master.pid" > "$W/postfix.pid" # "%10d"-padded
 }
 
 up() {
@@ -273,10 +300,7 @@ protocol lmtp {
   postmaster_address = postmaster@$DOMAIN
 }
 EOF
-  (closefds; exec dovecot -c "$D/dovecot.conf" </dev/null >>"$D/dovecot-start.log" 2>&1)
-  for _ in $(seq 100); do [ -S "$D/run/lmtp" ] && [ -s "$D/run/master.pid" ] && break; sleep 0.05; done
-  [ -S "$D/run/lmtp" ] || { echo "svc-mail: dovecot did not start" >&2; cat "$D/dovecot-start.log" "$D/dovecot.log" >&2; exit 1; }
-  cp "$D/run/master.pid" "$W/dovecot.pid"
+  start_dovecot
 
   # ------------------------------------------------------------ postfix maps + mlmmj lists
   : > "$P/vmailbox"; : > "$P/virtual"; : > "$P/transport"
@@ -382,13 +406,7 @@ mlmmj     unix  -       n       n       -       -       pipe
 EOF
   # postfix ignores config files changed in the last ~2 s ("cool down"): backdate them
   touch -d "@$(( $(date +%s) - 10 ))" "$P"/*
-  (closefds; exec "$(postconf -h daemon_directory)/master" -c "$P" -w </dev/null >>"$W/postfix-start.log" 2>&1)
-  for _ in $(seq 100); do
-    [ -s "$Q/pid/master.pid" ] && (exec 3<>"/dev/tcp/127.0.0.1/$SMTP_PORT") 2>/dev/null && break
-    sleep 0.05
-  done
-  (exec 3<>"/dev/tcp/127.0.0.1/$SMTP_PORT") 2>/dev/null || { echo "svc-mail: postfix did not start" >&2; cat "$W/postfix-start.log" "$W/postfix.log" >&2; exit 1; }
-  tr -d ' ' < "$Q/pid/master.pid" > "$W/postfix.pid" # "%10d"-padded
+  start_postfix
   write_env
   echo "svc-mail: up (IMAP $IMAP_PORT/$IMAPS_PORT, SMTP $SMTP_PORT/$SUBM_PORT/$SMTPS_PORT)" >&2
 }
@@ -425,5 +443,9 @@ down() {
 case $cmd in
 up) up ;;
 down) down ;;
-*) echo "usage: svc-mail.sh up|down DIR" >&2; exit 2 ;;
+# stop and start keep the data: a test stops its private instance and
+# starts it again (testenv.Private).
+stop) stop ;;
+start) start_dovecot; start_postfix ;;
+*) echo "usage: svc-mail.sh up|down|stop|start DIR" >&2; exit 2 ;;
 esac
