@@ -506,10 +506,14 @@ func runChaos(t testing.TB, n int, span time.Duration, seed uint64) chaosResult 
 	return r
 }
 
-// pathKind is how a message came: live (lan, direct, ...) or the channel.
+// pathKind is how a message came: the channel, a friend's mailbox, or
+// live (lan, direct, ...).
 func pathKind(p string) string {
-	if strings.HasPrefix(p, "channel:") {
+	switch {
+	case strings.HasPrefix(p, "channel:"):
 		return p
+	case strings.HasPrefix(p, "mailbox:"):
+		return "mailbox"
 	}
 	return "live"
 }
