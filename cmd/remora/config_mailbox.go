@@ -106,23 +106,22 @@ func (c *Config) validateMailbox(bad func(field, format string, args ...any) err
 
 // applyMailbox sets the node's mailbox options (validated already).
 func (c *Config) applyMailbox(o *node.Options) {
-	if c.Relay != RelayNo && (c.Mailbox == nil || (c.Mailbox.Enabled == nil && c.Mailbox.Quota == "")) {
+	m := c.Mailbox
+	if m == nil {
+		m = &MailboxConfig{}
+	}
+	switch {
+	case m.Enabled != nil && !*m.Enabled:
+		o.Mailbox.Quota = -1
+	case m.Quota != "":
+		o.Mailbox.Quota, _ = parseSize(m.Quota)
+	case m.Enabled != nil || c.Relay != RelayNo:
 		// On by default unless the user refused to relay: a relay not
 		// consented to yet ("ask") does not turn friends' mailboxes off.
 		o.Mailbox.Quota = node.DefaultMailboxQuota
 	}
-	if m := c.Mailbox; m != nil {
-		switch {
-		case m.Enabled != nil && !*m.Enabled:
-			o.Mailbox.Quota = -1
-		case m.Quota != "":
-			o.Mailbox.Quota, _ = parseSize(m.Quota)
-		case m.Enabled != nil:
-			o.Mailbox.Quota = node.DefaultMailboxQuota
-		}
-		o.Mailbox.Expiry, _ = time.ParseDuration(m.Expiry)
-		o.Mailbox.Copies = m.Copies
-	}
+	o.Mailbox.Expiry, _ = time.ParseDuration(m.Expiry)
+	o.Mailbox.Copies = m.Copies
 	if p := c.Push; p != nil {
 		if p.UnifiedPush != "" || p.WakeChannels {
 			o.Mailbox.Wake = &mailbox.Registration{Endpoint: p.UnifiedPush, Channels: p.WakeChannels}

@@ -29,6 +29,10 @@ func TestMailboxConfig(t *testing.T) {
 		// off when the user refused to relay (the node decides: no relay, no mailbox)
 		{"relay refused", "relay = \"no\"\n", func(o node.Options, _ *Config) bool { return o.Mailbox.Quota == 0 }},
 		{"off", "[mailbox]\nenabled = false\n", func(o node.Options, _ *Config) bool { return o.Mailbox.Quota < 0 }},
+		// asked for by name, it is on though the user refused to relay
+		{"on, relay refused", "relay = \"no\"\n[mailbox]\nenabled = true\n", func(o node.Options, _ *Config) bool {
+			return o.Mailbox.Quota == node.DefaultMailboxQuota
+		}},
 		{"quota and expiry", "[mailbox]\nquota = \"8MiB\"\nexpiry = \"48h\"\ncopies = 3\n", func(o node.Options, _ *Config) bool {
 			return o.Mailbox.Quota == 8<<20 && o.Mailbox.Expiry == 48*time.Hour && o.Mailbox.Copies == 3
 		}},
