@@ -60,7 +60,7 @@ func StartPrivate(t testing.TB, service string) *Private {
 	if service == "mail" && os.Geteuid() != 0 {
 		Missing(t, service, "a private mail system needs root (postfix and dovecot run as their own users)")
 	}
-	dir, err := os.MkdirTemp("/tmp", "chaos-"+service+"-")
+	dir, err := os.MkdirTemp("/tmp", "remora-private-"+service+"-")
 	if err != nil {
 		t.Fatal(err)
 	}
