@@ -20,12 +20,7 @@ func TestJoinsSurviveReopen(t *testing.T) {
 	if err := d.DeleteJoin("b2"); err != nil {
 		t.Fatal(err)
 	}
-	d.Close()
-	d, err = Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d = reopen(t, d, path)
 	got, err := d.Joins()
 	if err != nil || len(got) != 1 || string(got["a1"]) != "one" {
 		t.Fatalf("after reopen: %v, %v", got, err)

@@ -28,6 +28,19 @@ func open(t testing.TB, c *clock) *DB {
 	return d
 }
 
+// reopen closes d and opens its file again, as a restart does; the
+// reopened store is closed when the test ends.
+func reopen(t testing.TB, d *DB, path string) *DB {
+	t.Helper()
+	d.Close()
+	d, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
 func msg(i int, until time.Time) *InboxMessage {
 	return &InboxMessage{Sender: "peer", ID: [16]byte{byte(i), byte(i >> 8), byte(i >> 16)}, Kind: 1,
 		Body: []byte(fmt.Sprintf("message %d", i)), DedupeKey: []byte(fmt.Sprintf("peer/%d", i)), DedupeUntil: until}
@@ -347,12 +360,7 @@ func TestRelayListPersists(t *testing.T) {
 	if err := d.SetRelayList(6, exp, []byte("bundle6")); err != nil {
 		t.Fatal(err)
 	}
-	d.Close()
-	d, err = Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d = reopen(t, d, path)
 	seq, e, b, err := d.RelayList()
 	if err != nil || seq != 7 || !e.Equal(exp) || string(b) != "bundle7" {
 		t.Fatalf("after reopen: %d %v %q %v", seq, e, b, err)
@@ -376,12 +384,7 @@ func TestRelayDialsPersist(t *testing.T) {
 	if err := d.RecordRelayDial("12D3KooWdead", false, t0); err != nil {
 		t.Fatal(err)
 	}
-	d.Close()
-	d, err = Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d = reopen(t, d, path)
 	got, err := d.RelayDials()
 	if err != nil || len(got) != 2 {
 		t.Fatalf("%+v %v", got, err)
