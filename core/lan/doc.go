@@ -46,9 +46,11 @@
 //
 // # What a stranger still learns
 //
-// That a device on this LAN runs a libp2p program, its LAN addresses and
-// its MAC address (a LAN sees those of every device), and, by connecting
-// to a listening port it found by scanning, its peer ID: libp2p's
-// handshake tells the responder's identity to any initiator. The
-// announcement itself carries nothing constant.
+// That a device on this LAN runs this software (the service type is
+// libp2p's, but the names, port and "s=" strings are not libp2p's form),
+// though not which device or circle; its LAN addresses and its MAC
+// address (a LAN sees those of every device); and, by connecting to a
+// listening port it found by scanning, its peer ID: libp2p's handshake
+// tells the responder's identity to any initiator. The announcement
+// itself carries nothing constant per device.
 package lan
