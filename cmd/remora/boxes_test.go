@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -153,16 +152,6 @@ func onlyBox(c *Config) {
 	c.RelayList = &RelayListConfig{Enabled: off()}
 }
 
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // members makes n homes with every box off, each listening on a fixed
 // loopback port (so that what one learned of another stays true across a
 // restart, as a fixed port does for a home router's forwarding).
@@ -170,7 +159,7 @@ func members(t *testing.T, n int, tune func(i int, c *Config)) []*home {
 	var hs []*home
 	for i, name := range []string{"alice", "bob", "carol"}[:n] {
 		h := newHome(t, name)
-		port := freeTCPPort(t)
+		port := testenv.FreePort(t)
 		editConfig(t, h, func(c *Config) {
 			onlyBox(c)
 			c.Listen = []string{fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port)}
@@ -451,7 +440,7 @@ func testChannelAlone(t *testing.T, addChannel func(h *home, i int)) {
 func testRelayListAlone(t *testing.T) {
 	live := volunteerRelay(t)
 	signer := newListSigner(t)
-	dead := relaylist.Relay{Peer: p2ptest.RandPeerIDFatal(t), Addrs: []ma.Multiaddr{ma.StringCast(fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", freeTCPPort(t)))}, Health: 0.5}
+	dead := relaylist.Relay{Peer: p2ptest.RandPeerIDFatal(t), Addrs: []ma.Multiaddr{ma.StringCast(fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", testenv.FreePort(t)))}, Health: 0.5}
 	bundle := signer.sign(1, live, dead)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(bundle) }))
 	defer srv.Close()
