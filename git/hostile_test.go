@@ -34,7 +34,7 @@ func TestHugeBlob(t *testing.T) {
 	it := items("after-huge", 1)
 	channeltest.Publish(t, pub, it...)
 
-	stop := channeltest.PeakGrowth(channeltest.LiveHeap)
+	stop := channeltest.HeapGrowth()
 	c, _, cancel := subscribe(t, sub, nil)
 	testenv.WaitFor(t, "the item", time.Minute, func() bool { return c.has(string(it[0].Data)) })
 	testenv.WaitFor(t, "the ref with the blob left out", time.Minute, func() bool {

@@ -23,9 +23,12 @@
 // is read with bounded memory; with the service behind the harness's
 // proxies, a service that stalls, then trickles (StallAndTrickle), makes
 // no call outlive its deadline and Close return promptly. Each measures
-// the adapter's memory while it reads (the live heap, or the adapter
-// process's resident memory as a subprocess), holds it under 64 MiB of
-// growth, and leaves no goroutine running. Special files (links to
+// the adapter's memory while it reads (the heap, garbage not yet freed
+// included, or the adapter process's resident memory as a subprocess),
+// holds its growth under 64 MiB (Oversized: under 8 MiB, the largest item
+// it plants, twice that for a process's resident memory, so an adapter
+// that reads such an item whole before it skips it fails), and leaves no
+// goroutine running. Special files (links to
 // /dev/zero, FIFOs, files that grow while read) are the dir adapter's own
 // tests (dir/hostile_test.go, cmd/remora TestHostileFolder).
 //

@@ -3,7 +3,10 @@ package channeltest
 import (
 	"context"
 	"errors"
+	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -15,8 +18,9 @@ import (
 // The cases below treat the channel as hostile ground (issue #20): what
 // a member, a sync peer or a server puts where items go, and a server that
 // stalls or trickles. Each measures the adapter's memory while it reads
-// (the live heap in-process, the resident memory of the adapter process
-// as a subprocess) and holds it under memCeiling above where it started,
+// (the heap in-process, the resident memory of the adapter process as a
+// subprocess) and holds it under memCeiling above where it started (under
+// oversizedBytes in Oversized, twice that for resident memory),
 // and each ends with no goroutine of the case left. They plant items
 // through the harness's InsertBackdated hook, the one way every harness
 // reaches past the adapter into the backend.
@@ -42,25 +46,38 @@ const oversizedBytes = 8 << 20
 const junkItems = 100
 
 // memWatch samples the adapter's memory until the returned function is
-// called, which returns the peak growth over the start and what was
-// measured.
-func (e *env) memWatch() func() (grew int64, what string) {
-	read, what := e.memReader()
-	stop := PeakGrowth(read)
-	return func() (int64, string) { return stop(), what }
+// called, which returns the peak growth over the start: the resident set
+// of its process in subprocess mode, else this process's heap
+// (HeapGrowth).
+func (e *env) memWatch() func() growth {
+	if s, ok := e.b.(*subprocess); ok && s.c != nil {
+		if _, err := s.c.Memory(); err == nil {
+			stop := peakGrowth(func() int64 { n, _ := s.c.Memory(); return n }, 5*time.Millisecond)
+			return func() growth { return growth{stop(), "the adapter process's resident memory", true} }
+		}
+	}
+	stop := HeapGrowth()
+	return func() growth { return growth{stop(), "the heap", false} }
 }
 
-// PeakGrowth samples read every 5 ms until the returned function is
+// growth is what memWatch measured.
+type growth struct {
+	bytes int64
+	what  string
+	rss   bool // a process's resident memory, not the heap
+}
+
+// peakGrowth samples read every interval until the returned function is
 // called, which returns the peak over the first sample (0 if none was
-// higher). Adapter tests use it with LiveHeap to bound what a read costs.
-func PeakGrowth(read func() int64) (stop func() int64) {
+// higher).
+func peakGrowth(read func() int64, interval time.Duration) (stop func() int64) {
 	base := read()
 	var peak atomic.Int64
 	peak.Store(base)
 	done, ended := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(ended)
-		t := time.NewTicker(5 * time.Millisecond)
+		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
 			if v := read(); v > peak.Load() {
@@ -80,31 +97,57 @@ func PeakGrowth(read func() int64) (stop func() int64) {
 	}
 }
 
-// LiveHeap is this process's live heap as marked by the last collection,
-// so garbage does not count.
-func LiveHeap() int64 {
-	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+// HeapGrowth watches this process's heap until the returned function is
+// called, which returns the peak growth over the start. It counts every
+// object not yet freed, garbage too, so that a buffer read whole and
+// dropped before the next collection still counts (the live heap, marked
+// at each collection, would miss it); so that other garbage does not, the
+// watch starts from a collection and the collector runs at
+// watchGCPercent while any watch is on. Adapter tests use it to bound what
+// a read costs.
+func HeapGrowth() (stop func() int64) {
+	gcWatch.Lock()
+	if gcWatch.n == 0 {
+		gcWatch.old = debug.SetGCPercent(watchGCPercent)
+	}
+	gcWatch.n++
+	gcWatch.Unlock()
+	runtime.GC()
+	peak := peakGrowth(heapObjects, time.Millisecond)
+	return func() int64 {
+		grew := peak()
+		gcWatch.Lock()
+		if gcWatch.n--; gcWatch.n == 0 {
+			debug.SetGCPercent(gcWatch.old)
+		}
+		gcWatch.Unlock()
+		return grew
+	}
+}
+
+// watchGCPercent is GOGC while HeapGrowth watches: garbage stays under a
+// tenth of the heap.
+const watchGCPercent = 10
+
+var gcWatch struct {
+	sync.Mutex
+	n   int // watches on
+	old int // GOGC before the first
+}
+
+// heapObjects is the memory held by heap objects, live or not yet freed.
+func heapObjects() int64 {
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
 	metrics.Read(sample)
 	return int64(sample[0].Value.Uint64())
 }
 
-// memReader reads the adapter's memory: the resident set of its process
-// in subprocess mode, else this process's live heap.
-func (e *env) memReader() (func() int64, string) {
-	if s, ok := e.b.(*subprocess); ok && s.c != nil {
-		if _, err := s.c.Memory(); err == nil {
-			return func() int64 { n, _ := s.c.Memory(); return n }, "the adapter process's resident memory"
-		}
-	}
-	return LiveHeap, "the live heap"
-}
-
-// checkMem fails the case if grew is over memCeiling, and logs it.
-func (e *env) checkMem(grew int64, what, while string) {
+// checkMem fails the case if g is over limit, and logs it.
+func (e *env) checkMem(g growth, while string, limit int64) {
 	e.t.Helper()
-	e.t.Logf("%s grew by %d KiB at most %s", what, grew>>10, while)
-	if grew > memCeiling {
-		e.t.Errorf("%s grew by %d MiB %s, want under %d MiB", what, grew>>20, while, memCeiling>>20)
+	e.t.Logf("%s grew by %d KiB at most %s", g.what, g.bytes>>10, while)
+	if g.bytes > limit {
+		e.t.Errorf("%s grew by %d KiB %s, want under %d KiB", g.what, g.bytes>>10, while, limit>>10)
 	}
 }
 
@@ -150,12 +193,19 @@ func testOversized(e *env) {
 	s := e.subscribe(e.channel(e.sub), nil, 0)
 	s.wait(datas(after))
 	e.sleep(e.settle())
-	grew, what := stop()
+	grew := stop()
 	s.stop()
 	if n := s.c.times(big); n > 0 {
 		e.t.Errorf("an item of %d bytes (MaxPayload %d) was delivered %d times; skip it", len(big), e.caps.MaxPayload, n)
 	}
-	e.checkMem(grew, what, "reading past an oversized item")
+	// Holding an item of the largest size planted, even briefly, is the
+	// defect this case is for. A process's resident memory also holds the
+	// runtime's slack (garbage up to GOGC, pages not yet returned): twice.
+	limit := int64(oversizedBytes)
+	if grew.rss {
+		limit *= 2
+	}
+	e.checkMem(grew, "reading past an oversized item", limit)
 	leaks()
 }
 
@@ -176,9 +226,9 @@ func testJunkFlood(e *env) {
 	stop := e.memWatch()
 	s := e.subscribe(e.channel(e.sub), nil, 0)
 	s.wait(append(junk, datas(after)...))
-	grew, what := stop()
+	grew := stop()
 	s.stop()
-	e.checkMem(grew, what, "reading a flood of junk items")
+	e.checkMem(grew, "reading a flood of junk items", memCeiling)
 	leaks()
 }
 
@@ -239,8 +289,8 @@ func testStallAndTrickle(e *env) {
 		if s.err != nil && !errors.Is(s.err, context.Canceled) && !errors.Is(s.err, sdk.ErrClosed) && !errors.Is(s.err, sdk.ErrUnavailable) {
 			e.t.Logf("Subscribe ended by Close while the service %s: %v", fault.name, s.err)
 		}
-		grew, what := stop()
-		e.checkMem(grew, what, "while the service "+fault.name)
+		grew := stop()
+		e.checkMem(grew, "while the service "+fault.name, memCeiling)
 		for _, p := range ps {
 			p.Up()
 		}

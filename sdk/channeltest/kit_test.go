@@ -60,6 +60,7 @@ func TestKitCatchesDefects(t *testing.T) {
 		{"afterclose", "AfterClose", "calls after Close still work"},
 		{"onesub", "TwoSubscribes", "a second Subscribe starves the first"},
 		{"badkey", "InvalidKeys", "accepts keys that break the key rule"},
+		{"readall", "Oversized", "reads a whole oversized item before it skips it"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.defect, func(t *testing.T) {

@@ -1,10 +1,12 @@
 package channeltest_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"sort"
 	"strconv"
 	"sync"
@@ -60,7 +62,9 @@ var (
 	stores   = map[string]*memStore{}
 )
 
-const memMax = 4096
+// memMax is the reference channel's MaxPayload: 256 times it is the
+// kit's largest oversized item, which the "readall" defect reads whole.
+const memMax = 32 << 10
 
 type memAdapter struct {
 	defect string
@@ -222,6 +226,10 @@ func (c *memChannel) Subscribe(ctx context.Context, req sdk.SubscribeRequest, si
 		for _, it := range batch {
 			d := sdk.Delivery{ID: it.id, Data: it.data, Cursor: binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint32(nil, epoch), uint64(c.key(it)))}
 			if len(it.data) > memMax && c.defect != "nolimit" {
+				if c.defect == "readall" { // reads the whole item before it looks at the size
+					whole, _ := io.ReadAll(bytes.NewReader(it.data))
+					d.Data = whole[:0]
+				}
 				d.Data, d.Skip = nil, true // planted past the limit: skipped, the cursor moves on
 			}
 			switch c.defect {
