@@ -107,32 +107,24 @@ func (p *Private) Get(key string) string {
 
 // Stop stops the instance's daemons (SIGTERM, as an operator would) and
 // waits until they are gone. Its data stays for Start.
-func (p *Private) Stop() error {
-	cmd, dir := "stop", p.Dir
-	switch p.Service {
-	case "matrix":
-		cmd, dir = "stop-instance", filepath.Join(p.Dir, "matrix", "main")
-	case "git":
-		cmd = "down" // stops the daemons, keeps the repositories
-	}
-	if out, err := p.script(cmd, dir); err != nil {
-		return fmt.Errorf("testenv: stop %s: %w\n%s", p.Service, err, out)
-	}
-	return nil
-}
+func (p *Private) Stop() error { return p.control("stop") }
 
 // Start starts the stopped daemons again on the same ports with the same
 // data, and waits until they answer.
-func (p *Private) Start() error {
-	cmd, dir := "start", p.Dir
+func (p *Private) Start() error { return p.control("start") }
+
+// control runs the service script's command for op (stop or start).
+func (p *Private) control(op string) error {
+	cmd, dir := op, p.Dir // svc-mail.sh stop|start
 	switch p.Service {
 	case "matrix":
-		cmd, dir = "start-instance", filepath.Join(p.Dir, "matrix", "main")
+		cmd, dir = op+"-instance", filepath.Join(p.Dir, "matrix", "main")
 	case "git":
-		cmd = "up" // starts only what is not running
+		// down keeps the repositories; up starts what is not running
+		cmd = map[string]string{"stop": "down", "start": "up"}[op]
 	}
 	if out, err := p.script(cmd, dir); err != nil {
-		return fmt.Errorf("testenv: restart %s: %w\n%s", p.Service, err, out)
+		return fmt.Errorf("testenv: %s the private %s: %w\n%s", op, p.Service, err, out)
 	}
 	return nil
 }
