@@ -49,10 +49,8 @@ func isJoinFrame(raw []byte) bool {
 
 // joinParts reassembles split join frames, within fixed bounds.
 type joinParts struct {
-	mu       sync.Mutex
-	pending  map[[8]byte]*partial
-	bytes    int            // held over every partial
-	bySource map[string]int // held per source
+	mu      sync.Mutex
+	pending map[[8]byte]*partial
 }
 
 type partial struct {
@@ -91,11 +89,10 @@ func (j *joinParts) add(raw []byte, source string, now time.Time) (whole []byte,
 	defer j.mu.Unlock()
 	if j.pending == nil {
 		j.pending = map[[8]byte]*partial{}
-		j.bySource = map[string]int{}
 	}
 	for k, p := range j.pending {
 		if now.Sub(p.first) > partsTTL {
-			j.drop(k)
+			delete(j.pending, k)
 		}
 	}
 	p := j.pending[id]
@@ -107,13 +104,13 @@ func (j *joinParts) add(raw []byte, source string, now time.Time) (whole []byte,
 	// the oldest unfinished frames — the source's own first, when it is
 	// the one over its share — makes an attacker outpace a real join,
 	// which completes in seconds.
-	for j.bySource[source]+size > maxSourceBytes && j.evictOldest(source, id) {
+	for j.held(source)+size > maxSourceBytes && j.evictOldest(source, id) {
 		dropped = partsEvicted
 	}
-	for (j.bytes+size > maxPartsBytes || p == nil && len(j.pending) >= maxPending) && j.evictOldest("", id) {
+	for (j.held("")+size > maxPartsBytes || p == nil && len(j.pending) >= maxPending) && j.evictOldest("", id) {
 		dropped = partsEvicted
 	}
-	if j.bySource[source]+size > maxSourceBytes || j.bytes+size > maxPartsBytes {
+	if j.held(source)+size > maxSourceBytes || j.held("")+size > maxPartsBytes {
 		return nil, partsEvicted // this frame alone is over the bound
 	}
 	if p == nil {
@@ -123,26 +120,23 @@ func (j *joinParts) add(raw []byte, source string, now time.Time) (whole []byte,
 	p.parts[idx] = bytes.Clone(raw[partHeader:])
 	p.have++
 	p.bytes += size
-	j.bytes += size
-	j.bySource[source] += size
 	if p.have < count {
 		return nil, dropped
 	}
-	j.drop(id)
+	delete(j.pending, id)
 	return bytes.Join(p.parts, nil), dropped
 }
 
-// drop forgets a pending frame and its bytes.
-func (j *joinParts) drop(id [8]byte) {
-	p := j.pending[id]
-	if p == nil {
-		return
+// held is the bytes of the pending frames of source (of all, if source is
+// empty): a sum over at most maxPending frames, counted when needed.
+func (j *joinParts) held(source string) int {
+	n := 0
+	for _, p := range j.pending {
+		if source == "" || p.source == source {
+			n += p.bytes
+		}
 	}
-	delete(j.pending, id)
-	j.bytes -= p.bytes
-	if j.bySource[p.source] -= p.bytes; j.bySource[p.source] <= 0 {
-		delete(j.bySource, p.source)
-	}
+	return n
 }
 
 // evictOldest drops the oldest pending frame (of source, unless source is
@@ -161,7 +155,7 @@ func (j *joinParts) evictOldest(source string, keep [8]byte) bool {
 	if first.IsZero() {
 		return false
 	}
-	j.drop(oldest)
+	delete(j.pending, oldest)
 	return true
 }
 

@@ -174,17 +174,17 @@ func TestJoinPartsByteBudget(t *testing.T) {
 				held += len(part)
 			}
 		}
-		if held != j.bytes || held > maxPartsBytes {
-			t.Fatalf("%s: %d bytes held (counted %d), bound %d", when, held, j.bytes, maxPartsBytes)
+		if held != j.held("") || held > maxPartsBytes {
+			t.Fatalf("%s: %d bytes held (counted %d), bound %d", when, held, j.held(""), maxPartsBytes)
 		}
-		for src, b := range j.bySource {
+		for src, b := range j.bySource() {
 			if b > maxSourceBytes {
 				t.Fatalf("%s: source %s holds %d bytes, bound %d", when, src, b, maxSourceBytes)
 			}
 		}
 	}
-	if _, why := j.add(junk(0, 0, 1<<20), "junk", now); why != partTooLarge || j.bytes != 0 {
-		t.Fatalf("a 1 MiB part: %q, %d bytes held; want refused", why, j.bytes)
+	if _, why := j.add(junk(0, 0, 1<<20), "junk", now); why != partTooLarge || j.held("") != 0 {
+		t.Fatalf("a 1 MiB part: %q, %d bytes held; want refused", why, j.held(""))
 	}
 	evicted := false
 	for f := range 32 {
@@ -224,6 +224,17 @@ func TestJoinPartsByteBudget(t *testing.T) {
 	}
 }
 
+// bySource is what each source holds, summed from its parts.
+func (j *joinParts) bySource() map[string]int {
+	out := map[string]int{}
+	for _, p := range j.pending {
+		for _, part := range p.parts {
+			out[p.source] += len(part)
+		}
+	}
+	return out
+}
+
 // FuzzJoinParts feeds arbitrary parts (split by 0xff bytes) to the
 // reassembler: it must not panic, must stay within its bounds, and may
 // only return what its parts carried.
@@ -240,10 +251,10 @@ func FuzzJoinParts(f *testing.F) {
 			if whole, _ := j.add(p, string(rune('a'+i%3)), now.Add(time.Duration(i)*time.Minute)); len(whole) > total {
 				t.Fatalf("reassembled %d bytes from %d bytes of input", len(whole), total)
 			}
-			if len(j.pending) > maxPending || j.bytes > maxPartsBytes {
-				t.Fatalf("%d frames, %d bytes pending, bounds %d, %d", len(j.pending), j.bytes, maxPending, maxPartsBytes)
+			if len(j.pending) > maxPending || j.held("") > maxPartsBytes {
+				t.Fatalf("%d frames, %d bytes pending, bounds %d, %d", len(j.pending), j.held(""), maxPending, maxPartsBytes)
 			}
-			for src, b := range j.bySource {
+			for src, b := range j.bySource() {
 				if b > maxSourceBytes || b <= 0 {
 					t.Fatalf("source %s holds %d bytes, bound %d", src, b, maxSourceBytes)
 				}
