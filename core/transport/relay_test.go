@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -172,9 +174,11 @@ func TestRelayedPathUpgradesToDirect(t *testing.T) {
 
 func TestAddRemoveRelay(t *testing.T) {
 	m := newMembers()
+	var later atomic.Int64 // how far the relay's clock is ahead
 	r := newTransport(t, m, func(o *transport.Options) {
-		o.RelayService = &transport.RelayOptions{}
+		o.RelayService = &transport.RelayOptions{ReservationTTL: time.Hour}
 		o.ForceReachability = transport.ReachabilityPublic
+		o.Clock = func() time.Time { return time.Now().Add(time.Duration(later.Load())) }
 	})
 	a := newTransport(t, m, nil)
 	b := newTransport(t, m, nil)
@@ -196,6 +200,13 @@ func TestAddRemoveRelay(t *testing.T) {
 		t.Fatalf("Relays = %v", got)
 	}
 	relayAddrs := waitRelayAddrs(t, a)
+	// both ends list the reservation (doctor: "relayed by", "relays for")
+	if got := a.Reserved(); !slices.Equal(got, []peer.ID{r.ID()}) {
+		t.Fatalf("a.Reserved = %v, want the relay", got)
+	}
+	if got := r.Served(); !slices.Equal(got, []peer.ID{a.ID()}) {
+		t.Fatalf("r.Served = %v, want a alone (b reserved nothing)", got)
+	}
 	a.Handle(func(context.Context, peer.ID, []byte) error { return nil })
 	b.AddAddrs(a.ID(), relayAddrs, peerstore.TempAddrTTL)
 	ctx := ctxT(t, 20*time.Second)
@@ -205,6 +216,14 @@ func TestAddRemoveRelay(t *testing.T) {
 	a.RemoveRelay(r.ID())
 	if got := a.Relays(); len(got) != 0 {
 		t.Fatalf("Relays after RemoveRelay = %v", got)
+	}
+	if got := a.Reserved(); len(got) != 0 {
+		t.Fatalf("Reserved after RemoveRelay = %v", got)
+	}
+	// a reservation nobody refreshed for its life is no longer served
+	later.Store(int64(time.Hour + time.Minute))
+	if got := r.Served(); len(got) != 0 {
+		t.Fatalf("r.Served an hour after the last reservation = %v", got)
 	}
 	for _, ad := range a.Addrs() {
 		if ad.Kind == transport.AddrRelay {
