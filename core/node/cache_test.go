@@ -3,23 +3,12 @@ package node
 import (
 	"context"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/remora-p2p/remora/core/api"
 	"github.com/remora-p2p/remora/testenv"
 )
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // TestCacheOnly: two members meet over a folder channel, then both restart
 // with the peer cache as their only box (no channel, no peer exchange, no
@@ -30,7 +19,7 @@ func TestCacheOnly(t *testing.T) {
 		t.Skip("starts libp2p nodes")
 	}
 	root := t.TempDir()
-	ports := map[string]int{"alice": freePort(t), "bob": freePort(t)}
+	ports := map[string]int{"alice": testenv.FreePort(t), "bob": testenv.FreePort(t)}
 	nodes := startDirNodes(t, root, 0, nil)
 	for _, name := range []string{"alice", "bob"} {
 		more := startDirNodesTuned(t, root, func(o *Options) {

@@ -45,7 +45,7 @@ func newMailboxCircle(t testing.TB) *mailboxCircle {
 	mc := &mailboxCircle{t: t, nodes: map[string]*testNode{}, up: map[string]bool{}, tunes: map[string]func(*Options){}}
 	now := func() time.Time { return time.Now().Add(time.Duration(mc.skew.Load())) }
 	for _, name := range []string{"alice", "bob", "carol", "dave"} {
-		port := freePort(t)
+		port := testenv.FreePort(t)
 		tn := &testNode{t: t, name: name, state: filepath.Join(root, name), shared: shared, now: now}
 		tn.tune = func(o *Options) {
 			o.ListenAddrs = []string{fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port)}
