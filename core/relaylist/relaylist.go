@@ -432,10 +432,11 @@ func parseRow(row []byte) (Relay, error) {
 	return r, nil
 }
 
-// MarshalCSV writes a list.
+// MarshalCSV writes a list: a parsed list's rows as they were, then any
+// relays in Relays.
 func MarshalCSV(l *List) []byte {
 	var buf bytes.Buffer
-	fmt.Fprintf(&buf, "remora-relays v1,seq=%d,expires=%s,count=%d\npeer,addrs,health\n", l.Seq, l.Expires.UTC().Format(time.RFC3339), l.Len())
+	fmt.Fprintf(&buf, "remora-relays v1,seq=%d,expires=%s,count=%d\npeer,addrs,health\n", l.Seq, l.Expires.UTC().Format(time.RFC3339), len(l.rows)+len(l.Relays))
 	for _, row := range l.rows {
 		buf.Write(row)
 		buf.WriteByte('\n')

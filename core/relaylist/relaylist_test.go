@@ -172,6 +172,11 @@ func TestRowsDecodeOnUse(t *testing.T) {
 	if string(MarshalCSV(l)) != bad {
 		t.Fatal("a parsed list does not marshal back to its text")
 	}
+	more, _ := ParseCSV([]byte(csv))
+	more.Relays = append(more.Relays, good.Relays[0])
+	if again, err := ParseCSV(MarshalCSV(more)); err != nil || again.Len() != 3 {
+		t.Fatalf("a parsed list with a relay added does not marshal to a list of 3 that loads: %v", err)
+	}
 	for _, row := range []string{"peer0,/ip4/1.2.3.4/tcp/1,0.5", "12D3,ip4/1.2.3.4,0.5", "12D3,/ip4/1.2.3.4,1.5", "12D3,,0.5", "12D3,/ip4/1.2.3.4"} {
 		if _, err := ParseCSV([]byte("remora-relays v1,seq=1,expires=2030-01-01T00:00:00Z,count=1\npeer,addrs,health\n" + row + "\n")); !errors.Is(err, ErrFormat) {
 			t.Errorf("row %q: %v, want ErrFormat", row, err)
