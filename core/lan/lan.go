@@ -82,7 +82,6 @@ type announcer struct {
 	netID  string
 	born   time.Time
 	sealed time.Time
-	text   []string
 	fp     string // what the text was made from
 }
 
@@ -211,7 +210,7 @@ func (s *Service) announce(n Network, ifc net.Interface) {
 			s.o.Logger.Warn("lan: announce", "interface", n.Name, "err", err)
 			return
 		}
-		a = &announcer{srv: srv, netID: n.ID(), born: now, sealed: now, text: text, fp: fp}
+		a = &announcer{srv: srv, netID: n.ID(), born: now, sealed: now, fp: fp}
 		s.mu.Lock()
 		s.ann[n.Name] = a
 		s.mu.Unlock()
@@ -220,7 +219,7 @@ func (s *Service) announce(n Network, ifc net.Interface) {
 	}
 	if fp != a.fp || now.Sub(a.sealed) >= MaxAge/3 {
 		a.srv.SetText(text)
-		a.text, a.fp, a.sealed = text, fp, now
+		a.fp, a.sealed = fp, now
 	}
 }
 
