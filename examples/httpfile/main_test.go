@@ -4,11 +4,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
-	"path/filepath"
+	"strings"
 	"testing"
 
 	"golang.org/x/net/webdav"
@@ -23,28 +26,57 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// harness is one WebDAV server (golang.org/x/net/webdav over a folder, the
-// server rclone and many Go tools embed) behind a fault-injecting proxy,
-// shared by two members with a state dir each.
+// harness is a fresh collection on a WebDAV server behind a
+// fault-injecting proxy, shared by two members with a state dir each;
+// with user set, written with basic auth (the secrets username and
+// password).
 type harness struct {
-	root  string // the folder the server serves
-	proxy *faultproxy.Proxy
-	state []string
+	folder     string // http://HOST/kit-XXXX/ on the server itself
+	proxy      *faultproxy.Proxy
+	user, pass string
+	state      []string
 }
 
+// newHarness serves a folder with golang.org/x/net/webdav, the server
+// rclone and many Go tools embed.
 func newHarness(t *testing.T) channeltest.Harness {
-	root := t.TempDir()
-	if err := os.Mkdir(filepath.Join(root, "circle"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(&webdav.Handler{FileSystem: webdav.Dir(root), LockSystem: webdav.NewMemLS()})
+	srv := httptest.NewServer(&webdav.Handler{FileSystem: webdav.Dir(t.TempDir()), LockSystem: webdav.NewMemLS()})
 	t.Cleanup(srv.Close)
-	p, err := faultproxy.New(srv.Listener.Addr().String())
-	if err != nil {
+	return newCollection(t, srv.URL, "", "")
+}
+
+// newCollection makes a fresh collection under server and a proxy to it.
+func newCollection(t *testing.T, server, user, pass string) *harness {
+	b := make([]byte, 6)
+	rand.Read(b)
+	h := &harness{folder: strings.TrimSuffix(server, "/") + "/kit-" + hex.EncodeToString(b) + "/",
+		user: user, pass: pass, state: []string{t.TempDir(), t.TempDir()}}
+	h.do(t, "MKCOL", h.folder, nil, http.StatusCreated)
+	t.Cleanup(func() { h.do(t, "DELETE", h.folder, nil, http.StatusNoContent) })
+	u, _ := url.Parse(server)
+	var err error
+	if h.proxy, err = faultproxy.New(u.Host); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { p.Close() })
-	return &harness{root: root, proxy: p, state: []string{t.TempDir(), t.TempDir()}}
+	t.Cleanup(func() { h.proxy.Close() })
+	return h
+}
+
+// do sends one request straight to the server, as another WebDAV client.
+func (h *harness) do(t *testing.T, method, target string, body []byte, want int) {
+	t.Helper()
+	req, _ := http.NewRequest(method, target, strings.NewReader(string(body)))
+	if h.user != "" {
+		req.SetBasicAuth(h.user, h.pass)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, target, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != want {
+		t.Fatalf("%s %s: %s, want %d", method, target, resp.Status, want)
+	}
 }
 
 func (h *harness) Members() int                                       { return len(h.state) }
@@ -54,16 +86,20 @@ func (h *harness) Proxies() []*faultproxy.Proxy                       { return [
 func (h *harness) InvalidateCursor(context.Context, *testing.T) error { return sdk.ErrUnsupported }
 
 func (h *harness) Open(ctx context.Context, t *testing.T, a sdk.Adapter, m int) (sdk.Channel, error) {
-	cfg, _ := json.Marshal(map[string]string{"url": "http://" + h.proxy.Addr() + "/circle/"})
-	return a.Configure(ctx, sdk.ConfigureRequest{ChannelID: fmt.Sprint(m), Config: cfg, StateDir: h.state[m], Logger: channeltest.Logger(t)})
+	u, _ := url.Parse(h.folder)
+	u.Host = h.proxy.Addr()
+	cfg, _ := json.Marshal(map[string]string{"url": u.String()})
+	return a.Configure(ctx, sdk.ConfigureRequest{ChannelID: fmt.Sprint(m), Config: cfg, StateDir: h.state[m],
+		Secrets: map[string]string{"username": h.user, "password": h.pass}, Logger: channeltest.Logger(t)})
 }
 
-// InsertBackdated writes a file straight into the served folder, as a late
-// upload by another client: it sorts nowhere in particular.
+// InsertBackdated uploads a file as another client would, late: it sorts
+// nowhere in particular.
 func (h *harness) InsertBackdated(ctx context.Context, t *testing.T, member int, data []byte) error {
 	k := make([]byte, 12)
 	rand.Read(k)
-	return os.WriteFile(filepath.Join(h.root, "circle", base64.RawURLEncoding.EncodeToString(k)), data, 0o644)
+	h.do(t, "PUT", h.folder+base64.RawURLEncoding.EncodeToString(k), data, http.StatusCreated)
+	return nil
 }
 
 func TestConformance(t *testing.T) {
