@@ -66,9 +66,10 @@ type Item struct {
 type Box struct {
 	opts Options
 
-	mu    sync.Mutex
-	items map[ID]*Item
-	bytes int64
+	mu      sync.Mutex
+	items   map[ID]*Item
+	storing map[ID]bool // being written: counted in bytes, not yet in items
+	bytes   int64
 }
 
 // Record keys in the backend.
@@ -85,7 +86,7 @@ func Open(ctx context.Context, opts Options) (*Box, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	b := &Box{opts: opts, items: map[ID]*Item{}}
+	b := &Box{opts: opts, items: map[ID]*Item{}, storing: map[ID]bool{}}
 	if opts.Backend == nil {
 		return nil, errors.New("mailbox: open: no backend")
 	}
@@ -153,20 +154,32 @@ func (b *Box) Put(from peer.ID, tag Tag, expiry time.Time, env []byte) (ID, erro
 	if !expiry.After(now) {
 		return id, fmt.Errorf("mailbox: envelope already expired at %s", expiry.UTC().Format(time.RFC3339))
 	}
+	it := &Item{ID: id, Tag: tag, From: from, Size: len(env), At: now, Expiry: expiry}
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	if _, ok := b.items[id]; ok {
+	if _, ok := b.items[id]; ok || b.storing[id] {
+		b.mu.Unlock()
 		return id, nil
 	}
 	if b.bytes+int64(len(env)) > b.opts.Quota {
+		b.mu.Unlock()
 		return id, fmt.Errorf("%w: %d of %d bytes in use", ErrFull, b.bytes, b.opts.Quota)
 	}
-	it := &Item{ID: id, Tag: tag, From: from, Size: len(env), At: now, Expiry: expiry}
-	if err := b.opts.Backend.Put(itemKey(id), encodeItem(it, env)); err != nil {
+	// The bytes are taken before the write and the write made outside the
+	// lock, so that deposits in flight together share the backend's
+	// transaction and fsync (core/store: bbolt Batch) instead of waiting
+	// for each other's.
+	b.bytes += int64(it.Size)
+	b.storing[id] = true
+	b.mu.Unlock()
+	err := b.opts.Backend.Put(itemKey(id), encodeItem(it, env))
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.storing, id)
+	if err != nil {
+		b.bytes -= int64(it.Size)
 		return id, fmt.Errorf("mailbox: keep envelope: %w", err)
 	}
 	b.items[id] = it
-	b.bytes += int64(it.Size)
 	return id, nil
 }
 

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/remora-p2p/remora/testenv"
 )
 
 // memBackend is an in-memory Backend for the package's own tests; the node
@@ -234,6 +236,69 @@ func TestBox(t *testing.T) {
 	off, _ := Open(context.Background(), Options{Backend: newMem(), Now: c.now})
 	if _, err := off.Put("alice", bob, c.in(time.Hour), env(1, 1)); !errors.Is(err, ErrOff) {
 		t.Fatalf("no quota: %v, want ErrOff", err)
+	}
+}
+
+// gatedBackend's Put waits until want Puts are under way at once (or a
+// deadline passes), as bbolt's Batch gathers the writes in flight.
+type gatedBackend struct {
+	*memBackend
+	want    int
+	mu      sync.Mutex
+	in      int
+	all     chan struct{}
+	timeout bool
+}
+
+func (g *gatedBackend) Put(k, v []byte) error {
+	g.mu.Lock()
+	if g.in++; g.in == g.want {
+		close(g.all)
+	}
+	g.mu.Unlock()
+	select {
+	case <-g.all:
+	case <-time.After(10 * time.Second):
+		g.mu.Lock()
+		g.timeout = true
+		g.mu.Unlock()
+	}
+	return g.memBackend.Put(k, v)
+}
+
+// TestPutsInFlightTogether: deposits in flight reach the backend together
+// (so core/store's Batch shares one transaction and fsync among them),
+// not one after the other behind the box's lock; the quota still holds
+// for puts in flight together.
+func TestPutsInFlightTogether(t *testing.T) {
+	c := newClock()
+	g := &gatedBackend{memBackend: newMem(), want: 4, all: make(chan struct{})}
+	box, err := Open(context.Background(), Options{Quota: 4 * 100, Backend: g, Now: c.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 5)
+	for i := range 4 {
+		wg.Go(func() { _, errs[i] = box.Put("alice", tagOf("bob"), c.in(time.Hour), env(100, byte(i))) })
+	}
+	// The fifth, once the four are being written, is over the quota.
+	testenv.WaitFor(t, "four puts taking their bytes", 30*time.Second, func() bool { return box.Stats().Bytes == 400 })
+	_, errs[4] = box.Put("alice", tagOf("bob"), c.in(time.Hour), env(100, 9))
+	wg.Wait()
+	if g.timeout {
+		t.Fatal("the puts reached the backend one at a time")
+	}
+	for i, err := range errs[:4] {
+		if err != nil {
+			t.Errorf("put %d: %v", i, err)
+		}
+	}
+	if !errors.Is(errs[4], ErrFull) {
+		t.Errorf("a put over the quota while four were in flight: %v, want ErrFull", errs[4])
+	}
+	if st := box.Stats(); st.Items != 4 || st.Bytes != 400 {
+		t.Errorf("held %d items, %d bytes; want 4, 400", st.Items, st.Bytes)
 	}
 }
 
