@@ -249,8 +249,13 @@ func reset(c net.Conn) {
 
 func (p *Proxy) serve(pr *pair) {
 	defer p.wg.Done()
+	clean := false
 	defer func() {
-		pr.cut()
+		if clean {
+			pr.close()
+		} else {
+			pr.cut()
+		}
 		p.mu.Lock()
 		delete(p.conns, pr)
 		p.mu.Unlock()
@@ -268,16 +273,33 @@ func (p *Proxy) serve(pr *pair) {
 	}
 	pr.upstream = up
 	pr.mu.Unlock()
-	done := make(chan struct{}, 2)
-	go func() { p.pump(up, pr.client, true); done <- struct{}{} }()
-	go func() { p.pump(pr.client, up, false); done <- struct{}{} }()
-	<-done // one direction ended: end both, as a proxy in the middle must
-	pr.cut()
-	<-done
+	done := make(chan bool, 2)
+	go func() { done <- p.pump(up, pr.client, true) }()
+	go func() { done <- p.pump(pr.client, up, false) }()
+	// A side that closed its end (EOF, passed on as a half-close) leaves
+	// the other direction running, as TCP does: a server's last bytes
+	// must reach the client, and a reset would discard them. A direction
+	// that failed ends both.
+	if clean = <-done; !clean {
+		pr.cut()
+	}
+	clean = <-done && clean
 }
 
-// pump copies src to dst under the proxy's faults until either fails.
-func (p *Proxy) pump(dst, src net.Conn, toTarget bool) {
+// close closes both ends gracefully, after both directions ended cleanly.
+func (c *pair) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_ = c.client.Close()
+	if c.upstream != nil {
+		_ = c.upstream.Close()
+	}
+}
+
+// pump copies src to dst under the proxy's faults until either fails; it
+// reports whether src ended cleanly (EOF), passed on to dst as a
+// half-close.
+func (p *Proxy) pump(dst, src net.Conn, toTarget bool) bool {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
@@ -287,7 +309,7 @@ func (p *Proxy) pump(dst, src net.Conn, toTarget bool) {
 			chunk, last, ok := p.admit(data, toTarget)
 			if !ok {
 				p.held.Add(-int64(len(data)))
-				return
+				return false
 			}
 			p.held.Add(-int64(len(chunk)))
 			if toTarget {
@@ -297,22 +319,23 @@ func (p *Proxy) pump(dst, src net.Conn, toTarget bool) {
 			}
 			if _, werr := dst.Write(chunk); werr != nil {
 				p.held.Add(-int64(len(data) - len(chunk)))
-				return
+				return false
 			}
 			if last {
 				p.held.Add(-int64(len(data) - len(chunk)))
 				p.cutNow()
-				return
+				return false
 			}
 			data = data[len(chunk):]
 		}
 		if err != nil {
-			if errors.Is(err, io.EOF) {
-				if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-					_ = cw.CloseWrite()
-				}
+			if !errors.Is(err, io.EOF) {
+				return false
 			}
-			return
+			if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+				_ = cw.CloseWrite()
+			}
+			return true
 		}
 	}
 }

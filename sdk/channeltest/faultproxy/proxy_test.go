@@ -209,3 +209,57 @@ func TestBadTarget(t *testing.T) {
 		t.Fatal("a target without a port was accepted")
 	}
 }
+
+// TestServerCloseDeliversAll: a server that sends a large answer and
+// closes (git daemon after a pack, an HTTP/1.0 server) gets every byte to
+// the client through the proxy, however slowly the client reads. A proxy
+// that reset both ends on the first EOF discarded what it still held for
+// the client ("connection reset" part way through a fetch).
+func TestServerCloseDeliversAll(t *testing.T) {
+	const size = 128 << 10
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	sent := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			sent <- err
+			return
+		}
+		_, err = c.Write(make([]byte, size))
+		c.Close()
+		sent <- err
+	}()
+	p, err := faultproxy.New(ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.(*net.TCPConn).SetReadBuffer(4 << 10)
+	c.SetDeadline(time.Now().Add(time.Minute))
+	// The client reads nothing until the proxy has the whole answer and
+	// the server closed: most of it waits in the proxy's socket.
+	if err := <-sent; err != nil {
+		t.Fatalf("server: %v", err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for st := p.Stats(); st.ToClient < size; st = p.Stats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the proxy did not take the whole answer: %+v", st)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.(*net.TCPConn).SetReadBuffer(1 << 20)
+	got, err := io.Copy(io.Discard, c)
+	if err != nil || got != size {
+		t.Fatalf("read %d of %d bytes: %v", got, size, err)
+	}
+}
