@@ -14,9 +14,11 @@ import (
 // Put writes board/<key> on the own ref through the flusher and returns
 // once it is pushed.
 func (c *channel) Put(ctx context.Context, req sdk.PutRequest) error {
-	if c.closed() {
-		return errClosed
+	ctx, end, err := c.begin(ctx)
+	if err != nil {
+		return err
 	}
+	defer end()
 	if err := sdk.CheckKey("board key", req.Key); err != nil {
 		return fmt.Errorf("git: put: %w", err)
 	}
@@ -25,7 +27,7 @@ func (c *channel) Put(ctx context.Context, req sdk.PutRequest) error {
 	}
 	ch := c.enqueue(boardPath(req.Key), append([]byte{}, req.Value...))
 	c.kickFlusher()
-	if err := wait(ctx, c.stop, ch); err != nil {
+	if err := wait(ctx, ch); err != nil {
 		return fmt.Errorf("git: put: %w", err)
 	}
 	return nil
@@ -34,9 +36,11 @@ func (c *channel) Put(ctx context.Context, req sdk.PutRequest) error {
 // Get fetches and returns the latest value per key over all members' refs;
 // "latest" is by the commit that last changed the value.
 func (c *channel) Get(ctx context.Context, req sdk.GetRequest) (sdk.GetResponse, error) {
-	if c.closed() {
-		return sdk.GetResponse{}, errClosed
+	ctx, end, err := c.begin(ctx)
+	if err != nil {
+		return sdk.GetResponse{}, err
 	}
+	defer end()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	refs, err := c.fetchLocked(ctx)

@@ -83,9 +83,9 @@ type channel struct {
 	keys    map[string]string // own pushed log keys -> bucket
 	kick    chan struct{}
 
-	stop      chan struct{}
-	done      chan struct{}
-	closeOnce sync.Once
+	// life cancels every call in flight and the flusher on Close: a fetch
+	// or push stalled on the remote ends with its context.
+	life sdk.Lifecycle
 
 	health    health
 	refusedMu sync.Mutex
@@ -100,11 +100,9 @@ func newChannel(cfg Config, member string, log *slog.Logger, repo *gogit.Reposit
 		pending: map[string]*pendingEdit{},
 		refused: map[plumbing.Hash]string{},
 		kick:    make(chan struct{}, 1),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
 	}
 	c.health.counters = map[string]int64{}
-	go c.flushLoop()
+	_ = c.life.Go(c.flushLoop) // a new Lifecycle is open
 	return c
 }
 
@@ -124,25 +122,29 @@ func redact(remote string) string {
 	return ep.Protocol + "://" + host + "/" + strings.TrimPrefix(ep.Path, "/")
 }
 
-func (c *channel) closed() bool {
-	select {
-	case <-c.stop:
-		return true
-	default:
-		return false
+// begin starts a call that Close cancels (see sdk.Lifecycle); after Close
+// it returns errClosed.
+func (c *channel) begin(ctx context.Context) (context.Context, func(), error) {
+	ctx, end, err := c.life.Begin(ctx)
+	if err != nil {
+		return ctx, end, errClosed
 	}
+	return ctx, end, nil
+}
+
+// ended is why a call's ctx ended: errClosed when Close ended it.
+func ended(ctx context.Context) error {
+	if errors.Is(context.Cause(ctx), sdk.ErrClosed) {
+		return errClosed
+	}
+	return ctx.Err()
 }
 
 func (c *channel) Capabilities() sdk.Capabilities { return capabilities(c.cfg) }
 
-// Close stops the flusher; items still waiting fail.
-func (c *channel) Close() error {
-	c.closeOnce.Do(func() {
-		close(c.stop)
-		<-c.done
-	})
-	return nil
-}
+// Close cancels the calls in flight and the flusher and waits for them;
+// items still waiting fail.
+func (c *channel) Close() error { return c.life.Close(nil) }
 
 // ---------------------------------------------------------------- remote I/O
 
@@ -241,12 +243,14 @@ func (c *channel) dropTracking(keep map[string]plumbing.Hash) error {
 // Publish queues each valid item for the next commit on the own ref and
 // returns when the push holding it succeeded, or with a per-item error.
 func (c *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.PublishResponse, error) {
-	if c.closed() {
-		return sdk.PublishResponse{}, errClosed
-	}
 	if err := ctx.Err(); err != nil {
 		return sdk.PublishResponse{}, err // nothing attempted
 	}
+	ctx, end, err := c.begin(ctx)
+	if err != nil {
+		return sdk.PublishResponse{}, err
+	}
+	defer end()
 	res := sdk.PublishResponse{Results: make([]sdk.PublishResult, len(req.Items))}
 	waits := make([]chan error, len(req.Items))
 	for i, it := range req.Items {
@@ -270,7 +274,7 @@ func (c *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.Publ
 		if ch == nil {
 			continue
 		}
-		if err := wait(ctx, c.stop, ch); err != nil {
+		if err := wait(ctx, ch); err != nil {
 			res.Results[i].Err = fmt.Errorf("git: publish %s: %w", req.Items[i].IdempotencyKey, err)
 		}
 	}
@@ -278,14 +282,15 @@ func (c *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.Publ
 }
 
 // wait waits for a push result.
-func wait(ctx context.Context, stop <-chan struct{}, ch <-chan error) error {
+func wait(ctx context.Context, ch <-chan error) error {
 	select {
 	case err := <-ch:
 		return err
 	case <-ctx.Done():
+		if err := ended(ctx); errors.Is(err, errClosed) {
+			return err
+		}
 		return sdk.Errorf(sdk.CodeUnavailable, "not pushed before the deadline (it stays queued and may still appear): %w", ctx.Err())
-	case <-stop:
-		return errClosed
 	}
 }
 
@@ -337,21 +342,12 @@ func (c *channel) kickFlusher() {
 // flushLoop commits and pushes queued edits at most once per flush
 // interval, retrying with jittered exponential backoff while the remote is
 // unavailable.
-func (c *channel) flushLoop() {
-	defer close(c.done)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-c.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+// ctx ends with Close.
+func (c *channel) flushLoop(ctx context.Context) {
 	var last time.Time
 	for {
 		select {
-		case <-c.stop:
+		case <-ctx.Done():
 			c.failAll(errClosed)
 			return
 		case <-c.kick:

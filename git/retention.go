@@ -29,9 +29,11 @@ func Compact(ctx context.Context, ch sdk.Channel) error {
 }
 
 func (c *channel) Compact(ctx context.Context) error {
-	if c.closed() {
-		return errClosed
+	ctx, end, err := c.begin(ctx)
+	if err != nil {
+		return err
 	}
+	defer end()
 	c.flushMu.Lock()
 	defer c.flushMu.Unlock()
 	c.synced = false // squash what the remote has, not a stale view
@@ -47,9 +49,11 @@ func (c *channel) Compact(ctx context.Context) error {
 // Delete removes own log items (delete scope own); IDs of other members'
 // items fail with CodeUnsupported. Items already gone are success.
 func (c *channel) Delete(ctx context.Context, req sdk.DeleteRequest) (sdk.DeleteResponse, error) {
-	if c.closed() {
-		return sdk.DeleteResponse{}, errClosed
+	ctx, end, err := c.begin(ctx)
+	if err != nil {
+		return sdk.DeleteResponse{}, err
 	}
+	defer end()
 	res := sdk.DeleteResponse{Errors: make([]error, len(req.IDs))}
 	waits := make([]chan error, len(req.IDs))
 	for i, id := range req.IDs {
@@ -67,7 +71,7 @@ func (c *channel) Delete(ctx context.Context, req sdk.DeleteRequest) (sdk.Delete
 	c.kickFlusher()
 	for i, ch := range waits {
 		if ch != nil {
-			if err := wait(ctx, c.stop, ch); err != nil {
+			if err := wait(ctx, ch); err != nil {
 				res.Errors[i] = fmt.Errorf("git: delete %s: %w", req.IDs[i], err)
 			}
 		}

@@ -20,9 +20,11 @@ import (
 // then key). A cursor ref that was deleted or rewritten (force push,
 // Compact) is CodeCursorInvalid.
 func (c *channel) Subscribe(ctx context.Context, req sdk.SubscribeRequest, sink sdk.Sink) error {
-	if c.closed() {
-		return errClosed
+	ctx, end, err := c.begin(ctx)
+	if err != nil {
+		return err
 	}
+	defer end()
 	cur, err := decodeCursor(req.Cursor)
 	if err != nil {
 		c.health.add("cursor_invalid", 1)
@@ -36,7 +38,7 @@ func (c *channel) Subscribe(ctx context.Context, req sdk.SubscribeRequest, sink 
 		n := 0
 		switch {
 		case ctx.Err() != nil:
-			return ctx.Err()
+			return ended(ctx)
 		case err != nil && sdk.CodeOf(err) != sdk.CodeUnavailable:
 			return err
 		case err != nil:
@@ -45,7 +47,7 @@ func (c *channel) Subscribe(ctx context.Context, req sdk.SubscribeRequest, sink 
 			n, err = c.deliver(ctx, cur, refs, sink)
 			if err != nil {
 				if ctx.Err() != nil {
-					return ctx.Err()
+					return ended(ctx)
 				}
 				return err
 			}
@@ -57,9 +59,7 @@ func (c *channel) Subscribe(ctx context.Context, req sdk.SubscribeRequest, sink 
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
-		case <-c.stop:
-			return errClosed
+			return ended(ctx)
 		case <-time.After(jitter(interval)):
 		}
 	}
