@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -140,33 +141,26 @@ func serve(adapters map[string]Adapter, opts []ServeOption) error {
 		// the same warning about the same item.
 		logger = slog.New(NewQuietHandler(NewLogHandler(stderr, level), QuietOptions{}))
 	}
+	streams, cancelStreams := context.WithCancel(context.Background())
 	srvs := make(map[string]*grpcServer, len(adapters))
 	for kind, a := range adapters {
 		l := logger
 		if kind != "" {
 			l = logger.With("kind", kind)
 		}
-		srvs[kind] = newGRPCServer(a, l)
+		srvs[kind] = newGRPCServer(a, l, streams)
 	}
 	defer func() {
+		cancelStreams()
 		for _, srv := range srvs {
 			srv.closeAll()
 		}
 	}()
 
-	stopper := &stopper{grace: cfg.grace, idle: func() bool {
-		for _, srv := range srvs {
-			if !srv.idle() {
-				return false
-			}
-		}
-		return true
-	}}
+	stopper := &stopper{grace: cfg.grace}
 	stop := func(why string) {
 		logger.Debug("adapter stopping", "reason", why)
-		for _, srv := range srvs {
-			srv.cancelStreams()
-		}
+		cancelStreams()
 		stopper.stop()
 	}
 	sigs := make(chan os.Signal, 1)
@@ -205,7 +199,7 @@ func serve(adapters map[string]Adapter, opts []ServeOption) error {
 			ProtocolVersion: {wire.PluginName: &grpcPlugin{srvs: srvs}},
 		},
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
-			gs := grpc.NewServer(append(opts, serverOptions(srvs)...)...)
+			gs := grpc.NewServer(append(opts, stopper.serverOptions()...)...)
 			stopper.set(gs)
 			return gs
 		},
@@ -231,14 +225,18 @@ func ServeListener(ctx context.Context, l net.Listener, a Adapter, opts ...Serve
 	if logger == nil {
 		logger = slog.New(NewLogHandler(os.Stderr, levelFromEnv()))
 	}
-	srv := newGRPCServer(a, logger)
-	defer srv.closeAll()
-	gs := grpc.NewServer(serverOptions(map[string]*grpcServer{"": srv})...)
+	streams, cancelStreams := context.WithCancel(context.Background())
+	srv := newGRPCServer(a, logger, streams)
+	defer func() {
+		cancelStreams()
+		srv.closeAll()
+	}()
+	st := &stopper{grace: cfg.grace}
+	gs := grpc.NewServer(st.serverOptions()...)
 	wire.RegisterAdapterServer(gs, srv)
-	st := &stopper{grace: cfg.grace, idle: srv.idle}
 	st.set(gs)
 	stop := context.AfterFunc(ctx, func() {
-		srv.cancelStreams()
+		cancelStreams()
 		st.stop()
 	})
 	defer stop()
@@ -259,26 +257,15 @@ func newServeConfig(opts []ServeOption) serveConfig {
 	return cfg
 }
 
-// serverOptions are the gRPC server options for the adapters srvs serve
-// (by kind): the wire's limits and windows, and calls counted in flight.
-func serverOptions(srvs map[string]*grpcServer) []grpc.ServerOption {
-	prefix := make(map[string]*grpcServer, len(srvs))
-	for kind, srv := range srvs {
-		prefix["/"+wire.KindService(kind)+"/"] = srv
-	}
-	track := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		srv := prefix[info.FullMethod[:strings.LastIndexByte(info.FullMethod, '/')+1]]
-		if srv == nil {
-			return h(ctx, req)
-		}
-		return srv.track(ctx, req, info, h)
-	}
+// serverOptions are the gRPC server options: the wire's limits and
+// windows, and every call counted in flight so that a stop lets it finish.
+func (s *stopper) serverOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(wire.MaxMessageSize),
 		grpc.MaxSendMsgSize(wire.MaxMessageSize),
 		grpc.InitialWindowSize(wire.WindowSize),
 		grpc.InitialConnWindowSize(wire.WindowSize),
-		grpc.ChainUnaryInterceptor(track),
+		grpc.ChainUnaryInterceptor(s.track),
 	}
 }
 
@@ -293,16 +280,17 @@ func describe(w io.Writer, info Info) error {
 	return nil
 }
 
-// stopper stops a gRPC server once the calls in flight are done (idle), or
-// after a grace period. It does not use GracefulStop, which would wait for
-// go-plugin's own never-ending streams. A stop requested before the server
-// exists stops it as soon as it does.
+// stopper stops a gRPC server once the unary calls in flight (of every
+// adapter the process serves) are done, or after a grace period. It does
+// not use GracefulStop, which would wait for go-plugin's own never-ending
+// streams. A stop requested before the server exists stops it as soon as
+// it does.
 type stopper struct {
-	grace   time.Duration
-	idle    func() bool
-	mu      sync.Mutex
-	gs      *grpc.Server
-	stopped bool
+	grace    time.Duration
+	inflight atomic.Int64 // unary calls running
+	mu       sync.Mutex
+	gs       *grpc.Server
+	stopped  bool
 }
 
 func (s *stopper) set(gs *grpc.Server) {
@@ -314,6 +302,15 @@ func (s *stopper) set(gs *grpc.Server) {
 		gs.Stop()
 	}
 }
+
+// track counts unary calls in flight.
+func (s *stopper) track(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	s.inflight.Add(1)
+	defer s.inflight.Add(-1)
+	return h(ctx, req)
+}
+
+func (s *stopper) idle() bool { return s.inflight.Load() == 0 }
 
 func (s *stopper) started() bool {
 	s.mu.Lock()

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-plugin"
@@ -42,46 +41,32 @@ type grpcServer struct {
 	impl   Adapter
 	logger *slog.Logger
 
-	// streams is the parent of every Subscribe; cancelStreams ends them so
-	// a graceful stop does not wait for them.
-	streams       context.Context
-	cancelStreams context.CancelFunc
-
-	inflight atomic.Int64 // unary calls running
+	// streams is the parent of every Subscribe; the server's owner cancels
+	// it so that a graceful stop does not wait for them.
+	streams context.Context
 
 	mu       sync.Mutex
 	next     uint64
 	channels map[uint64]*servedChannel
 }
 
-// track counts unary calls in flight, so a stop can let them finish.
-func (s *grpcServer) track(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	s.inflight.Add(1)
-	defer s.inflight.Add(-1)
-	return h(ctx, req)
-}
-
-func (s *grpcServer) idle() bool { return s.inflight.Load() == 0 }
-
 type servedChannel struct {
 	id string
 	ch Channel
 }
 
-func newGRPCServer(a Adapter, logger *slog.Logger) *grpcServer {
-	ctx, cancel := context.WithCancel(context.Background())
+func newGRPCServer(a Adapter, logger *slog.Logger, streams context.Context) *grpcServer {
 	return &grpcServer{
-		impl:          a,
-		logger:        logger,
-		streams:       ctx,
-		cancelStreams: cancel,
-		channels:      make(map[uint64]*servedChannel),
+		impl:     a,
+		logger:   logger,
+		streams:  streams,
+		channels: make(map[uint64]*servedChannel),
 	}
 }
 
-// closeAll closes every open channel; Serve calls it on the way out.
+// closeAll closes every open channel; Serve calls it on the way out, after
+// it cancelled streams.
 func (s *grpcServer) closeAll() {
-	s.cancelStreams()
 	s.mu.Lock()
 	chs := s.channels
 	s.channels = make(map[uint64]*servedChannel)
