@@ -9,10 +9,12 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/go-git/go-billy/v5"
 	"github.com/go-git/go-billy/v5/osfs"
 	gogit "github.com/go-git/go-git/v5"
 	gitconfig "github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing/cache"
+	"github.com/go-git/go-git/v5/plumbing/storer"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/plumbing/transport/client"
 	"github.com/go-git/go-git/v5/plumbing/transport/server"
@@ -29,7 +31,29 @@ func init() {
 	// receive-pack. Serve file:// with go-git's in-process server instead, so
 	// the adapter never shells out to git (installed once, at import, before
 	// any goroutine can use the registry).
-	client.InstallProtocol("file", server.NewClient(server.DefaultLoader))
+	client.InstallProtocol("file", server.NewClient(fileLoader{osfs.New("")}))
+}
+
+// fileLoader is go-git's filesystem loader with the local clone's storage
+// options: the in-process server runs in the adapter's process, and the
+// stock loader loads a planted blob of any size whole (and keeps it in a
+// 96 MiB object cache) to pack it.
+type fileLoader struct{ base billy.Filesystem }
+
+func (l fileLoader) Load(ep *transport.Endpoint) (storer.Storer, error) {
+	fs, err := l.base.Chroot(ep.Path)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := fs.Stat("config"); err != nil { // not bare
+		if fs, err = fs.Chroot(".git"); err != nil {
+			return nil, err
+		}
+		if _, err := fs.Stat("config"); err != nil {
+			return nil, transport.ErrRepositoryNotFound
+		}
+	}
+	return filesystem.NewStorageWithOptions(fs, cache.NewObjectLRU(cache.MiByte), filesystem.Options{LargeObjectThreshold: largeObject}), nil
 }
 
 type adapter struct{}
