@@ -106,7 +106,6 @@ func (adapter) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.Cha
 		password:     pw,
 		smtpPassword: smtpPW,
 		log:          log.With("channel", req.ChannelID, "mode", cfg.Mode),
-		closed:       make(chan struct{}),
 		counters:     map[string]int64{},
 		sent:         map[string]string{},
 		held:         map[string]heldItem{},
@@ -182,9 +181,6 @@ type channel struct {
 	smtpPassword string
 	log          *slog.Logger
 	push         bool
-
-	closeOnce sync.Once
-	closed    chan struct{}
 
 	// pubMu serializes use of pub, the connection for APPEND, SEARCH and
 	// Delete; nil after an error until the next use re-dials.
@@ -347,11 +343,9 @@ func (ch *channel) Health(ctx context.Context) sdk.Health {
 	for k, v := range ch.counters {
 		h.Counters[k] = v
 	}
-	select {
-	case <-ch.closed:
+	if ch.life.Closed() {
 		h.State, h.Message = sdk.HealthDown, "closed"
 		return h
-	default:
 	}
 	if ch.lastErr != nil {
 		h.State, h.Message = sdk.HealthDegraded, ch.lastErr.Error()
@@ -373,7 +367,6 @@ func (ch *channel) Health(ctx context.Context) sdk.Health {
 // Close cancels the calls in flight (their contexts end, which closes
 // their connections), waits for them, then logs out and closes the rest.
 func (ch *channel) Close() error {
-	ch.closeOnce.Do(func() { close(ch.closed) })
 	return ch.life.Close(func() error {
 		ch.pubMu.Lock()
 		if ch.pub != nil {
@@ -402,14 +395,7 @@ func (ch *channel) Close() error {
 	})
 }
 
-func (ch *channel) isClosed() bool {
-	select {
-	case <-ch.closed:
-		return true
-	default:
-		return false
-	}
-}
+func (ch *channel) isClosed() bool { return ch.life.Closed() }
 
 var errClosed = &sdk.Error{Code: sdk.CodeUnavailable, Message: "imap: channel closed", Err: sdk.ErrClosed}
 

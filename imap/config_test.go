@@ -80,7 +80,7 @@ func TestPublishRejectsBadItems(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ch := &channel{cfg: cfg, closed: make(chan struct{}), counters: map[string]int64{}, sent: map[string]string{}}
+	ch := &channel{cfg: cfg, counters: map[string]int64{}, sent: map[string]string{}}
 	limit := ch.Capabilities().MaxPayload
 	items := []sdk.PublishItem{
 		{Data: []byte("x"), IdempotencyKey: "bad key!", To: []string{"a@example.test"}},

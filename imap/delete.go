@@ -35,9 +35,6 @@ func (ch *channel) Delete(ctx context.Context, req sdk.DeleteRequest) (sdk.Delet
 		}
 		return res, nil
 	}
-	if ch.isClosed() {
-		return res, errClosed
-	}
 	drop := map[string]bool{} // keys to remove
 	var keys []string
 	type uidTarget struct {

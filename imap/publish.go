@@ -41,7 +41,7 @@ type mailPlan struct {
 // share a mail up to max_items_per_mail and max_mail_bytes.
 func (ch *channel) Publish(ctx context.Context, req sdk.PublishRequest) (sdk.PublishResponse, error) {
 	ctx, end, err := ch.life.Begin(ctx) // Close cancels it, and its I/O with it
-	if err != nil || ch.isClosed() {
+	if err != nil {
 		return sdk.PublishResponse{}, errClosed
 	}
 	defer end()

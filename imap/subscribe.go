@@ -27,7 +27,7 @@ func (e sinkError) Unwrap() error { return e.err }
 // retrying cannot fix end it.
 func (ch *channel) Subscribe(ctx context.Context, req sdk.SubscribeRequest, sink sdk.Sink) error {
 	ctx, end, err := ch.life.Begin(ctx) // Close cancels it, and its I/O with it
-	if err != nil || ch.isClosed() {
+	if err != nil {
 		return errClosed
 	}
 	defer end()
@@ -35,15 +35,6 @@ func (ch *channel) Subscribe(ctx context.Context, req sdk.SubscribeRequest, sink
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-ch.closed:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	backoff := 500 * time.Millisecond
 	for {
 		started := time.Now()
