@@ -288,9 +288,10 @@ type spec struct {
 	where    string // for errors: "built in", or the installed path
 }
 
-// resolve finds how to start adapter name.
+// resolve finds how to start adapter name, or the process of the
+// built-ins that run together (JoinKinds(Options.Together)).
 func (s *Supervisor) resolve(name string) (spec, error) {
-	if slices.Contains(s.opts.Builtins, name) {
+	if slices.Contains(s.opts.Builtins, name) || len(s.opts.Together) > 0 && name == JoinKinds(s.opts.Together) {
 		return spec{command: func() *exec.Cmd { return s.opts.Command(name) }, where: "built in"}, nil
 	}
 	m, err := readManifest(s.opts.Dir)

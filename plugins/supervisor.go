@@ -61,8 +61,9 @@ type Options struct {
 }
 
 // DefaultMemoryLimit is each adapter process's memory limit unless
-// Options.MemoryLimit says otherwise: an idle adapter holds 25-40 MB
-// resident; a channel that makes one hold a gigabyte is an attack.
+// Options.MemoryLimit says otherwise: an idle adapter holds 22-33 MB
+// resident (BENCHMARKS.md #2); a channel that makes one hold a gigabyte is
+// an attack.
 const DefaultMemoryLimit = 1 << 30
 
 // misbehaviourShown is how long a channel's health reports that its
@@ -176,9 +177,6 @@ func (s *Supervisor) proc(name string) (*proc, error) {
 		return p, nil
 	}
 	sp, err := s.resolve(name)
-	if kinds != nil {
-		sp, err = spec{command: func() *exec.Cmd { return s.opts.Command(name) }, where: "built in"}, nil
-	}
 	if err != nil {
 		return nil, err
 	}
