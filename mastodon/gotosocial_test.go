@@ -97,6 +97,20 @@ func (h *gtsHarness) InsertBackdated(context.Context, *testing.T, int, []byte) e
 	return sdk.Errorf(sdk.CodeUnsupported, "GoToSocial cannot backdate a status that mentions anyone; TestConformance covers late federated statuses on the fake")
 }
 
+// Plant posts data as member m's account straight through the API (as any
+// client holding its token could): a direct status mentioning the other
+// member, the way the adapter writes one, after the statuses already
+// there. The server's refusal of a status over its character limit (422
+// or 400 "exceed max chars", 413 for a body too large) is CodeTooLarge.
+func (h *gtsHarness) Plant(ctx context.Context, t *testing.T, m int, data []byte) error {
+	code, err := h.srv.Do(ctx, h.users[m].Token, http.MethodPost, "/api/v1/statuses", url.Values{
+		"status": {"@" + h.users[1-m].Username + " " + string(data)}, "visibility": {"direct"}, "content_type": {"text/plain"}}, nil)
+	if err != nil && (code == http.StatusRequestEntityTooLarge || strings.Contains(err.Error(), "exceed max chars")) {
+		return sdk.Errorf(sdk.CodeTooLarge, "gotosocial: plant a status of %d characters: %v", len(data), err)
+	}
+	return err
+}
+
 // TestConformanceGoToSocial runs the whole kit against the real server,
 // the Concurrent case included: GoToSocial notifies an account of its own
 // mentions, and the adapter accepts items from its own account.

@@ -2,10 +2,14 @@ package matrix
 
 import (
 	"context"
+	"errors"
+	"net/http"
 	"net/url"
 	"testing"
 	"time"
 
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/remora-p2p/remora/sdk"
@@ -67,6 +71,21 @@ func (h *harness) InvalidateCursor(context.Context, *testing.T) error {
 // an event before ones already delivered.
 func (h *harness) InsertBackdated(context.Context, *testing.T, int, []byte) error {
 	return sdk.Errorf(sdk.CodeUnsupported, "a Matrix room is ordered by the homeserver; nothing can be inserted before delivered events")
+}
+
+// Plant sends data as an envelope event from another device of member m
+// (the session the harness set the room up with), as any client of that
+// account could: it comes after the events already in the room. A
+// homeserver that refuses the event as too large (413, M_TOO_LARGE) gives
+// CodeTooLarge.
+func (h *harness) Plant(ctx context.Context, t *testing.T, m int, data []byte) error {
+	content := envelopeContent{V: contentVersion, E: []part{newPart("", data)}}
+	_, err := h.users[m].cli.SendMessageEvent(ctx, h.room, event.Type{Type: typesFor(string(h.room)).envelope, Class: event.MessageEventType}, content)
+	var herr mautrix.HTTPError
+	if errors.As(err, &herr) && (errors.Is(err, mautrix.MTooLarge) || herr.IsStatus(http.StatusRequestEntityTooLarge)) {
+		return sdk.Errorf(sdk.CodeTooLarge, "matrix: plant an event of %d bytes: %v", len(data), err)
+	}
+	return err
 }
 
 func TestConformance(t *testing.T) {

@@ -17,8 +17,11 @@
 // sdk.Board, and so on. Cases that need a hook the harness cannot provide
 // (it returns sdk.ErrUnsupported) are skipped with the reason logged.
 //
-// The hostile cases (hostile.go) hold every adapter to issue #20: an item
-// far over MaxPayload planted on the channel (Oversized) is never
+// The hostile cases (hostile.go) hold every adapter to issue #20. They
+// plant items through the harness's [Planter] (another client of the
+// service), or InsertBackdated without one. An item
+// far over MaxPayload planted on the channel (Oversized: the largest the
+// service takes, down to MaxPayload+1) is never
 // delivered and the reader goes on; a flood of planted items (JunkFlood)
 // is read with bounded memory; with the service behind the harness's
 // proxies, a service that stalls, then trickles (StallAndTrickle), makes

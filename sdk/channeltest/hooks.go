@@ -1,6 +1,9 @@
 package channeltest
 
 import (
+	"context"
+	"testing"
+
 	"github.com/remora-p2p/remora/sdk/channeltest/faultproxy"
 )
 
@@ -25,4 +28,17 @@ type StateDirs interface {
 // service (one for an HTTP service; IMAP and SMTP for mail).
 type Proxied interface {
 	Proxies() []*faultproxy.Proxy
+}
+
+// Planter is implemented by a harness that can put an item on the channel
+// as member through the backend, the way another client of the service
+// would (another device of the member's account, a script with its
+// token), without backdating it: where the service orders items itself (a
+// Matrix room, a Mastodon account's notifications) the item goes after
+// those already there. The hostile cases (Oversized, JunkFlood) plant
+// through it, and through InsertBackdated when the harness has no Planter.
+// Plant returns an error with sdk.CodeTooLarge when the service refuses an
+// item that large.
+type Planter interface {
+	Plant(ctx context.Context, t *testing.T, member int, data []byte) error
 }

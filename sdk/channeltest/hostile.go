@@ -151,18 +151,53 @@ func (e *env) checkMem(g growth, while string, limit int64) {
 	}
 }
 
-// plant puts data on the channel through the backend. The case is skipped
-// only when the harness cannot plant, or the service refuses an item that
-// large (CodeTooLarge: nobody can put it there, so the attack cannot
-// happen); any other failure fails the case.
+// plant puts data on the channel through the backend: through the
+// harness's Planter, else InsertBackdated. The case is skipped only when
+// the harness cannot plant, or the service refuses an item that large
+// (CodeTooLarge: nobody can put it there, so the attack cannot happen);
+// any other failure fails the case.
 func (e *env) plant(data []byte) {
 	e.t.Helper()
-	if err := e.h.InsertBackdated(e.ctx, e.t, e.pub, data); err != nil {
-		e.skipIfUnsupported("InsertBackdated", err)
-		if errors.Is(err, sdk.ErrTooLarge) {
-			e.t.Skipf("the service refuses a planted item of %d bytes: %v", len(data), err)
+	if err := e.tryPlant(data); err != nil {
+		e.plantFailed(data, err)
+	}
+}
+
+func (e *env) plantFailed(data []byte, err error) {
+	e.t.Helper()
+	e.skipIfUnsupported("Plant or InsertBackdated", err)
+	if errors.Is(err, sdk.ErrTooLarge) {
+		e.t.Skipf("the service refuses a planted item of %d bytes: %v", len(data), err)
+	}
+	e.t.Fatalf("plant an item of %d bytes: %v", len(data), err)
+}
+
+func (e *env) tryPlant(data []byte) error {
+	if p, ok := e.h.(Planter); ok {
+		return p.Plant(e.ctx, e.t, e.pub, data)
+	}
+	return e.h.InsertBackdated(e.ctx, e.t, e.pub, data)
+}
+
+// plantOversized plants the largest item over MaxPayload the service
+// takes: from min(oversizedBytes, 256 times MaxPayload) (at least four
+// times MaxPayload) down by a quarter each time the service refuses one as
+// too large (a Matrix homeserver takes events up to 64 KiB), to
+// MaxPayload+1 last. It returns the item planted.
+func (e *env) plantOversized() []byte {
+	e.t.Helper()
+	n := max(4*e.caps.MaxPayload+1, min(oversizedBytes, 256*e.caps.MaxPayload))
+	for {
+		big := e.payload(n)
+		err := e.tryPlant(big)
+		if err == nil {
+			return big
 		}
-		e.t.Fatalf("plant an item of %d bytes: %v", len(data), err)
+		if !errors.Is(err, sdk.ErrTooLarge) || n == e.caps.MaxPayload+1 {
+			e.plantFailed(big, err)
+		}
+		e.t.Logf("the service refuses an item of %d bytes; trying a smaller one", n)
+		n = max(e.caps.MaxPayload+1, n*3/4)
 	}
 }
 
@@ -185,8 +220,7 @@ func (e *env) leakCheck() func() {
 // delivers it, reads it through a limit, and goes on to the next item.
 func testOversized(e *env) {
 	leaks := e.leakCheck()
-	big := e.payload(max(4*e.caps.MaxPayload+1, min(oversizedBytes, 256*e.caps.MaxPayload)))
-	e.plant(big)
+	big := e.plantOversized()
 	after := e.items(1)
 	e.publish(e.channel(e.pub), after)
 	stop := e.memWatch()
