@@ -9,6 +9,7 @@ package node
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -40,6 +41,9 @@ const (
 	labRelayEnv  = "REMORA_NODELAB_RELAY"  // "1": offer to relay for members
 	labForceEnv  = "REMORA_NODELAB_FORCE"  // forced reachability (public|private), else AutoNAT
 	labNoMDNSEnv = "REMORA_NODELAB_NOMDNS" // "1": no mDNS box (the daemon's default runs it on private networks)
+	// labPrefixEnv names the lab's namespaces (default "nat"), so that
+	// several people sharing one machine can tell theirs apart
+	labPrefixEnv = "REMORA_NATLAB_PREFIX"
 )
 
 func TestMain(m *testing.M) {
@@ -128,7 +132,8 @@ func newNATLab(t testing.TB, a, b natKind, hairpin bool) *natLab {
 	t.Helper()
 	var rnd [2]byte
 	rand.Read(rnd[:])
-	l := &natLab{prefix: "nat" + hex.EncodeToString(rnd[:])}
+	prefix := cmp.Or(os.Getenv(labPrefixEnv), "nat")
+	l := &natLab{prefix: prefix + hex.EncodeToString(rnd[:])}
 	t.Cleanup(l.down)
 	fmt.Fprintf(&l.script, "set -e\nx() { ip netns exec \"$@\"; }\n")
 	inet := l.netns("i")

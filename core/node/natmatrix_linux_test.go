@@ -261,7 +261,9 @@ func BenchmarkNATMatrix(b *testing.B) {
 		for i := range runs {
 			b.Run(fmt.Sprintf("%s/%d", c.name, i), func(b *testing.B) {
 				for b.Loop() {
-					res = append(res, runNATCell(b, c))
+					r := runNATCell(b, c)
+					b.Logf("%s: %s", c.name, r) // each run, so that an interrupted matrix still tells
+					res = append(res, r)
 				}
 			})
 		}
@@ -269,7 +271,9 @@ func BenchmarkNATMatrix(b *testing.B) {
 			rows = append(rows, natRow(c, res))
 		}
 	}
-	b.Logf("%d runs per cell:\n| cell | want | paths reached | first message by | first message, median (max) | direct, median (max) |\n|---|---|---|---|---|---|\n%s",
+	// printed, not logged: a parent benchmark's log is dropped once it
+	// has sub-benchmarks
+	fmt.Printf("%d runs per cell:\n| cell | want | paths reached | first message by | first message, median (max) | direct, median (max) |\n|---|---|---|---|---|---|\n%s\n",
 		runs, strings.Join(rows, "\n"))
 }
 
@@ -279,7 +283,8 @@ func natRow(c natCell, res []cellResult) string {
 	var first, direct []time.Duration
 	for _, r := range res {
 		paths[r.Path]++
-		firstBy[strings.TrimSuffix(r.FirstPath, ":shared")]++
+		by, _, _ := strings.Cut(r.FirstPath, ":") // channel:NAME, mailbox:PEER
+		firstBy[by]++
 		first = append(first, r.First)
 		if r.ToDirect > 0 {
 			direct = append(direct, r.ToDirect)
