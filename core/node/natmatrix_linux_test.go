@@ -44,7 +44,8 @@ var natCells = []natCell{
 	{"pr-pr", natPort, natPort, false, false, wantDirect},
 	{"fc-sym", natFull, natSym, false, false, wantDirect},
 	{"ar-sym", natAddr, natSym, false, false, wantDirect},
-	{"pr-sym", natPort, natSym, false, false, wantRelayed},
+	// DCUtR cannot punch it; birthday-paradox probing (core/birthday) can
+	{"pr-sym", natPort, natSym, false, false, wantDirect},
 	{"sym-sym", natSym, natSym, false, false, wantRelayed},
 	// same NAT with NAT loopback: whichever comes first, mDNS's private
 	// addresses or the router's public address looped back, is a direct

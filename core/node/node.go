@@ -163,6 +163,7 @@ type Node struct {
 	byEnv     map[envelope.CircleID]*circle.Circle
 	outbox    map[envelope.MessageID]*OutboxEntry
 	peers     map[peer.ID]*peerInfo
+	birthdays map[peer.ID]bool                // peers with birthday probing under way (birthday.go)
 	addrBox   map[peer.ID]map[string]string   // address → the box that reported it first
 	acks      map[ackKey][]envelope.MessageID // signed acks waiting to be batched
 	ackKick   chan struct{}                   // an ack was queued

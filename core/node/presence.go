@@ -397,6 +397,9 @@ func (n *Node) eventLoop(ctx context.Context) {
 				n.recordRelayDial(ev)
 			case transport.EventConnected, transport.EventPathChanged:
 				n.touch(ev.Peer, "")
+				if ev.Path == transport.PathRelayed {
+					n.maybeBirthday(ctx, ev.Peer)
+				}
 				select {
 				case n.kick <- ev.Peer:
 				default:

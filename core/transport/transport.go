@@ -10,6 +10,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/libp2p/go-libp2p/p2p/transport/quicreuse"
+	"go.uber.org/fx"
+
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/event"
@@ -155,6 +158,8 @@ type Transport struct {
 	nat       map[network.NATTransportProtocol]NATType
 	dirty     map[peer.ID]struct{}
 	dirtySig  chan struct{}
+	spraying  map[peer.ID]bool       // peers we send birthday probes for (birthday.go)
+	quicCM    *quicreuse.ConnManager // libp2p's QUIC sockets: birthday probes leave from the QUIC port
 }
 
 type obsAddr struct {
@@ -229,6 +234,7 @@ func New(ctx context.Context, o Options) (*Transport, error) {
 		libp2p.UserAgent("remora"),
 	}
 	opts = append(opts, stackOptions(o.stack)...)
+	opts = append(opts, libp2p.WithFxOption(fx.Populate(&t.quicCM)))
 	switch o.ForceReachability {
 	case ReachabilityPublic:
 		opts = append(opts, libp2p.ForceReachabilityPublic())
@@ -266,6 +272,7 @@ func New(ctx context.Context, o Options) (*Transport, error) {
 	go t.pathLoop()
 	h.Network().Notify(&notifiee{t})
 	h.SetStreamHandler(ProtocolID, t.handleStream)
+	h.SetStreamHandler(BirthdayProtocol, t.handleBirthday)
 
 	if o.EnableHolePunching {
 		ids, ok := h.(interface{ IDService() identify.IDService })
