@@ -82,10 +82,11 @@ const PresenceSlotWindow = 5 * time.Minute
 // agree on the roster never share a slot in a window; from one window to
 // the next a member's slot is drawn afresh, so an operator sees the same n
 // keys written all epoch long and cannot tell whose record a key holds.
-// Readers read every entry and open what opens (presence records say whose
-// they are); a stale record is overwritten by the next member dealt its
-// slot, and the board never holds more than one entry per member and
-// epoch.
+// Readers read the slot keys (PresenceSlotKeys) and open what opens
+// (presence records say whose they are), never the rest of the board, which
+// anyone with write access to the service may fill; a stale record is
+// overwritten by the next member dealt its slot, and the board never holds
+// more than one entry per member and epoch.
 func (s EpochSecret) PresenceBoardKey(members []peer.ID, self peer.ID, at time.Time) (string, bool) {
 	k := s.derive("remora/v1/presence-slot")
 	var w [8]byte
@@ -110,6 +111,17 @@ func (s EpochSecret) PresenceBoardKey(members []peer.ID, self peer.ID, at time.T
 		return "", false
 	}
 	return s.BoardKey(fmt.Sprintf("presence-slot/%d", slot)), true
+}
+
+// PresenceSlotKeys names the first n presence slots of the epoch, the
+// board entries its members write their records to (PresenceBoardKey deals
+// a roster of n members slots 0 to n-1).
+func (s EpochSecret) PresenceSlotKeys(n int) []string {
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = s.BoardKey(fmt.Sprintf("presence-slot/%d", i))
+	}
+	return keys
 }
 
 // LANKey is the key members seal their mDNS announcements under

@@ -171,6 +171,31 @@ func (c *Circle) PresenceBoardKey(at time.Time) (string, bool) {
 	return secrets[0].PresenceBoardKey(members, c.Self(), at)
 }
 
+// presenceSlotSlack is how many slots past the current roster's size a
+// reader also reads for an epoch of the grace window: that epoch's roster
+// may have had members since removed, and its members deal slots among
+// all of them.
+const presenceSlotSlack = 8
+
+// PresenceBoardKeys names every board entry a member may have written its
+// presence record to and a reader can open: the current epoch's slots, one
+// per member, and those of the epochs still in their grace window, with
+// presenceSlotSlack more. A reader reads these keys alone, so junk others
+// put on the board is never read, however much of it there is.
+func (c *Circle) PresenceBoardKeys() []string {
+	secrets, _ := c.EpochSecrets() // the ones held, even while the current one is missing
+	n := c.Roster().Len()
+	var keys []string
+	for i, s := range secrets {
+		if i == 0 && s.Epoch == c.Epoch() {
+			keys = append(keys, s.PresenceSlotKeys(n)...)
+			continue
+		}
+		keys = append(keys, s.PresenceSlotKeys(n+presenceSlotSlack)...)
+	}
+	return keys
+}
+
 // Roster is the current verified roster.
 func (c *Circle) Roster() *Roster {
 	c.mu.Lock()

@@ -2,6 +2,11 @@ package node
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -130,5 +135,90 @@ func TestPresenceBoardKeysUnlinkable(t *testing.T) {
 	}
 	if len(keys) > 3 {
 		t.Errorf("alice wrote %d board keys; the epoch has one slot per member (3)", len(keys))
+	}
+}
+
+// boardReads passes board reads through and remembers the keys each one
+// returned.
+type boardReads struct {
+	sdk.Channel
+	mu   sync.Mutex
+	gets [][]string // per Get, the keys of the entries returned
+}
+
+func (r *boardReads) Put(ctx context.Context, req sdk.PutRequest) error {
+	return r.Channel.(sdk.Board).Put(ctx, req)
+}
+
+func (r *boardReads) Get(ctx context.Context, req sdk.GetRequest) (sdk.GetResponse, error) {
+	resp, err := r.Channel.(sdk.Board).Get(ctx, req)
+	var keys []string
+	for _, e := range resp.Entries {
+		keys = append(keys, e.Key)
+	}
+	r.mu.Lock()
+	r.gets = append(r.gets, keys)
+	r.mu.Unlock()
+	return resp, err
+}
+
+func (r *boardReads) returned() [][]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.gets)
+}
+
+// TestBoardJunkNotRead: entries others put on a channel's board (anyone
+// with write access to the service can; issue #20's junk in a shared
+// folder's board/) never cross into the node: it reads its circles'
+// presence slots by key, not the whole board, so a board stuffed with junk
+// costs nothing to read and cannot crowd a member's record out of the
+// answer. Before, every poll listed the whole board and the adapter read
+// and sent all of it.
+func TestBoardJunkNotRead(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts libp2p nodes")
+	}
+	var reads []*boardReads // in the order the nodes open their channel
+	nodes := startDirNodesWith(t, t.TempDir(), 0, func(ch sdk.Channel) sdk.Channel {
+		r := &boardReads{Channel: ch}
+		reads = append(reads, r)
+		return r
+	}, nil, "alice", "bob")
+	a, b := nodes[0], nodes[1]
+	bobReads := reads[1]
+	ctx := context.Background()
+	ci, err := a.n.CreateCircle(ctx, api.CreateCircleRequest{Name: "junk"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	join(t, a, b, ci.ID)
+	board := filepath.Join(a.shared, "board")
+	if err := os.MkdirAll(board, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	junk := make([]byte, 4096)
+	for i := range 50 {
+		if err := os.WriteFile(filepath.Join(board, fmt.Sprintf("junk%02d", i)), junk, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ac, _ := a.n.circleOf(mustParse(t, ci.ID))
+	testenv.WaitFor(t, "bob reads alice's presence slot from the board", 60*time.Second, func() bool {
+		a.n.publishPresence(ctx)
+		key, _ := ac.PresenceBoardKey(a.n.opts.Now())
+		for _, g := range bobReads.returned() {
+			if slices.Contains(g, key) {
+				return true
+			}
+		}
+		return false
+	})
+	for _, g := range bobReads.returned() {
+		for _, k := range g {
+			if strings.HasPrefix(k, "junk") {
+				t.Fatalf("bob's board read returned the junk entry %s (and %d entries in all): the whole board was read", k, len(g))
+			}
+		}
 	}
 }

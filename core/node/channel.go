@@ -231,13 +231,15 @@ func (c *channel) subscribe(ctx context.Context, log *slog.Logger, cursors curso
 	}
 }
 
-// pollBoard reads every board entry and hands changed ones to recv.
-func (c *channel) pollBoard(ctx context.Context, recv receiver) error {
+// pollBoard reads the board entries named by keys (the presence slots of
+// the node's circles, never the whole board: anyone who can write to the
+// service can fill it with junk) and hands changed ones to recv.
+func (c *channel) pollBoard(ctx context.Context, keys []string, recv receiver) error {
 	b, ok := c.Impl.(sdk.Board)
-	if !ok || !c.caps.Board {
+	if !ok || !c.caps.Board || len(keys) == 0 {
 		return nil
 	}
-	resp, err := b.Get(ctx, sdk.GetRequest{})
+	resp, err := b.Get(ctx, sdk.GetRequest{Keys: keys})
 	if err != nil {
 		return fmt.Errorf("board get: %w", err)
 	}

@@ -210,10 +210,20 @@ func (n *Node) publishPresenceOn(ctx context.Context, c *circle.Circle, ch *chan
 
 func (n *Node) signer() envelope.Signer { return circle.Signer(n.self) }
 
+// presenceBoardKeys names the board entries the members of every circle
+// may have written their presence to (circle.PresenceBoardKeys).
+func (n *Node) presenceBoardKeys() []string {
+	var keys []string
+	for _, c := range n.allCircles() {
+		keys = append(keys, c.PresenceBoardKeys()...)
+	}
+	return keys
+}
+
 // pollBoardLoop reads the channel's board: at start, then on an interval.
 func (n *Node) pollBoardLoop(ctx context.Context, ch *channel) {
 	for {
-		if err := ch.pollBoard(ctx, n.receiveFromChannel); err != nil && ctx.Err() == nil {
+		if err := ch.pollBoard(ctx, n.presenceBoardKeys(), n.receiveFromChannel); err != nil && ctx.Err() == nil {
 			n.log.Warn("board poll", "channel", ch.Name, "err", err)
 			ch.setErr(err)
 		}
