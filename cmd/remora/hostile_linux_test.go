@@ -134,7 +134,9 @@ func bucketIn(folder string) string {
 	return filepath.Join(folder, "log", time.Now().UTC().Format("2006010215"))
 }
 
-// The special files go into log/ (the reader) and board/ (presence).
+// The special files go into log/ (the reader) and board/ (presence). The
+// board's are never opened (a board poll reads the presence slots by key),
+// so the daemons notice the log's one.
 func plantSpecial(t testing.TB, folder, name string, make func(path string) error) {
 	t.Helper()
 	for _, p := range []string{filepath.Join(bucketIn(folder), name), filepath.Join(folder, "board", name)} {
@@ -191,10 +193,10 @@ func plantJunk(t testing.TB, folder string) {
 var folderAttacks = []attack{
 	{"symlink to /dev/zero", func(t testing.TB, f string) {
 		plantSpecial(t, f, "zero", func(p string) error { return os.Symlink("/dev/zero", p) })
-	}, func(h *home) bool { return channelCounter(h, "ignored_special") >= 2 }},
+	}, func(h *home) bool { return channelCounter(h, "ignored_special") >= 1 }},
 	{"FIFO", func(t testing.TB, f string) {
 		plantSpecial(t, f, "fifo", func(p string) error { return syscall.Mkfifo(p, 0o644) })
-	}, func(h *home) bool { return channelCounter(h, "ignored_special") >= 2 }},
+	}, func(h *home) bool { return channelCounter(h, "ignored_special") >= 1 }},
 	{"184 MiB of junk", plantJunk, func(h *home) bool {
 		// The big files are skipped for their size; the small ones in
 		// the log are read and dropped as no envelope of ours: 2,000,
