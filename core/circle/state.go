@@ -989,6 +989,27 @@ func (c *Circle) Requests() []Outgoing {
 	return out
 }
 
+// KeyRequest asks from for its chain key of epoch e, which an envelope from
+// it needs: one request to that member, or none when the key is here
+// already, e is not an epoch of this circle, or from is not a member of it.
+// (Requests asks every member whose key of the current epoch is missing:
+// answering each held envelope with that would ask N members N times.)
+func (c *Circle) KeyRequest(e Epoch, from peer.ID) []Outgoing {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if from == c.Self() {
+		return nil
+	}
+	if _, ok := c.chains[chainID{e, from}]; ok {
+		return nil
+	}
+	rec, ok := c.epochRec(e)
+	if !ok || !slices.Contains(rec.Members, from) {
+		return nil
+	}
+	return []Outgoing{c.outgoing(from, KeyMsg{Kind: MsgKeyRequest, Circle: c.log.circle, Epoch: e})}
+}
+
 // Maintain ratchets chains forward and deletes keys past their maximum age,
 // old epochs past their grace window and expired invites. Call it hourly.
 func (c *Circle) Maintain() {

@@ -168,6 +168,7 @@ type Node struct {
 	acks      map[ackKey][]envelope.MessageID // signed acks waiting to be batched
 	ackKick   chan struct{}                   // an ack was queued
 	joins     map[string]*pendingJoin         // by invite token ID
+	keyAsked  map[keyAsk]time.Time            // key requests sent recently (unasked)
 	joinParts joinParts
 	watch     memberWatch   // members as last seen, to act on removals
 	notify    chan struct{} // closed and replaced when the inbox grows
@@ -255,6 +256,7 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		addrBox:    map[peer.ID]map[string]string{},
 		acks:       map[ackKey][]envelope.MessageID{},
 		joins:      map[string]*pendingJoin{},
+		keyAsked:   map[keyAsk]time.Time{},
 		notify:     make(chan struct{}),
 		evNotify:   make(chan struct{}),
 		kick:       make(chan peer.ID, 256),

@@ -108,7 +108,7 @@ func (n *Node) openFailed(channelID string, raw []byte, path string, err error) 
 		}
 		n.count("held_key_not_yet")
 		if oe != nil {
-			n.requestKeys(oe.Circle)
+			n.requestKey(oe.Circle, circle.Epoch(oe.Epoch), oe.Sender)
 		}
 		return nil
 	case errors.Is(err, envelope.ErrNotForUs):
@@ -404,13 +404,58 @@ func (n *Node) sendKeyMsgs(c *circle.Circle, out []circle.Outgoing) {
 	}
 }
 
-// requestKeys asks members for sender keys that have not arrived.
-func (n *Node) requestKeys(id envelope.CircleID) {
+// requestKey asks the sender of a held envelope for its chain key of the
+// envelope's epoch. Only that member is asked, and not again within
+// keyAskEvery: a member that lacks keys (a newcomer, or everyone after a
+// join) holds many envelopes at once, and each asking every member whose
+// key was missing made O(held × members) queries and as many answers,
+// which at 25 members in one Dendrite room outgrew what the room could
+// carry (BENCHMARKS.md, scale).
+func (n *Node) requestKey(id envelope.CircleID, e circle.Epoch, from peer.ID) {
 	c := keys{n}.circle(id)
-	if c == nil {
+	if c == nil || from == "" {
 		return
 	}
-	n.sendKeyMsgs(c, c.Requests())
+	n.sendKeyMsgs(c, n.unasked(c, c.KeyRequest(e, from)))
+}
+
+// keyAskEvery is how long a key request to one member for one key stands
+// before it may be sent again (the answer travels like any direct
+// envelope; maintainLoop asks again for what is still missing).
+const keyAskEvery = 30 * time.Second
+
+// keyAsk names one key request: circle, member, epoch or remove op.
+type keyAsk struct {
+	circle circle.ID
+	to     peer.ID
+	epoch  circle.Epoch
+	op     circle.Hash
+}
+
+// unasked drops the key requests in out sent within keyAskEvery and notes
+// the others as sent now; everything else passes.
+func (n *Node) unasked(c *circle.Circle, out []circle.Outgoing) []circle.Outgoing {
+	now := n.opts.Now()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for k, at := range n.keyAsked {
+		if now.Sub(at) >= keyAskEvery {
+			delete(n.keyAsked, k)
+		}
+	}
+	kept := out[:0:0]
+	for _, o := range out {
+		if o.Roster == nil && o.Msg.Kind == circle.MsgKeyRequest {
+			k := keyAsk{c.ID(), o.To, o.Msg.Epoch, o.Msg.Op}
+			if _, asked := n.keyAsked[k]; asked {
+				n.count("key_requests_suppressed")
+				continue
+			}
+			n.keyAsked[k] = now
+		}
+		kept = append(kept, o)
+	}
+	return kept
 }
 
 // retryHeld feeds held envelopes to Open again; those that open are handled
@@ -466,7 +511,7 @@ func (n *Node) maintainLoop(ctx context.Context) {
 		n.expirePending()
 		for _, c := range n.allCircles() {
 			c.Maintain()
-			n.sendKeyMsgs(c, c.Requests())
+			n.sendKeyMsgs(c, n.unasked(c, c.Requests()))
 			// An idle circle's state does not change from minute to
 			// minute: write (and fsync) it only when it did.
 			sum, err := n.circleSum(c)
