@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -134,7 +135,7 @@ func presenceScale(b *testing.B, hs homeserver, n int) scaleResult {
 	defer parallel(n, 8, func(i int) { nodes[i].Stop() })
 
 	formStart := time.Now()
-	formCircle(b, nodes)
+	formCircle(b, nodes, counters)
 	testenv.WaitFor(b, "every member knowing every other", 20*time.Minute, func() bool {
 		for _, nd := range nodes {
 			if p, err := nd.N.Peers(context.Background()); err != nil || len(p) != n-1 {
@@ -144,7 +145,7 @@ func presenceScale(b *testing.B, hs homeserver, n int) scaleResult {
 		return true
 	})
 	formed := time.Since(formStart)
-	b.Logf("%d members: circle formed in %v", n, formed.Round(time.Second))
+	progress(b, "%d members: circle formed in %v", n, formed.Round(time.Second))
 
 	// The round: everyone restarts at once and publishes fresh presence.
 	parallel(n, 8, func(i int) { nodes[i].Stop() })
@@ -224,14 +225,17 @@ func sum(counters []*requestCounter) requestCounts {
 
 // formCircle makes a circle of nodes: the first invites each other in
 // turn. A join may wait minutes for its answer on a loaded machine with
-// many members syncing.
-func formCircle(b *testing.B, nodes []*nodetest.Node) {
+// many members syncing. Each join's time and the room events every member
+// sent for it are logged (the cost of a join as the circle grows).
+func formCircle(b *testing.B, nodes []*nodetest.Node, counters []*requestCounter) {
 	ctx := context.Background()
 	ci, err := nodes[0].N.CreateCircle(ctx, api.CreateCircleRequest{Name: "friends"})
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, j := range nodes[1:] {
+	sends := func() int64 { t := sum(counters); return t.count["log-send"] }
+	for k, j := range nodes[1:] {
+		before, start := sends(), time.Now()
 		inv, err := nodes[0].N.Invite(ctx, api.InviteRequest{Circle: ci.ID, InPerson: true})
 		if err != nil {
 			b.Fatal(err)
@@ -242,7 +246,38 @@ func formCircle(b *testing.B, nodes []*nodetest.Node) {
 		if err != nil {
 			b.Fatalf("%s joining: %v", j.Name, err)
 		}
+		progress(b, "join %d: answered in %v; room events sent since the previous join: %d; %s", k+2, time.Since(start).Round(10*time.Millisecond), sends()-before, nodeCounts(nodes))
 	}
+}
+
+// progress logs a line and prints it at once on stderr: a benchmark's log
+// comes only at its end, cut to ten lines, and a formation at 50 members
+// runs for many minutes.
+func progress(b *testing.B, format string, args ...any) {
+	b.Helper()
+	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().UTC().Format(time.TimeOnly)}, args...)...)
+	b.Logf(format, args...)
+}
+
+// nodeCounts sums what the nodes posted to channels by envelope kind and
+// what they hold and still owe (outbox).
+func nodeCounts(nodes []*nodetest.Node) string {
+	posts := map[string]int64{}
+	outbox, held := 0, 0
+	for _, nd := range nodes {
+		for k, v := range nd.N.Counters() {
+			if kind, ok := strings.CutPrefix(k, "channel_posts_kind_"); ok {
+				posts[kind] += v
+			}
+		}
+		if st, err := nd.N.Status(context.Background()); err == nil {
+			outbox += st.Outbox
+			if st.Held != nil {
+				held += st.Held.Items
+			}
+		}
+	}
+	return fmt.Sprintf("posted by kind %v (total), outbox %d, held %d", posts, outbox, held)
 }
 
 // parallel runs f(0..n-1) on at most workers goroutines.

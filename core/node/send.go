@@ -255,6 +255,7 @@ func (n *Node) postToChannels(c *circle.Circle, e *OutboxEntry, to []peer.ID) {
 				n.unpost(e, ch.Name)
 				continue
 			}
+			n.count(fmt.Sprintf("channel_posts_kind_%d", e.Kind)) // what a circle's channel traffic is made of
 			ch.publish(sealed.Envelopes, prio, "", func(r sdk.PublishResult) {
 				if r.Err != nil {
 					n.log.Warn("channel publish failed; will retry", "channel", ch.Name, "msg", e.ID, "err", r.Err)
