@@ -401,7 +401,7 @@ var errClosed = &sdk.Error{Code: sdk.CodeUnavailable, Message: "imap: channel cl
 
 // withPub runs f on the shared command connection, dialing it if needed; a
 // failed connection is dropped so the next call re-dials.
-func (ch *channel) withPub(ctx context.Context, f func(c *imapclient.Client) error) error {
+func (ch *channel) withPub(ctx context.Context, op string, size int64, f func(c *imapclient.Client) error) error {
 	ch.pubMu.Lock()
 	defer ch.pubMu.Unlock()
 	if ch.isClosed() {
@@ -417,7 +417,9 @@ func (ch *channel) withPub(ctx context.Context, f func(c *imapclient.Client) err
 	}
 	c := ch.pub
 	stop := context.AfterFunc(ctx, func() { c.Close() })
-	err := f(c)
+	// A server that stalls or trickles fails the round by its deadline
+	// (Timeout, and a second per 64 KiB sent), even when ctx has none.
+	err := withinErr(c, op, ch.cfg.Timeout.D()+time.Duration(size/minRate)*time.Second, func() error { return f(c) })
 	stop()
 	if err != nil {
 		select {

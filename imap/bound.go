@@ -39,6 +39,12 @@ func within[T any](c *imapclient.Client, op string, d time.Duration, fn func() (
 	return v, err
 }
 
+// withinErr is within for a round of commands that returns only an error.
+func withinErr(c *imapclient.Client, op string, d time.Duration, fn func() error) error {
+	_, err := within(c, op, d, func() (struct{}, error) { return struct{}{}, fn() })
+	return err
+}
+
 // fetchDeadline is the deadline of a FETCH expected to bring size bytes.
 func (c Config) fetchDeadline(size int64) time.Duration {
 	return c.Timeout.D() + time.Duration(size/minRate)*time.Second

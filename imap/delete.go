@@ -61,7 +61,7 @@ func (ch *channel) Delete(ctx context.Context, req sdk.DeleteRequest) (sdk.Delet
 	if len(keys) == 0 && len(byUID) == 0 {
 		return res, nil
 	}
-	err = ch.withPub(ctx, func(c *imapclient.Client) error {
+	err = ch.withPub(ctx, "delete", 0, func(c *imapclient.Client) error {
 		for _, folder := range ch.cfg.folders() {
 			sel, err := c.Select(folder, nil).Wait()
 			if err != nil {

@@ -231,3 +231,52 @@ func TestStalledServer(t *testing.T) {
 	}
 	px.Up()
 }
+
+// TestStalledServerPublish: the publishing side (APPEND in shared mode)
+// against a server that stalls: a Publish whose context has no deadline
+// returns by the channel's timeout with a retryable CodeUnavailable that
+// says why, instead of waiting on the server for good; once the server is
+// back the next Publish succeeds.
+func TestStalledServerPublish(t *testing.T) {
+	env := needMail(t)
+	user := "carol"
+	folder := randName("stallpub")
+	env.empty(t, user, folder)
+	px, err := faultproxy.New(env.imap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { px.Close() })
+	pub := open(t, env.config(ModeShared, user, map[string]any{"folder": folder, "no_idle": true, "timeout": "2s", "imap": px.Addr()}), user)
+	channeltest.Publish(t, pub, sdk.PublishItem{Data: []byte(randName("before")), IdempotencyKey: randName("k")})
+
+	px.Stall()
+	type answer struct {
+		resp sdk.PublishResponse
+		err  error
+	}
+	done := make(chan answer, 1)
+	start := time.Now()
+	go func() {
+		resp, err := pub.Publish(t.Context(), sdk.PublishRequest{Items: []sdk.PublishItem{{Data: []byte(randName("stalled")), IdempotencyKey: randName("k")}}})
+		done <- answer{resp, err}
+	}()
+	select {
+	case a := <-done:
+		t.Logf("Publish returned after %v", time.Since(start).Round(time.Millisecond))
+		// The key search before the APPEND (a retried key) may fail the
+		// call; else the APPEND fails the item.
+		err := a.err
+		if err == nil {
+			err = a.resp.Results[0].Err
+		}
+		if sdk.CodeOf(err) != sdk.CodeUnavailable || !strings.Contains(err.Error(), "no complete answer within 2s") {
+			t.Errorf("Publish while the server stalls: %v, want CodeUnavailable naming the 2s deadline", err)
+		}
+	case <-time.After(30 * time.Second):
+		px.Up() // let the stuck call end with the test
+		t.Fatalf("Publish without a deadline still waiting on the stalled server after 30s (timeout 2s)")
+	}
+	px.Up()
+	channeltest.Publish(t, pub, sdk.PublishItem{Data: []byte(randName("after")), IdempotencyKey: randName("k")})
+}

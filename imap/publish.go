@@ -336,7 +336,7 @@ func (ch *channel) publishAppend(ctx context.Context, items []sdk.PublishItem, p
 	for _, p := range plans {
 		msg, _, err := ch.render(items, p)
 		if err == nil {
-			err = ch.withPub(ctx, func(c *imapclient.Client) error {
+			err = ch.withPub(ctx, "append to "+ch.cfg.Folder, int64(len(msg)), func(c *imapclient.Client) error {
 				cmd := c.Append(ch.cfg.Folder, int64(len(msg)), &imap.AppendOptions{Flags: []imap.Flag{imap.FlagSeen}})
 				if _, err := cmd.Write(msg); err != nil {
 					cmd.Close()
@@ -369,7 +369,7 @@ func (ch *channel) findKeys(ctx context.Context, keys []string) (map[string]stri
 	for _, k := range keys {
 		want[k] = true
 	}
-	err := ch.withPub(ctx, func(c *imapclient.Client) error {
+	err := ch.withPub(ctx, "search "+ch.cfg.Folder+" for keys", 0, func(c *imapclient.Client) error {
 		if _, err := c.Select(ch.cfg.Folder, &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
 			return classify("open folder "+ch.cfg.Folder, "", err)
 		}
