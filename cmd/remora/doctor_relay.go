@@ -34,6 +34,9 @@ func (a *app) doctorRelay(cmd *cobra.Command, w io.Writer, cfg *Config) string {
 func doctorNAT(w io.Writer, consent string, st api.Status, now time.Time) {
 	line := func(what, detail string) { fmt.Fprintf(w, "ok   %-22s %s\n", what, detail) }
 	line("NAT", fmt.Sprintf("mapping %s, filtering %s (reachability %s)", orUnknown(st.NATMapping), orUnknown(st.NATFiltering), st.Reachability))
+	if b := st.Birthday; b != nil {
+		line("birthday probing", fmt.Sprintf("%d attempts from this side, %d made a direct path", b.Attempts, b.Direct))
+	}
 	names := map[string]string{}
 	for _, c := range st.Circles {
 		for _, m := range c.Members {

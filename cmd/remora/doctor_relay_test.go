@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/remora-p2p/remora/core/api"
 )
 
 // TestDoctorRelay: a fresh home relays for nobody until the user says yes
@@ -58,5 +61,26 @@ func TestDoctorRelay(t *testing.T) {
 	}
 	if out := h.ok("doctor"); !strings.Contains(out, "consented, not offering") {
 		t.Errorf("doctor with consent on a host nobody confirmed reachable:\n%s", out)
+	}
+}
+
+// doctor shows what birthday-paradox probing did, and nothing when it never ran.
+func TestDoctorBirthday(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		b    *api.Birthday
+		want string
+	}{
+		{"ran", &api.Birthday{Attempts: 3, Direct: 1}, "birthday probing       3 attempts from this side, 1 made a direct path"},
+		{"never", nil, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf strings.Builder
+			doctorNAT(&buf, "ask", api.Status{Birthday: tt.b}, time.Now())
+			out := buf.String()
+			if got := strings.Contains(out, "birthday probing"); got != (tt.want != "") || !strings.Contains(out, tt.want) {
+				t.Fatalf("doctor output:\n%s\nwant %q", out, tt.want)
+			}
+		})
 	}
 }

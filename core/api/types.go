@@ -77,6 +77,15 @@ type Status struct {
 	// Outbox is how many sent messages still wait for an ack from some
 	// recipient.
 	Outbox int `json:"outbox"`
+	// Birthday counts birthday-paradox probing runs this node started as
+	// the symmetric side (core/birthday) and how many made a direct path.
+	Birthday *Birthday `json:"birthday,omitempty"`
+}
+
+// Birthday is what birthday-paradox probing did since the node started.
+type Birthday struct {
+	Attempts int `json:"attempts"`
+	Direct   int `json:"direct"`
 }
 
 // RelayStatus is who relays for whom, as `remora doctor` shows it.

@@ -40,6 +40,9 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 	st.NATMapping, st.NATFiltering = natBehaviour(n.tr)
 	n.mu.Lock()
 	st.Outbox = len(n.outbox)
+	if n.bdayTried > 0 {
+		st.Birthday = &api.Birthday{Attempts: n.bdayTried, Direct: n.bdayDirect}
+	}
 	n.mu.Unlock()
 	for _, a := range n.tr.Addrs() {
 		st.ListenAddrs = append(st.ListenAddrs, a.Multiaddr.String()+" ("+string(a.Kind)+")")

@@ -74,6 +74,12 @@ func (n *Node) maybeBirthday(ctx context.Context, p peer.ID) {
 			}
 			err := n.tr.Birthday(ctx, p)
 			n.log.Info("birthday probing", "peer", p, "attempt", try, "err", err)
+			n.mu.Lock()
+			n.bdayTried++
+			if err == nil {
+				n.bdayDirect++
+			}
+			n.mu.Unlock()
 			if err == nil {
 				return
 			}

@@ -66,6 +66,7 @@ type cellResult struct {
 	Path      string        // b's path to a at the end
 	ToDirect  time.Duration // from the same start to the first direct path (0: none)
 	MsgPath   string        // the path the last message arrived by
+	Birthday  int           // birthday probing runs of a and b that made a direct path
 }
 
 func (r cellResult) String() string {
@@ -86,6 +87,9 @@ func TestNATMatrix(t *testing.T) {
 			t.Logf("%s: %s", c.name, r)
 			if !slices.Contains(c.want, r.Path) {
 				t.Errorf("path %s, want %s", r.Path, strings.Join(c.want, " or "))
+			}
+			if c.name == "pr-sym" && r.Birthday == 0 {
+				t.Errorf("no birthday probing run (b's or a's Status) made the direct path")
 			}
 			if r.MsgPath != r.Path && !(isDirect(r.MsgPath) && isDirect(r.Path)) { // a's view of a direct path may differ from b's
 				t.Errorf("the last message came by %s, want the %s path", r.MsgPath, r.Path)
@@ -173,6 +177,11 @@ func runNATCell(t testing.TB, c natCell) cellResult {
 		time.Sleep(20 * time.Millisecond)
 	}
 	res.Path = b.peerPath(a.id)
+	for _, ln := range []*labNode{a, b} {
+		if st, err := ln.api.Status(ctx); err == nil && st.Birthday != nil {
+			res.Birthday += st.Birthday.Direct
+		}
+	}
 	text := fmt.Sprintf("over %s", res.Path)
 	if _, err := b.api.Send(ctx, api.SendRequest{Circle: ci.ID, To: []string{a.id}, Text: text}); err != nil {
 		t.Fatal(err)

@@ -158,28 +158,30 @@ type Node struct {
 	upSaved    time.Time
 	ready      atomic.Bool
 
-	mu        sync.Mutex
-	circles   map[circle.ID]*circle.Circle
-	byEnv     map[envelope.CircleID]*circle.Circle
-	outbox    map[envelope.MessageID]*OutboxEntry
-	peers     map[peer.ID]*peerInfo
-	birthdays map[peer.ID]bool                // peers with birthday probing under way (birthday.go)
-	addrBox   map[peer.ID]map[string]string   // address → the box that reported it first
-	acks      map[ackKey][]envelope.MessageID // signed acks waiting to be batched
-	ackKick   chan struct{}                   // an ack was queued
-	joins     map[string]*pendingJoin         // by invite token ID
-	keyAsked  map[keyAsk]time.Time            // key requests sent recently (unasked)
-	joinParts joinParts
-	watch     memberWatch   // members as last seen, to act on removals
-	notify    chan struct{} // closed and replaced when the inbox grows
-	events    []eventRec
-	evNotify  chan struct{}
-	kick      chan peer.ID // deliver outbox entries pending for a peer now
-	wake      chan struct{}
-	announce  chan struct{} // publish presence now (membership changed)
-	pexKick   chan struct{} // exchange fresh records with connected members
-	own       *pex.Record   // our full signed record for peer exchange
-	ownAt     time.Time
+	mu         sync.Mutex
+	circles    map[circle.ID]*circle.Circle
+	byEnv      map[envelope.CircleID]*circle.Circle
+	outbox     map[envelope.MessageID]*OutboxEntry
+	peers      map[peer.ID]*peerInfo
+	birthdays  map[peer.ID]bool                // peers with birthday probing under way (birthday.go)
+	bdayTried  int                             // birthday attempts started, for Status
+	bdayDirect int                             // of which made a direct path
+	addrBox    map[peer.ID]map[string]string   // address → the box that reported it first
+	acks       map[ackKey][]envelope.MessageID // signed acks waiting to be batched
+	ackKick    chan struct{}                   // an ack was queued
+	joins      map[string]*pendingJoin         // by invite token ID
+	keyAsked   map[keyAsk]time.Time            // key requests sent recently (unasked)
+	joinParts  joinParts
+	watch      memberWatch   // members as last seen, to act on removals
+	notify     chan struct{} // closed and replaced when the inbox grows
+	events     []eventRec
+	evNotify   chan struct{}
+	kick       chan peer.ID // deliver outbox entries pending for a peer now
+	wake       chan struct{}
+	announce   chan struct{} // publish presence now (membership changed)
+	pexKick    chan struct{} // exchange fresh records with connected members
+	own        *pex.Record   // our full signed record for peer exchange
+	ownAt      time.Time
 
 	counters sync.Map // name → *atomic.Int64
 
