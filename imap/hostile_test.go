@@ -280,3 +280,50 @@ func TestStalledServerPublish(t *testing.T) {
 	px.Up()
 	channeltest.Publish(t, pub, sdk.PublishItem{Data: []byte(randName("after")), IdempotencyKey: randName("k")})
 }
+
+// TestStalledServerListPublish: in list mode Publish marks the verdict
+// folders and waits for the list's verdicts on the IMAP watch connection;
+// with the IMAP server stalled, a Publish whose context has no deadline
+// returns by confirm_timeout plus timeout (the mail sent by SMTP, its
+// verdict unconfirmed), instead of waiting on the server for good.
+func TestStalledServerListPublish(t *testing.T) {
+	env := needMail(t)
+	env.empty(t, "dave", "INBOX")
+	px, err := faultproxy.New(env.imap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { px.Close() })
+	pub := open(t, env.config(ModeList, "dave", map[string]any{"list_address": "kit@example.test", "timeout": "2s", "confirm_timeout": "3s", "imap": px.Addr()}), "dave")
+	// The first publish learns how the list answers (confirmation on).
+	channeltest.Publish(t, pub, armorItems(1, 200)...)
+
+	px.Stall()
+	type answer struct {
+		resp sdk.PublishResponse
+		err  error
+	}
+	done := make(chan answer, 1)
+	start := time.Now()
+	go func() {
+		resp, err := pub.Publish(t.Context(), sdk.PublishRequest{Items: armorItems(1, 200)})
+		done <- answer{resp, err}
+	}()
+	select {
+	case a := <-done:
+		t.Logf("Publish returned after %v", time.Since(start).Round(time.Millisecond))
+		err := a.err
+		if err == nil {
+			err = a.resp.Results[0].Err
+		}
+		// The mail goes out by SMTP, which is not stalled: the item
+		// may succeed unconfirmed; a failure must be retryable.
+		if err != nil && sdk.CodeOf(err) != sdk.CodeUnavailable {
+			t.Errorf("Publish while the IMAP server stalls: %v, want success (unconfirmed) or CodeUnavailable", err)
+		}
+	case <-time.After(40 * time.Second):
+		px.Up() // let the stuck call end with the test
+		t.Fatalf("Publish without a deadline still waiting on the stalled IMAP server after 40s (timeout 2s, confirm_timeout 3s)")
+	}
+	px.Up()
+}

@@ -141,7 +141,10 @@ func (ch *channel) withWatch(ctx context.Context, f func(c *imapclient.Client, w
 	}
 	c := ch.watch
 	stop := context.AfterFunc(ctx, func() { c.Close() })
-	err := f(c, ch.watchWake)
+	// A server that stalls or trickles fails the round by its deadline
+	// (confirm_timeout is checked between scans, so one more timeout for
+	// the scan under way), even when ctx has none.
+	err := withinErr(c, "watch for verdicts", ch.cfg.ConfirmTimeout.D()+ch.cfg.Timeout.D(), func() error { return f(c, ch.watchWake) })
 	stop()
 	if err != nil {
 		c.Close()
