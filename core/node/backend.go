@@ -273,7 +273,7 @@ func (n *Node) Channels(ctx context.Context) ([]api.Channel, error) {
 	for _, ch := range n.channels {
 		state, err := ch.health()
 		ac := api.Channel{Name: ch.Name, Adapter: ch.Adapter, State: string(state), Board: ch.caps.Board, Push: ch.caps.Push,
-			Counters: map[string]int64{"received": ch.received.Load(), "published": ch.published.Load(), "queued": int64(ch.pacer.Len())}}
+			Counters: map[string]int64{"received": ch.received.Load(), "published": ch.published.Load(), "messages_published": ch.messages.Load(), "queued": int64(ch.pacer.Len())}}
 		if h, ok := ch.Impl.(sdk.Healther); ok {
 			hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			hh := h.Health(hctx)

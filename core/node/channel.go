@@ -51,6 +51,10 @@ type channel struct {
 	boardSeen map[string][32]byte // board key -> hash of the value last processed
 
 	received, published atomic.Int64
+	// messages counts the chat messages (a copy per recipient, if direct)
+	// every envelope of which the channel took; published counts envelopes
+	// of every kind (presence, acks, keys too).
+	messages atomic.Int64
 }
 
 func newChannel(c Channel) (*channel, error) {

@@ -34,6 +34,9 @@ type OutboxEntry struct {
 	// woken are the recipients this entry woke up (in memory: a restart
 	// may wake once more).
 	woken []peer.ID
+	// posting are the channels e is being published to now (in memory:
+	// after a restart it is posted again).
+	posting map[string]bool
 }
 
 // routeState is the part of an entry the store keeps opaque.
@@ -149,7 +152,7 @@ func (n *Node) snapshot(e *OutboxEntry) *OutboxEntry {
 	c := *e
 	c.Pending = slices.Clone(e.Pending)
 	c.Deposits = slices.Clone(e.Deposits) // releaseDeposits filters them in place
-	c.woken = nil
+	c.woken, c.posting = nil, nil
 	c.Channels = make(map[string]time.Time, len(e.Channels))
 	for k, v := range e.Channels {
 		c.Channels[k] = v

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -228,7 +229,10 @@ func (n *Node) tryLive(ctx context.Context, c *circle.Circle, e *OutboxEntry, p 
 }
 
 // postToChannels posts e to every channel it has not been posted to: one
-// broadcast envelope per channel, or one direct envelope per recipient.
+// broadcast envelope per channel, or one direct envelope per recipient. An
+// entry counts as posted to a channel (durably, in the outbox) only once the
+// channel took every envelope of it: one still in the channel's queue when
+// the node stops is posted again after the restart, not lost.
 func (n *Node) postToChannels(c *circle.Circle, e *OutboxEntry, to []peer.ID) {
 	prio := delivery.PriorityBulk
 	if e.Kind != envelope.KindChat {
@@ -237,42 +241,73 @@ func (n *Node) postToChannels(c *circle.Circle, e *OutboxEntry, to []peer.ID) {
 	for _, ch := range n.channels {
 		n.mu.Lock()
 		_, posted := e.Channels[ch.Name]
-		if !posted {
-			e.Channels[ch.Name] = n.opts.Now()
+		busy := e.posting[ch.Name]
+		if !posted && !busy {
+			if e.posting == nil {
+				e.posting = map[string]bool{}
+			}
+			e.posting[ch.Name] = true
 		}
 		n.mu.Unlock()
-		if posted {
+		if posted || busy {
 			continue
 		}
 		targets := []peer.ID{""}
 		if e.Direct {
 			targets = to
 		}
+		var all [][][]byte
+		total := 0
 		for _, p := range targets {
 			sealed, err := n.seal(c, e, p, ch.route())
 			if err != nil {
 				n.log.Warn("seal for channel", "channel", ch.Name, "msg", e.ID, "err", err)
-				n.unpost(e, ch.Name)
-				continue
+				all = nil
+				break
 			}
 			n.count(fmt.Sprintf("channel_posts_kind_%d", e.Kind)) // what a circle's channel traffic is made of
-			ch.publish(sealed.Envelopes, prio, "", func(r sdk.PublishResult) {
-				if r.Err != nil {
-					n.log.Warn("channel publish failed; will retry", "channel", ch.Name, "msg", e.ID, "err", r.Err)
-					n.unpost(e, ch.Name)
-				}
-			})
+			all = append(all, sealed.Envelopes)
+			total += len(sealed.Envelopes)
 		}
-		if err := n.updateOutbox(e); err != nil {
-			n.log.Error("outbox update", "err", err)
+		if total == 0 {
+			n.postDone(e, ch, false)
+			continue
+		}
+		var left atomic.Int64
+		var failed atomic.Bool
+		left.Store(int64(total))
+		done := func(r sdk.PublishResult) {
+			if r.Err != nil && !failed.Swap(true) {
+				n.log.Warn("channel publish failed; will retry", "channel", ch.Name, "msg", e.ID, "err", r.Err)
+			}
+			if left.Add(-1) == 0 {
+				n.postDone(e, ch, !failed.Load())
+			}
+		}
+		for _, envs := range all {
+			ch.publish(envs, prio, "", done)
 		}
 	}
 }
 
-func (n *Node) unpost(e *OutboxEntry, channel string) {
+// postDone ends the posting of e to ch: taken (every envelope published) is
+// noted in the outbox and counted; otherwise a later attempt posts again.
+func (n *Node) postDone(e *OutboxEntry, ch *channel, taken bool) {
 	n.mu.Lock()
-	delete(e.Channels, channel)
+	delete(e.posting, ch.Name)
+	if taken {
+		e.Channels[ch.Name] = n.opts.Now()
+	}
 	n.mu.Unlock()
+	if !taken {
+		return
+	}
+	if e.Kind == envelope.KindChat {
+		ch.messages.Add(1)
+	}
+	if err := n.updateOutbox(e); err != nil {
+		n.log.Error("outbox update", "err", err)
+	}
 }
 
 // seal seals e for route: a broadcast envelope, or a direct one to p. The
