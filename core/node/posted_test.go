@@ -46,9 +46,20 @@ func TestStopBeforePublishLosesNothing(t *testing.T) {
 	nodes := startDirNodesWith(t, t.TempDir(), 0, wrap, slow, "alice", "bob")
 	alice, bob := nodes[0], nodes[1]
 	circleID, _ := newCircle(t, "friends", alice, bob)
+	ctx := context.Background()
+	// bob holds alice's sender key before he goes (what this test is about
+	// is the outbox, not key hand-outs)
+	if _, err := alice.n.Send(ctx, api.SendRequest{Circle: circleID, Text: "hello"}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, "bob has alice's first message", time.Minute, func() bool { return texts(inbox(t, bob.n))["hello"] > 0 })
+	testenv.WaitFor(t, "alice's outbox empty", time.Minute, func() bool {
+		alice.n.mu.Lock()
+		defer alice.n.mu.Unlock()
+		return len(alice.n.outbox) == 0
+	})
 	bob.stop()
 	stalled.Store(true)
-	ctx := context.Background()
 	if _, err := alice.n.Send(ctx, api.SendRequest{Circle: circleID, Text: "queued at stop"}); err != nil {
 		t.Fatal(err)
 	}
