@@ -1,7 +1,6 @@
 package dir_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/remora-p2p/remora/dir"
 	"github.com/remora-p2p/remora/sdk"
+	"github.com/remora-p2p/remora/testenv"
 )
 
 // The folder is hostile ground: any member, or a compromised sync peer, can
@@ -87,25 +87,7 @@ func (w *heapWatch) growth() uint64 {
 	return w.peak - w.base
 }
 
-// logLines is a logger that counts what the channel writes.
-type logLines struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logLines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logLines) count(substr string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.buf.String(), substr)
-}
-
-func configureLogged(t *testing.T, cfg map[string]any, state string, lines *logLines) sdk.Channel {
+func configureLogged(t *testing.T, cfg map[string]any, state string, lines *testenv.Buffer) sdk.Channel {
 	t.Helper()
 	raw := fmt.Sprintf(`{"path": %q, "poll_interval": %q, "max_payload": %v}`, cfg["path"], cfg["poll_interval"], cfg["max_payload"])
 	ch, err := dir.New().Configure(t.Context(), sdk.ConfigureRequest{ChannelID: "hostile", Config: []byte(raw), StateDir: state,
@@ -237,7 +219,7 @@ func TestSpecialFilesInLog(t *testing.T) {
 	for _, kind := range specialKinds {
 		t.Run(kind, func(t *testing.T) {
 			folder := t.TempDir()
-			lines := &logLines{}
+			lines := &testenv.Buffer{}
 			ch := configureLogged(t, map[string]any{"path": folder, "poll_interval": "20ms", "max_payload": 1 << 20}, t.TempDir(), lines)
 			publish(t, ch, "before")
 			plant(t, kind, filepath.Join(bucketNow(folder), "special"))
@@ -258,8 +240,8 @@ func TestSpecialFilesInLog(t *testing.T) {
 			}
 			within(t, 5*time.Second, "Close", func() { ch.Close() })
 			s.stop(t)
-			if n := lines.count("skipping a file that is not a regular file"); n != 1 {
-				t.Errorf("the special file was reported %d times in the log, want once:\n%s", n, lines.buf.String())
+			if n := strings.Count(lines.String(), "skipping a file that is not a regular file"); n != 1 {
+				t.Errorf("the special file was reported %d times in the log, want once:\n%s", n, lines.String())
 			}
 		})
 	}
@@ -271,7 +253,7 @@ func TestSpecialFilesOnBoard(t *testing.T) {
 	for _, kind := range specialKinds {
 		t.Run(kind, func(t *testing.T) {
 			folder := t.TempDir()
-			lines := &logLines{}
+			lines := &testenv.Buffer{}
 			ch := configureLogged(t, map[string]any{"path": folder, "poll_interval": "20ms", "max_payload": 1 << 20}, t.TempDir(), lines)
 			if err := ch.(sdk.Board).Put(t.Context(), sdk.PutRequest{Key: "real", Value: []byte("v")}); err != nil {
 				t.Fatal(err)
@@ -464,7 +446,7 @@ func TestGrowingBoardFile(t *testing.T) {
 // again after a restart (the cursor moves past what was skipped).
 func TestJunkWarnedOnce(t *testing.T) {
 	folder, state := t.TempDir(), t.TempDir()
-	lines := &logLines{}
+	lines := &testenv.Buffer{}
 	cfg := map[string]any{"path": folder, "poll_interval": "10ms", "max_payload": 1024}
 	ch := configureLogged(t, cfg, state, lines)
 	publish(t, ch, "first")
@@ -478,7 +460,7 @@ func TestJunkWarnedOnce(t *testing.T) {
 	waitFor(t, 10*time.Second, "the item after the junk", func() bool { return s.has("data-last") })
 	// Many polls later, still one line per file at most.
 	time.Sleep(300 * time.Millisecond)
-	if n := lines.count("larger than max_payload"); n == 0 || n > 30 {
+	if n := strings.Count(lines.String(), "larger than max_payload"); n == 0 || n > 30 {
 		t.Errorf("30 oversize files were reported in %d lines, want 1 to 30", n)
 	}
 	s.stop(t)
@@ -487,13 +469,13 @@ func TestJunkWarnedOnce(t *testing.T) {
 	s.mu.Unlock()
 	within(t, 5*time.Second, "Close", func() { ch.Close() })
 
-	restarted := &logLines{}
+	restarted := &testenv.Buffer{}
 	ch2 := configureLogged(t, cfg, state, restarted)
 	defer ch2.Close()
 	s2 := subscribeBG(t, ch2, cursor)
 	publish(t, ch2, "after-restart")
 	waitFor(t, 10*time.Second, "the item after the restart", func() bool { return s2.has("data-after-restart") })
-	if n := restarted.count("larger than max_payload"); n != 0 {
+	if n := strings.Count(restarted.String(), "larger than max_payload"); n != 0 {
 		t.Errorf("after a restart the junk was reported again (%d lines): the cursor did not move past it", n)
 	}
 	s2.stop(t)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -52,7 +51,7 @@ type home struct {
 	dir  string
 	name string
 	run  *exec.Cmd
-	log  *logBuffer
+	log  *testenv.Buffer
 	// level is the daemon's log level (default debug); netns runs it in a
 	// network namespace of its own, reachable only through its channels.
 	level string
@@ -62,31 +61,6 @@ type home struct {
 	// api is the one client of this home's daemon: a client per call
 	// would leave a connection open each time.
 	api *api.Client
-}
-
-// logBuffer holds a daemon's log; it is written by the copying goroutine
-// of exec while the test reads it.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) Bytes() []byte {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return bytes.Clone(l.buf.Bytes())
-}
-
-func (l *logBuffer) Len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Len()
 }
 
 func newHome(t testing.TB, name string) *home {
@@ -138,7 +112,7 @@ func (h *home) start() {
 // launch is start that returns its error, for goroutines other than the
 // test's (chaos).
 func (h *home) launch() error {
-	h.log = &logBuffer{}
+	h.log = &testenv.Buffer{}
 	level := h.level
 	if level == "" {
 		level = "debug"

@@ -1,37 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"io/fs"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/remora-p2p/remora/testenv"
 )
-
-// lockedBuffer collects a running command's output for polling.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 var safetyCodeRE = regexp.MustCompile(`safety code: (\d{3} \d{3} \d{3} \d{3})`)
 
@@ -61,7 +41,7 @@ func TestMembershipEndToEnd(t *testing.T) {
 	if !strings.Contains(inv, "remora circle approve") {
 		t.Fatalf("the invite does not say what happens next:\n%s", inv)
 	}
-	out := &lockedBuffer{}
+	out := &testenv.Buffer{}
 	join := exec.Command(bin, "--home", b.dir, "join", inviteCode(inv), "--timeout", "120s")
 	join.Stdout, join.Stderr = out, out
 	if err := join.Start(); err != nil {

@@ -22,7 +22,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -290,7 +289,7 @@ func (l *natLab) down() {
 type labNode struct {
 	name string
 	cmd  *exec.Cmd
-	log  *logBuffer
+	log  *testenv.Buffer
 	api  *api.Client
 	id   string
 }
@@ -302,7 +301,7 @@ func (l *natLab) start(t testing.TB, labDir, role string, port int, extra ...str
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := &labNode{name: role, log: &logBuffer{}, api: api.NewClient(filepath.Join(labDir, role+".sock"))}
+	ln := &labNode{name: role, log: &testenv.Buffer{}, api: api.NewClient(filepath.Join(labDir, role+".sock"))}
 	ln.cmd = exec.Command("ip", "netns", "exec", l.name(role), exe, "-test.run=^$")
 	ln.cmd.Env = append(os.Environ(), labRoleEnv+"="+role, labDirEnv+"="+labDir,
 		labListenEnv+"="+fmt.Sprintf("/ip4/0.0.0.0/udp/%d/quic-v1,/ip4/0.0.0.0/tcp/%d", port, port))
@@ -357,22 +356,4 @@ func (ln *labNode) peerPath(peerID string) string {
 		}
 	}
 	return "none"
-}
-
-// logBuffer holds a lab node's log while the test reads it.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) Bytes() []byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return bytes.Clone(b.buf.Bytes())
 }
