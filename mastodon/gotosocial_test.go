@@ -24,6 +24,7 @@ import (
 	"github.com/remora-p2p/remora/mastodon"
 	"github.com/remora-p2p/remora/sdk"
 	"github.com/remora-p2p/remora/sdk/channeltest"
+	"github.com/remora-p2p/remora/sdk/channeltest/faultproxy"
 	"github.com/remora-p2p/remora/testenv"
 	"github.com/remora-p2p/remora/testenv/gotosocial"
 )
@@ -54,9 +55,10 @@ func gtsMustOpen(t *testing.T, server string, acct gotosocial.Account, cfg map[s
 }
 
 // gtsHarness gives the kit two fresh accounts on the GoToSocial server per
-// case.
+// case, the members reaching it through a faultproxy.
 type gtsHarness struct {
 	srv   *gotosocial.Server
+	proxy *faultproxy.Proxy // between the members and the server
 	users []gotosocial.Account
 	dirs  []string
 }
@@ -68,13 +70,27 @@ type gtsHarness struct {
 func gtsHarnesses(t *testing.T) func(t *testing.T) channeltest.Harness {
 	srv := gotosocial.Need(t)
 	users := srv.NewAccounts(t, "alice", "bob")
+	u, err := url.Parse(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return func(t *testing.T) channeltest.Harness {
-		return &gtsHarness{srv: srv, users: users, dirs: []string{t.TempDir(), t.TempDir()}}
+		p, err := faultproxy.New(u.Host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		return &gtsHarness{srv: srv, proxy: p, users: users, dirs: []string{t.TempDir(), t.TempDir()}}
 	}
 }
 
+// Proxies lets the kit take the server away, stall it, trickle its answers
+// and cut a publish half way. The harness's own calls (Plant) go to the
+// server directly.
+func (h *gtsHarness) Proxies() []*faultproxy.Proxy { return []*faultproxy.Proxy{h.proxy} }
+
 func (h *gtsHarness) Open(ctx context.Context, t *testing.T, a sdk.Adapter, m int) (sdk.Channel, error) {
-	b, _ := json.Marshal(map[string]any{"server": h.srv.URL, "accounts": []string{h.users[1-m].Username}, "poll_interval": "1s"})
+	b, _ := json.Marshal(map[string]any{"server": "http://" + h.proxy.Addr(), "accounts": []string{h.users[1-m].Username}, "poll_interval": "1s"})
 	return a.Configure(ctx, sdk.ConfigureRequest{
 		ChannelID: "kit", Config: b,
 		Secrets:  map[string]string{mastodon.SecretToken: h.users[m].Token},
