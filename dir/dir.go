@@ -502,6 +502,9 @@ func (c *channel) scanLocked(now time.Time, full bool) error {
 		return fsError("dir: scan", c.root, err)
 	}
 	c.ignored["log"] = top
+	if full {
+		c.countBoard(r)
+	}
 	for b := range c.seen {
 		if !present[b] {
 			delete(c.seen, b)
@@ -528,6 +531,39 @@ func (c *channel) scanLocked(now time.Time, full bool) error {
 		}
 	}
 	return nil
+}
+
+// listBoard calls key for every item's name on the board (br) and counts
+// its temporary and foreign files. Only names are read, never a file.
+func listBoard(br *os.Root, key func(string)) (counts, error) {
+	var n counts
+	err := eachEntry(br, ".", func(e fs.DirEntry) {
+		switch classify(e.Name(), e.IsDir()) {
+		case kindItem:
+			key(e.Name())
+		case kindTemp:
+			n.temp++
+		default:
+			n.foreign++
+		}
+	})
+	return n, err
+}
+
+// countBoard counts the board's temporary and foreign files for Health on
+// a full rescan: the daemon reads the board by key, so a Get never lists
+// it. A board that cannot be listed is left to Put and Get to report.
+// c.mu is held.
+func (c *channel) countBoard(r *os.Root) {
+	br, err := openSub(r, "board")
+	if err != nil {
+		delete(c.ignored, "board")
+		return
+	}
+	defer br.Close()
+	if n, err := listBoard(br, func(string) {}); err == nil {
+		c.ignored["board"] = n
+	}
 }
 
 // eachEntry calls f for every entry of the folder name inside r, reading
@@ -780,17 +816,7 @@ func (c *channel) Get(ctx context.Context, req sdk.GetRequest) (sdk.GetResponse,
 	defer br.Close()
 	keys := req.Keys
 	if len(keys) == 0 {
-		var n counts
-		err := eachEntry(br, ".", func(e fs.DirEntry) {
-			switch classify(e.Name(), e.IsDir()) {
-			case kindItem:
-				keys = append(keys, e.Name())
-			case kindTemp:
-				n.temp++
-			default:
-				n.foreign++
-			}
-		})
+		n, err := listBoard(br, func(k string) { keys = append(keys, k) })
 		if err != nil {
 			return sdk.GetResponse{}, fsError("dir: get", c.root, err)
 		}

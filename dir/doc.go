@@ -18,7 +18,9 @@
 // the same folder, fsync, rename, fsync of the folder. Readers ignore
 // temporary files (ours and the sync tools': ".syncthing.*.tmp",
 // "~syncthing~*", "*.part", ".~lock*", …) and any other foreign file, and
-// count them in Health. Because a file name is its idempotency key, a repeated
+// count them in Health (ignored_temp, ignored_foreign): log/'s at every
+// scan, board/'s by name only at a full rescan (and at a Get of the whole
+// board), since the daemon reads the board by key. Because a file name is its idempotency key, a repeated
 // key can never make a second item: idempotency is strong.
 //
 // # Cursor

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/remora-p2p/remora/sdk"
+	"github.com/remora-p2p/remora/testenv"
 )
 
 // TestStaleDirectoryTime: on a filesystem that does not update a
@@ -175,4 +176,68 @@ func TestFolderIDDamaged(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBoardIgnoredCounted: temporary and foreign files on the board are
+// counted in Health while the daemon reads the board only by key (it
+// never lists the whole board since it reads presence slots by key), and
+// the counts follow the folder when they go.
+func TestBoardIgnoredCounted(t *testing.T) {
+	oldFull := fullRescan
+	fullRescan = 100 * time.Millisecond
+	t.Cleanup(func() { fullRescan = oldFull })
+
+	folder := t.TempDir()
+	// Polled, so that scans (and a full one every 100 ms) run without
+	// waiting for a change in log/ or the minute's rescan.
+	raw, _ := json.Marshal(map[string]string{"path": folder, "watch": "off", "poll_interval": "10ms"})
+	ch, err := New().Configure(t.Context(), sdk.ConfigureRequest{Config: raw, StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	b := ch.(sdk.Board)
+	if err := b.Put(t.Context(), sdk.PutRequest{Key: "k", Value: []byte("v")}); err != nil {
+		t.Fatal(err)
+	}
+	board := filepath.Join(folder, "board")
+	for _, name := range []string{"k.part", ".syncthing.k.tmp", "Thumbs.db"} { // temp, temp, foreign
+		if err := os.WriteFile(filepath.Join(board, name), []byte("junk"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(filepath.Join(board, "photos"), 0o755); err != nil { // foreign
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- ch.Subscribe(ctx, sdk.SubscribeRequest{}, sdk.SinkFunc(func(context.Context, sdk.Delivery) error { return nil }))
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	// The daemon's read: by key only.
+	resp, err := b.Get(t.Context(), sdk.GetRequest{Keys: []string{"k"}})
+	if err != nil || len(resp.Entries) != 1 {
+		t.Fatalf("get k: %v %+v", err, resp.Entries)
+	}
+	count := func() (int64, int64) {
+		h := ch.(sdk.Healther).Health(t.Context())
+		return h.Counters["ignored_temp"], h.Counters["ignored_foreign"]
+	}
+	testenv.WaitFor(t, "the board's temporary and foreign files counted", 10*time.Second, func() bool {
+		temp, foreign := count()
+		return temp == 2 && foreign == 2
+	})
+	for _, name := range []string{"k.part", ".syncthing.k.tmp", "Thumbs.db", "photos"} {
+		if err := os.Remove(filepath.Join(board, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.WaitFor(t, "the counts back to zero once the files went", 10*time.Second, func() bool {
+		temp, foreign := count()
+		return temp == 0 && foreign == 0
+	})
 }
