@@ -35,9 +35,9 @@ func init() {
 }
 
 // fileLoader is go-git's filesystem loader with the local clone's storage
-// options: the in-process server runs in the adapter's process, and the
-// stock loader loads a planted blob of any size whole (and keeps it in a
-// 96 MiB object cache) to pack it.
+// options (the in-process server runs in the adapter's process, and the
+// stock loader loads a planted blob of any size whole, and keeps it in a
+// 96 MiB object cache, to pack it) and atomic ref writes (atomicRefs).
 type fileLoader struct{ base billy.Filesystem }
 
 func (l fileLoader) Load(ep *transport.Endpoint) (storer.Storer, error) {
@@ -53,7 +53,8 @@ func (l fileLoader) Load(ep *transport.Endpoint) (storer.Storer, error) {
 			return nil, transport.ErrRepositoryNotFound
 		}
 	}
-	return filesystem.NewStorageWithOptions(fs, cache.NewObjectLRU(cache.MiByte), filesystem.Options{LargeObjectThreshold: largeObject}), nil
+	st := filesystem.NewStorageWithOptions(fs, cache.NewObjectLRU(cache.MiByte), filesystem.Options{LargeObjectThreshold: largeObject})
+	return atomicRefs{Storage: st, fs: fs}, nil
 }
 
 type adapter struct{}

@@ -542,3 +542,58 @@ func TestSSHKeyFromSecret(t *testing.T) {
 		t.Fatalf("garbage ssh_key secret: %v, want bad config that does not echo the secret", err)
 	}
 }
+
+// TestFileConcurrentPublishers: many members push one item at a time to
+// one file:// remote while two of them read it. Every push lists the refs
+// while others update theirs (each push and fetch loads its own storage of
+// the in-process server); a ref write that readers could see half done
+// failed a Publish with "ref file is empty" (TestConformance/file/Concurrent
+// in CI). Fails before atomicRefs within a few runs; -count stresses it.
+func TestFileConcurrentPublishers(t *testing.T) {
+	r := fileRemote(t)
+	const members, per = 6, 12
+	over := map[string]any{"flush_interval": "10ms", "poll_min": "100ms", "poll_max": "200ms"}
+	chans := make([]sdk.Channel, members)
+	work := make([][]sdk.PublishItem, members)
+	var all []sdk.PublishItem
+	for m := range members {
+		chans[m] = open(t, r, m, t.TempDir(), over)
+		work[m] = items(fmt.Sprintf("m%d", m), per)
+		all = append(all, work[m]...)
+	}
+	cols := make([]*collector, 2)
+	dones := make([]<-chan error, 2)
+	for m := range cols {
+		cols[m], dones[m], _ = subscribe(t, chans[m], nil)
+	}
+	errs := make(chan error, members*per)
+	var wg sync.WaitGroup
+	for m := range members {
+		wg.Go(func() {
+			for _, it := range work[m] {
+				ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+				resp, err := chans[m].Publish(ctx, sdk.PublishRequest{Items: []sdk.PublishItem{it}})
+				cancel()
+				if err == nil {
+					err = resp.Results[0].Err
+				}
+				if err != nil {
+					errs <- fmt.Errorf("member %d: %w", m, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("concurrent publish: %v", err)
+	}
+	for m := range cols {
+		waitFor(t, cols[m], all, time.Minute, dones[m])
+	}
+	for m := range cols {
+		if n := chans[m].(sdk.Healther).Health(t.Context()).Counters["fetch_errors"]; n > 0 {
+			t.Errorf("member %d: %d fetches failed while others pushed", m, n)
+		}
+	}
+}
