@@ -15,7 +15,11 @@
 // Subscribe reads mention notifications: pushed over the streaming
 // websocket (stream=user; the advertised streaming URL unless it names the
 // server's own host or fails, then the server's URL), caught up and, when
-// streaming fails, polled through GET /api/v1/notifications with min_id. A
+// streaming fails, polled through GET /api/v1/notifications with min_id.
+// The catch-up runs after the stream opens and once more at its first
+// event or two seconds on, whichever is first: a server gives a new stream
+// events a moment after the upgrade, and a notification made in between
+// would be in neither. A
 // status's text is its source where the server sends it (status.text),
 // else its HTML content as text. The cursor is the highest
 // notification ID delivered plus a window of the last notification and

@@ -336,11 +336,56 @@ func TestConcurrentPublishers(t *testing.T) {
 	}
 	wg.Wait()
 	testenv.WaitFor(t, "every item delivered", time.Minute, func() bool { got, _, _ := r.counts(); return len(got) == len(want) })
-	time.Sleep(300 * time.Millisecond)
+	// A duplicate would come before an item published after every other.
+	last := armored(200)
+	publish(t, pubs[0], item(last))
+	testenv.WaitFor(t, "the last item delivered", time.Minute, func() bool { got, _, _ := r.counts(); return got[last] > 0 })
 	got, _, _ := r.counts()
 	for _, d := range want {
 		if got[d] != 1 {
 			t.Errorf("item delivered %d times", got[d])
 		}
+	}
+}
+
+// TestStreamOpenedLate: the server gives a new stream events a moment
+// after the websocket opens (Mastodon's streaming server subscribes after
+// the upgrade). Posts made in that moment, after the subscription's
+// catch-up read, are in neither: the subscription catches up once more
+// and delivers them (before, they were lost until the stream dropped).
+func TestStreamOpenedLate(t *testing.T) {
+	var (
+		srv  *mastodontest.Server
+		once sync.Once
+		late = []string{armored(100), armored(100), armored(100)}
+	)
+	srv = mastodontest.New(mastodontest.Options{StreamOpened: func(username string) {
+		once.Do(func() {
+			deadline := time.Now().Add(30 * time.Second)
+			for srv.NotificationReads() == 0 { // the catch-up after the dial
+				if time.Now().After(deadline) {
+					t.Error("no catch-up read after the stream opened")
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			for _, d := range late {
+				if _, err := srv.Post("alice", "@bob "+d, "direct"); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}})
+	t.Cleanup(srv.Close)
+	srv.AddAccount("alice")
+	bob := srv.AddAccount("bob")
+	sub := mustConfigure(t, srv, bob.Token, map[string]any{"accounts": []string{"alice"}})
+	r := subscribe(t, sub, nil)
+	testenv.WaitFor(t, "the posts made as the stream opened", 30*time.Second, func() bool {
+		got, _, _ := r.counts()
+		return got[late[0]] == 1 && got[late[1]] == 1 && got[late[2]] == 1
+	})
+	if n := srv.Streams(); n != 1 {
+		t.Errorf("%d streams open, want the one (no reconnect needed)", n)
 	}
 }

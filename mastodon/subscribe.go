@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -227,12 +228,23 @@ type streamEvent struct {
 	Payload json.RawMessage `json:"payload"`
 }
 
+// streamSettle is how long after a stream opens the subscription reads
+// notifications over REST once more, unless an event came first. A server
+// starts giving a stream events a moment after the websocket opens
+// (Mastodon's streaming server subscribes to the account's events after
+// the upgrade): a notification made in between is in neither the catch-up
+// before nor the stream.
+const streamSettle = 2 * time.Second
+
 // stream reads events until the connection drops, ctx ends or the sink
-// fails.
+// fails. It catches up once more at the first event or after
+// streamSettle, whichever comes first.
 func (s *sub) stream(ctx context.Context, conn *websocket.Conn) error {
 	done := make(chan struct{})
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	defer close(done)
-	go func() {
+	wg.Go(func() {
 		t := time.NewTicker(pingEvery)
 		defer t.Stop()
 		for {
@@ -249,19 +261,53 @@ func (s *sub) stream(ctx context.Context, conn *websocket.Conn) error {
 				conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(10*time.Second))
 			}
 		}
-	}()
+	})
 	extend := func(string) error { return conn.SetReadDeadline(time.Now().Add(readTimeout)) }
 	conn.SetPongHandler(extend)
 	// One event is one notification with its status: a few KB. A bigger
 	// (or endless) one ends the stream; the subscription reconnects.
 	conn.SetReadLimit(maxStreamEvent)
-	for {
-		extend("")
-		_, msg, err := conn.ReadMessage()
-		if err != nil {
-			return fmt.Errorf("mastodon: stream: %w", err)
+	msgs := make(chan []byte)
+	failed := make(chan error, 1)
+	wg.Go(func() {
+		for {
+			extend("")
+			_, msg, err := conn.ReadMessage()
+			if err != nil {
+				failed <- fmt.Errorf("mastodon: stream: %w", err)
+				return
+			}
+			select {
+			case msgs <- msg:
+			case <-done:
+				return
+			}
 		}
-		if err := s.event(ctx, msg); err != nil {
+	})
+	settle := time.NewTimer(streamSettle)
+	defer settle.Stop()
+	settled := false
+	catchUp := func() error {
+		if settled {
+			return nil
+		}
+		settled = true
+		return s.catchUp(ctx)
+	}
+	for {
+		select {
+		case <-settle.C:
+			if err := catchUp(); err != nil {
+				return err
+			}
+		case msg := <-msgs:
+			if err := catchUp(); err != nil {
+				return err
+			}
+			if err := s.event(ctx, msg); err != nil {
+				return err
+			}
+		case err := <-failed:
 			return err
 		}
 	}

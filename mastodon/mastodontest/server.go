@@ -54,6 +54,11 @@ type Options struct {
 	// a URL that does not work (GoToSocial: wss://HOST whatever its scheme
 	// and port).
 	StreamingURL string
+	// StreamOpened, if set, runs after a streaming websocket is upgraded
+	// and before the stream is given events, as on Mastodon, whose
+	// streaming server subscribes to the account's events a moment after
+	// the upgrade: a notification made meanwhile is not streamed.
+	StreamOpened func(username string)
 }
 
 // Account is an account on the fake server.
@@ -121,6 +126,7 @@ type Server struct {
 	URL string
 
 	requests     atomic.Int64
+	notifReads   atomic.Int64
 	posts        atomic.Int64
 	limited      atomic.Int64
 	streamingOff atomic.Bool
@@ -220,6 +226,9 @@ func (s *Server) Close() {
 // Requests is the number of authenticated API requests served (streaming
 // connections not included), 429s included.
 func (s *Server) Requests() int64 { return s.requests.Load() }
+
+// NotificationReads is the number of GET /api/v1/notifications answered.
+func (s *Server) NotificationReads() int64 { return s.notifReads.Load() }
 
 // Limited is the number of requests answered 429.
 func (s *Server) Limited() int64 { return s.limited.Load() }
@@ -994,6 +1003,7 @@ func (s *Server) handleNotifications(w http.ResponseWriter, r *http.Request, a *
 		}
 		return false
 	}
+	defer s.notifReads.Add(1) // after the page is read and written
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	byID := map[string]*notification{}
@@ -1131,6 +1141,9 @@ func (s *Server) handleStreaming(w http.ResponseWriter, r *http.Request) {
 	conn, err := upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return
+	}
+	if s.opts.StreamOpened != nil {
+		s.opts.StreamOpened(a.Username)
 	}
 	st := &stream{conn: conn, account: a, kind: kind}
 	s.mu.Lock()
