@@ -215,6 +215,18 @@ func (n *Node) pendingJoins() []*pendingJoin {
 	return out
 }
 
+// joinWaiting reports whether a join of this device waits for its welcome.
+func (n *Node) joinWaiting() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, j := range n.joins {
+		if j.state == joinPending {
+			return true
+		}
+	}
+	return false
+}
+
 // joinWelcomed tries a welcome against the joins waiting here.
 func (n *Node) joinWelcomed(blob []byte) bool {
 	for _, j := range n.pendingJoins() {

@@ -111,6 +111,19 @@ func (n *Node) openFailed(channelID string, raw []byte, path string, err error) 
 			n.requestKey(oe.Circle, circle.Epoch(oe.Epoch), oe.Sender)
 		}
 		return nil
+	case errors.Is(err, envelope.ErrNotForUs) && oe != nil && oe.Circle == (envelope.CircleID{}) && n.joinWaiting():
+		// No epoch we know routes it, and a join of ours is waiting: it
+		// may be for the circle we are joining, sent as the inviter let us
+		// in and read before its welcome reached us (the sender key of a
+		// member who then goes offline would be lost, and with it every
+		// message under it). Held, within the held quotas, until the
+		// join ends (retryHeld then opens or drops it).
+		h := &store.HeldEnvelope{Key: joinWaitPrefix + heldKey(raw), Channel: channelID, Path: path, Raw: raw, Until: n.opts.Now().Add(joinHold)}
+		if held, err := n.hold(h, joinWaitPrefix, "read while a join was waiting"); err != nil || !held {
+			return err
+		}
+		n.count("held_join_waiting")
+		return nil
 	case errors.Is(err, envelope.ErrNotForUs):
 		n.count("ignored_not_for_us")
 	case errors.Is(err, envelope.ErrUnsupported):
@@ -135,6 +148,13 @@ func fragmentKey(sender peer.ID, id envelope.MessageID) string {
 
 // fragmentSenderPrefix prefixes all held fragments of one sender.
 func fragmentSenderPrefix(sender peer.ID) string { return "f:" + sender.String() + ":" }
+
+// joinWaitPrefix prefixes the envelopes no known epoch routes, held
+// while a join of ours waits; joinHold is how long one is kept.
+const (
+	joinWaitPrefix = "j:"
+	joinHold       = time.Hour
+)
 
 // keyWaitPrefix prefixes the envelopes of one sender held for its key.
 func keyWaitPrefix(sender peer.ID) string { return "k:" + sender.String() + ":" }
