@@ -71,11 +71,11 @@ func TestNodesOverMatrixRoom(t *testing.T) {
 
 	bobID := b.N.ID()
 	b.Stop()
-	before := a.Published()
+	before := a.MessagesPublished()
 	if _, err := a.N.Send(ctx, api.SendRequest{Circle: circleID, To: []string{bobID.String()}, Text: "while you were out"}); err != nil {
 		t.Fatal(err)
 	}
-	testenv.WaitFor(t, "the message posted to the room", time.Minute, func() bool { return a.Published() > before })
+	testenv.WaitFor(t, "the message posted to the room", time.Minute, func() bool { return a.MessagesPublished() > before })
 	b.Start()
 	defer b.Stop()
 	defer a.Stop()

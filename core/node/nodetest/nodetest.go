@@ -106,13 +106,15 @@ func (n *Node) Stop() {
 	n.DB.Close()
 }
 
-// Published is the channel's published counter.
-func (n *Node) Published() int64 {
+// MessagesPublished is the channel's messages_published counter: chat
+// messages every envelope of which the channel took (published counts
+// presence records, acks and key messages too).
+func (n *Node) MessagesPublished() int64 {
 	chs, err := n.N.Channels(context.Background())
 	if err != nil || len(chs) == 0 {
 		return 0
 	}
-	return chs[0].Counters["published"]
+	return chs[0].Counters["messages_published"]
 }
 
 // Texts counts the texts in n's inbox.
