@@ -25,12 +25,7 @@ func TestStaleDirectoryTime(t *testing.T) {
 	t.Cleanup(func() { fullRescan, freshDir = oldFull, oldFresh })
 
 	folder := t.TempDir()
-	raw, _ := json.Marshal(map[string]string{"path": folder, "watch": "off", "poll_interval": "10ms"})
-	ch, err := New().Configure(t.Context(), sdk.ConfigureRequest{Config: raw, StateDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ch.Close()
+	ch := polledChannel(t, folder)
 	if _, err := ch.Publish(t.Context(), sdk.PublishRequest{Items: []sdk.PublishItem{{Data: []byte("a"), IdempotencyKey: "a"}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -190,12 +185,7 @@ func TestBoardIgnoredCounted(t *testing.T) {
 	folder := t.TempDir()
 	// Polled, so that scans (and a full one every 100 ms) run without
 	// waiting for a change in log/ or the minute's rescan.
-	raw, _ := json.Marshal(map[string]string{"path": folder, "watch": "off", "poll_interval": "10ms"})
-	ch, err := New().Configure(t.Context(), sdk.ConfigureRequest{Config: raw, StateDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ch.Close()
+	ch := polledChannel(t, folder)
 	b := ch.(sdk.Board)
 	if err := b.Put(t.Context(), sdk.PutRequest{Key: "k", Value: []byte("v")}); err != nil {
 		t.Fatal(err)
@@ -240,4 +230,17 @@ func TestBoardIgnoredCounted(t *testing.T) {
 		temp, foreign := count()
 		return temp == 0 && foreign == 0
 	})
+}
+
+// polledChannel opens a dir channel on folder that polls every 10 ms
+// instead of watching; it is closed when the test ends.
+func polledChannel(t *testing.T, folder string) sdk.Channel {
+	t.Helper()
+	raw, _ := json.Marshal(map[string]string{"path": folder, "watch": "off", "poll_interval": "10ms"})
+	ch, err := New().Configure(t.Context(), sdk.ConfigureRequest{Config: raw, StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ch.Close() })
+	return ch
 }
