@@ -14,16 +14,16 @@ import (
 // adapter process.
 func TestHeapGrowthSeesPooledBuffer(t *testing.T) {
 	const size = 8 << 20
-	pool := sync.Pool{New: func() any { return make([]byte, size) }}
-	earlier := pool.Get().([]byte) // the publisher's read
-	earlier[0] = 1
+	pool := sync.Pool{New: func() any { b := make([]byte, size); return &b }}
+	earlier := pool.Get().(*[]byte) // the publisher's read
+	(*earlier)[0] = 1
 	pool.Put(earlier)
 	earlier = nil
 
 	stop := channeltest.HeapGrowth()
-	buf := pool.Get().([]byte) // the subscriber's read
-	for i := range buf {
-		buf[i] = byte(i)
+	buf := pool.Get().(*[]byte) // the subscriber's read
+	for i := range *buf {
+		(*buf)[i] = byte(i)
 	}
 	pool.Put(buf)
 	if grew := stop(); grew < size {
