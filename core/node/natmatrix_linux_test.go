@@ -65,13 +65,18 @@ type cellResult struct {
 	First     time.Duration // from b knowing a as a member to a holding b's first message
 	Path      string        // b's path to a at the end
 	ToDirect  time.Duration // from the same start to the first direct path (0: none)
-	MsgPath   string        // the path the last message arrived by
-	Birthday  int           // birthday probing runs of a and b that made a direct path
+	// AddrsToDirect is from when a and b both hold the other's addresses
+	// (a presence record; the start, if they held them before it) to the
+	// first direct path: issue #15's "once both sides know each other's
+	// addresses" (0: no direct path).
+	AddrsToDirect time.Duration
+	MsgPath       string // the path the last message arrived by
+	Birthday      int    // birthday probing runs of a and b that made a direct path
 }
 
 func (r cellResult) String() string {
-	return fmt.Sprintf("first message %v by %s, final path %s, direct after %v, last message by %s",
-		r.First.Round(time.Millisecond), r.FirstPath, r.Path, r.ToDirect.Round(time.Millisecond), r.MsgPath)
+	return fmt.Sprintf("first message %v by %s, final path %s, direct after %v (%v after both held the addresses), last message by %s",
+		r.First.Round(time.Millisecond), r.FirstPath, r.Path, r.ToDirect.Round(time.Millisecond), r.AddrsToDirect.Round(time.Millisecond), r.MsgPath)
 }
 
 // TestNATMatrix runs every cell once: two members a and b behind the cell's
@@ -145,9 +150,13 @@ func runNATCell(t testing.TB, c natCell) cellResult {
 	// and 45 s, jittered up to 1.5×): a cell is judged on all of them
 	deadline := start.Add(75 * time.Second)
 	var settled time.Time // when b's path first was one of c.want
+	var addrsKnown time.Time
 	var last string
 	for {
 		now := time.Now()
+		if addrsKnown.IsZero() && res.ToDirect == 0 && holdsAddrs(a, b.id) && holdsAddrs(b, a.id) {
+			addrsKnown = now
+		}
 		if !gotFirst {
 			if m, ok := findMessage(a, "first"); ok {
 				gotFirst, res.First, res.FirstPath = true, now.Sub(start), m.Path
@@ -156,6 +165,10 @@ func runNATCell(t testing.TB, c natCell) cellResult {
 		last = b.peerPath(a.id)
 		if res.ToDirect == 0 && (isDirect(last) || isDirect(a.peerPath(b.id))) {
 			res.ToDirect = now.Sub(start)
+			if addrsKnown.IsZero() { // a direct path before the second look: they held them
+				addrsKnown = now
+			}
+			res.AddrsToDirect = now.Sub(addrsKnown)
 		}
 		if settled.IsZero() && slices.Contains(c.want, last) {
 			settled = now
@@ -227,6 +240,21 @@ func knows(ln *labNode, peer string) bool {
 	return false
 }
 
+// holdsAddrs reports whether ln holds a presence record of peer with
+// addresses.
+func holdsAddrs(ln *labNode, peer string) bool {
+	ps, err := ln.api.Peers(context.Background())
+	if err != nil {
+		return false
+	}
+	for _, p := range ps {
+		if p.PeerID == peer {
+			return !p.Presence.IsZero() && len(p.Addrs) > 0
+		}
+	}
+	return false
+}
+
 // waitMessage waits until ln's inbox holds a message with text.
 func waitMessage(t testing.TB, ln *labNode, text string, timeout time.Duration) api.Message {
 	t.Helper()
@@ -283,14 +311,14 @@ func BenchmarkNATMatrix(b *testing.B) {
 	}
 	// printed, not logged: a parent benchmark's log is dropped once it
 	// has sub-benchmarks
-	fmt.Printf("%d runs per cell:\n| cell | want | paths reached | first message by | first message, median (max) | direct, median (max) |\n|---|---|---|---|---|---|\n%s\n",
+	fmt.Printf("%d runs per cell:\n| cell | want | paths reached | first message by | first message, median (max) | direct, median (max) | direct once both held the addresses, median (max) |\n|---|---|---|---|---|---|---|\n%s\n",
 		runs, strings.Join(rows, "\n"))
 }
 
 // natRow summarises a cell's runs as a markdown table row.
 func natRow(c natCell, res []cellResult) string {
 	paths, firstBy := map[string]int{}, map[string]int{}
-	var first, direct []time.Duration
+	var first, direct, fromAddrs []time.Duration
 	for _, r := range res {
 		paths[r.Path]++
 		by, _, _ := strings.Cut(r.FirstPath, ":") // channel:NAME, mailbox:PEER
@@ -298,6 +326,7 @@ func natRow(c natCell, res []cellResult) string {
 		first = append(first, r.First)
 		if r.ToDirect > 0 {
 			direct = append(direct, r.ToDirect)
+			fromAddrs = append(fromAddrs, r.AddrsToDirect)
 		}
 	}
 	counts := func(m map[string]int) string {
@@ -314,5 +343,5 @@ func natRow(c natCell, res []cellResult) string {
 		slices.Sort(ds)
 		return fmt.Sprintf("%d ms (%d ms)", ds[len(ds)/2].Milliseconds(), ds[len(ds)-1].Milliseconds())
 	}
-	return fmt.Sprintf("| %s | %s | %s | %s | %s | %s |", c.name, strings.Join(c.want, "/"), counts(paths), counts(firstBy), stat(first), stat(direct))
+	return fmt.Sprintf("| %s | %s | %s | %s | %s | %s | %s |", c.name, strings.Join(c.want, "/"), counts(paths), counts(firstBy), stat(first), stat(direct), stat(fromAddrs))
 }
