@@ -10,8 +10,11 @@ import (
 	"github.com/go-git/go-billy/v5/osfs"
 	gogit "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/format/packfile"
+	"github.com/go-git/go-git/v5/plumbing/storer"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage"
+	"github.com/go-git/go-git/v5/storage/memory"
 )
 
 // TestFileRefWritesAtomic: the file:// server's ref updates are atomic for
@@ -119,5 +122,66 @@ func TestFileRefWritesAtomic(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Errorf("concurrent ref write and read: %v", err)
+	}
+}
+
+// TestFileLoaderSeesNewPacks: a file:// session (fileLoader's storage)
+// finds an object of a pack another session wrote after its first object
+// read. go-git lists the packs once; a fetch that read the refs after a
+// concurrent push updated one asked for that push's commit and failed with
+// "object not found" (TestFileConcurrentPublishers in CI).
+func TestFileLoaderSeesNewPacks(t *testing.T) {
+	bare := filepath.Join(t.TempDir(), "circle.git")
+	if _, err := gogit.PlainInit(bare, true); err != nil {
+		t.Fatal(err)
+	}
+	ep, err := transport.NewEndpoint("file://" + bare)
+	if err != nil {
+		t.Fatal(err)
+	}
+	load := fileLoader{osfs.New("")}
+	reader, err := load.Load(ep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	absent := plumbing.NewHash("1111111111111111111111111111111111111111")
+	if _, err := reader.EncodedObject(plumbing.AnyObject, absent); !errors.Is(err, plumbing.ErrObjectNotFound) {
+		t.Fatalf("an absent object: %v, want not found", err)
+	}
+
+	// another session writes a pack holding one blob, as receive-pack does
+	mem := memory.NewStorage()
+	blob := mem.NewEncodedObject()
+	blob.SetType(plumbing.BlobObject)
+	w, _ := blob.Writer()
+	w.Write([]byte("an item pushed meanwhile"))
+	w.Close()
+	h, err := mem.SetEncodedObject(blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writer, err := load.Load(ep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw, err := writer.(storer.PackfileWriter).PackfileWriter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := packfile.NewEncoder(pw, mem, false).Encode([]plumbing.Hash{h}, 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := pw.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := reader.EncodedObject(plumbing.AnyObject, h); err != nil {
+		t.Errorf("the first session reading the new pack's object: %v", err)
+	}
+	if err := reader.(storer.EncodedObjectStorer).HasEncodedObject(h); err != nil {
+		t.Errorf("HasEncodedObject: %v", err)
+	}
+	if n, err := reader.(storer.EncodedObjectStorer).EncodedObjectSize(h); err != nil || n != int64(len("an item pushed meanwhile")) {
+		t.Errorf("EncodedObjectSize: %d, %v", n, err)
 	}
 }
