@@ -99,37 +99,29 @@ func (s atomicRefs) replace(name, content string) (err error) {
 // 10 runs of TestFileConcurrentPublishers). A miss lists the packs again.
 
 func (s atomicRefs) EncodedObject(t plumbing.ObjectType, h plumbing.Hash) (plumbing.EncodedObject, error) {
-	o, err := s.Storage.EncodedObject(t, h)
-	if errors.Is(err, plumbing.ErrObjectNotFound) {
-		s.Storage.Reindex()
-		o, err = s.Storage.EncodedObject(t, h)
-	}
-	return o, err
-}
-
-func (s atomicRefs) HasEncodedObject(h plumbing.Hash) error {
-	err := s.Storage.HasEncodedObject(h)
-	if errors.Is(err, plumbing.ErrObjectNotFound) {
-		s.Storage.Reindex()
-		err = s.Storage.HasEncodedObject(h)
-	}
-	return err
-}
-
-func (s atomicRefs) EncodedObjectSize(h plumbing.Hash) (int64, error) {
-	n, err := s.Storage.EncodedObjectSize(h)
-	if errors.Is(err, plumbing.ErrObjectNotFound) {
-		s.Storage.Reindex()
-		n, err = s.Storage.EncodedObjectSize(h)
-	}
-	return n, err
+	return relisted(s, func() (plumbing.EncodedObject, error) { return s.Storage.EncodedObject(t, h) })
 }
 
 func (s atomicRefs) DeltaObject(t plumbing.ObjectType, h plumbing.Hash) (plumbing.EncodedObject, error) {
-	o, err := s.Storage.DeltaObject(t, h)
+	return relisted(s, func() (plumbing.EncodedObject, error) { return s.Storage.DeltaObject(t, h) })
+}
+
+func (s atomicRefs) EncodedObjectSize(h plumbing.Hash) (int64, error) {
+	return relisted(s, func() (int64, error) { return s.Storage.EncodedObjectSize(h) })
+}
+
+func (s atomicRefs) HasEncodedObject(h plumbing.Hash) error {
+	_, err := relisted(s, func() (struct{}, error) { return struct{}{}, s.Storage.HasEncodedObject(h) })
+	return err
+}
+
+// relisted runs read, and once more after listing the packs again if it
+// missed the object.
+func relisted[T any](s atomicRefs, read func() (T, error)) (T, error) {
+	v, err := read()
 	if errors.Is(err, plumbing.ErrObjectNotFound) {
 		s.Storage.Reindex()
-		o, err = s.Storage.DeltaObject(t, h)
+		v, err = read()
 	}
-	return o, err
+	return v, err
 }

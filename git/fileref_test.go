@@ -24,15 +24,7 @@ import (
 // refs, a subscriber's fetch) read an empty file and failed with "ref file
 // is empty" (TestConformance/file/Concurrent in CI).
 func TestFileRefWritesAtomic(t *testing.T) {
-	bare := filepath.Join(t.TempDir(), "circle.git")
-	if _, err := gogit.PlainInit(bare, true); err != nil {
-		t.Fatal(err)
-	}
-	ep, err := transport.NewEndpoint("file://" + bare)
-	if err != nil {
-		t.Fatal(err)
-	}
-	load := fileLoader{osfs.New("")}
+	ep, load := newFileRepo(t)
 	writer, err := load.Load(ep)
 	if err != nil {
 		t.Fatal(err)
@@ -131,15 +123,7 @@ func TestFileRefWritesAtomic(t *testing.T) {
 // concurrent push updated one asked for that push's commit and failed with
 // "object not found" (TestFileConcurrentPublishers in CI).
 func TestFileLoaderSeesNewPacks(t *testing.T) {
-	bare := filepath.Join(t.TempDir(), "circle.git")
-	if _, err := gogit.PlainInit(bare, true); err != nil {
-		t.Fatal(err)
-	}
-	ep, err := transport.NewEndpoint("file://" + bare)
-	if err != nil {
-		t.Fatal(err)
-	}
-	load := fileLoader{osfs.New("")}
+	ep, load := newFileRepo(t)
 	reader, err := load.Load(ep)
 	if err != nil {
 		t.Fatal(err)
@@ -184,4 +168,19 @@ func TestFileLoaderSeesNewPacks(t *testing.T) {
 	if n, err := reader.(storer.EncodedObjectStorer).EncodedObjectSize(h); err != nil || n != int64(len("an item pushed meanwhile")) {
 		t.Errorf("EncodedObjectSize: %d, %v", n, err)
 	}
+}
+
+// newFileRepo makes an empty bare repository and returns its file://
+// endpoint and the loader the in-process server uses.
+func newFileRepo(t *testing.T) (*transport.Endpoint, fileLoader) {
+	t.Helper()
+	bare := filepath.Join(t.TempDir(), "circle.git")
+	if _, err := gogit.PlainInit(bare, true); err != nil {
+		t.Fatal(err)
+	}
+	ep, err := transport.NewEndpoint("file://" + bare)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ep, fileLoader{osfs.New("")}
 }

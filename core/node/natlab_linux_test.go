@@ -346,14 +346,22 @@ func (ln *labNode) stop(t testing.TB) {
 
 // peerPath is ln's path to peer ("none" if it does not know it yet).
 func (ln *labNode) peerPath(peerID string) string {
+	if p, ok := ln.peer(peerID); ok {
+		return p.Path
+	}
+	return "none"
+}
+
+// peer returns ln's entry for peerID, if it lists one.
+func (ln *labNode) peer(peerID string) (api.Peer, bool) {
 	ps, err := ln.api.Peers(context.Background())
 	if err != nil {
-		return "none"
+		return api.Peer{}, false
 	}
 	for _, p := range ps {
 		if p.PeerID == peerID {
-			return p.Path
+			return p, true
 		}
 	}
-	return "none"
+	return api.Peer{}, false
 }

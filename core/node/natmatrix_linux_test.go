@@ -228,31 +228,15 @@ func labJoin(t testing.TB, inviter, m *labNode, circleID string) {
 
 // knows reports whether ln lists peer as a member of one of its circles.
 func knows(ln *labNode, peer string) bool {
-	ps, err := ln.api.Peers(context.Background())
-	if err != nil {
-		return false
-	}
-	for _, p := range ps {
-		if p.PeerID == peer {
-			return true
-		}
-	}
-	return false
+	_, ok := ln.peer(peer)
+	return ok
 }
 
 // holdsAddrs reports whether ln holds a presence record of peer with
 // addresses.
 func holdsAddrs(ln *labNode, peer string) bool {
-	ps, err := ln.api.Peers(context.Background())
-	if err != nil {
-		return false
-	}
-	for _, p := range ps {
-		if p.PeerID == peer {
-			return !p.Presence.IsZero() && len(p.Addrs) > 0
-		}
-	}
-	return false
+	p, ok := ln.peer(peer)
+	return ok && !p.Presence.IsZero() && len(p.Addrs) > 0
 }
 
 // waitMessage waits until ln's inbox holds a message with text.
