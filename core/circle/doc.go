@@ -56,7 +56,9 @@
 // the hash of the add that made it a member: it changes whenever who holds
 // keys changes. The epoch secret ([EpochSecret]) is derived from the
 // creator's root secret and one fresh contribution per remove op; it keys
-// routing tags, sender hints and board names only. Each member owns a
+// routing tags, sender hints and board names only. Board names are derived
+// from the same inputs without the epoch, so an add keeps them and a
+// removal changes them. Each member owns a
 // chain key per epoch, hash-ratcheted daily and handed to the others in
 // [KeyMsg] messages the node seals in direct envelopes. Nothing is sent
 // under an old epoch; an old epoch's envelopes are accepted only from a

@@ -20,14 +20,25 @@ import (
 //
 //	ikm    = root secret ‖ contribution of each applied remove op, in op-hash order
 //	secret = HKDF-SHA256(ikm, salt = epoch, info = "remora/v1/epoch-secret")
+//	names  = HKDF-SHA256(ikm, salt = circle ID, info = "remora/v1/board-names")
 //
 // The root secret is made by the creator and handed to each joiner; each
 // remove op's author makes a fresh 32-byte contribution and hands it to the
 // members that remain, so a removed member cannot compute later secrets.
+//
+// Board key names come from names, which has no epoch in it: an add leaves
+// them as they were (a joiner gets the root and every contribution in its
+// welcome, so it could compute the earlier names anyway), a removal changes
+// them. With names salted by the epoch, every join gave the board a fresh
+// set of presence slots: a circle formed by n joins left about n²/2 keys
+// on the service for good (545 Matrix state keys after 33 joins), and a
+// Matrix room's state, which the homeserver keeps and serves whole, grew
+// with them.
 type EpochSecret struct {
 	Circle ID
 	Epoch  Epoch
 	secret [32]byte
+	names  [32]byte
 }
 
 func deriveEpochSecret(circle ID, epoch Epoch, root [32]byte, contributions [][32]byte) EpochSecret {
@@ -35,13 +46,18 @@ func deriveEpochSecret(circle ID, epoch Epoch, root [32]byte, contributions [][3
 	for _, c := range contributions {
 		ikm = append(ikm, c[:]...)
 	}
-	k, err := hkdf.Key(sha256.New, ikm, epoch[:], "remora/v1/epoch-secret", 32)
+	s := EpochSecret{Circle: circle, Epoch: epoch}
+	copy(s.secret[:], hkdfKey(ikm, epoch[:], "remora/v1/epoch-secret"))
+	copy(s.names[:], hkdfKey(ikm, circle[:], "remora/v1/board-names"))
+	return s
+}
+
+func hkdfKey(ikm, salt []byte, info string) []byte {
+	k, err := hkdf.Key(sha256.New, ikm, salt, info, 32)
 	if err != nil {
 		panic("circle: hkdf: " + err.Error()) // cannot happen for 32 bytes of SHA-256
 	}
-	s := EpochSecret{Circle: circle, Epoch: epoch}
-	copy(s.secret[:], k)
-	return s
+	return k
 }
 
 func (s EpochSecret) derive(label string) []byte {
@@ -56,11 +72,12 @@ func (s EpochSecret) derive(label string) []byte {
 // derives the tag and hint keys from it). Never log it.
 func (s EpochSecret) Bytes() []byte { return append([]byte(nil), s.secret[:]...) }
 
-// BoardKey names a board entry (e.g. "presence/<peer ID>") so that the service
+// BoardKey names a board entry (e.g. "presence-slot/0") so that the service
 // sees an opaque key: lowercase base32 of the first 20 bytes of
-// HMAC-SHA256(board key, name), prefixed "r".
+// HMAC-SHA256(names, name), prefixed "r". The same name gives the same key
+// in every epoch until a removal.
 func (s EpochSecret) BoardKey(name string) string {
-	m := hmac.New(sha256.New, s.derive("remora/v1/board-key"))
+	m := hmac.New(sha256.New, s.names[:])
 	m.Write([]byte(name))
 	sum := m.Sum(nil)[:20]
 	return "r" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum))
@@ -115,7 +132,8 @@ func (s EpochSecret) PresenceBoardKey(members []peer.ID, self peer.ID, at time.T
 
 // PresenceSlotKeys names the first n presence slots of the epoch, the
 // board entries its members write their records to (PresenceBoardKey deals
-// a roster of n members slots 0 to n-1).
+// a roster of n members slots 0 to n-1). An add keeps the names: the
+// newcomer's circle of n+1 writes slots 0 to n, n of them the same keys.
 func (s EpochSecret) PresenceSlotKeys(n int) []string {
 	keys := make([]string, n)
 	for i := range keys {

@@ -2,6 +2,7 @@ package circle
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -17,7 +18,8 @@ func TestPresenceBoardKeyUnlinkable(t *testing.T) {
 	for _, n := range []int{2, 3, 8} {
 		t.Run(fmt.Sprintf("%d members", n), func(t *testing.T) {
 			s := deriveEpochSecret(ID{1}, Epoch{2}, [32]byte{3}, nil)
-			other := deriveEpochSecret(ID{1}, Epoch{9}, [32]byte{3}, nil)
+			// An epoch after a removal: its contribution changes the names.
+			other := deriveEpochSecret(ID{1}, Epoch{9}, [32]byte{3}, [][32]byte{{4}})
 			var members []peer.ID
 			for i := range n {
 				members = append(members, peer.ID(fmt.Sprintf("member-%d", i)))
@@ -55,7 +57,7 @@ func TestPresenceBoardKeyUnlinkable(t *testing.T) {
 						t.Fatalf("window %d: %s's key moved inside the window", w, m)
 					}
 					if k2, _ := other.PresenceBoardKey(members, m, at); k2 == key {
-						t.Fatalf("two epochs share the key %s", key)
+						t.Fatalf("an epoch after a removal shares the key %s", key)
 					}
 				}
 			}
@@ -73,5 +75,59 @@ func TestPresenceBoardKeyUnlinkable(t *testing.T) {
 				t.Error("a non-member got a slot")
 			}
 		})
+	}
+}
+
+// TestBoardNamesKeptByAddsChangedByRemoval: an add keeps the board's key
+// names (a circle formed by n joins writes n presence slots, not n²/2),
+// while the routing secret still changes; a removal changes both, so the
+// removed member cannot name the new slots. PresenceBoardKeys lists each
+// key once although the epochs of the grace window share them.
+func TestBoardNamesKeptByAddsChangedByRemoval(t *testing.T) {
+	c := &clock{time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)}
+	g := group(t, c, 2)
+	a := g[0]
+	secret := func() EpochSecret {
+		t.Helper()
+		s, err := a.EpochSecrets()
+		if err != nil || len(s) == 0 {
+			t.Fatalf("epoch secrets: %v", err)
+		}
+		return s[0]
+	}
+	before := secret()
+	members := map[string]*Circle{string(a.Self()): a, string(g[1].Self()): g[1]}
+	x := join(t, c, a, "x", members)
+	added := secret()
+	if added.Epoch == before.Epoch || string(added.Bytes()) == string(before.Bytes()) {
+		t.Fatal("the add kept the epoch or its routing secret")
+	}
+	if got, want := added.PresenceSlotKeys(2), before.PresenceSlotKeys(2); !slices.Equal(got, want) {
+		t.Errorf("the add renamed the slots: %v, were %v", got, want)
+	}
+	keys := a.PresenceBoardKeys()
+	if len(keys) != 3+presenceSlotSlack {
+		t.Errorf("%d keys to read after the add, want %d (3 members, the previous epoch's slack, each once)", len(keys), 3+presenceSlotSlack)
+	}
+	seen := map[string]bool{}
+	for _, k := range keys {
+		if seen[k] {
+			t.Fatalf("key %s listed twice", k)
+		}
+		seen[k] = true
+	}
+
+	u, err := a.RemoveMember(x.Self())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !u.EpochChanged {
+		t.Fatal("the removal kept the epoch")
+	}
+	removed := secret()
+	for i, k := range removed.PresenceSlotKeys(3 + presenceSlotSlack) {
+		if slices.Contains(added.PresenceSlotKeys(3+presenceSlotSlack), k) {
+			t.Fatalf("slot %d keeps its key %s after the removal: the removed member can name it", i, k)
+		}
 	}
 }

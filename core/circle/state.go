@@ -74,6 +74,7 @@ type epochRecord struct {
 	Seen       time.Time `json:"seen"`
 	Superseded time.Time `json:"superseded,omitzero"`
 	Secret     []byte    `json:"secret,omitempty"` // cached epoch secret once complete
+	Names      []byte    `json:"names,omitempty"`  // and its board-name key
 	Members    []peer.ID `json:"members"`          // the roster of this epoch
 	Removals   []Hash    `json:"removals"`         // its applied remove ops: whose contributions make its secret
 }
@@ -186,12 +187,19 @@ func (c *Circle) PresenceBoardKeys() []string {
 	secrets, _ := c.EpochSecrets() // the ones held, even while the current one is missing
 	n := c.Roster().Len()
 	var keys []string
+	seen := map[string]bool{}
 	for i, s := range secrets {
+		slots := n + presenceSlotSlack
 		if i == 0 && s.Epoch == c.Epoch() {
-			keys = append(keys, s.PresenceSlotKeys(n)...)
-			continue
+			slots = n
 		}
-		keys = append(keys, s.PresenceSlotKeys(n+presenceSlotSlack)...)
+		// Epochs that differ by adds only share their names: each key once.
+		for _, k := range s.PresenceSlotKeys(slots) {
+			if !seen[k] {
+				seen[k] = true
+				keys = append(keys, k)
+			}
+		}
 	}
 	return keys
 }
@@ -798,9 +806,10 @@ func (c *Circle) epochSecret(e Epoch) (EpochSecret, error) {
 	if !ok {
 		return EpochSecret{}, fmt.Errorf("%w: %s", ErrUnknownEpoch, e)
 	}
-	if len(rec.Secret) == 32 {
+	if len(rec.Secret) == 32 && len(rec.Names) == 32 {
 		s := EpochSecret{Circle: c.log.circle, Epoch: e}
 		copy(s.secret[:], rec.Secret)
+		copy(s.names[:], rec.Names)
 		return s, nil
 	}
 	var parts [][32]byte
@@ -813,6 +822,7 @@ func (c *Circle) epochSecret(e Epoch) (EpochSecret, error) {
 	}
 	s := deriveEpochSecret(c.log.circle, e, c.root, parts)
 	rec.Secret = append([]byte(nil), s.secret[:]...)
+	rec.Names = append([]byte(nil), s.names[:]...)
 	return s, nil
 }
 
