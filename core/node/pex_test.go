@@ -2,11 +2,13 @@ package node
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/remora-p2p/remora/core/api"
 	"github.com/remora-p2p/remora/core/discovery"
+	"github.com/remora-p2p/remora/core/presence"
 	"github.com/remora-p2p/remora/testenv"
 )
 
@@ -75,5 +77,80 @@ func TestPEXOnly(t *testing.T) {
 		if bx.Name == "cache" && bx.Configured {
 			t.Fatalf("cache box on: %+v", bx)
 		}
+	}
+}
+
+// TestPresenceNotNewerSkipsTheCheck: a record that claims no newer sequence
+// than the one held is skipped before its signature is checked (peer
+// exchange repeats every record a member holds); one that claims a newer
+// sequence is checked, and a bad signature still drops it.
+func TestPresenceNotNewerSkipsTheCheck(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts libp2p nodes")
+	}
+	nodes := startDirNodes(t, t.TempDir(), 0, nil, "alice", "bob")
+	a, b := nodes[0], nodes[1]
+	ctx := context.Background()
+	ci, err := a.n.CreateCircle(ctx, api.CreateCircleRequest{Name: "pex"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	join(t, a, b, ci.ID)
+	id := mustParse(t, ci.ID)
+	signed := func(seq uint64) []byte {
+		t.Helper()
+		rec, err := b.n.record()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec.Seq = seq
+		raw, err := presence.Sign(rec.ForChannel(false), b.n.self.PrivateKey())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+	broken := func(raw []byte) []byte {
+		out := slices.Clone(raw)
+		out[len(out)-1] ^= 1
+		return out
+	}
+	const seq = 1 << 50 // above anything bob publishes in the test
+	a.n.acceptPresence(id.EnvelopeID(), signed(seq), "test")
+	heldSeq := func() uint64 {
+		a.n.mu.Lock()
+		defer a.n.mu.Unlock()
+		if pi := a.n.peers[b.n.ID()]; pi != nil && pi.record != nil {
+			return pi.record.Seq
+		}
+		return 0
+	}
+	if got := heldSeq(); got != seq {
+		t.Fatalf("alice holds bob's record %d, want %d", got, seq)
+	}
+	tests := []struct {
+		name             string
+		raw              []byte
+		skipped, dropped int64
+	}{
+		{"the same record again", signed(seq), 1, 0},
+		{"an older one, signature broken", broken(signed(seq - 1)), 1, 0},
+		{"a newer one, signature broken", broken(signed(seq + 1)), 0, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c0 := a.n.Counters()
+			a.n.acceptPresence(id.EnvelopeID(), tt.raw, "test")
+			c1 := a.n.Counters()
+			if got := c1["presence_already_held"] - c0["presence_already_held"]; got != tt.skipped {
+				t.Errorf("skipped %d, want %d", got, tt.skipped)
+			}
+			if got := c1["dropped_presence"] - c0["dropped_presence"]; got != tt.dropped {
+				t.Errorf("dropped %d, want %d", got, tt.dropped)
+			}
+			if got := heldSeq(); got != seq {
+				t.Errorf("alice now holds bob's record %d, want %d", got, seq)
+			}
+		})
 	}
 }

@@ -210,6 +210,36 @@ func Open(raw []byte, now time.Time) (*Record, error) {
 	return r, nil
 }
 
+// Peek reads the peer ID and sequence number a record claims without
+// checking its signature. It is for one decision only: skipping a record
+// that could not be newer than the one already held from that peer (peer
+// exchange relays every record a member holds, and checking each signature
+// again took 10-16 % of the CPU of the scale benchmark's 33 to 40 nodes in
+// one process). Nothing Peek returns may be trusted for anything else.
+func Peek(raw []byte) (peer.ID, uint64, error) {
+	if len(raw) < 1+ed25519.SignatureSize || len(raw) > MaxSize || raw[0] != Version {
+		return "", 0, fmt.Errorf("%w: not a record", ErrMalformed)
+	}
+	body := raw[1 : len(raw)-ed25519.SignatureSize]
+	id, err := peerField(body)
+	if err != nil {
+		return "", 0, err
+	}
+	_, _, rest, _ := next(body) // peerField read it
+	num, v, _, err := next(rest)
+	if err != nil {
+		return "", 0, err
+	}
+	if num != 2 {
+		return "", 0, fmt.Errorf("%w: sequence must come second", ErrMalformed)
+	}
+	seq, err := uvarint(v)
+	if err != nil {
+		return "", 0, err
+	}
+	return id, seq, nil
+}
+
 func signedBytes(body []byte) []byte {
 	return slices.Concat(domain, body)
 }

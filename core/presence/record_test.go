@@ -197,3 +197,58 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// FuzzPeek: Peek never panics, and on a record that opens it reads the peer
+// and sequence Open does.
+func FuzzPeek(f *testing.F) {
+	key := testKey(1)
+	raw, err := Sign(testRecord(f, key), key)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(raw)
+	f.Add([]byte{1})
+	f.Add(append([]byte{Version, 1, 0}, make([]byte, 64)...))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, seq, perr := Peek(b)
+		r, err := Open(b, t0)
+		if err != nil {
+			return
+		}
+		if perr != nil || p != r.Peer || seq != r.Seq {
+			t.Fatalf("Peek read %s/%d (%v), Open %s/%d", p, seq, perr, r.Peer, r.Seq)
+		}
+	})
+}
+
+func TestPeek(t *testing.T) {
+	key := testKey(1)
+	rec := testRecord(t, key)
+	rec.Seq = 1 << 40
+	raw, err := Sign(rec, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		raw  []byte
+		ok   bool
+	}{
+		{"signed", raw, true},
+		{"signature broken: Peek does not check it", append(raw[:len(raw)-1:len(raw)-1], raw[len(raw)-1]^1), true},
+		{"empty", nil, false},
+		{"other version", append([]byte{Version + 1}, raw[1:]...), false},
+		{"cut short", raw[:1+ed25519.SignatureSize], false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, seq, err := Peek(tt.raw)
+			if (err == nil) != tt.ok {
+				t.Fatalf("Peek: err %v, want ok=%v", err, tt.ok)
+			}
+			if tt.ok && (p != rec.Peer || seq != rec.Seq) {
+				t.Fatalf("Peek read %s/%d, want %s/%d", p, seq, rec.Peer, rec.Seq)
+			}
+		})
+	}
+}
