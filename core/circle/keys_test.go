@@ -1,6 +1,7 @@
 package circle
 
 import (
+	"encoding/json"
 	"errors"
 	"reflect"
 	"testing"
@@ -221,5 +222,40 @@ func TestKeyMsgParse(t *testing.T) {
 		if _, err := ParseKeyMsg(b); !errors.Is(err, ErrMalformedKeyMsg) {
 			t.Fatalf("%x: %v", b, err)
 		}
+	}
+}
+
+// TestStateWritesWhatLoadReads: State writes peer IDs from the circle's
+// remembered text (epochOut, chainOut); what it writes decodes, with the
+// plain state type Load uses, to the circle's own epochs and chains.
+func TestStateWritesWhatLoadReads(t *testing.T) {
+	c := &clock{time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)}
+	g := group(t, c, 4)
+	a := g[0]
+	if _, err := a.RemoveMember(g[3].Self()); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the second time from remembered text
+		raw, err := a.State()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st state
+		if err := json.Unmarshal(raw, &st); err != nil {
+			t.Fatal(err)
+		}
+		a.mu.Lock()
+		if !reflect.DeepEqual(st.Epochs, a.epochs) {
+			t.Errorf("epochs written differ:\n%+v\n%+v", st.Epochs, a.epochs)
+		}
+		if len(st.Chains) != len(a.chains) {
+			t.Errorf("%d chains written, %d held", len(st.Chains), len(a.chains))
+		}
+		for _, ch := range st.Chains {
+			if held, ok := a.chains[chainID{ch.Epoch, ch.Owner}]; !ok || *held != ch.chain {
+				t.Errorf("chain of %s in %s written wrong", ch.Owner, ch.Epoch)
+			}
+		}
+		a.mu.Unlock()
 	}
 }
