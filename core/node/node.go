@@ -158,6 +158,9 @@ type Node struct {
 	upSaved    time.Time
 	ready      atomic.Bool
 
+	savesMu sync.Mutex
+	saves   map[circle.ID]*groupCommit // saveCircle's group commits
+
 	mu         sync.Mutex
 	circles    map[circle.ID]*circle.Circle
 	byEnv      map[envelope.CircleID]*circle.Circle
@@ -376,16 +379,75 @@ func (n *Node) allCircles() []*circle.Circle {
 	return out
 }
 
-// saveCircle persists a circle after any change to its log or keys.
+// saveCircle persists a circle after any change to its log or keys. It
+// returns once a save that began after the change is done: callers that
+// arrive while a save of the circle runs share the next one (group commit).
+// A join into a circle of n members sends every member about n sender keys
+// at once; saved one by one, each a whole state and an fsync, they queued
+// behind each other until the senders' live attempts timed out and went to
+// the channel instead (the scale benchmark at 40 members).
 func (n *Node) saveCircle(c *circle.Circle) error {
-	st, err := c.State()
-	if err != nil {
-		return fmt.Errorf("node: circle state: %w", err)
+	n.savesMu.Lock()
+	g := n.saves[c.ID()]
+	if g == nil {
+		if n.saves == nil {
+			n.saves = map[circle.ID]*groupCommit{}
+		}
+		g = newGroupCommit()
+		n.saves[c.ID()] = g
 	}
-	if err := n.db.SaveCircle(c.ID(), c.Ops(), st); err != nil {
-		return fmt.Errorf("node: save circle: %w", err)
+	n.savesMu.Unlock()
+	return g.do(func() error {
+		st, err := c.State()
+		if err != nil {
+			return fmt.Errorf("node: circle state: %w", err)
+		}
+		if err := n.db.SaveCircle(c.ID(), c.Ops(), st); err != nil {
+			return fmt.Errorf("node: save circle: %w", err)
+		}
+		return nil
+	})
+}
+
+// groupCommit runs a save for every caller of do, sharing saves: a caller
+// waits for the first save that starts after it called, and a save started
+// on behalf of several callers serves them all.
+type groupCommit struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	asked   uint64 // callers so far
+	done    uint64 // callers served by the last finished save
+	running bool
+	err     error // of the last finished save
+}
+
+func newGroupCommit() *groupCommit {
+	g := &groupCommit{}
+	g.cond = sync.NewCond(&g.mu)
+	return g
+}
+
+func (g *groupCommit) do(save func() error) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.asked++
+	mine := g.asked
+	for g.done < mine {
+		if g.running {
+			g.cond.Wait()
+			continue
+		}
+		// Every caller counted by now changed what it changed before
+		// calling: a save that starts here sees all of them.
+		g.running = true
+		upTo := g.asked
+		g.mu.Unlock()
+		err := save()
+		g.mu.Lock()
+		g.running, g.done, g.err = false, upTo, err
+		g.cond.Broadcast()
 	}
-	return nil
+	return g.err
 }
 
 // count bumps a named counter (dropped envelopes by reason, ...).
