@@ -73,3 +73,49 @@ func TestGroupCommit(t *testing.T) {
 		t.Errorf("a failed save returned %v", err)
 	}
 }
+
+// TestCoalesced: one run at a time; calls made during a run return at once
+// and together make exactly one more run; a call from inside the run does
+// not deadlock and makes one more run too.
+func TestCoalesced(t *testing.T) {
+	var c coalesced
+	var runs, active atomic.Int64
+	first := make(chan struct{})
+	release := make(chan struct{})
+	f := func() {
+		if active.Add(1) > 1 {
+			t.Error("two runs at once")
+		}
+		defer active.Add(-1)
+		if runs.Add(1) == 1 {
+			close(first)
+			<-release
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { c.do(f) })
+	<-first
+	for range 20 {
+		c.do(f) // returns at once: the first run holds until release
+	}
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("%d runs while the first was held", n)
+	}
+	close(release)
+	wg.Wait()
+	if n := runs.Load(); n != 2 {
+		t.Errorf("%d runs, want 2 (the first, and one for the 20 calls during it)", n)
+	}
+
+	runs.Store(0)
+	var inner func()
+	inner = func() {
+		if runs.Add(1) == 1 {
+			c.do(inner) // from inside: asks for one more run
+		}
+	}
+	c.do(inner)
+	if n := runs.Load(); n != 2 {
+		t.Errorf("a call from inside made %d runs in all, want 2", n)
+	}
+}

@@ -158,8 +158,9 @@ type Node struct {
 	upSaved    time.Time
 	ready      atomic.Bool
 
-	savesMu sync.Mutex
-	saves   map[circle.ID]*groupCommit // saveCircle's group commits
+	savesMu   sync.Mutex
+	saves     map[circle.ID]*groupCommit // saveCircle's group commits
+	heldRetry coalesced                  // retryHeld's walks
 
 	mu         sync.Mutex
 	circles    map[circle.ID]*circle.Circle
@@ -407,6 +408,38 @@ func (n *Node) saveCircle(c *circle.Circle) error {
 		}
 		return nil
 	})
+}
+
+// coalesced runs f for callers of do one at a time: a call made while f
+// runs returns at once and has f run once more after the current run; any
+// number of such calls make one more run. The run after covers what those
+// callers changed before calling. A call made from inside f (f's work
+// causing another call) is such a call.
+type coalesced struct {
+	mu      sync.Mutex
+	running bool
+	again   bool
+}
+
+func (c *coalesced) do(f func()) {
+	c.mu.Lock()
+	if c.running {
+		c.again = true
+		c.mu.Unlock()
+		return
+	}
+	c.running = true
+	for {
+		c.again = false
+		c.mu.Unlock()
+		f()
+		c.mu.Lock()
+		if !c.again {
+			c.running = false
+			c.mu.Unlock()
+			return
+		}
+	}
 }
 
 // groupCommit runs a save for every caller of do, sharing saves: a caller
