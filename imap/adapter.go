@@ -182,6 +182,11 @@ type channel struct {
 	log          *slog.Logger
 	push         bool
 
+	// sockets maps each open client to its network connection, so a
+	// refused literal hangs up at once (collectBounded); an entry goes when
+	// its client's reader ends.
+	sockets sync.Map // *imapclient.Client → net.Conn
+
 	// pubMu serializes use of pub, the connection for APPEND, SEARCH and
 	// Delete; nil after an error until the next use re-dials.
 	pubMu sync.Mutex

@@ -70,6 +70,11 @@ func (ch *channel) dialIMAP(ctx context.Context, handler *imapclient.UnilateralD
 	} else {
 		c = imapclient.New(conn, opts)
 	}
+	ch.sockets.Store(c, conn)
+	go func() {
+		<-c.Closed()
+		ch.sockets.Delete(c)
+	}()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 	if _, err := within(c, "greeting", cfg.Timeout.D(), func() (struct{}, error) { return struct{}{}, c.WaitGreeting() }); err != nil {

@@ -129,14 +129,15 @@ func TestLyingServer(t *testing.T) {
 				return strings.Contains(ch.(sdk.Healther).Health(t.Context()).Message, want)
 			})
 			t.Logf("health: %s; the literal got %d KiB out", ch.(sdk.Healther).Health(t.Context()).Message, srv.sent.Load()>>10)
-			// What gets out is the socket buffers plus what the refused
-			// command's cleanup discards (at loopback speed) until the
-			// connection's close, started on its own goroutine (bound.go),
-			// lands: 0.04-10 MiB on a quiet machine, 34 MiB once in a
-			// CI-equivalent run at full load. The bound is what the test
-			// is for: the client hangs up long before the gigabyte.
-			if s := srv.sent.Load(); s > 128<<20 {
-				t.Errorf("the lying literal got %d MiB out before the client hung up, want the client to hang up well before its 1 GiB", s>>20)
+			// What gets out is what the client read before it refused
+			// (the limit and a buffer) and the socket buffers (up to
+			// 10-13 MiB on this loopback): the client shuts its socket
+			// before the refused command's cleanup discards the rest, so
+			// nothing more is read however late the cleanup runs. Before
+			// that, the cleanup read at loopback speed until a close on
+			// its own goroutine landed: 34 MiB once, under load.
+			if s := srv.sent.Load(); s > 32<<20 {
+				t.Errorf("the lying literal got %d MiB out before the client hung up, want the limit plus socket buffers", s>>20)
 			}
 			cancel()
 			select {

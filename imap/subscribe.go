@@ -205,7 +205,7 @@ func (ch *channel) drain(ctx context.Context, c *imapclient.Client, cur *cursor,
 		set.AddRange(imap.UID(fc.UID), 0)
 		op := "fetch from " + folder
 		metas, err := within(c, op, ch.cfg.Timeout.D(), func() ([]*imapclient.FetchMessageBuffer, error) {
-			return collectBounded(c, op, c.Fetch(set, &imap.FetchOptions{
+			return ch.collectBounded(c, op, c.Fetch(set, &imap.FetchOptions{
 				UID: true, RFC822Size: true, InternalDate: true,
 				BodySection: []*imap.FetchItemBodySection{fetchHeader},
 			}), headerLimit)
@@ -233,7 +233,7 @@ func (ch *channel) drain(ctx context.Context, c *imapclient.Client, cur *cursor,
 			bodies := map[imap.UID][]byte{}
 			if len(want) > 0 {
 				msgs, err := within(c, op, ch.cfg.fetchDeadline(size), func() ([]*imapclient.FetchMessageBuffer, error) {
-					return collectBounded(c, op, c.Fetch(want, &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{fetchWhole}}), ch.cfg.readLimit())
+					return ch.collectBounded(c, op, c.Fetch(want, &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{fetchWhole}}), ch.cfg.readLimit())
 				})
 				if err != nil {
 					return err
