@@ -87,10 +87,11 @@ func (ch *channel) collectBounded(c *imapclient.Client, op string, cmd *imapclie
 					if int64(len(b)) > limit {
 						// Hang up before cmd.Close (deferred) discards
 						// the rest of the response: until the socket is
-						// shut, it reads whatever the server sends at
-						// loopback speed (34 MiB once under load). Not
-						// c.Close here: it waits for the decoder, which
-						// waits for this literal to be consumed.
+						// shut, it can read whatever the server sends, at
+						// loopback speed (the likely way 34 MiB got out
+						// once under load). Not c.Close here: it waits for
+						// the decoder, which waits for this literal to be
+						// consumed.
 						if sock, ok := ch.sockets.Load(c); ok {
 							sock.(net.Conn).Close()
 						}

@@ -115,16 +115,7 @@ func BenchmarkRosterYear(b *testing.B) {
 // message, for a circle formed by 40 joins (every epoch of the formation
 // still in its grace window, each member's chain of each epoch held).
 func BenchmarkState(b *testing.B) {
-	c := &clock{time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)}
-	a, _, err := Create(newKeyring(b, c), "friends", "m0", false, opts(c))
-	if err != nil {
-		b.Fatal(err)
-	}
-	members := map[string]*Circle{string(a.Self()): a}
-	for i := 1; i < 40; i++ {
-		m := join(b, c, a, fmt.Sprintf("m%d", i), members)
-		members[string(m.Self())] = m
-	}
+	a := group(b, &clock{time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)}, 40)[0]
 	b.ReportAllocs()
 	for b.Loop() {
 		st, err := a.State()

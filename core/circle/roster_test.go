@@ -12,7 +12,7 @@ import (
 )
 
 // group is a circle of n devices whose first two are admins, fully synced.
-func group(t *testing.T, c *clock, n int) []*Circle {
+func group(t testing.TB, c *clock, n int) []*Circle {
 	t.Helper()
 	a, _, err := Create(newKeyring(t, c), "friends", "m0", false, opts(c))
 	if err != nil {

@@ -239,21 +239,28 @@ func (n *Node) handlePresence(msg *envelope.Message, path string) {
 	n.acceptPresence(msg.Circle, msg.Body, presenceSource(path))
 }
 
+// presenceHeld reports whether body claims to be this node's own record or
+// one no newer than the record held from its peer. Such a record would be
+// dropped after its signature check, so the check is skipped (peer
+// exchange sends every record a member holds, most of them already held
+// here); nothing else is taken from the unchecked claim.
+func (n *Node) presenceHeld(body []byte) bool {
+	p, seq, err := presence.Peek(body)
+	if err != nil {
+		return false
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	pi := n.peers[p]
+	return p == n.ID() || pi != nil && pi.record != nil && seq <= pi.record.Seq
+}
+
 // acceptPresence takes a signed record of a member of the circle, found by
 // box source; a record of anyone else is dropped and counted.
 func (n *Node) acceptPresence(circleID envelope.CircleID, body []byte, source string) {
-	// A record that claims no newer sequence than the one held would be
-	// dropped after its signature check: skip the check (peer exchange
-	// sends every record a member holds, most of them already held here).
-	if p, seq, err := presence.Peek(body); err == nil {
-		n.mu.Lock()
-		pi := n.peers[p]
-		held := p == n.ID() || pi != nil && pi.record != nil && pi.foundBy != "" && seq <= pi.record.Seq
-		n.mu.Unlock()
-		if held {
-			n.count("presence_already_held")
-			return
-		}
+	if n.presenceHeld(body) {
+		n.count("presence_already_held")
+		return
 	}
 	rec, err := presence.Open(body, n.opts.Now())
 	if err != nil {
