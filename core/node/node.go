@@ -444,7 +444,10 @@ func (c *coalesced) do(f func()) {
 
 // groupCommit runs a save for every caller of do, sharing saves: a caller
 // waits for the first save that starts after it called, and a save started
-// on behalf of several callers serves them all.
+// on behalf of several callers serves them all. A caller gets the error of
+// the last save finished when it wakes: one that finished after its own can
+// only report a failure its change may share, never hide one (a later save
+// that succeeded wrote its change too).
 type groupCommit struct {
 	mu      sync.Mutex
 	cond    *sync.Cond
