@@ -289,6 +289,7 @@ func (n *Node) acceptPresence(circleID envelope.CircleID, body []byte, source st
 	if !fresh {
 		return
 	}
+	n.count("presence_fresh_" + source)
 	n.kickPEX()
 	var addrs []ma.Multiaddr
 	for _, a := range rec.Addrs {
