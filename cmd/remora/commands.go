@@ -254,6 +254,9 @@ func (a *app) doctor(cmd *cobra.Command, w io.Writer) error {
 		for _, l := range st.ListenAddrs {
 			fmt.Fprintf(w, "     listen                 %s\n", l)
 		}
+		if st.ListenPorts != "" {
+			fmt.Fprintf(w, "     listen ports           %s\n", st.ListenPorts)
+		}
 		doctorNAT(w, consent, st, time.Now())
 		if chans, err = a.client().Channels(ctx); err != nil {
 			return err

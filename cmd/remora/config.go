@@ -28,6 +28,10 @@ type Config struct {
 	Name string `toml:"name"`
 	// Listen are libp2p multiaddrs to listen on.
 	Listen []string `toml:"listen,omitempty"`
+	// ListenNewPorts makes a listen address with port 0 take a new port at
+	// every start. By default it takes the port of the last run when that
+	// is free, so the addresses friends cached stay good (core/listenport).
+	ListenNewPorts bool `toml:"listen_new_ports,omitempty"`
 	// OldMDNS is the top-level mdns = true|false of earlier versions:
 	// true (libp2p's mDNS everywhere) reads as [lan] mdns = "on"; false was
 	// the default, so it means nothing now. Dropped when the file is saved.

@@ -109,7 +109,7 @@ func openDaemon(ctx context.Context, home string, cfg *Config, log *slog.Logger,
 	d.sup = newSupervisor(home, log, cfg)
 	chans := openChannels(ctx, d.sup, home, cfg, log)
 	nopts := node.Options{Keyring: k, Store: d.db, Logger: log, Name: cfg.Name, ListenAddrs: cfg.Listen,
-		Channels: chans, PresenceInterval: o.PresenceInterval, BoardPollInterval: o.BoardPoll}
+		KeepPorts: !cfg.ListenNewPorts, Channels: chans, PresenceInterval: o.PresenceInterval, BoardPollInterval: o.BoardPoll}
 	if cfg.PresenceInterval != "" {
 		nopts.PresenceInterval, _ = time.ParseDuration(cfg.PresenceInterval)
 	}

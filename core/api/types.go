@@ -55,15 +55,18 @@ type Membership interface {
 
 // Status describes the daemon.
 type Status struct {
-	PeerID       string    `json:"peer_id"`
-	Version      string    `json:"version"`
-	Ready        bool      `json:"ready"`
-	Started      time.Time `json:"started"`
-	ListenAddrs  []string  `json:"listen_addrs"`
-	Reachability string    `json:"reachability"` // public|private|unknown
-	NAT          string    `json:"nat"`          // public|cone|symmetric|unknown
-	Circles      []Circle  `json:"circles"`
-	Fingerprint  string    `json:"fingerprint"`
+	PeerID      string    `json:"peer_id"`
+	Version     string    `json:"version"`
+	Ready       bool      `json:"ready"`
+	Started     time.Time `json:"started"`
+	ListenAddrs []string  `json:"listen_addrs"`
+	// ListenPorts says whether the listen ports are the last run's (kept,
+	// so friends' cached addresses still work), new, or set in the config.
+	ListenPorts  string   `json:"listen_ports,omitempty"`
+	Reachability string   `json:"reachability"` // public|private|unknown
+	NAT          string   `json:"nat"`          // public|cone|symmetric|unknown
+	Circles      []Circle `json:"circles"`
+	Fingerprint  string   `json:"fingerprint"`
 	// Mailbox is what this device keeps for friends and they for it.
 	Mailbox *Mailbox `json:"mailbox,omitempty"`
 	// Held is what this device holds from others that cannot open yet.

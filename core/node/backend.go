@@ -47,6 +47,7 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 	for _, a := range n.tr.Addrs() {
 		st.ListenAddrs = append(st.ListenAddrs, a.Multiaddr.String()+" ("+string(a.Kind)+")")
 	}
+	st.ListenPorts = n.listenPorts
 	for _, c := range n.allCircles() {
 		st.Circles = append(st.Circles, circleInfo(c))
 	}

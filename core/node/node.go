@@ -34,7 +34,13 @@ type Options struct {
 	Name string
 	// ListenAddrs are libp2p multiaddrs (default: TCP and QUIC on all interfaces).
 	ListenAddrs []string
-	Channels    []Channel
+	// KeepPorts listens, where ListenAddrs (or the default) leave the port
+	// to the kernel, on the port bound last time if it is still free, so
+	// the addresses friends cached stay good across a restart
+	// (core/listenport). The daemon turns it on unless listen_new_ports
+	// is set.
+	KeepPorts bool
+	Channels  []Channel
 	// LAN runs the mDNS box (core/lan, lan.go) under this policy; nil is
 	// off.
 	LAN *lan.Policy
@@ -133,16 +139,18 @@ func (o *Options) fill() error {
 
 // Node is a running remora node.
 type Node struct {
-	opts     Options
-	db       *store.DB
-	log      *slog.Logger
-	self     *identity.Identity
-	tr       *transport.Transport
-	opener   *envelope.Opener
-	sealer   envelope.Sealer
-	channels []*channel
-	failed   []Channel // channels that could not be configured
-	disc     *discovery.Discovery
+	opts Options
+	db   *store.DB
+	log  *slog.Logger
+	self *identity.Identity
+	tr   *transport.Transport
+	// listenPorts says where the listen ports came from (Status, doctor).
+	listenPorts string
+	opener      *envelope.Opener
+	sealer      envelope.Sealer
+	channels    []*channel
+	failed      []Channel // channels that could not be configured
+	disc        *discovery.Discovery
 	// relays is the relay list in use (relaybox.go); relayMu orders
 	// taking a list and guards relayFrom and volunteers (the list's
 	// relays this node reserved on, whose outcomes it records).
@@ -309,7 +317,7 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 	n.disc = discovery.New(discovery.Options{Logger: n.log, Now: opts.Now})
 	n.declareBoxes()
 	n.disc = n.disc.With(n.discoverySources()...)
-	tr, err := transport.New(ctx, transport.Options{
+	tr, err := n.listen(ctx, transport.Options{
 		Identity:           n.self.PrivateKey(),
 		ListenAddrs:        opts.ListenAddrs,
 		Allow:              n.isMember,

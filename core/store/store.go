@@ -1,7 +1,7 @@
 // Package store is a node's durable state in one bbolt file: the roster log
 // and secret state of each circle, adapter cursors, the outbox, the inbox
 // with its dedupe set, the app's acked cursor, the peer cache, presence
-// sequence numbers and counters.
+// sequence numbers, the listen ports of the last run and counters.
 //
 // Every method is one bbolt transaction, fsynced before it returns, so
 // whatever a method reported as done survives a crash. The API is typed on
@@ -42,6 +42,7 @@ var (
 	kAppCursor   = []byte("app-cursor")
 	kPresenceSeq = []byte("presence-seq")
 	kUptime      = []byte("uptime")
+	kListen      = []byte("listen")
 )
 
 // ErrLocked means another process has the store open.
@@ -298,6 +299,29 @@ func (d *DB) SetUptime(since, seen time.Time) error {
 	return d.db.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bMeta).Put(kUptime, append(u64(uint64(since.UnixMilli())), u64(uint64(seen.UnixMilli()))...))
 	})
+}
+
+// ListenAddrs returns the listen addresses recorded by SetListenAddrs
+// (none if never recorded).
+func (d *DB) ListenAddrs() ([]string, error) {
+	var out []string
+	err := d.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bMeta).Get(kListen)
+		if v == nil {
+			return nil
+		}
+		return json.Unmarshal(v, &out)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: listen addresses: %w", err)
+	}
+	return out, nil
+}
+
+// SetListenAddrs records the addresses the transport bound, so the next
+// start can listen on the same ports (core/listenport).
+func (d *DB) SetListenAddrs(addrs []string) error {
+	return d.db.Update(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bMeta), kListen, addrs) })
 }
 
 // SeePresence records a peer's presence sequence number and reports whether

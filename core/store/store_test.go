@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -430,5 +431,28 @@ func TestRemember(t *testing.T) {
 	}
 	if _, err := d.Remember(nil, until); err == nil {
 		t.Error("Remember of an empty key: no error")
+	}
+}
+
+func TestListenAddrs(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "remora.db")
+	d, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := d.ListenAddrs(); err != nil || got != nil {
+		t.Fatalf("fresh store: %q, %v; want none", got, err)
+	}
+	want := []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"}
+	if err := d.SetListenAddrs(want); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	if d, err = Open(path, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if got, err := d.ListenAddrs(); err != nil || !slices.Equal(got, want) {
+		t.Fatalf("after reopening: %q, %v; want %q", got, err, want)
 	}
 }

@@ -219,10 +219,7 @@ func New(ctx context.Context, o Options) (*Transport, error) {
 
 	listen := o.ListenAddrs
 	if len(listen) == 0 {
-		listen = []string{
-			"/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1",
-			"/ip6/::/tcp/0", "/ip6/::/udp/0/quic-v1",
-		}
+		listen = DefaultListenAddrs
 	}
 	opts := []libp2p.Option{
 		libp2p.Identity(key),
@@ -514,6 +511,17 @@ func (t *Transport) isRelay(p peer.ID) bool {
 func (t *Transport) admitted(p peer.ID) bool {
 	return p == t.self || t.isRelay(p) || t.allow(p)
 }
+
+// DefaultListenAddrs are what a transport listens on when Options give
+// none: TCP and QUIC-v1 on a port the kernel picks, on every interface.
+var DefaultListenAddrs = []string{
+	"/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1",
+	"/ip6/::/tcp/0", "/ip6/::/udp/0/quic-v1",
+}
+
+// ListenAddrs are the addresses the transport listens on, as bound (the
+// unspecified address stays unspecified; the port is the real one).
+func (t *Transport) ListenAddrs() []ma.Multiaddr { return t.h.Network().ListenAddresses() }
 
 // Host is the underlying libp2p host, for tests and diagnostics only; the
 // node must not build on it.
