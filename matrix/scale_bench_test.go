@@ -38,10 +38,11 @@ var (
 // BenchmarkPresenceScale: circles of -scale members (default 10, 50, 150),
 // real core nodes in this process, each with its own account in one
 // Dendrite room, every request counted by a proxy in front of the server.
-// Once the circle is formed every node is restarted at the same moment;
-// reported are the time until every member holds every other member's
-// presence record issued after that moment, the requests per member in
-// that round and in the steady round that follows (presence interval
+// Once the circle is formed every node is restarted at the same moment,
+// twice: on new ports, then on the ports kept from that run (the
+// daemon's default); reported are the time until every member holds every
+// other member's presence record issued after that moment, the requests
+// per member in the second such round and in the steady round that follows (presence interval
 // -scale-round; boards read every 30 s, the default), and the bytes of
 // board state one member writes per day at the default presence interval
 // (5 min).
@@ -64,6 +65,7 @@ func BenchmarkPresenceScale(b *testing.B) {
 type scaleResult struct {
 	members                    int
 	converged                  time.Duration // 0: not within the deadline
+	convergedNewPorts          time.Duration // the same, every node on a new port
 	fraction                   float64       // of member pairs holding a fresh record at the end
 	perMember, readKiB, dayKiB float64       // a steady round
 	restartPerMember           float64       // requests per member in the round of the restart
@@ -80,7 +82,7 @@ func writeScale(b *testing.B, rs []scaleResult) {
 	var md strings.Builder
 	fmt.Fprintf(&md, "Run %s, presence round %v, boards read every 30 s; command:\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), *scaleRound)
 	fmt.Fprintf(&md, "    REMORA_TESTENV=/tmp/remora-testenv REMORA_BENCH_WRITE=1 go test ./matrix -run '^$' -bench PresenceScale -benchtime 1x -timeout 90m -scale %s -scale-round %v\n\n", *scaleSizes, *scaleRound)
-	md.WriteString("| members | circle formed in | all presence held after a restart of all | requests per member: restart until all held / a steady round | KiB read per member per steady round | KiB board written per member-day (5 min interval) |\n|---|---|---|---|---|---|\n")
+	md.WriteString("| members | circle formed in | all presence held after a restart of all: ports kept / new ports | requests per member: restart until all held / a steady round | KiB read per member per steady round | KiB board written per member-day (5 min interval) |\n|---|---|---|---|---|---|\n")
 	var conv, reqs benchdoc.Series
 	conv.Name, reqs.Name = "Matrix (Dendrite)", "Matrix (Dendrite)"
 	for _, r := range rs {
@@ -90,7 +92,11 @@ func writeScale(b *testing.B, rs []scaleResult) {
 		} else {
 			conv.X, conv.Y = append(conv.X, float64(r.members)), append(conv.Y, r.converged.Seconds())
 		}
-		fmt.Fprintf(&md, "| %d | %v | %s | %.1f / %.1f | %.0f | %.0f |\n", r.members, r.formed.Round(time.Second), c, r.restartPerMember, r.perMember, r.readKiB, r.dayKiB)
+		cn := fmt.Sprintf("%.1f s", r.convergedNewPorts.Seconds())
+		if r.convergedNewPorts == 0 {
+			cn = "not within the deadline"
+		}
+		fmt.Fprintf(&md, "| %d | %v | %s / %s | %.1f / %.1f | %.0f | %.0f |\n", r.members, r.formed.Round(time.Second), c, cn, r.restartPerMember, r.perMember, r.readKiB, r.dayKiB)
 		reqs.X, reqs.Y = append(reqs.X, float64(r.members)), append(reqs.Y, r.perMember)
 	}
 	md.WriteString("\n")
@@ -111,6 +117,7 @@ func presenceScale(b *testing.B, hs homeserver, n int) scaleResult {
 		Events: map[string]int{boardEvents: 0},
 	})
 	root := b.TempDir()
+	keepPorts := true
 	nodes := make([]*nodetest.Node, n)
 	counters := make([]*requestCounter, n)
 	for i := range n {
@@ -129,6 +136,7 @@ func presenceScale(b *testing.B, hs homeserver, n int) scaleResult {
 			o.PresenceInterval = *scaleRound
 			o.BoardPollInterval = 30 * time.Second
 			o.LiveTimeout = 5 * time.Second
+			o.KeepPorts = keepPorts
 		}
 	}
 	parallel(n, 8, func(i int) { nodes[i].Start() })
@@ -147,40 +155,15 @@ func presenceScale(b *testing.B, hs homeserver, n int) scaleResult {
 	formed := time.Since(formStart)
 	progress(b, "%d members: circle formed in %v", n, formed.Round(time.Second))
 
-	// The round: everyone restarts at once and publishes fresh presence.
-	parallel(n, 8, func(i int) { nodes[i].Stop() })
-	for _, c := range counters {
-		c.reset()
-	}
-	t0 := time.Now()
-	parallel(n, 8, func(i int) { nodes[i].Start() })
-	var converged time.Duration
-	var fresh, pairs int
-	deadline := t0.Add(max(*scaleRound, 5*time.Minute))
-	for time.Now().Before(deadline) {
-		fresh, pairs = 0, n*(n-1)
-		for _, nd := range nodes {
-			ps, err := nd.N.Peers(context.Background())
-			if err != nil {
-				continue
-			}
-			for _, p := range ps {
-				if !p.Presence.Before(t0) {
-					fresh++
-				}
-			}
-		}
-		if fresh == pairs {
-			converged = time.Since(t0)
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if converged == 0 {
-		b.Logf("%d members: not converged after %v: %d of %d member pairs hold a fresh record", n, time.Since(t0).Round(time.Second), fresh, pairs)
-	}
-	restart := sum(counters)
-	restartWindow := time.Since(t0)
+	// Two rounds: everyone restarts at once and publishes fresh presence,
+	// first on new ports (what every restart did before nodes kept their
+	// ports: the addresses members cached are stale), then on the ports
+	// of that run (node.Options.KeepPorts, the daemon's default: cached
+	// addresses reach them at once).
+	keepPorts = false
+	convergedNew, _, _, _, _ := restartAll(b, nodes, counters, "new ports")
+	keepPorts = true
+	converged, fresh, pairs, restart, restartWindow := restartAll(b, nodes, counters, "ports kept")
 	// A steady round: nothing restarts, every member publishes once. Every
 	// member publishes at each multiple of the round on the clock from its
 	// first one on (node.nextRound), and its first comes at the latest at
@@ -202,6 +185,7 @@ func presenceScale(b *testing.B, hs homeserver, n int) scaleResult {
 	perDay := putBytes * (24 * time.Hour).Seconds() / (5 * time.Minute).Seconds()
 	readKiB := float64(steady.down["board-get"]+steady.down["sync"]) / float64(n) / 1024
 	b.ReportMetric(converged.Seconds(), "s-converge")
+	b.ReportMetric(convergedNew.Seconds(), "s-converge-new-ports")
 	b.ReportMetric(float64(fresh)/float64(pairs), "fraction-converged")
 	b.ReportMetric(perMember, "requests/member/round")
 	b.ReportMetric(float64(restart.requests())/float64(n), "requests/member/restart-round")
@@ -209,9 +193,55 @@ func presenceScale(b *testing.B, hs homeserver, n int) scaleResult {
 	b.ReportMetric(readKiB, "KiB-read/member/round")
 	b.Logf("%d members, restart round (%v): %s", n, restartWindow.Round(time.Second), restart.String(n))
 	b.Logf("%d members, steady round (%v): %s", n, *scaleRound, steady.String(n))
-	return scaleResult{members: n, converged: converged, fraction: float64(fresh) / float64(pairs), perMember: perMember,
+	return scaleResult{members: n, converged: converged, convergedNewPorts: convergedNew, fraction: float64(fresh) / float64(pairs), perMember: perMember,
 		restartPerMember: float64(restart.requests()) / float64(n), readKiB: readKiB,
 		dayKiB: perDay / 1024, formed: formed, detail: "steady round " + steady.String(n)}
+}
+
+// restartAll stops every node, starts them all at once and waits until
+// every member holds every other member's record issued after that
+// moment: it returns the time that took (0: not within the deadline), the
+// member pairs holding a fresh record, and the requests made meanwhile.
+func restartAll(b *testing.B, nodes []*nodetest.Node, counters []*requestCounter, label string) (converged time.Duration, fresh, pairs int, restart requestCounts, window time.Duration) {
+	n := len(nodes)
+	parallel(n, 8, func(i int) { nodes[i].Stop() })
+	for _, c := range counters {
+		c.reset()
+	}
+	t0 := time.Now()
+	parallel(n, 8, func(i int) { nodes[i].Start() })
+	progress(b, "%d members, %s: all restarted in %v", n, label, time.Since(t0).Round(10*time.Millisecond))
+	deadline := t0.Add(max(*scaleRound, 5*time.Minute))
+	lastShown := time.Now()
+	for time.Now().Before(deadline) {
+		fresh, pairs = 0, n*(n-1)
+		for _, nd := range nodes {
+			ps, err := nd.N.Peers(context.Background())
+			if err != nil {
+				continue
+			}
+			for _, p := range ps {
+				if !p.Presence.Before(t0) {
+					fresh++
+				}
+			}
+		}
+		if fresh == pairs {
+			converged = time.Since(t0)
+			break
+		}
+		if time.Since(lastShown) >= 2*time.Second {
+			lastShown = time.Now()
+			progress(b, "%d members, %s, %v after the restart: %d of %d pairs hold a fresh record; %s", n, label, time.Since(t0).Round(100*time.Millisecond), fresh, pairs, nodeCounts(nodes))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if converged == 0 {
+		progress(b, "%d members, %s: not converged after %v: %d of %d member pairs hold a fresh record", n, label, time.Since(t0).Round(time.Second), fresh, pairs)
+	} else {
+		progress(b, "%d members, %s: every member holds every other's fresh record %v after the restart; %s", n, label, converged.Round(10*time.Millisecond), nodeCounts(nodes))
+	}
+	return converged, fresh, pairs, sum(counters), time.Since(t0)
 }
 
 // sum adds the counters up.
@@ -259,15 +289,19 @@ func progress(b *testing.B, format string, args ...any) {
 	b.Logf(format, args...)
 }
 
-// nodeCounts sums what the nodes posted to channels by envelope kind and
-// what they hold and still owe (outbox).
+// nodeCounts sums what the nodes posted to channels by envelope kind, the
+// fresh presence records they took by where each came from (a channel or
+// peer exchange), and what they hold and still owe (outbox).
 func nodeCounts(nodes []*nodetest.Node) string {
-	posts := map[string]int64{}
+	posts, fresh := map[string]int64{}, map[string]int64{}
 	outbox, held := 0, 0
 	for _, nd := range nodes {
 		for k, v := range nd.N.Counters() {
 			if kind, ok := strings.CutPrefix(k, "channel_posts_kind_"); ok {
 				posts[kind] += v
+			}
+			if source, ok := strings.CutPrefix(k, "presence_fresh_"); ok {
+				fresh[source] += v
 			}
 		}
 		if st, err := nd.N.Status(context.Background()); err == nil {
@@ -277,7 +311,7 @@ func nodeCounts(nodes []*nodetest.Node) string {
 			}
 		}
 	}
-	return fmt.Sprintf("posted by kind %v (total), outbox %d, held %d", posts, outbox, held)
+	return fmt.Sprintf("posted by kind %v (total), fresh presence by source %v (total), outbox %d, held %d", posts, fresh, outbox, held)
 }
 
 // parallel runs f(0..n-1) on at most workers goroutines.
