@@ -18,7 +18,8 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 )
 
-// Free reports whether a socket can be bound on network ("tcp" or "udp")
+// Free reports whether a socket can be bound on network ("tcp4", "tcp6",
+// "udp4" or "udp6": the family of the address, as the transport binds it)
 // at host:port now. The probe is closed at once: between the probe and the
 // real bind another process may still take the port, and the node's
 // transport then fails to listen there and falls back to a fresh port the
@@ -29,14 +30,14 @@ type Free func(network, host string, port int) bool
 func Probe(network, host string, port int) bool {
 	addr := net.JoinHostPort(host, strconv.Itoa(port))
 	switch network {
-	case "tcp":
-		l, err := net.Listen("tcp", addr)
+	case "tcp4", "tcp6":
+		l, err := net.Listen(network, addr)
 		if err != nil {
 			return false
 		}
 		return l.Close() == nil
-	case "udp":
-		c, err := net.ListenPacket("udp", addr)
+	case "udp4", "udp6":
+		c, err := net.ListenPacket(network, addr)
 		if err != nil {
 			return false
 		}
@@ -100,17 +101,18 @@ func Remember(listen, bound []string) []string {
 
 // shape is a multiaddr with its port set to 0, with the port and what a
 // probe needs: "/ip4/0.0.0.0/udp/4001/quic-v1" has the shape
-// "/ip4/0.0.0.0/udp/0/quic-v1", network "udp", host "0.0.0.0", port 4001.
+// "/ip4/0.0.0.0/udp/0/quic-v1", network "udp4", host "0.0.0.0", port 4001.
 func shape(addr string) (s, network, host string, port int, ok bool) {
 	m, err := ma.NewMultiaddr(addr)
 	if err != nil {
 		return "", "", "", 0, false
 	}
 	var out ma.Multiaddr
+	family := ""
 	for _, c := range m {
 		switch c.Code() {
 		case ma.P_IP4, ma.P_IP6:
-			host = c.Value()
+			host, family = c.Value(), map[int]string{ma.P_IP4: "4", ma.P_IP6: "6"}[c.Code()]
 		case ma.P_TCP, ma.P_UDP:
 			if network != "" {
 				return "", "", "", 0, false // tunnelled: not ours to keep
@@ -132,5 +134,5 @@ func shape(addr string) (s, network, host string, port int, ok bool) {
 	if host == "" || network == "" {
 		return "", "", "", 0, false
 	}
-	return out.String(), network, host, port, true
+	return out.String(), network + family, host, port, true
 }

@@ -8,7 +8,7 @@ import (
 
 func TestKeep(t *testing.T) {
 	all := func(string, string, int) bool { return true }
-	busy := func(network, _ string, port int) bool { return !(network == "tcp" && port == 4001) }
+	busy := func(network, _ string, port int) bool { return !(network == "tcp4" && port == 4001) }
 	tests := []struct {
 		name     string
 		listen   []string
@@ -59,31 +59,31 @@ func TestRemember(t *testing.T) {
 // TestProbe binds real sockets: a port in use is not free, the same port
 // is free again once its holder closes.
 func TestProbe(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	port := l.Addr().(*net.TCPAddr).Port
-	if Probe("tcp", "127.0.0.1", port) {
+	if Probe("tcp4", "127.0.0.1", port) {
 		t.Fatalf("tcp port %d reported free while it is listened on", port)
 	}
 	l.Close()
-	if !Probe("tcp", "127.0.0.1", port) {
+	if !Probe("tcp4", "127.0.0.1", port) {
 		t.Fatalf("tcp port %d not free after its listener closed", port)
 	}
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	uport := c.LocalAddr().(*net.UDPAddr).Port
-	if Probe("udp", "127.0.0.1", uport) {
+	if Probe("udp4", "127.0.0.1", uport) {
 		t.Fatalf("udp port %d reported free while bound", uport)
 	}
 	c.Close()
-	if !Probe("udp", "127.0.0.1", uport) {
+	if !Probe("udp4", "127.0.0.1", uport) {
 		t.Fatalf("udp port %d not free after close", uport)
 	}
-	if Probe("sctp", "127.0.0.1", 1) {
+	if Probe("tcp", "127.0.0.1", 1) || Probe("sctp", "127.0.0.1", 1) {
 		t.Fatal("an unknown network reported free")
 	}
 }
