@@ -298,11 +298,21 @@ func progress(b *testing.B, format string, args ...any) {
 
 // nodeCounts sums what the nodes posted to channels by envelope kind, the
 // fresh presence records they took by where each came from (a channel or
-// peer exchange), and what they hold and still owe (outbox).
+// peer exchange), what they hold and still owe (outbox), and what waits in
+// their channel queues (the inviter's apart: a welcome waits there).
 func nodeCounts(nodes []*nodetest.Node) string {
 	posts, fresh := map[string]int64{}, map[string]int64{}
 	outbox, held := 0, 0
-	for _, nd := range nodes {
+	var queued, inviterQueued int64 // waiting in the nodes' channel queues
+	for i, nd := range nodes {
+		if chs, err := nd.N.Channels(context.Background()); err == nil {
+			for _, ch := range chs {
+				queued += ch.Counters["queued"]
+				if i == 0 {
+					inviterQueued += ch.Counters["queued"]
+				}
+			}
+		}
 		for k, v := range nd.N.Counters() {
 			if kind, ok := strings.CutPrefix(k, "channel_posts_kind_"); ok {
 				posts[kind] += v
@@ -318,7 +328,7 @@ func nodeCounts(nodes []*nodetest.Node) string {
 			}
 		}
 	}
-	return fmt.Sprintf("posted by kind %v (total), fresh presence by source %v (total), outbox %d, held %d", posts, fresh, outbox, held)
+	return fmt.Sprintf("posted by kind %v (total), fresh presence by source %v (total), outbox %d, held %d, channel queues %d (the inviter's %d)", posts, fresh, outbox, held, queued, inviterQueued)
 }
 
 // parallel runs f(0..n-1) on at most workers goroutines.
