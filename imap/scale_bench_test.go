@@ -187,7 +187,7 @@ func presenceScaleList(b *testing.B, mail *testenv.Private, n int) listScaleResu
 	b.ReportMetric(readKiB, "KiB-read/member/round")
 	b.Logf("%d members, restart round (%v): %s", n, restartWindow.Round(time.Second), restart.String(n))
 	b.Logf("%d members, steady round (%v, load average %s): %s", n, *scaleRound, load, steady.String(n))
-	progress(b, "%d members: steady round %s; stored %d bytes of mail, index files grew %d bytes", n, steady.String(n), stored, indexes)
+	progress(b, "%d members: steady round (load average %s) %s; stored %d bytes of mail, index files grew %d bytes", n, load, steady.String(n), stored, indexes)
 	return listScaleResult{members: n, formed: formed, converged: converged, fraction: float64(fresh) / float64(pairs),
 		restartPerMember: float64(restart.requests()) / float64(n), perMember: perMember, readKiB: readKiB,
 		sentDayKiB: sentDay / 1024, storedDayKiB: storedDay / 1024, load: load,
