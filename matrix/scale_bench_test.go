@@ -15,14 +15,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/remora-p2p/remora/core/api"
 	"github.com/remora-p2p/remora/core/node"
 	"github.com/remora-p2p/remora/core/node/nodetest"
 	"github.com/remora-p2p/remora/sdk"
@@ -115,7 +113,7 @@ func writeScale(b *testing.B, rs []scaleResult) {
 
 func presenceScale(b *testing.B, hs homeserver, n int) scaleResult {
 	users := make([]user, n)
-	parallel(n, 4, func(i int) { users[i] = hs.register(b) })
+	nodetest.Parallel(n, 4, func(i int) { users[i] = hs.register(b) })
 	room := createRoom(b, users[0], users[1:], &event.PowerLevelsEventContent{
 		Users:  map[id.UserID]int{users[0].id: 100},
 		Events: map[string]int{boardEvents: 0},
@@ -143,19 +141,12 @@ func presenceScale(b *testing.B, hs homeserver, n int) scaleResult {
 			o.KeepPorts = keepPorts
 		}
 	}
-	parallel(n, 8, func(i int) { nodes[i].Start() })
-	defer parallel(n, 8, func(i int) { nodes[i].Stop() })
+	nodetest.Parallel(n, 8, func(i int) { nodes[i].Start() })
+	defer nodetest.Parallel(n, 8, func(i int) { nodes[i].Stop() })
 
 	formStart := time.Now()
 	formCircle(b, nodes, counters)
-	testenv.WaitFor(b, "every member knowing every other", 20*time.Minute, func() bool {
-		for _, nd := range nodes {
-			if p, err := nd.N.Peers(context.Background()); err != nil || len(p) != n-1 {
-				return false
-			}
-		}
-		return true
-	})
+	testenv.WaitFor(b, "every member knowing every other", 20*time.Minute, func() bool { return nodetest.AllKnown(nodes) })
 	formed := time.Since(formStart)
 	progress(b, "%d members: circle formed in %v", n, formed.Round(time.Second))
 
@@ -210,29 +201,18 @@ func presenceScale(b *testing.B, hs homeserver, n int) scaleResult {
 // member pairs holding a fresh record, and the requests made meanwhile.
 func restartAll(b *testing.B, nodes []*nodetest.Node, counters []*requestCounter, label string) (converged, up time.Duration, fresh, pairs int, restart requestCounts, window time.Duration) {
 	n := len(nodes)
-	parallel(n, 8, func(i int) { nodes[i].Stop() })
+	nodetest.Parallel(n, 8, func(i int) { nodes[i].Stop() })
 	for _, c := range counters {
 		c.reset()
 	}
 	t0 := time.Now()
-	parallel(n, 8, func(i int) { nodes[i].Start() })
+	nodetest.Parallel(n, 8, func(i int) { nodes[i].Start() })
 	up = time.Since(t0) // one process starting n nodes: each member is its own machine in life
 	progress(b, "%d members, %s: all restarted in %v", n, label, up.Round(10*time.Millisecond))
 	deadline := t0.Add(max(*scaleRound, 5*time.Minute))
 	lastShown := time.Now()
 	for time.Now().Before(deadline) {
-		fresh, pairs = 0, n*(n-1)
-		for _, nd := range nodes {
-			ps, err := nd.N.Peers(context.Background())
-			if err != nil {
-				continue
-			}
-			for _, p := range ps {
-				if !p.Presence.Before(t0) {
-					fresh++
-				}
-			}
-		}
+		fresh, pairs = nodetest.FreshPresence(nodes, t0)
 		if fresh == pairs {
 			converged = time.Since(t0)
 			break
@@ -265,26 +245,13 @@ func sum(counters []*requestCounter) requestCounts {
 // many members syncing. Each join's time and the room events every member
 // sent for it are logged (the cost of a join as the circle grows).
 func formCircle(b *testing.B, nodes []*nodetest.Node, counters []*requestCounter) {
-	ctx := context.Background()
-	ci, err := nodes[0].N.CreateCircle(ctx, api.CreateCircleRequest{Name: "friends"})
-	if err != nil {
-		b.Fatal(err)
-	}
 	sends := func() int64 { t := sum(counters); return t.count["log-send"] }
-	for k, j := range nodes[1:] {
-		before, start := sends(), time.Now()
-		inv, err := nodes[0].N.Invite(ctx, api.InviteRequest{Circle: ci.ID, InPerson: true})
-		if err != nil {
-			b.Fatal(err)
-		}
-		jctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-		_, _, err = j.N.JoinCircle(jctx, inv.Invite)
-		cancel()
-		if err != nil {
-			b.Fatalf("%s joining: %v", j.Name, err)
-		}
-		progress(b, "join %d: answered in %v; room events sent since the previous join: %d; %s", k+2, time.Since(start).Round(10*time.Millisecond), sends()-before, nodeCounts(nodes))
-	}
+	before := sends()
+	nodetest.FormCircle(b, nodes, 10*time.Minute, func(k int, took time.Duration) {
+		now := sends()
+		progress(b, "join %d: answered in %v; room events sent since the previous join: %d; %s", k, took.Round(10*time.Millisecond), now-before, nodeCounts(nodes))
+		before = now
+	})
 }
 
 // progress logs a line and prints it at once on stderr: a benchmark's log
@@ -329,20 +296,6 @@ func nodeCounts(nodes []*nodetest.Node) string {
 		}
 	}
 	return fmt.Sprintf("posted by kind %v (total), fresh presence by source %v (total), outbox %d, held %d, channel queues %d (the inviter's %d)", posts, fresh, outbox, held, queued, inviterQueued)
-}
-
-// parallel runs f(0..n-1) on at most workers goroutines.
-func parallel(n, workers int, f func(i int)) {
-	var wg sync.WaitGroup
-	next := atomic.Int64{}
-	for range min(n, workers) {
-		wg.Go(func() {
-			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
-				f(i)
-			}
-		})
-	}
-	wg.Wait()
 }
 
 // requestCounter is a reverse proxy in front of the homeserver that counts

@@ -113,6 +113,20 @@ func (p *Private) Stop() error { return p.control("stop") }
 // data, and waits until they answer.
 func (p *Private) Start() error { return p.control("start") }
 
+// MailingList makes a fresh mlmmj list name@example.test on a private mail
+// system whose members are the addresses localpart@example.test (plus
+// addresses such as alice+m001 put each member's copies into its own
+// folder, m001 of alice).
+func (p *Private) MailingList(name string, members ...string) {
+	p.t.Helper()
+	if p.Service != "mail" {
+		p.t.Fatalf("testenv: a mailing list needs the mail service, not %s", p.Service)
+	}
+	if out, err := p.script(append([]string{"addlist", p.Dir, name}, members...)...); err != nil {
+		p.t.Fatalf("testenv: make list %s: %v\n%s", name, err, out)
+	}
+}
+
 // control runs the service script's command for op (stop or start).
 func (p *Private) control(op string) error {
 	cmd, dir := op, p.Dir // svc-mail.sh stop|start

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# svc-mail.sh up|down|stop|start DIR — a throw-away mail system for the imap adapter's
+# svc-mail.sh up|down|stop|start|addlist DIR — a throw-away mail system for the imap adapter's
 # tests, on 127.0.0.1 only, all state under DIR/mail, every daemon stopped by pid.
 #
 #   postfix  SMTP        127.0.0.1:10025  no auth, STARTTLS offered; accepts mail for
@@ -86,6 +86,16 @@ mklist() {
   for m in "$@"; do /usr/bin/mlmmj-sub -L "$W/mlmmj/$name" -a "$m@$DOMAIN" -f -q -s -U; done
   echo "$name@$DOMAIN $name@mlmmj.invalid" >> "$P/virtual"
   echo "$name@mlmmj.invalid mlmmj:$name" >> "$P/transport"
+}
+
+# addlist NAME MEMBER... : a new mlmmj list on the running system; postfix
+# reloads its maps (the scale benchmark's list of many plus addresses)
+addlist() {
+  P=$W/postfix
+  [ -d "$W/mlmmj/$1" ] && { echo "svc-mail: list $1 exists" >&2; exit 1; }
+  mklist "$@"
+  chown -R "$MAILUSER:$MAILUSER" "$W/mlmmj/$1"
+  postfix -c "$P" reload >/dev/null 2>&1
 }
 
 # The imap package's test binary holds LOCK (flock) for its whole run
@@ -244,6 +254,12 @@ mail_gid = $MAILGID
 first_valid_uid = $MAILUID
 first_valid_gid = $MAILGID
 mail_fsync = never
+# many members of one list log in as one user from 127.0.0.1, each with two
+# IMAP connections, and every STARTTLS login process stays for its
+# connection (the scale benchmark: 2 per member)
+mail_max_userip_connections = 1000
+default_process_limit = 1000
+default_client_limit = 4000
 mail_plugins = quota
 imap_idle_notify_interval = 2 mins
 namespace inbox {
@@ -446,6 +462,9 @@ down) down ;;
 # stop and start keep the data: a test stops its private instance and
 # starts it again (testenv.Private).
 stop) stop ;;
+# addlist DIR NAME LOCALPART...: a fresh mlmmj list NAME@example.test whose
+# members are LOCALPART@example.test (e.g. alice+m001: folder m001 of alice)
+addlist) shift 2; addlist "$@" ;;
 start) start_dovecot; start_postfix ;;
-*) echo "usage: svc-mail.sh up|down|stop|start DIR" >&2; exit 2 ;;
+*) echo "usage: svc-mail.sh up|down|stop|start DIR | addlist DIR NAME MEMBER..." >&2; exit 2 ;;
 esac

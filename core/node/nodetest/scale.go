@@ -1,0 +1,105 @@
+package nodetest
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/remora-p2p/remora/core/api"
+)
+
+// This file holds what the presence scale benchmarks of the adapters share
+// (matrix BenchmarkPresenceScale, imap BenchmarkPresenceScaleList): many
+// nodes in one process on one channel, a circle formed by sequential
+// invites, and the time until every member holds every other member's
+// fresh presence.
+
+// Parallel runs f(0..n-1) on at most workers goroutines.
+func Parallel(n, workers int, f func(i int)) {
+	var wg sync.WaitGroup
+	next := atomic.Int64{}
+	for range min(n, workers) {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				f(i)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// FormCircle makes a circle of nodes: the first creates it and invites each
+// other in turn (in person), each join waiting at most joinTimeout for its
+// answer. joined, if set, is called after each join with the joiner's
+// number in the circle (2, 3, …) and the time the join took.
+func FormCircle(t testing.TB, nodes []*Node, joinTimeout time.Duration, joined func(k int, took time.Duration)) string {
+	t.Helper()
+	ctx := context.Background()
+	ci, err := nodes[0].N.CreateCircle(ctx, api.CreateCircleRequest{Name: "friends"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, j := range nodes[1:] {
+		start := time.Now()
+		inv, err := nodes[0].N.Invite(ctx, api.InviteRequest{Circle: ci.ID, InPerson: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		jctx, cancel := context.WithTimeout(ctx, joinTimeout)
+		_, _, err = j.N.JoinCircle(jctx, inv.Invite)
+		cancel()
+		if err != nil {
+			t.Fatalf("%s joining: %v", j.Name, err)
+		}
+		if joined != nil {
+			joined(k+2, time.Since(start))
+		}
+	}
+	return ci.ID
+}
+
+// AllKnown reports whether every node knows every other as a peer.
+func AllKnown(nodes []*Node) bool {
+	for _, nd := range nodes {
+		if p, err := nd.N.Peers(context.Background()); err != nil || len(p) != len(nodes)-1 {
+			return false
+		}
+	}
+	return true
+}
+
+// FreshPresence counts the (holder, member) pairs in which the holder has
+// a presence record of the member issued at since or later, of all n(n−1).
+func FreshPresence(nodes []*Node, since time.Time) (fresh, pairs int) {
+	pairs = len(nodes) * (len(nodes) - 1)
+	for _, nd := range nodes {
+		ps, err := nd.N.Peers(context.Background())
+		if err != nil {
+			continue
+		}
+		for _, p := range ps {
+			if !p.Presence.Before(since) {
+				fresh++
+			}
+		}
+	}
+	return fresh, pairs
+}
+
+// AwaitPresence polls until every node holds every other's presence issued
+// at since or later, or until deadline. It returns the time from since
+// until then (0 if the deadline came first) and the last count.
+func AwaitPresence(nodes []*Node, since, deadline time.Time) (converged time.Duration, fresh, pairs int) {
+	for {
+		fresh, pairs = FreshPresence(nodes, since)
+		if fresh == pairs {
+			return time.Since(since), fresh, pairs
+		}
+		if !time.Now().Before(deadline) {
+			return 0, fresh, pairs
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
