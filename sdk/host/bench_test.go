@@ -194,8 +194,9 @@ func BenchmarkWire(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
-		for range 200 {
-			if _, err := os.Stat(sock); err == nil {
+		for range 500 { // until the child listens
+			if c, err := net.Dial("unix", sock); err == nil {
+				_ = c.Close()
 				break
 			}
 			time.Sleep(10 * time.Millisecond)
