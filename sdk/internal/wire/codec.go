@@ -19,6 +19,11 @@ import (
 // 1 MiB (a Publish batch of 64 envelopes of 1 KiB is about 68 KiB) took and
 // cleared a 1 MiB buffer when it was marshalled and again when it was
 // received. Here a buffer is at most twice the message.
+//
+// grpc marks the options that install it (ForceCodecV2,
+// ForceServerCodecV2) experimental; TestCodecHostToPlainServer and
+// TestCodecPlainClientToServer in sdk/host check after an upgrade that
+// peers on gRPC's default codec still understand both halves.
 var Codec encoding.CodecV2 = codec{}
 
 // codecPool is Codec's buffer pool: 2^8 … 2^26 bytes (MaxMessageSize).
