@@ -257,14 +257,15 @@ func newServeConfig(opts []ServeOption) serveConfig {
 	return cfg
 }
 
-// serverOptions are the gRPC server options: the wire's limits and
-// windows, and every call counted in flight so that a stop lets it finish.
+// serverOptions are the gRPC server options: the wire's limits, windows
+// and codec, and every call counted in flight so that a stop lets it finish.
 func (s *stopper) serverOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(wire.MaxMessageSize),
 		grpc.MaxSendMsgSize(wire.MaxMessageSize),
 		grpc.InitialWindowSize(wire.WindowSize),
 		grpc.InitialConnWindowSize(wire.WindowSize),
+		grpc.ForceServerCodecV2(wire.Codec),
 		grpc.ChainUnaryInterceptor(s.track),
 	}
 }

@@ -308,12 +308,13 @@ func (p *clientPlugin) GRPCClient(done context.Context, _ *plugin.GRPCBroker, co
 }
 
 // dialOptions are the gRPC client options of every connection to an
-// adapter: the wire's message limit and flow-control window.
+// adapter: the wire's message limit, flow-control window and codec.
 func dialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(wire.MaxMessageSize),
 			grpc.MaxCallSendMsgSize(wire.MaxMessageSize),
+			grpc.ForceCodecV2(wire.Codec),
 		),
 		grpc.WithInitialWindowSize(wire.WindowSize),
 		grpc.WithInitialConnWindowSize(wire.WindowSize),

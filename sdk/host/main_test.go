@@ -41,6 +41,8 @@ func child(mode string) int {
 	switch mode {
 	case "serve":
 		return serve(hosttest.New())
+	case "listen":
+		return listen()
 	case "wrong-cookie":
 		// An adapter built against another host: a different cookie.
 		plugin.Serve(&plugin.ServeConfig{
