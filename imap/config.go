@@ -86,6 +86,13 @@ type Config struct {
 	// NoIdle polls every poll_interval even where the server offers IDLE
 	// (for servers or middleboxes that break long-lived IDLE).
 	NoIdle bool `json:"no_idle,omitempty"`
+	// DrainInterval is the least time between two reads of the folder
+	// while mail keeps arriving (default 1s). A list hands a round of
+	// posts to its members one after another, so they arrive in bursts;
+	// without it each burst cost a read, and the reads per round grew with
+	// the list (BENCHMARKS.md, "Scale through a mailing list"). Mail that
+	// arrives after a quiet spell is read at once.
+	DrainInterval sdk.Duration `json:"drain_interval,omitempty"`
 	// PollInterval is how often folders are polled where IDLE is missing,
 	// and how often ExtraFolders are checked (default 60s).
 	PollInterval sdk.Duration `json:"poll_interval,omitempty"`
@@ -212,6 +219,9 @@ func parseConfig(raw json.RawMessage) (Config, error) {
 	}
 	if c.PollInterval <= 0 {
 		c.PollInterval = sdk.Duration(60 * time.Second)
+	}
+	if c.DrainInterval <= 0 {
+		c.DrainInterval = sdk.Duration(time.Second)
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = sdk.Duration(30 * time.Second)

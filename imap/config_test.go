@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/remora-p2p/remora/sdk"
 )
@@ -48,7 +49,7 @@ func TestConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.IMAPTLS != TLSImplicit || c.SMTPTLS != TLSStartTLS || c.Folder != "INBOX" || c.ListID != "friends.lists.example" || c.Consumed != ConsumedKeep {
+	if c.IMAPTLS != TLSImplicit || c.SMTPTLS != TLSStartTLS || c.Folder != "INBOX" || c.ListID != "friends.lists.example" || c.Consumed != ConsumedKeep || c.DrainInterval.D() != time.Second {
 		t.Errorf("defaults: %+v", c)
 	}
 	s, err := parseConfig([]byte(`{"mode":"shared","imap":"mail.example:143","username":"team@example.org"}`))

@@ -106,7 +106,7 @@ func (ch *channel) follow(ctx context.Context, cur *cursor, sink sdk.Sink) error
 		return err
 	}
 	ch.noteErr(nil)
-	lastExtra := time.Now()
+	lastExtra, lastDrain := time.Now(), time.Now()
 	for {
 		wait := ch.cfg.IdleRestart.D()
 		if !push || len(ch.cfg.ExtraFolders) > 0 {
@@ -114,6 +114,10 @@ func (ch *channel) follow(ctx context.Context, cur *cursor, sink sdk.Sink) error
 		}
 		if push {
 			if err := idleUntil(ctx, c, wake, main, wait); err != nil {
+				return err
+			}
+			// More of a burst is on its way: read it in one go.
+			if err := sdk.Sleep(ctx, ch.cfg.DrainInterval.D()-time.Since(lastDrain)); err != nil {
 				return err
 			}
 		} else {
@@ -154,6 +158,16 @@ func (ch *channel) follow(ctx context.Context, cur *cursor, sink sdk.Sink) error
 				}
 				continue
 			}
+		}
+		lastDrain = time.Now()
+		if push {
+			// One pass: mail that arrives meanwhile ends the next IDLE at
+			// once (its EXISTS), so asking again until a pass finds
+			// nothing cost a FETCH per wake for nothing.
+			if _, err := ch.drainPass(ctx, c, cur, main, sink); err != nil {
+				return err
+			}
+			continue
 		}
 		if err := ch.drain(ctx, c, cur, main, sink); err != nil {
 			return err
@@ -197,74 +211,85 @@ var fetchHeader = &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader
 // fetchWhole is the whole mail, without setting \Seen.
 var fetchWhole = &imap.FetchItemBodySection{Peek: true}
 
-// drain delivers every mail of the selected folder past the cursor.
+// drain delivers every mail of the selected folder past the cursor,
+// including mail that arrives while it does.
 func (ch *channel) drain(ctx context.Context, c *imapclient.Client, cur *cursor, folder string, sink sdk.Sink) error {
 	for {
-		fc := *cur.folder(folder)
-		var set imap.UIDSet
-		set.AddRange(imap.UID(fc.UID), 0)
-		op := "fetch from " + folder
-		metas, err := within(c, op, ch.cfg.Timeout.D(), func() ([]*imapclient.FetchMessageBuffer, error) {
-			return ch.collectBounded(c, op, c.Fetch(set, &imap.FetchOptions{
-				UID: true, RFC822Size: true, InternalDate: true,
-				BodySection: []*imap.FetchItemBodySection{fetchHeader},
-			}), headerLimit)
-		})
-		if err != nil {
+		n, err := ch.drainPass(ctx, c, cur, folder, sink)
+		if err != nil || n == 0 {
 			return err
 		}
-		metas = slices.DeleteFunc(metas, func(m *imapclient.FetchMessageBuffer) bool { return uint32(m.UID) < fc.UID })
-		if len(metas) == 0 {
-			return nil
-		}
-		slices.SortFunc(metas, func(a, b *imapclient.FetchMessageBuffer) int { return int(a.UID) - int(b.UID) })
-		// Download candidates in groups of about 8 MiB.
-		for start := 0; start < len(metas); {
-			end, size := start, int64(0)
-			var want imap.UIDSet
-			for end < len(metas) && (end == start || size < 8<<20) {
-				m := metas[end]
-				if ch.candidate(m) {
-					want.AddNum(m.UID)
-					size += m.RFC822Size
-				}
-				end++
-			}
-			bodies := map[imap.UID][]byte{}
-			if len(want) > 0 {
-				msgs, err := within(c, op, ch.cfg.fetchDeadline(size), func() ([]*imapclient.FetchMessageBuffer, error) {
-					return ch.collectBounded(c, op, c.Fetch(want, &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{fetchWhole}}), ch.cfg.readLimit())
-				})
-				if err != nil {
-					return err
-				}
-				for _, m := range msgs {
-					bodies[m.UID] = m.FindBodySection(fetchWhole)
-				}
-			}
-			// Runs of mail that is not ours move the cursor with one empty
-			// delivery (or with the next item's), not one per mail.
-			var skipped *imapclient.FetchMessageBuffer
-			for _, m := range metas[start:end] {
-				ours, err := ch.deliverMail(ctx, cur, folder, m, bodies[m.UID], sink)
-				if err != nil {
-					return err
-				}
-				skipped = m
-				if ours {
-					skipped = nil
-				}
-			}
-			if skipped != nil {
-				fc := cur.folder(folder)
-				d := sdk.Delivery{ID: itemID(folder, fc.UIDValidity, skipped.UID, 0, 1), Cursor: cur.encode(), Time: skipped.InternalDate}
-				if err := ch.deliver(ctx, sink, d); err != nil {
-					return err
-				}
-			}
-			start = end
-		}
 	}
+}
+
+// drainPass delivers the mail of the selected folder past the cursor, as
+// one FETCH finds it, and returns how many mails it found.
+func (ch *channel) drainPass(ctx context.Context, c *imapclient.Client, cur *cursor, folder string, sink sdk.Sink) (int, error) {
+	fc := *cur.folder(folder)
+	var set imap.UIDSet
+	set.AddRange(imap.UID(fc.UID), 0)
+	op := "fetch from " + folder
+	metas, err := within(c, op, ch.cfg.Timeout.D(), func() ([]*imapclient.FetchMessageBuffer, error) {
+		return ch.collectBounded(c, op, c.Fetch(set, &imap.FetchOptions{
+			UID: true, RFC822Size: true, InternalDate: true,
+			BodySection: []*imap.FetchItemBodySection{fetchHeader},
+		}), headerLimit)
+	})
+	if err != nil {
+		return 0, err
+	}
+	metas = slices.DeleteFunc(metas, func(m *imapclient.FetchMessageBuffer) bool { return uint32(m.UID) < fc.UID })
+	if len(metas) == 0 {
+		return 0, nil
+	}
+	slices.SortFunc(metas, func(a, b *imapclient.FetchMessageBuffer) int { return int(a.UID) - int(b.UID) })
+	// Download candidates in groups of about 8 MiB.
+	for start := 0; start < len(metas); {
+		end, size := start, int64(0)
+		var want imap.UIDSet
+		for end < len(metas) && (end == start || size < 8<<20) {
+			m := metas[end]
+			if ch.candidate(m) {
+				want.AddNum(m.UID)
+				size += m.RFC822Size
+			}
+			end++
+		}
+		bodies := map[imap.UID][]byte{}
+		if len(want) > 0 {
+			msgs, err := within(c, op, ch.cfg.fetchDeadline(size), func() ([]*imapclient.FetchMessageBuffer, error) {
+				return ch.collectBounded(c, op, c.Fetch(want, &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{fetchWhole}}), ch.cfg.readLimit())
+			})
+			if err != nil {
+				return 0, err
+			}
+			for _, m := range msgs {
+				bodies[m.UID] = m.FindBodySection(fetchWhole)
+			}
+		}
+		// Runs of mail that is not ours move the cursor with one empty
+		// delivery (or with the next item's), not one per mail.
+		var skipped *imapclient.FetchMessageBuffer
+		for _, m := range metas[start:end] {
+			ours, err := ch.deliverMail(ctx, cur, folder, m, bodies[m.UID], sink)
+			if err != nil {
+				return 0, err
+			}
+			skipped = m
+			if ours {
+				skipped = nil
+			}
+		}
+		if skipped != nil {
+			fc := cur.folder(folder)
+			d := sdk.Delivery{ID: itemID(folder, fc.UIDValidity, skipped.UID, 0, 1), Cursor: cur.encode(), Time: skipped.InternalDate}
+			if err := ch.deliver(ctx, sink, d); err != nil {
+				return 0, err
+			}
+		}
+		start = end
+	}
+	return len(metas), nil
 }
 
 // candidate reports whether m may be ours and is small enough to download.

@@ -193,10 +193,28 @@ func (ch *channel) await(ctx context.Context, mark watchMark, sent []*sentMail) 
 		}
 		return n
 	}
+	// The copies come back to the watched folder: IDLE there. A notice
+	// lands in INBOX, where nothing wakes us: look there at once, then
+	// after 1, 2, 4 … 8 s, and at the deadline. Scanning both every
+	// 500 ms cost a member two EXAMINEs and two FETCHes per half second
+	// of the list's fan-out (BENCHMARKS.md, "Scale through a mailing
+	// list").
 	folders := ch.verdictFolders()
+	watched, inbox := folders[0], ""
+	if len(folders) == 2 {
+		inbox = folders[1]
+	}
+	var inboxDue time.Time
+	inboxGap := time.Second
 	err = ch.withWatch(ctx, func(c *imapclient.Client, wake <-chan struct{}) error {
 		for {
-			for _, f := range folders {
+			scan := []string{watched}
+			if inbox != "" && (!ch.push || !time.Now().Before(inboxDue) || !time.Now().Before(deadline)) {
+				// INBOX first: the watched folder stays selected for IDLE.
+				scan = []string{inbox, watched}
+				inboxDue, inboxGap = time.Now().Add(inboxGap), min(2*inboxGap, maxInboxGap)
+			}
+			for _, f := range scan {
 				n, err := ch.scanVerdicts(c, f, mark, sent)
 				echoed += n
 				if err != nil {
@@ -207,14 +225,22 @@ func (ch *channel) await(ctx context.Context, mark watchMark, sent []*sentMail) 
 			if pending() == 0 || left <= 0 {
 				return nil
 			}
-			if len(folders) == 1 && ch.push {
-				// IDLE in the selected folder until new mail or the deadline
-				if err := idleUntil(ctx, c, wake, folders[0], min(left, ch.cfg.IdleRestart.D())); err != nil {
+			if ch.push {
+				// IDLE in the watched folder until new mail, INBOX's
+				// next look or the deadline
+				wait := min(left, ch.cfg.IdleRestart.D())
+				if inbox != "" {
+					wait = min(wait, time.Until(inboxDue))
+				}
+				if wait <= 0 {
+					continue
+				}
+				if err := idleUntil(ctx, c, wake, watched, wait); err != nil {
 					return err
 				}
 				continue
 			}
-			// two folders (or no IDLE): look again shortly
+			// no IDLE: look again shortly
 			if err := sdk.Sleep(ctx, min(left, 500*time.Millisecond)); err != nil {
 				return err
 			}
@@ -222,6 +248,10 @@ func (ch *channel) await(ctx context.Context, mark watchMark, sent []*sentMail) 
 	})
 	return echoed, err
 }
+
+// maxInboxGap bounds the wait between two looks at INBOX for a notice
+// while Publish waits for a verdict.
+const maxInboxGap = 8 * time.Second
 
 // idleEndTimeout bounds the server's answer to DONE.
 const idleEndTimeout = 30 * time.Second
