@@ -139,24 +139,24 @@ func presenceScaleList(b *testing.B, mail *testenv.Private, n int) listScaleResu
 
 	formStart := time.Now()
 	nodetest.FormCircle(b, nodes, 10*time.Minute, func(k int, took time.Duration) {
-		progress(b, "%d members: join %d answered in %v", n, k, took.Round(10*time.Millisecond))
+		nodetest.Progress(b, "%d members: join %d answered in %v", n, k, took.Round(10*time.Millisecond))
 	})
 	testenv.WaitFor(b, "every member knowing every other", 20*time.Minute, func() bool { return nodetest.AllKnown(nodes) })
 	formed := time.Since(formStart)
-	progress(b, "%d members: circle formed in %v", n, formed.Round(time.Second))
+	nodetest.Progress(b, "%d members: circle formed in %v", n, formed.Round(time.Second))
 
 	// The round: everyone restarts at once and publishes fresh presence.
 	nodetest.Parallel(n, 8, func(i int) { nodes[i].Stop() })
 	resetAll(imapc, smtpc)
 	t0 := time.Now()
 	nodetest.Parallel(n, 8, func(i int) { nodes[i].Start() })
-	converged, fresh, pairs := nodetest.AwaitPresence(nodes, t0, t0.Add(max(*scaleRound, 5*time.Minute)))
+	converged, fresh, pairs := nodetest.AwaitPresence(nodes, t0, t0.Add(max(*scaleRound, 5*time.Minute)), nil)
 	if converged == 0 {
 		b.Logf("%d members: not converged after %v: %d of %d member pairs hold a fresh record", n, time.Since(t0).Round(time.Second), fresh, pairs)
 	}
 	restart := sumConns(imapc, smtpc)
 	restartWindow := time.Since(t0)
-	progress(b, "%d members: all presence held %v after the restart; %s", n, converged.Round(100*time.Millisecond), restart.String(n))
+	nodetest.Progress(b, "%d members: all presence held %v after the restart; %s", n, converged.Round(100*time.Millisecond), restart.String(n))
 
 	// A steady round, aligned to the rounds on the clock as in matrix's
 	// BenchmarkPresenceScale (node.nextRound).
@@ -187,7 +187,7 @@ func presenceScaleList(b *testing.B, mail *testenv.Private, n int) listScaleResu
 	b.ReportMetric(readKiB, "KiB-read/member/round")
 	b.Logf("%d members, restart round (%v): %s", n, restartWindow.Round(time.Second), restart.String(n))
 	b.Logf("%d members, steady round (%v, load average %s): %s", n, *scaleRound, load, steady.String(n))
-	progress(b, "%d members: steady round (load average %s) %s; stored %d bytes of mail, index files grew %d bytes", n, load, steady.String(n), stored, indexes)
+	nodetest.Progress(b, "%d members: steady round (load average %s) %s; stored %d bytes of mail, index files grew %d bytes", n, load, steady.String(n), stored, indexes)
 	return listScaleResult{members: n, formed: formed, converged: converged, fraction: float64(fresh) / float64(pairs),
 		restartPerMember: float64(restart.requests()) / float64(n), perMember: perMember, readKiB: readKiB,
 		sentDayKiB: sentDay / 1024, storedDayKiB: storedDay / 1024, load: load,
@@ -225,14 +225,6 @@ func writeListScale(b *testing.B, rs []listScaleResult) {
 	benchdoc.Section(b, "scale-list", md.String())
 	benchdoc.Lines(b, "scale-list-convergence.svg", "Every member holds every other's presence (mailing list)", "members", "seconds after a restart of all", conv)
 	benchdoc.Lines(b, "scale-list-requests.svg", "Requests per member per presence round (mailing list)", "members", "IMAP + SMTP commands", reqs)
-}
-
-// progress logs a line and prints it at once on stderr: a benchmark's log
-// comes only at its end, and forming a large circle takes minutes.
-func progress(b *testing.B, format string, args ...any) {
-	b.Helper()
-	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().UTC().Format(time.TimeOnly)}, args...)...)
-	b.Logf(format, args...)
 }
 
 // loadAverage is the first three fields of /proc/loadavg.

@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -148,7 +147,7 @@ func presenceScale(b *testing.B, hs homeserver, n int) scaleResult {
 	formCircle(b, nodes, counters)
 	testenv.WaitFor(b, "every member knowing every other", 20*time.Minute, func() bool { return nodetest.AllKnown(nodes) })
 	formed := time.Since(formStart)
-	progress(b, "%d members: circle formed in %v", n, formed.Round(time.Second))
+	nodetest.Progress(b, "%d members: circle formed in %v", n, formed.Round(time.Second))
 
 	// Two rounds: everyone restarts at once and publishes fresh presence,
 	// first on new ports (what every restart did before nodes kept their
@@ -208,25 +207,14 @@ func restartAll(b *testing.B, nodes []*nodetest.Node, counters []*requestCounter
 	t0 := time.Now()
 	nodetest.Parallel(n, 8, func(i int) { nodes[i].Start() })
 	up = time.Since(t0) // one process starting n nodes: each member is its own machine in life
-	progress(b, "%d members, %s: all restarted in %v", n, label, up.Round(10*time.Millisecond))
-	deadline := t0.Add(max(*scaleRound, 5*time.Minute))
-	lastShown := time.Now()
-	for time.Now().Before(deadline) {
-		fresh, pairs = nodetest.FreshPresence(nodes, t0)
-		if fresh == pairs {
-			converged = time.Since(t0)
-			break
-		}
-		if time.Since(lastShown) >= 2*time.Second {
-			lastShown = time.Now()
-			progress(b, "%d members, %s, %v after the restart: %d of %d pairs hold a fresh record; %s", n, label, time.Since(t0).Round(100*time.Millisecond), fresh, pairs, nodeCounts(nodes))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	nodetest.Progress(b, "%d members, %s: all restarted in %v", n, label, up.Round(10*time.Millisecond))
+	converged, fresh, pairs = nodetest.AwaitPresence(nodes, t0, t0.Add(max(*scaleRound, 5*time.Minute)), func(fresh, pairs int) {
+		nodetest.Progress(b, "%d members, %s, %v after the restart: %d of %d pairs hold a fresh record; %s", n, label, time.Since(t0).Round(100*time.Millisecond), fresh, pairs, nodeCounts(nodes))
+	})
 	if converged == 0 {
-		progress(b, "%d members, %s: not converged after %v: %d of %d member pairs hold a fresh record", n, label, time.Since(t0).Round(time.Second), fresh, pairs)
+		nodetest.Progress(b, "%d members, %s: not converged after %v: %d of %d member pairs hold a fresh record", n, label, time.Since(t0).Round(time.Second), fresh, pairs)
 	} else {
-		progress(b, "%d members, %s: every member holds every other's fresh record %v after the restart, %v after the last node was up; %s", n, label, converged.Round(10*time.Millisecond), (converged - up).Round(10*time.Millisecond), nodeCounts(nodes))
+		nodetest.Progress(b, "%d members, %s: every member holds every other's fresh record %v after the restart, %v after the last node was up; %s", n, label, converged.Round(10*time.Millisecond), (converged - up).Round(10*time.Millisecond), nodeCounts(nodes))
 	}
 	return converged, up, fresh, pairs, sum(counters), time.Since(t0)
 }
@@ -249,18 +237,9 @@ func formCircle(b *testing.B, nodes []*nodetest.Node, counters []*requestCounter
 	before := sends()
 	nodetest.FormCircle(b, nodes, 10*time.Minute, func(k int, took time.Duration) {
 		now := sends()
-		progress(b, "join %d: answered in %v; room events sent since the previous join: %d; %s", k, took.Round(10*time.Millisecond), now-before, nodeCounts(nodes))
+		nodetest.Progress(b, "join %d: answered in %v; room events sent since the previous join: %d; %s", k, took.Round(10*time.Millisecond), now-before, nodeCounts(nodes))
 		before = now
 	})
-}
-
-// progress logs a line and prints it at once on stderr: a benchmark's log
-// comes only at its end, cut to ten lines, and a formation at 50 members
-// runs for many minutes.
-func progress(b *testing.B, format string, args ...any) {
-	b.Helper()
-	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().UTC().Format(time.TimeOnly)}, args...)...)
-	b.Logf(format, args...)
 }
 
 // nodeCounts sums what the nodes posted to channels by envelope kind, the

@@ -2,6 +2,8 @@ package nodetest
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -90,8 +92,10 @@ func FreshPresence(nodes []*Node, since time.Time) (fresh, pairs int) {
 
 // AwaitPresence polls until every node holds every other's presence issued
 // at since or later, or until deadline. It returns the time from since
-// until then (0 if the deadline came first) and the last count.
-func AwaitPresence(nodes []*Node, since, deadline time.Time) (converged time.Duration, fresh, pairs int) {
+// until then (0 if the deadline came first) and the last count. report,
+// if set, is called with the count about every 2 s while it waits.
+func AwaitPresence(nodes []*Node, since, deadline time.Time, report func(fresh, pairs int)) (converged time.Duration, fresh, pairs int) {
+	lastReport := time.Now()
 	for {
 		fresh, pairs = FreshPresence(nodes, since)
 		if fresh == pairs {
@@ -100,6 +104,19 @@ func AwaitPresence(nodes []*Node, since, deadline time.Time) (converged time.Dur
 		if !time.Now().Before(deadline) {
 			return 0, fresh, pairs
 		}
+		if report != nil && time.Since(lastReport) >= 2*time.Second {
+			lastReport = time.Now()
+			report(fresh, pairs)
+		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// Progress logs a line and prints it at once on stderr, with the time: a
+// benchmark's log comes only at its end, and forming a large circle takes
+// minutes.
+func Progress(tb testing.TB, format string, args ...any) {
+	tb.Helper()
+	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().UTC().Format(time.TimeOnly)}, args...)...)
+	tb.Logf(format, args...)
 }
