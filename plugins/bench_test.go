@@ -97,34 +97,7 @@ func BenchmarkPublish(b *testing.B) {
 }
 
 func benchPublish(b *testing.B, ch sdk.Channel, batch int) {
-	items := make([]sdk.PublishItem, batch)
-	for i := range items {
-		items[i].Data = make([]byte, benchSize)
-		rand.Read(items[i].Data)
-	}
-	key := make([]byte, 12)
-	lat := make([]time.Duration, 0, 1024)
-	ctx := context.Background()
-	b.SetBytes(int64(batch * benchSize))
-	b.ResetTimer()
-	for b.Loop() {
-		for i := range items {
-			rand.Read(key)
-			items[i].IdempotencyKey = hex.EncodeToString(key)
-		}
-		t0 := time.Now()
-		resp, err := ch.Publish(ctx, sdk.PublishRequest{Items: items})
-		lat = append(lat, time.Since(t0))
-		if err != nil {
-			b.Fatal(err)
-		}
-		for _, r := range resp.Results {
-			if r.Err != nil {
-				b.Fatal(r.Err)
-			}
-		}
-	}
-	b.StopTimer()
+	lat := hosttest.PublishBatches(b, ch, batch, benchSize)
 	b.ReportMetric(float64(len(lat)*batch)/b.Elapsed().Seconds(), "envelopes/s")
 	reportLatency(b, lat)
 }

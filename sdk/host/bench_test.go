@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"log/slog"
@@ -97,18 +96,27 @@ func genCert() (certPEM, keyPEM []byte, err error) {
 // host's required (go-plugin's server config, plus the h2 ALPN gRPC's
 // credentials would add).
 func serverTLS(cert, key, peer []byte) (*tls.Config, error) {
-	kp, err := tls.X509KeyPair(cert, key)
+	cfg, err := mutualTLS(cert, key, peer)
 	if err != nil {
 		return nil, err
 	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(peer)
-	return &tls.Config{Certificates: []tls.Certificate{kp}, ClientAuth: tls.RequireAndVerifyClientCert,
-		ClientCAs: pool, RootCAs: pool, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2"}}, nil
+	cfg.NextProtos = []string{"h2"}
+	return cfg, nil
 }
 
 // clientTLS is the host side of AutoMTLS (go-plugin's client config).
 func clientTLS(cert, key, peer []byte) (*tls.Config, error) {
+	cfg, err := mutualTLS(cert, key, peer)
+	if err != nil {
+		return nil, err
+	}
+	cfg.ServerName = "localhost"
+	return cfg, nil
+}
+
+// mutualTLS is what both sides of AutoMTLS share: their own certificate,
+// the peer's as the only authority, and a certificate required both ways.
+func mutualTLS(cert, key, peer []byte) (*tls.Config, error) {
 	kp, err := tls.X509KeyPair(cert, key)
 	if err != nil {
 		return nil, err
@@ -116,7 +124,7 @@ func clientTLS(cert, key, peer []byte) (*tls.Config, error) {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(peer)
 	return &tls.Config{Certificates: []tls.Certificate{kp}, ClientAuth: tls.RequireAndVerifyClientCert,
-		ClientCAs: pool, RootCAs: pool, MinVersion: tls.VersionTLS12, ServerName: "localhost"}, nil
+		ClientCAs: pool, RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
 // BenchmarkWire splits the cost of the adapter hop (issue #18: go-plugin
@@ -227,36 +235,10 @@ func BenchmarkWire(b *testing.B) {
 	}
 }
 
-// benchPublish is plugins.BenchmarkPublish's loop: one Publish of batch
-// 1 KiB envelopes with fresh idempotency keys per op.
+// benchPublish reports the p50 of hosttest.PublishBatches (the loop
+// plugins.BenchmarkPublish runs too): 1 KiB envelopes, batch per op.
 func benchPublish(b *testing.B, ch sdk.Channel, batch int) {
-	items := make([]sdk.PublishItem, batch)
-	for i := range items {
-		items[i].Data = make([]byte, 1024)
-		rand.Read(items[i].Data)
-	}
-	key := make([]byte, 12)
-	lat := make([]time.Duration, 0, 1024)
-	ctx := context.Background()
-	b.SetBytes(int64(batch * 1024))
-	for b.Loop() {
-		for i := range items {
-			rand.Read(key)
-			items[i].IdempotencyKey = hex.EncodeToString(key)
-		}
-		t0 := time.Now()
-		resp, err := ch.Publish(ctx, sdk.PublishRequest{Items: items})
-		lat = append(lat, time.Since(t0))
-		if err != nil {
-			b.Fatal(err)
-		}
-		for _, r := range resp.Results {
-			if r.Err != nil {
-				b.Fatal(r.Err)
-			}
-		}
-	}
-	b.StopTimer()
+	lat := hosttest.PublishBatches(b, ch, batch, 1024)
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 }
