@@ -55,11 +55,11 @@ func (n *Node) listen(ctx context.Context, o transport.Options) (*transport.Tran
 	case len(remember) == 0:
 		n.listenPorts = "set in the config"
 	case len(last) == 0:
-		n.listenPorts = "chosen now; the next start keeps them: " + ports(remember)
+		n.listenPorts = "chosen now; the next start keeps them: " + strings.Join(remember, " ")
 	case kept == len(remember):
-		n.listenPorts = fmt.Sprintf("kept from the last run: %s", ports(remember))
+		n.listenPorts = fmt.Sprintf("kept from the last run: %s", strings.Join(remember, " "))
 	default:
-		n.listenPorts = fmt.Sprintf("%d of %d kept from the last run (the others were taken, or are new in the config): %s", kept, len(remember), ports(remember))
+		n.listenPorts = fmt.Sprintf("%d of %d kept from the last run (the others were taken, or are new in the config): %s", kept, len(remember), strings.Join(remember, " "))
 	}
 	return tr, nil
 }
@@ -83,5 +83,3 @@ func absent(want, configured, bound []string) string {
 	}
 	return ""
 }
-
-func ports(addrs []string) string { return strings.Join(addrs, " ") }
