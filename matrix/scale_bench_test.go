@@ -30,6 +30,7 @@ import (
 var (
 	scaleSizes = flag.String("scale", "10,50,150", "circle sizes BenchmarkPresenceScale runs")
 	scaleRound = flag.Duration("scale-round", time.Minute, "presence interval (one round) in BenchmarkPresenceScale")
+	scaleForm  = flag.String("scale-form", "joins", "how BenchmarkPresenceScale forms its circle: joins (invites over the room, one at a time) or rest (the join protocol run in memory before the nodes start, nodetest.FormCircleAtRest)")
 )
 
 // BenchmarkPresenceScale: circles of -scale members (default 10, 50, 150),
@@ -42,7 +43,10 @@ var (
 // per member in the second such round and in the steady round that follows (presence interval
 // -scale-round; boards read every 30 s, the default), and the bytes of
 // board state one member writes per day at the default presence interval
-// (5 min).
+// (5 min). The circle is formed by joins over the room, or, with
+// -scale-form rest, before the nodes start (nodetest.FormCircleAtRest:
+// forming 150 members one join at a time would take hours in one process)
+// and then measured from the first start with no peer caches as well.
 //
 //	REMORA_TESTENV=/tmp/remora-testenv go test ./matrix -run '^$' -bench PresenceScale -benchtime 1x -timeout 60m
 func BenchmarkPresenceScale(b *testing.B) {
@@ -79,7 +83,7 @@ func writeScale(b *testing.B, rs []scaleResult) {
 	}
 	var md strings.Builder
 	fmt.Fprintf(&md, "Run %s, presence round %v, boards read every 30 s; command:\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), *scaleRound)
-	fmt.Fprintf(&md, "    REMORA_TESTENV=/tmp/remora-testenv REMORA_BENCH_WRITE=1 go test ./matrix -run '^$' -bench PresenceScale -benchtime 1x -timeout 90m -scale %s -scale-round %v\n\n", *scaleSizes, *scaleRound)
+	fmt.Fprintf(&md, "    REMORA_TESTENV=/tmp/remora-testenv REMORA_BENCH_WRITE=1 go test ./matrix -run '^$' -bench PresenceScale -benchtime 1x -timeout 90m -scale %s -scale-round %v -scale-form %s\n\n", *scaleSizes, *scaleRound, *scaleForm)
 	md.WriteString("| members | circle formed in | all presence held after a restart of all: ports kept / new ports | requests per member: restart until all held / a steady round | KiB read per member per steady round | KiB board written per member-day (5 min interval) |\n|---|---|---|---|---|---|\n")
 	var conv, reqs benchdoc.Series
 	conv.Name, reqs.Name = "Matrix (Dendrite)", "Matrix (Dendrite)"
@@ -140,14 +144,14 @@ func presenceScale(b *testing.B, hs homeserver, n int) scaleResult {
 			o.KeepPorts = keepPorts
 		}
 	}
-	nodetest.Parallel(n, 8, func(i int) { nodes[i].Start() })
-	defer nodetest.Parallel(n, 8, func(i int) { nodes[i].Stop() })
-
 	formStart := time.Now()
-	formCircle(b, nodes, counters)
+	nodetest.FormAndStart(b, nodes, *scaleForm, formJoined(b, nodes, counters), func(fresh, pairs int) {
+		nodetest.Progress(b, "%d members, first start: %d of %d pairs hold a fresh record; %s", n, fresh, pairs, nodeCounts(nodes))
+	})
+	defer nodetest.Parallel(n, 8, func(i int) { nodes[i].Stop() })
 	testenv.WaitFor(b, "every member knowing every other", 20*time.Minute, func() bool { return nodetest.AllKnown(nodes) })
 	formed := time.Since(formStart)
-	nodetest.Progress(b, "%d members: circle formed in %v", n, formed.Round(time.Second))
+	nodetest.Progress(b, "%d members: circle formed (-scale-form %s) in %v", n, *scaleForm, formed.Round(time.Second))
 
 	// Two rounds: everyone restarts at once and publishes fresh presence,
 	// first on new ports (what every restart did before nodes kept their
@@ -228,18 +232,18 @@ func sum(counters []*requestCounter) requestCounts {
 	return total
 }
 
-// formCircle makes a circle of nodes: the first invites each other in
-// turn. A join may wait minutes for its answer on a loaded machine with
-// many members syncing. Each join's time and the room events every member
-// sent for it are logged (the cost of a join as the circle grows).
-func formCircle(b *testing.B, nodes []*nodetest.Node, counters []*requestCounter) {
+// formJoined logs each join of a circle formed by joins: its time and the
+// room events every member sent for it (the cost of a join as the circle
+// grows). A join may wait minutes for its answer on a loaded machine with
+// many members syncing.
+func formJoined(b *testing.B, nodes []*nodetest.Node, counters []*requestCounter) func(k int, took time.Duration) {
 	sends := func() int64 { t := sum(counters); return t.count["log-send"] }
 	before := sends()
-	nodetest.FormCircle(b, nodes, 10*time.Minute, func(k int, took time.Duration) {
+	return func(k int, took time.Duration) {
 		now := sends()
 		nodetest.Progress(b, "join %d: answered in %v; room events sent since the previous join: %d; %s", k, took.Round(10*time.Millisecond), now-before, nodeCounts(nodes))
 		before = now
-	})
+	}
 }
 
 // nodeCounts sums what the nodes posted to channels by envelope kind, the
