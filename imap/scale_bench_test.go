@@ -66,6 +66,7 @@ var scaleUsers = []string{"alice", "bob", "carol", "dave", "erin", "frank"}
 //
 //	REMORA_TESTENV=/tmp/remora-testenv go test ./imap -run '^$' -bench PresenceScaleList -benchtime 1x -timeout 90m -scale 10,20
 func BenchmarkPresenceScaleList(b *testing.B) {
+	nodetest.ServeProfiles(b)
 	needMail(b) // skipped like every mail test without the test servers
 	mail := testenv.StartPrivate(b, "mail")
 	var results []listScaleResult

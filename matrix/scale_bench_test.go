@@ -50,6 +50,7 @@ var (
 //
 //	REMORA_TESTENV=/tmp/remora-testenv go test ./matrix -run '^$' -bench PresenceScale -benchtime 1x -timeout 60m
 func BenchmarkPresenceScale(b *testing.B) {
+	nodetest.ServeProfiles(b)
 	hs := needHomeserver(b)
 	var results []scaleResult
 	for _, f := range strings.Split(*scaleSizes, ",") {

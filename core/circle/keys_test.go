@@ -4,8 +4,13 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/remora-p2p/remora/core/envelope"
 )
 
 // TestRemovalRotatesKeys: after a removal every remaining member has a new
@@ -257,5 +262,36 @@ func TestStateWritesWhatLoadReads(t *testing.T) {
 			}
 		}
 		a.mu.Unlock()
+	}
+}
+
+// TestMembersFollowsTheRoster: Members answers from a cache kept per
+// (epoch, current epoch); a removal must still drop the removed member
+// from the answer for the old epoch as well as for the new one.
+func TestMembersFollowsTheRoster(t *testing.T) {
+	c := &clock{time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)}
+	g := group(t, c, 3)
+	a, x := g[0], g[2]
+	id := a.ID().EnvelopeID()
+	old := a.Epoch()
+	has := func(ms []envelope.Member, p peer.ID) bool {
+		return slices.ContainsFunc(ms, func(m envelope.Member) bool { return m.ID == p })
+	}
+	if ms := a.Members(id, envelope.Epoch(old)); len(ms) != 3 || !has(ms, x.Self()) {
+		t.Fatalf("before the removal: %d members, x among them %v", len(ms), has(ms, x.Self()))
+	}
+	if _, err := a.RemoveMember(x.Self()); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		epoch Epoch
+	}{{"old epoch", old}, {"new epoch", a.Epoch()}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ms := a.Members(id, envelope.Epoch(tc.epoch))
+			if len(ms) != 2 || has(ms, x.Self()) {
+				t.Fatalf("%d members, the removed one among them: %v", len(ms), has(ms, x.Self()))
+			}
+		})
 	}
 }

@@ -92,11 +92,12 @@ type Circle struct {
 	epochs  []epochRecord // oldest first; the last is current
 	chains  map[chainID]*chain
 	invites map[TokenID]*inviteRecord
-	early   map[Hash]earlyContribution    // contributions that arrived before their op
-	ek      map[Epoch]*envelope.EpochKeys // cache for the envelope.Keys methods
-	waiting map[Hash]*waitingOp           // roster ops whose parents have not arrived
-	asked   map[Hash]asked                // missing parents asked for: when, how often
-	idText  map[peer.ID]string            // peer IDs' text, for State (see there)
+	early   map[Hash]earlyContribution     // contributions that arrived before their op
+	ek      map[Epoch]*envelope.EpochKeys  // cache for the envelope.Keys methods
+	members map[[2]Epoch][]envelope.Member // Members' answers by (epoch, current epoch)
+	waiting map[Hash]*waitingOp            // roster ops whose parents have not arrived
+	asked   map[Hash]asked                 // missing parents asked for: when, how often
+	idText  map[peer.ID]string             // peer IDs' text, for State (see there)
 }
 
 type asked struct {
@@ -148,7 +149,7 @@ func Create(k *identity.Keyring, name, displayName string, history bool, opts Op
 
 func newCircle(k *identity.Keyring, log *Log, opts Options) *Circle {
 	return &Circle{keys: k, opts: opts, log: log, contrib: map[Hash][32]byte{}, chains: map[chainID]*chain{},
-		invites: map[TokenID]*inviteRecord{}, early: map[Hash]earlyContribution{}, ek: map[Epoch]*envelope.EpochKeys{},
+		invites: map[TokenID]*inviteRecord{}, early: map[Hash]earlyContribution{}, ek: map[Epoch]*envelope.EpochKeys{}, members: map[[2]Epoch][]envelope.Member{},
 		waiting: map[Hash]*waitingOp{}, asked: map[Hash]asked{}}
 }
 

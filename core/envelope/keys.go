@@ -27,7 +27,7 @@ type Keys interface {
 	// Members returns who may send under the epoch: its roster, minus members
 	// removed since (an old-epoch envelope is accepted only from a sender
 	// still in the current roster). The signing key comes from here, never
-	// from the envelope.
+	// from the envelope. The slice may be shared: the Opener only reads it.
 	Members(circle CircleID, epoch Epoch) []Member
 
 	// MessageKeys returns the candidate 32-byte broadcast message keys of

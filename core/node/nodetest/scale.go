@@ -3,6 +3,8 @@ package nodetest
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -119,4 +121,22 @@ func Progress(tb testing.TB, format string, args ...any) {
 	tb.Helper()
 	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().UTC().Format(time.TimeOnly)}, args...)...)
 	tb.Logf(format, args...)
+}
+
+// ServeProfiles serves net/http/pprof on the address in
+// REMORA_BENCH_PPROF, if set, until the benchmark ends: where a scale
+// benchmark spends its time is read from the running process
+// (go tool pprof http://ADDR/debug/pprof/profile?seconds=30).
+func ServeProfiles(tb testing.TB) {
+	addr := os.Getenv("REMORA_BENCH_PPROF")
+	if addr == "" {
+		return
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	srv := &http.Server{Addr: addr, Handler: mux}
+	go srv.ListenAndServe()
+	tb.Cleanup(func() { srv.Close() })
 }
