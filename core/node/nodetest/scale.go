@@ -95,9 +95,15 @@ func FreshPresence(nodes []*Node, since time.Time) (fresh, pairs int) {
 // AwaitPresence polls until every node holds every other's presence issued
 // at since or later, or until deadline. It returns the time from since
 // until then (0 if the deadline came first) and the last count. report,
-// if set, is called with the count about every 2 s while it waits.
+// if set, is called with the count about every 2 s while it waits, on its
+// own goroutine and never twice at once: a report that asks every node
+// for its channels' health (a request to the server each) takes seconds
+// at 150 members, and must not delay the polls that time the convergence.
 func AwaitPresence(nodes []*Node, since, deadline time.Time, report func(fresh, pairs int)) (converged time.Duration, fresh, pairs int) {
 	lastReport := time.Now()
+	var reporting sync.WaitGroup
+	defer reporting.Wait()
+	var busy atomic.Bool
 	for {
 		fresh, pairs = FreshPresence(nodes, since)
 		if fresh == pairs {
@@ -106,9 +112,12 @@ func AwaitPresence(nodes []*Node, since, deadline time.Time, report func(fresh, 
 		if !time.Now().Before(deadline) {
 			return 0, fresh, pairs
 		}
-		if report != nil && time.Since(lastReport) >= 2*time.Second {
+		if report != nil && time.Since(lastReport) >= 2*time.Second && !busy.Swap(true) {
 			lastReport = time.Now()
-			report(fresh, pairs)
+			reporting.Go(func() {
+				defer busy.Store(false)
+				report(fresh, pairs)
+			})
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
