@@ -29,5 +29,8 @@
 // subject), so a record is never sent twice to the same member unless the
 // connection was lost in between; and it sends to one member at most once
 // per MinGap, so a member changing its addresses quickly cannot make the
-// circle flood.
+// circle flood. An exchange holds at most MaxRecords records; the next one
+// to the same member goes on after the last subject the previous one
+// carried, so in a circle larger than that every member's record gets its
+// turn even while all of them are being renewed.
 package pex
