@@ -30,9 +30,9 @@ import (
 //   - No plain dial beside the punch: libp2p joins a dial to an address
 //     already being dialed, with the first dial's role (a plain dial is a
 //     client). startUpgrade leaves the initiator's plain dial to DCUtR,
-//     which makes it before the session starts, and the initiator cancels
-//     its plain dials still running (Connect does not cancel its direct
-//     dial when the relay wins) before it opens the session.
+//     which makes it before the session starts, and both ends cancel
+//     their plain dials still running (Connect does not cancel its direct
+//     dial when the relay wins) as the session starts.
 //   - The end that plain-dialed the other's TCP address lately sends its
 //     SYN first. That dial died at the other's NAT but left a mapping in
 //     its own NAT's connection tracking, with that dial's sequence numbers:
@@ -208,6 +208,11 @@ func (h punchHost) SetStreamHandler(pid protocol.ID, handler network.StreamHandl
 			return
 		}
 		defer h.t.dcutr.endReceive(p)
+		// Our punch dial must be a new socket: joined to a plain dial
+		// about to time out, it sends no fresh SYN, and the peer's SYN
+		// may arrive after that socket closed (then our listener
+		// answers, see above).
+		h.t.dcutr.stopPlain(p, time.Second)
 		handler(s) // returns after the receiver's punch dial
 	})
 }
