@@ -38,8 +38,9 @@ import (
 //     its own NAT's connection tracking, with that dial's sequence numbers:
 //     a SYN of the other end arriving before our new one finds the mapping
 //     open, reaches our listener, whose SYN-ACK carries a new sequence
-//     number and is dropped by our NAT as invalid (seen in the lab: the
-//     router's entry stuck in SYN_SENT2). Our new SYN on the same ports
+//     number and is dropped by our NAT as invalid (our reading of the
+//     lab's conntrack: the entry stuck in SYN_SENT2, both dials timing
+//     out; BENCHMARKS.md, the NAT matrix). Our new SYN on the same ports
 //     renews the entry; the other end's SYN then meets our dialing socket,
 //     a simultaneous open. An end that made no such dial waits
 //     tcpPunchLead before its punch dial.
@@ -218,11 +219,11 @@ func (h punchHost) SetStreamHandler(pid protocol.ID, handler network.StreamHandl
 }
 
 func (h punchHost) NewStream(ctx context.Context, p peer.ID, pids ...protocol.ID) (network.Stream, error) {
-	if slices.Contains(pids, holepunch.Protocol) && !h.t.dcutr.beginInitiate(p, h.t.now()) {
-		h.t.log.Debug("dcutr: not initiating, the peer's session runs", "peer", p)
-		return nil, errDCUtRBusy
-	}
 	if slices.Contains(pids, holepunch.Protocol) {
+		if !h.t.dcutr.beginInitiate(p, h.t.now()) {
+			h.t.log.Debug("dcutr: not initiating, the peer's session runs", "peer", p)
+			return nil, errDCUtRBusy
+		}
 		h.t.dcutr.stopPlain(p, time.Second)
 	}
 	return h.Host.NewStream(ctx, p, pids...)
