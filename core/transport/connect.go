@@ -78,7 +78,9 @@ func (t *Transport) connect(ctx context.Context, p peer.ID) (Path, error) {
 	if len(direct) > 0 {
 		directDone = make(chan error, 1)
 		dctx, cancel := context.WithTimeout(network.WithForceDirectDial(context.WithoutCancel(ctx), "remora direct"), directDialTimeout)
+		untrack := t.dcutr.trackPlain(p, direct, t.now(), cancel)
 		go func() {
+			defer untrack()
 			defer cancel()
 			stop := context.AfterFunc(t.ctx, cancel)
 			defer stop()
@@ -285,20 +287,22 @@ func (t *Transport) startUpgrade(p peer.ID) {
 			if t.PathTo(p) != PathRelayed {
 				return // upgraded (libp2p's own DCUtR run) or gone
 			}
+			initiator := t.hps != nil && t.relayedInbound(p) && t.dcutrReady()
 			// Addresses learned since (identify over the relayed conn,
 			// presence) may simply be dialable: LAN peers, public hosts.
-			if t.dialDirect(p) {
+			// The DCUtR initiator leaves that to DCUtR, which dials them
+			// before it punches when one is public: a plain TCP dial
+			// beside the punch would join it without its role
+			// (punchtcp.go).
+			if !(initiator && t.hasPublicDirect(p)) && t.dialDirect(p) {
 				t.log.Info("relayed path upgraded by a direct dial", "peer", p, "attempt", i+1)
 				return
 			}
-			if t.hps == nil || !t.relayedInbound(p) {
+			if !initiator {
 				// DCUtR is initiated by the end that accepted the relayed
 				// connection; libp2p resets a DCUtR stream arriving over
 				// a connection the receiver accepted (seen in the NAT lab).
-				continue
-			}
-			if !t.dcutrReady() {
-				t.log.Debug("dcutr not ready: no public address of ours known yet", "peer", p)
+				// It also waits for a public address of ours (dcutrReady).
 				continue
 			}
 			err := t.hps.DirectConnect(p)
@@ -332,8 +336,20 @@ func (t *Transport) dialDirect(p peer.ID) bool {
 	}
 	ctx, cancel := context.WithTimeout(network.WithForceDirectDial(t.ctx, "remora upgrade"), directDialTimeout)
 	defer cancel()
+	defer t.dcutr.trackPlain(p, direct, t.now(), cancel)()
 	err := t.h.Connect(ctx, peer.AddrInfo{ID: p, Addrs: direct})
 	return err == nil && t.PathTo(p).IsDirect()
+}
+
+// hasPublicDirect reports whether a public direct address of p is known,
+// which DCUtR's initiator dials before it punches.
+func (t *Transport) hasPublicDirect(p peer.ID) bool {
+	for _, a := range t.h.Peerstore().Addrs(p) {
+		if !isRelayAddr(a) && manet.IsPublicAddr(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // relayedInbound reports whether p reached us through a relay, which makes

@@ -158,6 +158,7 @@ func (pt punchTracer) Trace(e *holepunch.Event) {
 		pt.t.mu.Lock()
 		delete(pt.t.punching, e.Remote)
 		pt.t.mu.Unlock()
+		pt.t.dcutr.endInitiate(e.Remote)
 		if ev.Success {
 			pt.t.setPunched(e.Remote)
 		}
@@ -165,6 +166,7 @@ func (pt punchTracer) Trace(e *holepunch.Event) {
 		pt.t.log.Debug("dcutr direct dial", "peer", e.Remote, "ok", ev.Success, "err", ev.Error)
 	case *holepunch.ProtocolErrorEvt:
 		pt.t.log.Debug("dcutr protocol error", "peer", e.Remote, "err", ev.Error)
+		pt.t.dcutr.endInitiate(e.Remote)
 	}
 }
 

@@ -130,6 +130,7 @@ type Transport struct {
 	relayMu sync.RWMutex
 	relays  map[peer.ID]*relayEntry
 	hps     *holepunch.Service
+	dcutr   dcutrSessions // who initiates DCUtR with whom (punchtcp.go)
 
 	ctx    context.Context // lifetime of background work; ends at Close
 	cancel context.CancelFunc
@@ -277,7 +278,8 @@ func New(ctx context.Context, o Options) (*Transport, error) {
 			h.Close()
 			return nil, errors.New("transport: new: libp2p host has no identify service")
 		}
-		t.hps, err = holepunch.NewService(h, ids.IDService(), t.holePunchAddrs, holepunch.WithTracer(punchTracer{t}))
+		t.hps, err = holepunch.NewService(punchHost{h, t}, ids.IDService(), t.holePunchAddrs,
+			holepunch.WithTracer(punchTracer{t}), holepunch.WithAddrFilter(punchFilter{t}))
 		if err != nil {
 			t.Close()
 			return nil, fmt.Errorf("transport: new: hole punching: %w", err)
