@@ -142,6 +142,13 @@ func mutualTLS(cert, key, peer []byte) (*tls.Config, error) {
 //   - plugin: host.Launch, go-plugin with AutoMTLS and the supervisor's
 //     default memory limit (GOMEMLIMIT 512 MiB), as remora runs adapters.
 //
+// and, to show what of the plugin path's tuning (Launch's larger write
+// buffer, coalesced TLS writes) any gRPC user could apply, two arms with
+// it and without go-plugin:
+//
+//   - inproc+tuned: inproc with the write buffer (no TLS to coalesce);
+//   - proc+tls+tuned: proc+tls (the same child) with both.
+//
 // Every arm goes through the same sdk server and sdk/host client code.
 // Besides time, each arm reports per op the CPU time, read and write
 // system calls and context switches of this process (host-…) and of the
@@ -165,24 +172,29 @@ func BenchmarkWire(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	names := []string{"inproc", "inproc+tls", "proc", "proc+tls", "plugin"}
-	pids := []int{0, 0}
+	var (
+		names   []string
+		pids    []int // the adapter process, 0 for the in-process arms
+		clients []*host.Client
+	)
 	dir := b.TempDir()
-	var clients []*host.Client
 	defer func() {
 		for _, c := range clients {
 			_ = c.Close()
 		}
 	}()
-	add := func(c *host.Client, err error) {
+	add := func(name string, pid int, c *host.Client, err error) {
 		b.Helper()
 		if err != nil {
-			b.Fatal(err)
+			b.Fatalf("%s: %v", name, err)
 		}
-		clients = append(clients, c)
+		names, pids, clients = append(names, name), append(pids, pid), append(clients, c)
 	}
 
-	add(host.ServeInProcess(hosttest.New(), quiet))
+	inproc, err := host.ServeInProcess(hosttest.New(), quiet)
+	add("inproc", 0, inproc, err)
+	inproc, err = host.ServeInProcessTuned(hosttest.New(), quiet)
+	add("inproc+tuned", 0, inproc, err)
 
 	sock := filepath.Join(dir, "tls.sock")
 	l, err := net.Listen("unix", sock)
@@ -195,7 +207,8 @@ func BenchmarkWire(b *testing.B) {
 		served <- sdk.ServeListener(ctx, tls.NewListener(l, srvTLS), hosttest.New(), sdk.WithLogger(quiet))
 	}()
 	defer func() { stop(); <-served }()
-	add(host.DialTLS(context.Background(), sock, "mem", cliTLS))
+	tlsc, err := host.DialTLS(context.Background(), sock, "mem", cliTLS)
+	add("inproc+tls", 0, tlsc, err)
 
 	for i, tlsOn := range []bool{false, true} {
 		sock := filepath.Join(dir, fmt.Sprintf("proc%d.sock", i))
@@ -216,17 +229,25 @@ func BenchmarkWire(b *testing.B) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
+		pid := cmd.Process.Pid
 		if tlsOn {
-			add(host.DialTLS(context.Background(), sock, "mem", cliTLS))
+			c, err := host.DialTLS(context.Background(), sock, "mem", cliTLS)
+			add("proc+tls", pid, c, err)
+			c, err = host.DialTLSTuned(context.Background(), sock, "mem", cliTLS)
+			add("proc+tls+tuned", pid, c, err)
 		} else {
-			add(host.Dial(context.Background(), sock, "mem"))
+			c, err := host.Dial(context.Background(), sock, "mem")
+			add("proc", pid, c, err)
 		}
-		pids = append(pids, cmd.Process.Pid)
 	}
 
 	pcmd := childCmd(b, "serve")
-	add(host.Launch(context.Background(), host.Config{Cmd: pcmd, Name: "mem", Logger: quiet, MemoryLimit: 1 << 30}))
-	pids = append(pids, clients[len(clients)-1].Pid())
+	pc, err := host.Launch(context.Background(), host.Config{Cmd: pcmd, Name: "mem", Logger: quiet, MemoryLimit: 1 << 30})
+	var pid int
+	if err == nil {
+		pid = pc.Pid()
+	}
+	add("plugin", pid, pc, err)
 
 	chans := make([]sdk.Channel, len(clients))
 	for i, c := range clients {
