@@ -17,6 +17,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -140,7 +142,18 @@ func mutualTLS(cert, key, peer []byte) (*tls.Config, error) {
 //   - plugin: host.Launch, go-plugin with AutoMTLS and the supervisor's
 //     default memory limit (GOMEMLIMIT 512 MiB), as remora runs adapters.
 //
+// and, to show what of the plugin path's tuning (Launch's larger write
+// buffer, coalesced TLS writes) any gRPC user could apply, two arms with
+// it and without go-plugin:
+//
+//   - inproc+tuned: inproc with the write buffer (no TLS to coalesce);
+//   - proc+tls+tuned: proc+tls (the same child) with both.
+//
 // Every arm goes through the same sdk server and sdk/host client code.
+// Besides time, each arm reports per op the CPU time, read and write
+// system calls and context switches of this process (host-…) and of the
+// adapter process (adapter-…, not for the in-process arms): on a shared
+// machine they vary less with the load than time does.
 func BenchmarkWire(b *testing.B) {
 	quiet := slog.New(slog.DiscardHandler)
 	srvCert, srvKey, err := genCert()
@@ -159,23 +172,29 @@ func BenchmarkWire(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	names := []string{"inproc", "inproc+tls", "proc", "proc+tls", "plugin"}
+	var (
+		names   []string
+		pids    []int // the adapter process, 0 for the in-process arms
+		clients []*host.Client
+	)
 	dir := b.TempDir()
-	var clients []*host.Client
 	defer func() {
 		for _, c := range clients {
 			_ = c.Close()
 		}
 	}()
-	add := func(c *host.Client, err error) {
+	add := func(name string, pid int, c *host.Client, err error) {
 		b.Helper()
 		if err != nil {
-			b.Fatal(err)
+			b.Fatalf("%s: %v", name, err)
 		}
-		clients = append(clients, c)
+		names, pids, clients = append(names, name), append(pids, pid), append(clients, c)
 	}
 
-	add(host.ServeInProcess(hosttest.New(), quiet))
+	inproc, err := host.ServeInProcess(hosttest.New(), quiet)
+	add("inproc", 0, inproc, err)
+	inproc, err = host.ServeInProcessTuned(hosttest.New(), quiet)
+	add("inproc+tuned", 0, inproc, err)
 
 	sock := filepath.Join(dir, "tls.sock")
 	l, err := net.Listen("unix", sock)
@@ -188,7 +207,8 @@ func BenchmarkWire(b *testing.B) {
 		served <- sdk.ServeListener(ctx, tls.NewListener(l, srvTLS), hosttest.New(), sdk.WithLogger(quiet))
 	}()
 	defer func() { stop(); <-served }()
-	add(host.DialTLS(context.Background(), sock, "mem", cliTLS))
+	tlsc, err := host.DialTLS(context.Background(), sock, "mem", cliTLS)
+	add("inproc+tls", 0, tlsc, err)
 
 	for i, tlsOn := range []bool{false, true} {
 		sock := filepath.Join(dir, fmt.Sprintf("proc%d.sock", i))
@@ -209,15 +229,25 @@ func BenchmarkWire(b *testing.B) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
+		pid := cmd.Process.Pid
 		if tlsOn {
-			add(host.DialTLS(context.Background(), sock, "mem", cliTLS))
+			c, err := host.DialTLS(context.Background(), sock, "mem", cliTLS)
+			add("proc+tls", pid, c, err)
+			c, err = host.DialTLSTuned(context.Background(), sock, "mem", cliTLS)
+			add("proc+tls+tuned", pid, c, err)
 		} else {
-			add(host.Dial(context.Background(), sock, "mem"))
+			c, err := host.Dial(context.Background(), sock, "mem")
+			add("proc", pid, c, err)
 		}
 	}
 
 	pcmd := childCmd(b, "serve")
-	add(host.Launch(context.Background(), host.Config{Cmd: pcmd, Name: "mem", Logger: quiet, MemoryLimit: 1 << 30}))
+	pc, err := host.Launch(context.Background(), host.Config{Cmd: pcmd, Name: "mem", Logger: quiet, MemoryLimit: 1 << 30})
+	var pid int
+	if err == nil {
+		pid = pc.Pid()
+	}
+	add("plugin", pid, pc, err)
 
 	chans := make([]sdk.Channel, len(clients))
 	for i, c := range clients {
@@ -230,15 +260,84 @@ func BenchmarkWire(b *testing.B) {
 	}
 	for _, batch := range []int{64, 1} {
 		for i, ch := range chans {
-			b.Run(fmt.Sprintf("batch=%d/%s", batch, names[i]), func(b *testing.B) { benchPublish(b, ch, batch) })
+			b.Run(fmt.Sprintf("batch=%d/%s", batch, names[i]), func(b *testing.B) { benchPublish(b, ch, batch, pids[i]) })
 		}
 	}
 }
 
 // benchPublish reports the p50 of hosttest.PublishBatches (the loop
-// plugins.BenchmarkPublish runs too): 1 KiB envelopes, batch per op.
-func benchPublish(b *testing.B, ch sdk.Channel, batch int) {
+// plugins.BenchmarkPublish runs too): 1 KiB envelopes, batch per op; and
+// the cost per op in this process and in the adapter process pid (0: none).
+func benchPublish(b *testing.B, ch sdk.Channel, batch, pid int) {
+	h0, a0 := readCost(b, 0), readCost(b, pid)
 	lat := hosttest.PublishBatches(b, ch, batch, 1024)
+	h1, a1 := readCost(b, 0), readCost(b, pid)
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	h1.report(b, h0, "host", len(lat))
+	if pid != 0 {
+		a1.report(b, a0, "adapter", len(lat))
+	}
+}
+
+// cost is what a process has spent so far, from /proc.
+type cost struct {
+	cpu      time.Duration // user and system
+	syscalls int64         // read and write system calls (syscr + syscw)
+	switches int64         // context switches of all its threads
+}
+
+// readCost reads the cost of process pid (0: this one).
+func readCost(b *testing.B, pid int) cost {
+	b.Helper()
+	dir := "/proc/self"
+	if pid != 0 {
+		dir = "/proc/" + strconv.Itoa(pid)
+	}
+	var c cost
+	stat, err := os.ReadFile(dir + "/stat")
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the command name, which may hold spaces: utime and
+	// stime are the 12th and 13th, in clock ticks (100 a second on Linux).
+	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	for _, v := range f[11:13] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		c.cpu += time.Duration(n) * 10 * time.Millisecond
+	}
+	c.syscalls = sumFields(b, dir+"/io", ":", "syscr", "syscw")
+	tasks, err := filepath.Glob(dir + "/task/*/status")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, t := range tasks {
+		c.switches += sumFields(b, t, ":", "voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")
+	}
+	return c
+}
+
+// sumFields sums the numeric values of keys in a "key: value" file.
+func sumFields(b *testing.B, path, sep string, keys ...string) int64 {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var sum int64
+	for line := range strings.Lines(string(data)) {
+		k, v, _ := strings.Cut(line, sep)
+		if slices.Contains(keys, k) {
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			sum += n
+		}
+	}
+	return sum
+}
+
+// report reports c minus before, per op, with the given prefix.
+func (c cost) report(b *testing.B, before cost, prefix string, ops int) {
+	n := float64(ops)
+	b.ReportMetric(float64((c.cpu-before.cpu).Microseconds())/n, prefix+"-cpu-µs")
+	b.ReportMetric(float64(c.syscalls-before.syscalls)/n, prefix+"-syscalls")
+	b.ReportMetric(float64(c.switches-before.switches)/n, prefix+"-switches")
 }
