@@ -252,7 +252,7 @@ func formJoined(b *testing.B, nodes []*nodetest.Node, counters []*requestCounter
 // peer exchange), what they hold and still owe (outbox), and what waits in
 // their channel queues (the inviter's apart: a welcome waits there).
 func nodeCounts(nodes []*nodetest.Node) string {
-	posts, fresh := map[string]int64{}, map[string]int64{}
+	posts, fresh, handOuts := map[string]int64{}, map[string]int64{}, map[string]int64{}
 	outbox, held := 0, 0
 	var queued, inviterQueued int64 // waiting in the nodes' channel queues
 	for i, nd := range nodes {
@@ -271,6 +271,9 @@ func nodeCounts(nodes []*nodetest.Node) string {
 			if source, ok := strings.CutPrefix(k, "presence_fresh_"); ok {
 				fresh[source] += v
 			}
+			if what, ok := strings.CutPrefix(k, "key_handouts_"); ok {
+				handOuts[what] += v // broadcast or direct at each epoch change, broadcasts taken, dropped
+			}
 		}
 		if st, err := nd.N.Status(context.Background()); err == nil {
 			outbox += st.Outbox
@@ -279,7 +282,8 @@ func nodeCounts(nodes []*nodetest.Node) string {
 			}
 		}
 	}
-	return fmt.Sprintf("posted by kind %v (total), fresh presence by source %v (total), outbox %d, held %d, channel queues %d (the inviter's %d)", posts, fresh, outbox, held, queued, inviterQueued)
+	return fmt.Sprintf("posted by kind %v (total), key hand-outs %v (total), fresh presence by source %v (total), outbox %d, held %d, channel queues %d (the inviter's %d)",
+		posts, handOuts, fresh, outbox, held, queued, inviterQueued)
 }
 
 // requestCounter is a reverse proxy in front of the homeserver that counts

@@ -2,6 +2,7 @@ package circle
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -13,16 +14,20 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/remora-p2p/remora/core/envelope"
 	"github.com/remora-p2p/remora/core/identity"
 )
 
-// simMsg is one message in flight: a roster operation or an op request,
-// carried (as the node does, in a direct envelope) from one device to
-// another.
+// simMsg is one message in flight: a roster operation or a key message
+// (op request, sender key, contribution, key request), carried (as the
+// node does, in a direct envelope) from one device to another, or a
+// sender-key hand-out broadcast under an older epoch (under set), which
+// reaches a device only if it holds the chain it is sealed with.
 type simMsg struct {
-	from peer.ID
-	op   []byte
-	req  *KeyMsg
+	from  peer.ID
+	op    []byte
+	req   *KeyMsg
+	under Epoch
 }
 
 type simDev struct {
@@ -48,10 +53,12 @@ type sim struct {
 	byID  map[peer.ID]*simDev
 	added map[peer.ID]bool // devices ever added: never added again
 	stats simStats
+	keys  bool // carry sender keys, contributions and key requests too
 }
 
 type simStats struct {
 	ops, waited, duplicates, partitions int
+	handOuts, handOutsClosed            int // broadcast hand-outs opened; dropped since a removal closed their epoch
 }
 
 func newSim(t *testing.T, seed uint64, n int) *sim {
@@ -175,6 +182,12 @@ func (s *sim) act() {
 		o := opts(s.clock)
 		o.fill()
 		newDev.c = newCircle(newDev.keys, l, o)
+		if s.keys {
+			// Join's start: its epoch, its chain, its hand-outs.
+			nu := &Update{}
+			newDev.c.enterEpoch(nu, nil)
+			s.route(newDev, nu.Send)
+		}
 	}
 	// The author sends its op to the members it knows (node.afterUpdate).
 	for _, o := range s.others(d, d.c.Roster()) {
@@ -185,18 +198,38 @@ func (s *sim) act() {
 	s.route(d, u.Send)
 }
 
-// route queues what a circle asked to send: roster ops and op requests.
+// route queues what a circle asked to send: roster ops, key messages and
+// broadcast hand-outs (one copy per member it names).
 func (s *sim) route(from *simDev, out []Outgoing) {
 	for _, o := range out {
-		to := s.byID[o.To]
+		m := o.Msg
 		switch {
 		case o.Roster != nil:
-			to.inbox = append(to.inbox, simMsg{from: from.c.Self(), op: o.Roster})
-		case o.Msg.Kind == MsgOpRequest:
-			m := o.Msg
-			to.inbox = append(to.inbox, simMsg{from: from.c.Self(), req: &m})
+			s.byID[o.To].inbox = append(s.byID[o.To].inbox, simMsg{from: from.c.Self(), op: o.Roster})
+		case !s.keys && o.Msg.Kind != MsgOpRequest:
+		case len(o.Broadcast) > 0:
+			for _, p := range o.Broadcast {
+				s.byID[p].inbox = append(s.byID[p].inbox, simMsg{from: from.c.Self(), req: &m, under: o.Epoch})
+			}
+		default:
+			s.byID[o.To].inbox = append(s.byID[o.To].inbox, simMsg{from: from.c.Self(), req: &m})
 		}
 	}
+}
+
+// handOut is what the node does with a broadcast hand-out: seal it with
+// HandOutKey (closed: the entry is dropped) and let a member open it if it
+// holds the chain it is sealed with (else it is held).
+func (s *sim) handOut(d *simDev, m simMsg) (closed, opens bool) {
+	sk, err := s.byID[m.from].c.HandOutKey(m.under)
+	if errors.Is(err, ErrHandOutClosed) {
+		return true, false
+	}
+	if err != nil {
+		return false, false
+	}
+	keys, _ := d.c.MessageKeys(d.c.ID().EnvelopeID(), envelope.Epoch(m.under), m.from)
+	return false, slices.ContainsFunc(keys, func(k []byte) bool { return bytes.Equal(k, sk.Key[:]) })
 }
 
 func (s *sim) deliverable(d *simDev, m simMsg) bool {
@@ -204,7 +237,14 @@ func (s *sim) deliverable(d *simDev, m simMsg) bool {
 		return false
 	}
 	// The envelope gate: only a current member's envelope opens.
-	return d.c.Roster().IsMember(m.from)
+	if !d.c.Roster().IsMember(m.from) {
+		return false
+	}
+	if m.under != (Epoch{}) {
+		closed, opens := s.handOut(d, m)
+		return closed || opens
+	}
+	return true
 }
 
 // deliver hands one random deliverable message to its device; it reports
@@ -233,6 +273,13 @@ func (s *sim) deliver() bool {
 		d.inbox = slices.Delete(d.inbox, sl.i, sl.i+1)
 	}
 	if m.req != nil {
+		if closed, _ := s.handOut(d, m); m.under != (Epoch{}) && closed {
+			s.stats.handOutsClosed++
+			return true
+		}
+		if m.under != (Epoch{}) {
+			s.stats.handOuts++
+		}
 		out, err := d.c.HandleKeyMsg(m.from, *m.req)
 		if err == nil {
 			s.route(d, out)
@@ -365,6 +412,39 @@ func TestRosterConverges(t *testing.T) {
 	}
 }
 
+// TestKeysConverge runs the simulation of TestRosterConverges with key
+// traffic too (sender keys broadcast after adds or sent directly,
+// contributions, key requests): at the end every member holds every other
+// member's chain of the current epoch, and nobody holds a chain of an
+// epoch it was not a member of. REMORA_ROSTER_SEEDS=N runs seeds 1..N.
+func TestKeysConverge(t *testing.T) {
+	seeds := []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24}
+	if v, err := strconv.Atoi(os.Getenv("REMORA_ROSTER_SEEDS")); err == nil {
+		seeds = seeds[:0]
+		for i := 1; i <= v; i++ {
+			seeds = append(seeds, uint64(i))
+		}
+	}
+	var total simStats
+	for _, seed := range seeds {
+		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
+			cryptotest.SetGlobalRandom(t, seed)
+			s := newSim(t, seed, 7)
+			s.keys = true
+			s.run(160)
+			s.check()
+			total.ops += s.stats.ops
+			total.handOuts += s.stats.handOuts
+			total.handOutsClosed += s.stats.handOutsClosed
+		})
+	}
+	t.Logf("%d seeds: %d ops, %d broadcast hand-outs opened, %d dropped after a removal closed their epoch",
+		len(seeds), total.ops, total.handOuts, total.handOutsClosed)
+	if len(seeds) >= 20 && (total.handOuts == 0 || total.handOutsClosed == 0) {
+		t.Fatal("the simulation no longer exercises broadcast hand-outs, opened and closed")
+	}
+}
+
 // check verifies convergence and the merge rule's promises, and returns how
 // many ops were cut by a concurrent revocation and how many revocations sit
 // in cycles.
@@ -455,7 +535,41 @@ func (s *sim) check() (cuts, cycles int) {
 	if l.dag.settled {
 		t.Log("the merge rule settled an oscillation")
 	}
+	if s.keys {
+		s.checkKeys()
+	}
 	return cuts, cycles
+}
+
+// checkKeys: every member holds every other member's chain of the current
+// epoch (hand-outs, broadcast or direct, and requests for what they
+// missed), and no device, member or not, holds a chain of an epoch it was
+// not a member of (the circle keeps no history here).
+func (s *sim) checkKeys() {
+	t := s.t
+	r := s.devs[0].c.Roster()
+	for _, m := range r.Members() {
+		d := s.byID[m.Peer]
+		for _, o := range r.Members() {
+			if _, ok := d.c.chains[chainID{r.Epoch, o.Peer}]; o.Peer != m.Peer && !ok {
+				t.Fatalf("%s lacks %s's chain of the current epoch", d.name, s.byID[o.Peer].name)
+			}
+		}
+	}
+	for _, d := range s.devs {
+		if d.c == nil {
+			continue
+		}
+		for id := range d.c.chains {
+			if id.Owner == d.c.Self() {
+				continue
+			}
+			rec, ok := s.byID[id.Owner].c.epochRec(id.Epoch)
+			if !ok || !slices.Contains(rec.Members, d.c.Self()) {
+				t.Fatalf("%s holds %s's chain of an epoch it was not a member of", d.name, s.byID[id.Owner].name)
+			}
+		}
+	}
 }
 
 func (s *sim) names(r *Roster) []string {

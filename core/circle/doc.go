@@ -60,9 +60,14 @@
 // from the same inputs without the epoch, so an add keeps them and a
 // removal changes them. Each member owns a
 // chain key per epoch, hash-ratcheted daily and handed to the others in
-// [KeyMsg] messages the node seals in direct envelopes. Nothing is sent
-// under an old epoch; an old epoch's envelopes are accepted only from a
-// current member within the grace window.
+// [KeyMsg] messages the node seals in direct envelopes. After an add only,
+// the members of the epoch before get it in one broadcast envelope under
+// that epoch, sealed with the device's chain of it ([Circle.HandOutKey]),
+// which they all hold and a newcomer does not; newcomers get direct ones.
+// That is the one thing sent under an old epoch, and only while every
+// member of it is still a member and no removal happened since (a removed
+// member keeps the chains it had). An old epoch's envelopes are accepted
+// only from a current member within the grace window.
 //
 // # Invites
 //

@@ -12,8 +12,10 @@ import (
 type KeyMsgKind uint8
 
 // Key-management message kinds. The node carries each in a direct envelope
-// (sealed to one member, signed by the sender), so these messages carry no
-// signature of their own: the envelope's sender is the authority.
+// (sealed to one member, signed by the sender), or a sender key after an
+// add-only change in one broadcast envelope under the epoch before
+// ([Outgoing].Broadcast), so these messages carry no signature of their
+// own: the envelope's sender is the authority.
 const (
 	// MsgSenderKey hands out the sender's chain key for an epoch.
 	MsgSenderKey KeyMsgKind = 1
@@ -136,7 +138,7 @@ func ParseKeyMsg(b []byte) (KeyMsg, error) {
 }
 
 // Outgoing is a key message, or a roster operation, the node must seal in a
-// direct envelope to To.
+// direct envelope to To (or, for Broadcast, in one broadcast envelope).
 type Outgoing struct {
 	To  peer.ID
 	Msg KeyMsg
@@ -150,4 +152,11 @@ type Outgoing struct {
 	// messages go under the previous epoch while it is within the grace
 	// window. Find its keys in Circle.Epochs().
 	Epoch Epoch
+	// Broadcast, when set (To empty), makes Msg a sender-key hand-out for
+	// these members of Epoch, all the others of that epoch: seal it once,
+	// as a broadcast envelope under Epoch with the key
+	// [Circle.HandOutKey] gives for it. Each of them holds this device's
+	// chain of Epoch, and nobody else does (see HandOutKey), so one
+	// envelope serves them all after an add-only change.
+	Broadcast []peer.ID
 }

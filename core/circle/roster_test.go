@@ -14,7 +14,13 @@ import (
 // group is a circle of n devices whose first two are admins, fully synced.
 func group(t testing.TB, c *clock, n int) []*Circle {
 	t.Helper()
-	a, _, err := Create(newKeyring(t, c), "friends", "m0", false, opts(c))
+	return groupWith(t, c, n, false)
+}
+
+// groupWith is group with the circle's history setting.
+func groupWith(t testing.TB, c *clock, n int, history bool) []*Circle {
+	t.Helper()
+	a, _, err := Create(newKeyring(t, c), "friends", "m0", history, opts(c))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -665,8 +665,21 @@ func (c *Circle) enterEpoch(u *Update, before *Roster) {
 		return
 	}
 	c.chains[chainID{r.Epoch, self}] = ch
+	// After an add only, the members of the epoch before all hold this
+	// device's chain of it and nobody else does: one broadcast under it
+	// reaches them (N(N−1) direct envelopes per join were what stalled
+	// forming past ~45 members); only the newcomers get direct ones.
+	var old []peer.ID
+	if before != nil {
+		if _, err := c.handOutKey(before.Epoch); err == nil {
+			old = c.othersOf(before.Epoch)
+		}
+	}
+	if len(old) > 0 {
+		u.Send = append(u.Send, Outgoing{Msg: c.senderKeyMsg(r.Epoch, ch), Epoch: before.Epoch, Broadcast: old})
+	}
 	for _, m := range r.Members() {
-		if m.Peer != self {
+		if m.Peer != self && !slices.Contains(old, m.Peer) {
 			u.Send = append(u.Send, c.outgoing(m.Peer, c.senderKeyMsg(r.Epoch, ch)))
 		}
 	}
@@ -746,6 +759,84 @@ func (c *Circle) acceptable(e Epoch, sender peer.ID) error {
 		return fmt.Errorf("%w: %s superseded at %s", ErrEpochExpired, e, rec.Superseded.Format(time.RFC3339))
 	}
 	return nil
+}
+
+// ErrHandOutClosed means no broadcast may go under an older epoch: a
+// member of it is no longer a member, a removal changed the epoch secret's
+// inputs since, or the epoch passed its grace window. The hand-out it
+// was for is dropped; members that miss the key ask for it.
+var ErrHandOutClosed = errors.New("circle: no broadcast under this epoch any more")
+
+// HandOutKey returns the key to seal a broadcast sender-key hand-out
+// ([Outgoing].Broadcast) under the older epoch e with: the device's chain
+// key of e, ratcheted to today. It is the one exception to "nothing is
+// sent under an old epoch", and it holds only while nobody outside the
+// current roster holds that chain: e is superseded but within its grace
+// window, every member of e is still a member, and the removals are those
+// of e (a removed member keeps the chains it was given, so after a removal
+// nothing may go under an epoch it was in). It fails with ErrHandOutClosed
+// otherwise; SendKey is the key for everything else.
+func (c *Circle) HandOutKey(e Epoch) (SenderKey, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.handOutKey(e)
+}
+
+// handOutKey is HandOutKey. Called with c.mu held.
+func (c *Circle) handOutKey(e Epoch) (SenderKey, error) {
+	r := c.log.Roster()
+	self := c.Self()
+	rec, ok := c.epochRec(e)
+	switch {
+	case !ok:
+		return SenderKey{}, fmt.Errorf("circle %s: hand-out under %s: %w", r.Circle, e, ErrUnknownEpoch)
+	case e == r.Epoch || rec.Superseded.IsZero():
+		return SenderKey{}, fmt.Errorf("circle %s: hand-out under %s: %w: it is the current epoch", r.Circle, e, ErrHandOutClosed)
+	case c.opts.Now().Sub(rec.Superseded) > c.opts.EpochGrace:
+		return SenderKey{}, fmt.Errorf("circle %s: hand-out under %s: %w: past its grace window", r.Circle, e, ErrHandOutClosed)
+	case !r.IsMember(self) || !slices.Contains(rec.Members, self):
+		return SenderKey{}, fmt.Errorf("circle %s: hand-out under %s: %w: this device is not in both rosters", r.Circle, e, ErrHandOutClosed)
+	case !slices.Equal(rec.Removals, r.Removals()):
+		return SenderKey{}, fmt.Errorf("circle %s: hand-out under %s: %w: a removal since", r.Circle, e, ErrHandOutClosed)
+	}
+	for _, p := range rec.Members {
+		if !r.IsMember(p) {
+			return SenderKey{}, fmt.Errorf("circle %s: hand-out under %s: %w: %s is no longer a member", r.Circle, e, ErrHandOutClosed, p)
+		}
+	}
+	if _, err := c.epochSecret(e); err != nil {
+		return SenderKey{}, fmt.Errorf("circle %s: hand-out under %s: %w", r.Circle, e, err)
+	}
+	ch, ok := c.chains[chainID{e, self}]
+	if !ok {
+		return SenderKey{}, fmt.Errorf("circle %s: hand-out under %s: %w", r.Circle, e, ErrNoSenderKey)
+	}
+	day := DayOf(c.opts.Now())
+	if !r.History {
+		ch.advance(day) // forward secrecy, as in SendKey
+	}
+	k, err := ch.at(day)
+	if err != nil {
+		return SenderKey{}, fmt.Errorf("circle %s: hand-out under %s: %w", r.Circle, e, err)
+	}
+	return SenderKey{Epoch: e, Day: day, Key: messageKey(k)}, nil
+}
+
+// othersOf lists the members of epoch e other than this device. Called
+// with c.mu held.
+func (c *Circle) othersOf(e Epoch) []peer.ID {
+	rec, ok := c.epochRec(e)
+	if !ok {
+		return nil
+	}
+	self := c.Self()
+	var out []peer.ID
+	for _, p := range rec.Members {
+		if p != self {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // SendKey returns the key to seal a broadcast envelope with now: always the
@@ -923,6 +1014,9 @@ func (c *Circle) HandleKeyMsg(from peer.ID, m KeyMsg) ([]Outgoing, error) {
 		if err := c.acceptable(m.Epoch, from); err != nil {
 			return nil, fmt.Errorf("circle %s: key request: %w", r.Circle, err)
 		}
+		if !c.mayHold(m.Epoch, from) {
+			return nil, fmt.Errorf("circle %s: key request: %w: %s was not a member of epoch %s", r.Circle, ErrNotMember, from, m.Epoch)
+		}
 		ch, ok := c.chains[chainID{m.Epoch, c.Self()}]
 		if !ok {
 			return nil, nil
@@ -930,6 +1024,29 @@ func (c *Circle) HandleKeyMsg(from peer.ID, m KeyMsg) ([]Outgoing, error) {
 		return []Outgoing{c.outgoing(from, c.senderKeyMsg(m.Epoch, ch))}, nil
 	}
 	return nil, fmt.Errorf("%w: kind %d", ErrMalformedKeyMsg, m.Kind)
+}
+
+// mayHold says whether p may be given this device's chain of epoch e: p
+// was a member of e, or, when the circle keeps history, p joined in the
+// epoch right after e (the history hand-out of enterEpoch). Anyone else
+// asking is a later newcomer: given an older chain it would read what was
+// sent before it joined, and the hand-outs broadcast under that epoch
+// (HandOutKey). Called with c.mu held.
+func (c *Circle) mayHold(e Epoch, p peer.ID) bool {
+	rec, ok := c.epochRec(e)
+	if !ok {
+		return false
+	}
+	if slices.Contains(rec.Members, p) {
+		return true
+	}
+	r := c.log.Roster()
+	m, ok := r.Member(p)
+	if !r.History || !ok {
+		return false
+	}
+	prev, ok := c.log.RosterBefore(m.Since)
+	return ok && prev.Epoch == e
 }
 
 // maxEarly bounds contributions held for ops not yet received.

@@ -94,7 +94,7 @@ const (
 	KindChat         Kind = 0x0001 // an application message
 	KindAck          Kind = 0x0002 // a batch of signed acks
 	KindPresence     Kind = 0x0003 // a presence record
-	KindSenderKey    Kind = 0x0004 // a sender chain key hand-over (direct only)
+	KindSenderKey    Kind = 0x0004 // a sender chain key hand-over (direct, or broadcast under the epoch before an add)
 	KindKeyQuery     Kind = 0x0005 // "please resend your sender key" (direct only)
 	KindRoster       Kind = 0x0006 // roster log operations
 	KindPunch        Kind = 0x0007 // hole-punching probe window request

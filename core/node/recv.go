@@ -230,7 +230,7 @@ func (n *Node) dispatch(ctx context.Context, msg *envelope.Message, path string)
 		}
 		if seen {
 			n.count("duplicates_removed")
-			if viaChannel && msg.Mode == envelope.ModeDirect {
+			if viaChannel && acksFromChannel(msg) {
 				n.queueAck(c.ID(), msg.Sender, msg.ID) // our first ack may have been lost
 			}
 			return nil
@@ -272,6 +272,10 @@ func (n *Node) dispatch(ctx context.Context, msg *envelope.Message, path string)
 		}
 		return nil // gossip is resent, not acked
 	case envelope.KindSenderKey, envelope.KindKeyQuery:
+		if msg.Mode != envelope.ModeDirect && msg.Kind != envelope.KindSenderKey {
+			n.count("dropped_broadcast_key_msg") // requests are answered pairwise
+			return nil
+		}
 		if err := n.handleKeyMsg(c, msg); err != nil {
 			n.log.Warn("key message", "from", msg.Sender, "err", err)
 			// Not applied: a copy sent again is not a duplicate.
@@ -306,11 +310,18 @@ func (n *Node) dispatch(ctx context.Context, msg *envelope.Message, path string)
 		n.count("ignored_unknown_kind")
 		return nil
 	}
-	if viaChannel && msg.Mode == envelope.ModeDirect || viaChannel && msg.Kind == envelope.KindChat {
+	if viaChannel && (acksFromChannel(msg) || msg.Kind == envelope.KindChat) {
 		n.queueAck(c.ID(), msg.Sender, msg.ID)
 	}
 	n.touch(msg.Sender, "")
 	return nil
+}
+
+// acksFromChannel says whether a control message read from a channel is
+// acked: direct ones, and sender-key hand-outs broadcast after an add
+// (their outbox entry waits for each member of the older epoch).
+func acksFromChannel(msg *envelope.Message) bool {
+	return msg.Mode == envelope.ModeDirect || msg.Kind == envelope.KindSenderKey
 }
 
 // controlKind says whether a kind is deduplicated by dispatch: every known
@@ -341,9 +352,20 @@ func (n *Node) handleKeyMsg(c *circle.Circle, msg *envelope.Message) error {
 		n.count("dropped_malformed")
 		return err
 	}
+	if msg.Mode != envelope.ModeDirect && km.Kind != circle.MsgSenderKey {
+		// A broadcast carries only its sender's own chain key (a
+		// hand-out after an add); a contribution is for the members
+		// that remain after a removal, which an older epoch's
+		// broadcast would also reach.
+		n.count("dropped_broadcast_key_msg")
+		return fmt.Errorf("node: %v key message in a broadcast envelope", km.Kind)
+	}
 	out, err := c.HandleKeyMsg(msg.Sender, km)
 	if err != nil {
 		return err
+	}
+	if msg.Mode == envelope.ModeBroadcast {
+		n.count("key_handouts_broadcast_taken")
 	}
 	if err := n.saveCircle(c); err != nil {
 		return err
@@ -395,6 +417,17 @@ func (n *Node) afterUpdate(c *circle.Circle, u *circle.Update, before circle.Epo
 			}
 		}
 	}
+	for _, o := range u.Send {
+		// What an epoch change costs in hand-outs (the scale benchmark
+		// and TestJoinHandsOutOnce read these).
+		if o.Roster == nil && o.Msg.Kind == circle.MsgSenderKey {
+			if len(o.Broadcast) > 0 {
+				n.count("key_handouts_broadcast")
+			} else {
+				n.count("key_handouts_direct")
+			}
+		}
+	}
 	n.sendKeyMsgs(c, u.Send)
 	n.syncMembers(c, u, before)
 	n.retryHeld()
@@ -404,9 +437,17 @@ func (n *Node) afterUpdate(c *circle.Circle, u *circle.Update, before circle.Epo
 }
 
 // sendKeyMsgs seals each key message (or roster operation) in a direct
-// envelope to its member.
+// envelope to its member, and a sender-key hand-out for the members of an
+// older epoch (Outgoing.Broadcast) in one broadcast envelope under it.
 func (n *Node) sendKeyMsgs(c *circle.Circle, out []circle.Outgoing) {
 	for _, o := range out {
+		if len(o.Broadcast) > 0 {
+			ep := o.Epoch
+			if _, err := n.enqueueAs(c.ID(), false, o.Broadcast, envelope.KindSenderKey, o.Msg.Marshal(), 0, &ep); err != nil {
+				n.log.Warn("sender-key hand-out", "epoch", o.Epoch, "members", len(o.Broadcast), "err", err)
+			}
+			continue
+		}
 		kind, body := envelope.KindSenderKey, o.Msg.Marshal()
 		switch {
 		case o.Roster != nil:

@@ -54,13 +54,19 @@ func (n *Node) SendMessage(ctx context.Context, req SendRequest) (envelope.Messa
 // seals under that (older) epoch: roster operations go to members who do not
 // know the new epoch yet.
 func (n *Node) enqueue(cid circle.ID, to []peer.ID, kind envelope.Kind, body []byte, ttl time.Duration, epoch *circle.Epoch) (*OutboxEntry, error) {
+	return n.enqueueAs(cid, len(to) > 0, to, kind, body, ttl, epoch)
+}
+
+// enqueueAs is enqueue with the mode given: direct envelopes to each of to,
+// or one broadcast envelope pending for to (every other member when to is
+// empty; a sender-key hand-out names the members of its older epoch).
+func (n *Node) enqueueAs(cid circle.ID, direct bool, to []peer.ID, kind envelope.Kind, body []byte, ttl time.Duration, epoch *circle.Epoch) (*OutboxEntry, error) {
 	c, ok := n.circleOf(cid)
 	if !ok {
 		return nil, fmt.Errorf("%w %s", ErrUnknownCircle, cid)
 	}
 	roster := c.Roster()
-	direct := len(to) > 0
-	if !direct {
+	if len(to) == 0 {
 		for _, m := range roster.Members() {
 			if m.Peer != n.ID() {
 				to = append(to, m.Peer)
@@ -184,6 +190,16 @@ func (n *Node) attempt(ctx context.Context, e *OutboxEntry, only peer.ID) {
 	c, ok := n.circleOf(e.Circle)
 	if !ok {
 		return
+	}
+	if isHandOut(e) {
+		if _, err := c.HandOutKey(e.Epoch); errors.Is(err, circle.ErrHandOutClosed) {
+			// A removal (or the grace window) closed its epoch: nothing
+			// more goes under it; members still missing the key ask.
+			n.log.Debug("sender-key hand-out dropped", "msg", e.ID, "err", err)
+			n.count("key_handouts_dropped")
+			n.drop(e)
+			return
+		}
 	}
 	n.mu.Lock()
 	pending := slices.Clone(e.Pending)
@@ -320,9 +336,14 @@ func (n *Node) seal(c *circle.Circle, e *OutboxEntry, p peer.ID, route envelope.
 	}
 	signer := circle.Signer(n.self)
 	if !e.Direct {
-		sk, err := c.SendKey()
+		sk, err := n.broadcastKey(c, e)
 		if err != nil {
-			return nil, fmt.Errorf("send key: %w", err)
+			return nil, err
+		}
+		if ek.Epoch != envelope.Epoch(sk.Epoch) {
+			// epochKeysFor falls back to the current epoch; a key of
+			// another epoch would seal what nobody opens.
+			return nil, fmt.Errorf("send key of epoch %s for an envelope of epoch %s", sk.Epoch, circle.Epoch(ek.Epoch))
 		}
 		return n.sealer.Broadcast(ek, signer, sk.Key[:], d, route)
 	}
@@ -335,6 +356,31 @@ func (n *Node) seal(c *circle.Circle, e *OutboxEntry, p peer.ID, route envelope.
 		return nil, fmt.Errorf("recipient %s: %w", p, err)
 	}
 	return n.sealer.Direct(ek, signer, rcpt, d, route)
+}
+
+// broadcastKey is the key to seal broadcast entry e with: the device's
+// current send key, or, for a sender-key hand-out under an older epoch
+// (circle.Outgoing.Broadcast), its chain of that epoch while the circle
+// still allows it.
+func (n *Node) broadcastKey(c *circle.Circle, e *OutboxEntry) (circle.SenderKey, error) {
+	if isHandOut(e) {
+		sk, err := c.HandOutKey(e.Epoch)
+		if err != nil {
+			return circle.SenderKey{}, fmt.Errorf("hand-out key: %w", err)
+		}
+		return sk, nil
+	}
+	sk, err := c.SendKey()
+	if err != nil {
+		return circle.SenderKey{}, fmt.Errorf("send key: %w", err)
+	}
+	return sk, nil
+}
+
+// isHandOut says whether e is a sender-key hand-out broadcast under an
+// older epoch.
+func isHandOut(e *OutboxEntry) bool {
+	return !e.Direct && e.Kind == envelope.KindSenderKey && e.Epoch != (circle.Epoch{})
 }
 
 // epochKeysFor returns the keys to seal under: the current epoch's, or an
@@ -376,6 +422,20 @@ func (n *Node) acked(id envelope.MessageID, p peer.ID) {
 	}
 	if err != nil {
 		n.log.Error("outbox ack", "msg", id, "err", err)
+	}
+}
+
+// drop removes an entry that will not be delivered.
+func (n *Node) drop(e *OutboxEntry) {
+	n.mu.Lock()
+	_, ok := n.outbox[e.ID]
+	delete(n.outbox, e.ID)
+	n.mu.Unlock()
+	if !ok {
+		return
+	}
+	if err := n.db.OutboxDelete(e.ID); err != nil {
+		n.log.Error("outbox drop", "msg", e.ID, "err", err)
 	}
 }
 
