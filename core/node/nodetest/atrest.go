@@ -112,16 +112,22 @@ func FormCircleAtRest(t testing.TB, nodes []*Node) string {
 		if m.out.Roster != nil || m.out.Msg.Kind == circle.MsgSenderKey && m.out.Msg.Epoch != final {
 			continue
 		}
-		to, ok := circles[m.out.To]
-		if !ok {
-			t.Fatalf("a key message to %s, who is not in the circle", m.out.To)
+		to := []peer.ID{m.out.To}
+		if len(m.out.Broadcast) > 0 {
+			to = m.out.Broadcast // one hand-out for the members of the epoch before
 		}
-		out, err := to.HandleKeyMsg(m.from, m.out.Msg)
-		if err != nil {
-			t.Fatalf("key message %d from %s to %s: %v", m.out.Msg.Kind, m.from, m.out.To, err)
-		}
-		for _, o := range out {
-			queue = append(queue, msg{m.out.To, o})
+		for _, p := range to {
+			c, ok := circles[p]
+			if !ok {
+				t.Fatalf("a key message to %s, who is not in the circle", p)
+			}
+			out, err := c.HandleKeyMsg(m.from, m.out.Msg)
+			if err != nil {
+				t.Fatalf("key message %d from %s to %s: %v", m.out.Msg.Kind, m.from, p, err)
+			}
+			for _, o := range out {
+				queue = append(queue, msg{p, o})
+			}
 		}
 	}
 	for i, nd := range nodes {
