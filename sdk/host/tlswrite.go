@@ -81,8 +81,7 @@ func (a autoMTLS) OverrideServerName(string) error {
 // encrypts in one system call. crypto/tls writes every record of at most
 // 16 KiB with its own call, so a 68 KiB batch crossed as five writes and
 // the adapter could wake for each; now it crosses as one. The records, the
-// keys and the handshake are TLS's own. core/transport does the same for
-// libp2p's security transports (coalesce.go); sdk may not import core.
+// keys and the handshake are TLS's own.
 type coalescedTLS struct {
 	credentials.TransportCredentials
 }
