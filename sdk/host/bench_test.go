@@ -142,13 +142,6 @@ func mutualTLS(cert, key, peer []byte) (*tls.Config, error) {
 //   - plugin: host.Launch, go-plugin with AutoMTLS and the supervisor's
 //     default memory limit (GOMEMLIMIT 512 MiB), as remora runs adapters.
 //
-// and, to show what of the plugin path's tuning (Launch's larger write
-// buffer, coalesced TLS writes) any gRPC user could apply, two arms with
-// it and without go-plugin:
-//
-//   - inproc+tuned: inproc with the write buffer (no TLS to coalesce);
-//   - proc+tls+tuned: proc+tls (the same child) with both.
-//
 // Every arm goes through the same sdk server and sdk/host client code.
 // Besides time, each arm reports per op the CPU time, read and write
 // system calls and context switches of this process (host-…) and of the
@@ -172,29 +165,24 @@ func BenchmarkWire(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var (
-		names   []string
-		pids    []int // the adapter process, 0 for the in-process arms
-		clients []*host.Client
-	)
+	names := []string{"inproc", "inproc+tls", "proc", "proc+tls", "plugin"}
+	pids := []int{0, 0}
 	dir := b.TempDir()
+	var clients []*host.Client
 	defer func() {
 		for _, c := range clients {
 			_ = c.Close()
 		}
 	}()
-	add := func(name string, pid int, c *host.Client, err error) {
+	add := func(c *host.Client, err error) {
 		b.Helper()
 		if err != nil {
-			b.Fatalf("%s: %v", name, err)
+			b.Fatal(err)
 		}
-		names, pids, clients = append(names, name), append(pids, pid), append(clients, c)
+		clients = append(clients, c)
 	}
 
-	inproc, err := host.ServeInProcess(hosttest.New(), quiet)
-	add("inproc", 0, inproc, err)
-	inproc, err = host.ServeInProcessTuned(hosttest.New(), quiet)
-	add("inproc+tuned", 0, inproc, err)
+	add(host.ServeInProcess(hosttest.New(), quiet))
 
 	sock := filepath.Join(dir, "tls.sock")
 	l, err := net.Listen("unix", sock)
@@ -207,8 +195,7 @@ func BenchmarkWire(b *testing.B) {
 		served <- sdk.ServeListener(ctx, tls.NewListener(l, srvTLS), hosttest.New(), sdk.WithLogger(quiet))
 	}()
 	defer func() { stop(); <-served }()
-	tlsc, err := host.DialTLS(context.Background(), sock, "mem", cliTLS)
-	add("inproc+tls", 0, tlsc, err)
+	add(host.DialTLS(context.Background(), sock, "mem", cliTLS))
 
 	for i, tlsOn := range []bool{false, true} {
 		sock := filepath.Join(dir, fmt.Sprintf("proc%d.sock", i))
@@ -229,25 +216,17 @@ func BenchmarkWire(b *testing.B) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
-		pid := cmd.Process.Pid
 		if tlsOn {
-			c, err := host.DialTLS(context.Background(), sock, "mem", cliTLS)
-			add("proc+tls", pid, c, err)
-			c, err = host.DialTLSTuned(context.Background(), sock, "mem", cliTLS)
-			add("proc+tls+tuned", pid, c, err)
+			add(host.DialTLS(context.Background(), sock, "mem", cliTLS))
 		} else {
-			c, err := host.Dial(context.Background(), sock, "mem")
-			add("proc", pid, c, err)
+			add(host.Dial(context.Background(), sock, "mem"))
 		}
+		pids = append(pids, cmd.Process.Pid)
 	}
 
 	pcmd := childCmd(b, "serve")
-	pc, err := host.Launch(context.Background(), host.Config{Cmd: pcmd, Name: "mem", Logger: quiet, MemoryLimit: 1 << 30})
-	var pid int
-	if err == nil {
-		pid = pc.Pid()
-	}
-	add("plugin", pid, pc, err)
+	add(host.Launch(context.Background(), host.Config{Cmd: pcmd, Name: "mem", Logger: quiet, MemoryLimit: 1 << 30}))
+	pids = append(pids, clients[len(clients)-1].Pid())
 
 	chans := make([]sdk.Channel, len(clients))
 	for i, c := range clients {

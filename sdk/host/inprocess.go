@@ -21,11 +21,6 @@ import (
 // (default slog.Default()) with adapter=NAME. Close stops the server and
 // closes its channels.
 func ServeInProcess(a sdk.Adapter, logger *slog.Logger) (*Client, error) {
-	return serveInProcess(a, logger)
-}
-
-// serveInProcess is ServeInProcess with extra dial options.
-func serveInProcess(a sdk.Adapter, logger *slog.Logger, extra ...grpc.DialOption) (*Client, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
@@ -51,7 +46,7 @@ func serveInProcess(a sdk.Adapter, logger *slog.Logger, extra ...grpc.DialOption
 		_ = os.RemoveAll(dir)
 		return err
 	}
-	c, err := dial(context.Background(), sock, name, shutdown, extra...)
+	c, err := dial(context.Background(), sock, name, shutdown)
 	if err != nil {
 		_ = shutdown()
 		return nil, fmt.Errorf("host: serve in process: %w", err)
@@ -70,9 +65,9 @@ func Dial(ctx context.Context, path, name string) (*Client, error) {
 	return c, nil
 }
 
-func dial(ctx context.Context, path, name string, after func() error, extra ...grpc.DialOption) (*Client, error) {
-	opts := append(dialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	conn, err := grpc.NewClient("unix://"+path, append(opts, extra...)...)
+func dial(ctx context.Context, path, name string, after func() error) (*Client, error) {
+	conn, err := grpc.NewClient("unix://"+path,
+		append(dialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		return nil, err
 	}

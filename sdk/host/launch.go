@@ -120,7 +120,7 @@ func Launch(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	stderrTail := &tail{}
 	cp := &clientPlugin{}
-	pcfg := &plugin.ClientConfig{
+	pc := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig: plugin.HandshakeConfig{
 			MagicCookieKey:   wire.MagicCookieKey,
 			MagicCookieValue: wire.MagicCookieValue,
@@ -138,9 +138,8 @@ func Launch(ctx context.Context, cfg Config) (*Client, error) {
 		SyncStdout:       newLineWriter(logger.With("stream", "stdout"), slog.LevelDebug),
 		SyncStderr:       newLineWriter(logger.With("stream", "stderr"), slog.LevelDebug),
 		SkipHostEnv:      true,
-	}
-	pcfg.GRPCDialOptions = append(dialOptions(), pluginDialOptions(pcfg)...)
-	pc := plugin.NewClient(pcfg)
+		GRPCDialOptions:  dialOptions(),
+	})
 
 	type started struct {
 		conn *grpc.ClientConn
