@@ -381,13 +381,7 @@ func (s *sim) run(steps int) {
 // and the merge rule's promises hold on it. Seeds are a table; set
 // REMORA_ROSTER_SEEDS=N to run seeds 1..N.
 func TestRosterConverges(t *testing.T) {
-	seeds := []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24}
-	if v, err := strconv.Atoi(os.Getenv("REMORA_ROSTER_SEEDS")); err == nil {
-		seeds = seeds[:0]
-		for i := 1; i <= v; i++ {
-			seeds = append(seeds, uint64(i))
-		}
-	}
+	seeds := simSeeds()
 	var total simStats
 	var cuts, cycles int
 	for _, seed := range seeds {
@@ -418,13 +412,7 @@ func TestRosterConverges(t *testing.T) {
 // member's chain of the current epoch, and nobody holds a chain of an
 // epoch it was not a member of. REMORA_ROSTER_SEEDS=N runs seeds 1..N.
 func TestKeysConverge(t *testing.T) {
-	seeds := []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24}
-	if v, err := strconv.Atoi(os.Getenv("REMORA_ROSTER_SEEDS")); err == nil {
-		seeds = seeds[:0]
-		for i := 1; i <= v; i++ {
-			seeds = append(seeds, uint64(i))
-		}
-	}
+	seeds := simSeeds()
 	var total simStats
 	for _, seed := range seeds {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
@@ -578,4 +566,17 @@ func (s *sim) names(r *Roster) []string {
 		out = append(out, s.byID[m.Peer].name)
 	}
 	return out
+}
+
+// simSeeds are the simulation's seeds: a fixed table, or 1..N with
+// REMORA_ROSTER_SEEDS=N.
+func simSeeds() []uint64 {
+	seeds := []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24}
+	if v, err := strconv.Atoi(os.Getenv("REMORA_ROSTER_SEEDS")); err == nil {
+		seeds = seeds[:0]
+		for i := 1; i <= v; i++ {
+			seeds = append(seeds, uint64(i))
+		}
+	}
+	return seeds
 }

@@ -79,10 +79,7 @@ func TestAddHandsOutOnce(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := &clock{time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)}
 			g := groupWith(t, c, 3, tt.history)
-			members := map[string]*Circle{}
-			for _, m := range g {
-				members[string(m.Self())] = m
-			}
+			members := byPeer(g)
 			old := g[0].Epoch()
 			nc, sends := admit(t, c, g[0], "m3", members)
 			n := len(members)
@@ -189,10 +186,7 @@ func TestRemovalHandsOutDirect(t *testing.T) {
 	c := &clock{time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)}
 	g := group(t, c, 4)
 	a, b, x := g[0], g[1], g[2]
-	members := map[string]*Circle{}
-	for _, m := range g {
-		members[string(m.Self())] = m
-	}
+	members := byPeer(g)
 	e0 := a.Epoch()
 	// An add whose hand-outs are not sent yet.
 	nc, sends := admit(t, c, a, "m4", members)
@@ -320,10 +314,7 @@ func TestHandOutKeyRefuses(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := &clock{time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)}
 			g := groupWith(t, c, 3, tt.history)
-			members := map[string]*Circle{}
-			for _, m := range g {
-				members[string(m.Self())] = m
-			}
+			members := byPeer(g)
 			e := g[0].Epoch()
 			join(t, c, g[0], "m3", members)
 			if _, err := g[0].HandOutKey(g[0].Epoch()); !errors.Is(err, ErrHandOutClosed) {

@@ -159,3 +159,13 @@ func approve(t testing.TB, inviter *Circle, jr *JoinRequest) *JoinRequest {
 	}
 	return req
 }
+
+// byPeer is the members map deliver and join take: each circle under its
+// device's peer ID.
+func byPeer(g []*Circle) map[string]*Circle {
+	members := map[string]*Circle{}
+	for _, m := range g {
+		members[string(m.Self())] = m
+	}
+	return members
+}
