@@ -160,9 +160,9 @@ func (b *Box) Put(from peer.ID, tag Tag, expiry time.Time, env []byte) (ID, erro
 		b.mu.Unlock()
 		return id, nil
 	}
-	if b.bytes+int64(len(env)) > b.opts.Quota {
+	if used := b.bytes; used+int64(len(env)) > b.opts.Quota {
 		b.mu.Unlock()
-		return id, fmt.Errorf("%w: %d of %d bytes in use", ErrFull, b.bytes, b.opts.Quota)
+		return id, fmt.Errorf("%w: %d of %d bytes in use", ErrFull, used, b.opts.Quota)
 	}
 	// The bytes are taken before the write and the write made outside the
 	// lock, so that deposits in flight together share the backend's

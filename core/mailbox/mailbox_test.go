@@ -364,3 +364,55 @@ func TestWaker(t *testing.T) {
 		t.Fatalf("%d registrations after restart, want 2", s.Registered)
 	}
 }
+
+// TestFullRefusalWhileReleasing: a deposit refused for the quota while
+// another goroutine releases items (a recipient collecting) must read the
+// bytes in use under the lock; under -race this failed when the refusal's
+// message read them after unlocking.
+func TestFullRefusalWhileReleasing(t *testing.T) {
+	c := newClock()
+	box, err := Open(context.Background(), Options{Quota: 100, Backend: newMem(), Now: c.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := env(100, 1)
+	id, err := box.Put("alice", tagOf("bob"), c.in(time.Hour), held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rounds = 200
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for range rounds {
+			if _, err := box.Release("bob", []Tag{tagOf("bob")}, []ID{id}); err != nil {
+				t.Error(err)
+				return
+			}
+			if _, err := box.Put("alice", tagOf("bob"), c.in(time.Hour), held); err != nil && !errors.Is(err, ErrFull) {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	refused := 0
+	for i := range rounds {
+		_, err := box.Put("carol", tagOf("dave"), c.in(time.Hour), env(100, byte(i+2)))
+		switch {
+		case errors.Is(err, ErrFull):
+			refused++
+		case err != nil:
+			t.Fatal(err)
+		default: // it got the room the release freed: give it back
+			if _, err := box.Release("dave", []Tag{tagOf("dave")}, []ID{IDOf(env(100, byte(i+2)))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	wg.Wait()
+	if refused == 0 {
+		t.Error("no deposit was refused for the quota: the test did not exercise the refusal")
+	}
+	if st := box.Stats(); st.Bytes > 100 {
+		t.Errorf("%d bytes held, over the 100-byte quota", st.Bytes)
+	}
+}

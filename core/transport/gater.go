@@ -12,10 +12,15 @@ import (
 // end, not the relay, so relay traffic is admitted only for members.
 type gater struct{ t *Transport }
 
-func (g gater) InterceptPeerDial(p peer.ID) bool { return g.t.admitted(p) }
+// No dial passes once Close has begun: libp2p's swarm removes its
+// transports while closing, and a forced-direct dial whose addresses were
+// filtered before that looks up a transport that is gone and panics
+// (swarm.nonProxyAddr, go-libp2p v0.51/v0.52). Refusing here empties the
+// address list before that lookup.
+func (g gater) InterceptPeerDial(p peer.ID) bool { return !g.t.closed.Load() && g.t.admitted(p) }
 
 func (g gater) InterceptAddrDial(p peer.ID, a ma.Multiaddr) bool {
-	if !g.t.admitted(p) {
+	if g.t.closed.Load() || !g.t.admitted(p) {
 		return false
 	}
 	if g.t.dialOK == nil {
