@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -170,10 +171,10 @@ func (n *Node) exchangeWith(ctx context.Context, p peer.ID, force bool) {
 }
 
 // handlePEX accepts the members' records in an exchange from a member.
-func (n *Node) handlePEX(msg *envelope.Message, path string) {
+func (n *Node) handlePEX(msg *envelope.Message, path string) error {
 	if n.opts.Boxes.NoPEX {
 		n.count("ignored_pex_off")
-		return
+		return nil
 	}
 	now := n.opts.Now()
 	n.mu.Lock()
@@ -185,14 +186,23 @@ func (n *Node) handlePEX(msg *envelope.Message, path string) {
 	n.mu.Unlock()
 	if early {
 		n.count("dropped_pex_rate")
-		return
+		return errPEXEarly
 	}
 	recs, err := pex.Decode(msg.Body)
 	if err != nil {
 		n.count("dropped_malformed")
-		return
+		return nil
 	}
 	for _, raw := range recs {
 		n.acceptPresence(msg.Circle, raw, boxPEX)
 	}
+	return nil
 }
+
+// errPEXEarly refuses an exchange that came less than pexReceiveGap after
+// the last one accepted from its sender. It reaches the sender as a NACK,
+// so its gossip does not count the records as sent and they stay due: an
+// exchange dropped but acked was never sent again (exchanges forced by a
+// new connection ignore the sender's gap, and queued ones arrive close
+// together).
+var errPEXEarly = errors.New("node: peer exchange: too soon after the last one; send it again later")

@@ -152,3 +152,50 @@ func TestPresenceNotNewerSkipsTheCheck(t *testing.T) {
 		})
 	}
 }
+
+// TestRefusedExchangeStaysDue: an exchange the receiver refuses for coming
+// too soon after the last one is NACKed, so the sender's gossip does not
+// count its records as sent and they go in a later exchange. Before, the
+// refused exchange was acked and its records were never sent again.
+func TestRefusedExchangeStaysDue(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts libp2p nodes")
+	}
+	nodes := startDirNodes(t, t.TempDir(), 0, nil, "alice", "bob")
+	a, b := nodes[0], nodes[1]
+	newCircle(t, "pex", a, b)
+	ctx := context.Background()
+	testenv.WaitFor(t, "alice and bob connected", 30*time.Second, func() bool {
+		return b.n.tr.PathTo(a.n.ID()).Live()
+	})
+	due := func() int {
+		own := b.n.ownRecord()
+		n := 0
+		for _, c := range b.n.allCircles() {
+			n += len(b.n.gossip.Pick(a.n.ID(), own, b.n.heldRecords(c), true))
+		}
+		return n
+	}
+	refusedBefore := a.n.Counters()["dropped_pex_rate"]
+	// Alice has just accepted an exchange from bob: the next one within
+	// pexReceiveGap is refused.
+	a.n.mu.Lock()
+	a.n.peerLocked(b.n.ID()).pexAt = a.n.opts.Now()
+	a.n.mu.Unlock()
+	b.n.gossip.Forget(a.n.ID()) // everything is due to alice again
+	if due() == 0 {
+		t.Fatal("nothing due to alice after Forget")
+	}
+	b.n.exchangeWith(ctx, a.n.ID(), true)
+	if got := a.n.Counters()["dropped_pex_rate"]; got <= refusedBefore {
+		t.Fatalf("alice refused %d exchanges for their rate, want more than %d: the exchange was not refused, so the test proves nothing", got, refusedBefore)
+	}
+	if due() == 0 {
+		t.Fatal("bob counts the records of an exchange alice refused as sent: they would never go again")
+	}
+	// Past the gap an exchange is accepted and then counts.
+	testenv.WaitFor(t, "a later exchange carrying them", 30*time.Second, func() bool {
+		b.n.exchangeWith(ctx, a.n.ID(), true)
+		return due() == 0
+	})
+}

@@ -268,7 +268,14 @@ func (n *Node) dispatch(ctx context.Context, msg *envelope.Message, path string)
 		return nil // presence is republished, not acked
 	case envelope.KindPeerExchange:
 		if !viaChannel {
-			n.handlePEX(msg, path)
+			if err := n.handlePEX(msg, path); err != nil {
+				// Refused (NACKed): its records go again in a new
+				// exchange; this one must not count as seen.
+				if ferr := n.db.Forget(msg.DedupeKey()); ferr != nil {
+					return &storeError{ferr}
+				}
+				return err
+			}
 		}
 		return nil // gossip is resent, not acked
 	case envelope.KindSenderKey, envelope.KindKeyQuery:

@@ -27,7 +27,9 @@
 // each connected member its own record again and whatever the member has
 // not had. Gossip tracks the highest sequence sent per (recipient,
 // subject), so a record is never sent twice to the same member unless the
-// connection was lost in between; and it sends to one member at most once
+// connection was lost in between or the member refused the exchange (a
+// NACK on the live path: it came too soon after the last one, and the
+// records stay due); and it sends to one member at most once
 // per MinGap, so a member changing its addresses quickly cannot make the
 // circle flood. An exchange holds at most MaxRecords records; the next one
 // to the same member goes on after the last subject the previous one
