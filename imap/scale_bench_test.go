@@ -139,8 +139,8 @@ func presenceScaleList(b *testing.B, mail *testenv.Private, n int) listScaleResu
 	formStart := time.Now()
 	nodetest.FormAndStart(b, nodes, *scaleForm, func(k int, took time.Duration) {
 		nodetest.Progress(b, "%d members: join %d answered in %v", n, k, took.Round(10*time.Millisecond))
-	}, func(fresh, pairs int) {
-		nodetest.Progress(b, "%d members, first start: %d of %d pairs hold a fresh record", n, fresh, pairs)
+	}, func(fresh, pairs int, spread string) {
+		nodetest.Progress(b, "%d members, first start: %d of %d pairs hold a fresh record; %s", n, fresh, pairs, spread)
 	})
 	defer nodetest.Parallel(n, 8, func(i int) { nodes[i].Stop() })
 	testenv.WaitFor(b, "every member knowing every other", 20*time.Minute, func() bool { return nodetest.AllKnown(nodes) })

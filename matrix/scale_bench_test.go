@@ -146,8 +146,8 @@ func presenceScale(b *testing.B, hs homeserver, n int) scaleResult {
 		}
 	}
 	formStart := time.Now()
-	nodetest.FormAndStart(b, nodes, *scaleForm, formJoined(b, nodes, counters), func(fresh, pairs int) {
-		nodetest.Progress(b, "%d members, first start: %d of %d pairs hold a fresh record; %s", n, fresh, pairs, nodeCounts(nodes))
+	nodetest.FormAndStart(b, nodes, *scaleForm, formJoined(b, nodes, counters), func(fresh, pairs int, spread string) {
+		nodetest.Progress(b, "%d members, first start: %d of %d pairs hold a fresh record; %s; %s", n, fresh, pairs, nodeCounts(nodes), spread)
 	})
 	defer nodetest.Parallel(n, 8, func(i int) { nodes[i].Stop() })
 	testenv.WaitFor(b, "every member knowing every other", 20*time.Minute, func() bool { return nodetest.AllKnown(nodes) })
@@ -213,8 +213,8 @@ func restartAll(b *testing.B, nodes []*nodetest.Node, counters []*requestCounter
 	nodetest.Parallel(n, 8, func(i int) { nodes[i].Start() })
 	up = time.Since(t0) // one process starting n nodes: each member is its own machine in life
 	nodetest.Progress(b, "%d members, %s: all restarted in %v", n, label, up.Round(10*time.Millisecond))
-	converged, fresh, pairs = nodetest.AwaitPresence(nodes, t0, t0.Add(max(*scaleRound, 5*time.Minute)), func(fresh, pairs int) {
-		nodetest.Progress(b, "%d members, %s, %v after the restart: %d of %d pairs hold a fresh record; %s", n, label, time.Since(t0).Round(100*time.Millisecond), fresh, pairs, nodeCounts(nodes))
+	converged, fresh, pairs = nodetest.AwaitPresence(nodes, t0, t0.Add(max(*scaleRound, 5*time.Minute)), func(fresh, pairs int, spread string) {
+		nodetest.Progress(b, "%d members, %s, %v after the restart: %d of %d pairs hold a fresh record; %s; %s", n, label, time.Since(t0).Round(100*time.Millisecond), fresh, pairs, nodeCounts(nodes), spread)
 	})
 	if converged == 0 {
 		nodetest.Progress(b, "%d members, %s: not converged after %v: %d of %d member pairs hold a fresh record", n, label, time.Since(t0).Round(time.Second), fresh, pairs)
@@ -254,6 +254,7 @@ func formJoined(b *testing.B, nodes []*nodetest.Node, counters []*requestCounter
 func nodeCounts(nodes []*nodetest.Node) string {
 	posts, fresh, handOuts := map[string]int64{}, map[string]int64{}, map[string]int64{}
 	outbox, held := 0, 0
+	var pexRefused int64 // exchanges refused for coming too soon (NACKed, sent again)
 	var queued, inviterQueued int64 // waiting in the nodes' channel queues
 	for i, nd := range nodes {
 		if chs, err := nd.N.Channels(context.Background()); err == nil {
@@ -271,6 +272,9 @@ func nodeCounts(nodes []*nodetest.Node) string {
 			if source, ok := strings.CutPrefix(k, "presence_fresh_"); ok {
 				fresh[source] += v
 			}
+			if k == "dropped_pex_rate" {
+				pexRefused += v
+			}
 			if what, ok := strings.CutPrefix(k, "key_handouts_"); ok {
 				handOuts[what] += v // broadcast or direct at each epoch change, broadcasts taken, dropped
 			}
@@ -282,8 +286,8 @@ func nodeCounts(nodes []*nodetest.Node) string {
 			}
 		}
 	}
-	return fmt.Sprintf("posted by kind %v (total), key hand-outs %v (total), fresh presence by source %v (total), outbox %d, held %d, channel queues %d (the inviter's %d)",
-		posts, handOuts, fresh, outbox, held, queued, inviterQueued)
+	return fmt.Sprintf("posted by kind %v (total), key hand-outs %v (total), fresh presence by source %v (total), peer exchanges refused as too soon %d, outbox %d, held %d, channel queues %d (the inviter's %d)",
+		posts, handOuts, fresh, pexRefused, outbox, held, queued, inviterQueued)
 }
 
 // requestCounter is a reverse proxy in front of the homeserver that counts

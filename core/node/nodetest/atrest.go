@@ -163,7 +163,7 @@ func FormCircleAtRest(t testing.TB, nodes []*Node) string {
 // every node started at once, waiting until every member holds every
 // other's presence (report, if set, is called while it waits). It returns
 // the circle ID.
-func FormAndStart(tb testing.TB, nodes []*Node, form string, joined func(k int, took time.Duration), report func(fresh, pairs int)) string {
+func FormAndStart(tb testing.TB, nodes []*Node, form string, joined func(k int, took time.Duration), report func(fresh, pairs int, spread string)) string {
 	tb.Helper()
 	n := len(nodes)
 	start := time.Now()

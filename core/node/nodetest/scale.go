@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -92,6 +93,58 @@ func FreshPresence(nodes []*Node, since time.Time) (fresh, pairs int) {
 	return fresh, pairs
 }
 
+// Spread describes how fresh presence (issued at since or later) is spread
+// over the nodes, to tell a stall's cause: whether some members' records
+// reach nobody (a publishing fault) or some holders hear nobody (a
+// receiving fault), and how many live connections the nodes hold.
+func Spread(nodes []*Node, since time.Time) string {
+	holders := map[string]int{} // subject peer ID → holders of a fresh record of it
+	var held, live []int
+	byFound := map[string]int{}
+	for _, nd := range nodes {
+		holders[nd.N.ID().String()] += 0
+		ps, err := nd.N.Peers(context.Background())
+		if err != nil {
+			continue
+		}
+		h, l := 0, 0
+		for _, p := range ps {
+			if !p.Presence.Before(since) {
+				h++
+				holders[p.PeerID]++
+				byFound[p.FoundBy]++
+			}
+			switch p.Path {
+			case "lan", "direct", "punched", "relayed":
+				l++
+			}
+		}
+		held, live = append(held, h), append(live, l)
+	}
+	var per []int
+	for _, c := range holders {
+		per = append(per, c)
+	}
+	return fmt.Sprintf("fresh records held per node %s; holders per member %s; live connections per node %s; fresh records by the box that first found the peer %v",
+		spread(held), spread(per), spread(live), byFound)
+}
+
+// spread is "min/median/max (zeros: k)" of v.
+func spread(v []int) string {
+	if len(v) == 0 {
+		return "-"
+	}
+	v = slices.Clone(v)
+	slices.Sort(v)
+	zeros := 0
+	for _, x := range v {
+		if x == 0 {
+			zeros++
+		}
+	}
+	return fmt.Sprintf("%d/%d/%d (zeros: %d)", v[0], v[len(v)/2], v[len(v)-1], zeros)
+}
+
 // AwaitPresence polls until every node holds every other's presence issued
 // at since or later, or until deadline. It returns the time from since
 // until then (0 if the deadline came first) and the last count. report,
@@ -99,7 +152,8 @@ func FreshPresence(nodes []*Node, since time.Time) (fresh, pairs int) {
 // own goroutine and never twice at once: a report that asks every node
 // for its channels' health (a request to the server each) takes seconds
 // at 150 members, and must not delay the polls that time the convergence.
-func AwaitPresence(nodes []*Node, since, deadline time.Time, report func(fresh, pairs int)) (converged time.Duration, fresh, pairs int) {
+// spread is Spread's account of the same moment.
+func AwaitPresence(nodes []*Node, since, deadline time.Time, report func(fresh, pairs int, spread string)) (converged time.Duration, fresh, pairs int) {
 	lastReport := time.Now()
 	var reporting sync.WaitGroup
 	defer reporting.Wait()
@@ -116,7 +170,7 @@ func AwaitPresence(nodes []*Node, since, deadline time.Time, report func(fresh, 
 			lastReport = time.Now()
 			reporting.Go(func() {
 				defer busy.Store(false)
-				report(fresh, pairs)
+				report(fresh, pairs, Spread(nodes, since))
 			})
 		}
 		time.Sleep(200 * time.Millisecond)
