@@ -94,20 +94,17 @@ func (n *Node) openCache(ctx context.Context) error {
 		return fmt.Errorf("node: %w", err)
 	}
 	n.cache = ps
-	n.tidyCache(ctx)
+	n.tidyCache()
 	return nil
 }
 
-// tidyCache forgets non-members and prunes stale addresses.
-func (n *Node) tidyCache(ctx context.Context) {
-	if gone, err := n.cache.Retain(ctx, n.isMember); err != nil {
-		n.log.Warn("peer cache: forget non-members", "err", err)
-	} else if gone > 0 {
+// tidyCache forgets non-members and prunes stale addresses. The cache
+// writes the deletions with its next flush.
+func (n *Node) tidyCache() {
+	if gone := n.cache.Retain(n.isMember); gone > 0 {
 		n.log.Info("peer cache: forgot peers that are no longer members", "peers", gone)
 	}
-	if _, err := n.cache.Prune(ctx, n.opts.Boxes.CacheMaxAge); err != nil {
-		n.log.Warn("peer cache: prune", "err", err)
-	}
+	n.cache.Prune(n.opts.Boxes.CacheMaxAge)
 }
 
 // cacheSource is the peer cache as a box: it reports every cached member
@@ -171,7 +168,9 @@ func (n *Node) remember(p peer.ID, addrs []presence.Address, box string) {
 	if box == boxCache || len(entries) == 0 {
 		return
 	}
-	if err := n.cache.Add(context.Background(), p, entries); err != nil {
+	// Add changes memory only (the cache writes later, in batches), so its
+	// one error is a full cache.
+	if err := n.cache.Add(p, entries); err != nil {
 		n.log.Warn("peer cache", "peer", p, "err", err)
 	}
 }
@@ -197,7 +196,6 @@ func (n *Node) boxOf(p peer.ID, a ma.Multiaddr) string {
 // onPathEvent follows connections for the cache (dial outcomes, uptime)
 // and for "which box made this path".
 func (n *Node) onPathEvent(ev transport.Event) {
-	ctx := context.Background()
 	now := n.opts.Now()
 	switch ev.Kind {
 	case transport.EventConnected, transport.EventPathChanged:
@@ -224,9 +222,7 @@ func (n *Node) onPathEvent(ev transport.Event) {
 		}
 		n.mu.Unlock()
 		if ci.Outbound && ci.Remote != nil {
-			if err := n.cache.Success(ctx, ev.Peer, ci.Remote, rtt); err != nil {
-				n.log.Warn("peer cache", "err", err)
-			}
+			n.cache.Success(ev.Peer, ci.Remote, rtt)
 		}
 	case transport.EventDisconnected:
 		n.gossip.Forget(ev.Peer)
@@ -238,9 +234,7 @@ func (n *Node) onPathEvent(ev transport.Event) {
 		}
 		pi.upSince, pi.via = time.Time{}, ""
 		n.mu.Unlock()
-		if err := n.cache.AddUptime(ctx, ev.Peer, up); err != nil {
-			n.log.Warn("peer cache", "err", err)
-		}
+		n.cache.AddUptime(ev.Peer, up)
 	}
 }
 
@@ -248,10 +242,7 @@ func (n *Node) onPathEvent(ev transport.Event) {
 // reached none of them.
 func (n *Node) dialFailed(p peer.ID) {
 	for _, a := range n.cache.Addrs(p) {
-		if err := n.cache.Failure(context.Background(), p, a.Addr); err != nil {
-			n.log.Warn("peer cache", "err", err)
-			return
-		}
+		n.cache.Failure(p, a.Addr)
 	}
 }
 

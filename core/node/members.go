@@ -108,9 +108,7 @@ func (n *Node) cutOff(p peer.ID, keepRoster bool) {
 		}
 	}
 	n.mu.Unlock()
-	if err := n.cache.Forget(context.Background(), p); err != nil {
-		n.log.Warn("peer cache", "err", err)
-	}
+	n.cache.Forget(p)
 	n.gossip.Forget(p)
 	for _, e := range done {
 		n.db.OutboxDelete(e.ID)

@@ -328,6 +328,9 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		Clock:              opts.Now,
 	})
 	if err != nil {
+		// The cache may have a flush scheduled (tidyCache): write it now,
+		// while the caller's store is open. A failure is logged by the cache.
+		_ = n.cache.Close(ctx)
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	n.tr = tr
@@ -556,10 +559,17 @@ func (n *Node) Run(ctx context.Context) error {
 // Ready reports whether Run has started every loop.
 func (n *Node) Ready() bool { return n.ready.Load() }
 
-// Close stops the transport. Run calls it.
+// Close stops the transport and writes the peer cache's pending changes,
+// so the caller may close the store next. Run calls it.
 func (n *Node) Close() error {
 	n.saveUptime(true)
-	return n.tr.Close()
+	err := n.tr.Close()
+	// After the transport, so that what its stream handlers (peer
+	// exchange) added until then is written too.
+	if cerr := n.cache.Close(context.Background()); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // keys implements envelope.Keys over all of the node's circles.

@@ -9,9 +9,16 @@
 // again later. The node dials peers and addresses in score order and prunes
 // addresses nobody announced or reached for a configurable time.
 //
-// It persists through Backend, a three-method key/value interface that
+// It persists through Backend, a two-method key/value interface that
 // core/store implements on bbolt; peerstore itself depends on no store.
-// Each peer is one record, written through on every change.
+// Each peer is one record. A change applies in memory at once and marks its
+// peer dirty; the dirty records and deletions are written together, in one
+// Backend.Apply, FlushDelay (1 s) after the first change, on Flush and on
+// Close. A burst of peer exchange then costs one transaction instead of one
+// fsync per record, and no caller waits on the disk. The cache is a hint, so
+// this is an accepted loss: a crash forgets the changes of the last
+// FlushDelay (and any a failing disk kept back), which the other boxes find
+// again.
 package peerstore
 
 import (
@@ -36,10 +43,11 @@ import (
 type Backend interface {
 	// Load calls fn for every saved record; an error from fn stops it.
 	Load(ctx context.Context, fn func(key, value []byte) error) error
-	// Save stores value under key, replacing any previous one.
-	Save(ctx context.Context, key, value []byte) error
-	// Delete removes key; deleting a missing key is not an error.
-	Delete(ctx context.Context, key []byte) error
+	// Apply stores every value of puts under its key, replacing any
+	// previous one, and removes every key of deletes (a missing key is not
+	// an error), all or nothing: one transaction. A key is in at most one
+	// of the two.
+	Apply(ctx context.Context, puts map[string][]byte, deletes []string) error
 }
 
 // Limits that keep a peer (or a flood of presence records) from growing the
@@ -55,6 +63,12 @@ const (
 	neutralScore = 0.5
 	step         = 0.5
 )
+
+// DefaultFlushDelay bounds what a crash can lose to one second of changes,
+// while a burst of peer exchange (a circle's records arrive within a few
+// hundred milliseconds) still becomes one transaction, and a busy node
+// commits the cache at most once a second.
+const DefaultFlushDelay = time.Second
 
 // Addr is one address of a peer with its provenance and health.
 type Addr struct {
@@ -85,6 +99,12 @@ type Peer struct {
 	Addrs  []Addr // best first
 }
 
+// Timer is a scheduled flush; *time.Timer is one.
+type Timer interface {
+	// Stop cancels the flush if it has not started.
+	Stop() bool
+}
+
 // Options configures New.
 type Options struct {
 	Logger *slog.Logger
@@ -92,17 +112,34 @@ type Options struct {
 	// HalfLife is how fast a score fades back to neutral without new
 	// outcomes (default 7 days).
 	HalfLife time.Duration
+	// FlushDelay is how long after the first unwritten change the changes
+	// are written, together (default DefaultFlushDelay).
+	FlushDelay time.Duration
+	// AfterFunc schedules that write: it calls f in its own goroutine after
+	// d (default time.AfterFunc). Tests pass one they fire themselves.
+	AfterFunc func(d time.Duration, f func()) Timer
 }
 
 // Store is the peer address book. Its methods are safe for concurrent use.
 type Store struct {
-	be      Backend
-	log     *slog.Logger
-	now     func() time.Time
-	half    time.Duration
-	mu      sync.Mutex
-	peers   map[peer.ID][]*Addr
-	uptime  map[peer.ID]time.Duration
+	be    Backend
+	log   *slog.Logger
+	now   func() time.Time
+	half  time.Duration
+	delay time.Duration
+	after func(time.Duration, func()) Timer
+	// flushing holds a token while a flush runs: flushes write one at a
+	// time, so an older snapshot never overwrites a newer one.
+	flushing chan struct{}
+
+	mu     sync.Mutex
+	peers  map[peer.ID][]*Addr
+	uptime map[peer.ID]time.Duration
+	// dirty holds the peers changed since the last flush: written if still
+	// in peers, deleted if not.
+	dirty   map[peer.ID]struct{}
+	timer   Timer // the scheduled flush; nil: none
+	closed  bool
 	skipped int
 }
 
@@ -110,12 +147,17 @@ type Store struct {
 var ErrFull = errors.New("peerstore: full")
 
 // New loads every record from be. Records that do not decode are skipped,
-// counted (Skipped) and left in the backend untouched.
+// counted (Skipped) and left in the backend untouched. Close the Store to
+// write its last changes.
 func New(ctx context.Context, be Backend, o Options) (*Store, error) {
 	if be == nil {
 		return nil, errors.New("peerstore: new: Backend is required (use NewMemoryBackend for none)")
 	}
-	s := &Store{be: be, log: o.Logger, now: o.Clock, half: o.HalfLife, peers: map[peer.ID][]*Addr{}, uptime: map[peer.ID]time.Duration{}}
+	s := &Store{
+		be: be, log: o.Logger, now: o.Clock, half: o.HalfLife, delay: o.FlushDelay, after: o.AfterFunc,
+		flushing: make(chan struct{}, 1),
+		peers:    map[peer.ID][]*Addr{}, uptime: map[peer.ID]time.Duration{}, dirty: map[peer.ID]struct{}{},
+	}
 	if s.half <= 0 {
 		s.half = 7 * 24 * time.Hour
 	}
@@ -124,6 +166,12 @@ func New(ctx context.Context, be Backend, o Options) (*Store, error) {
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if s.delay <= 0 {
+		s.delay = DefaultFlushDelay
+	}
+	if s.after == nil {
+		s.after = func(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
 	}
 	err := be.Load(ctx, func(key, value []byte) error {
 		p, addrs, up, err := decodeRecord(key, value)
@@ -156,7 +204,8 @@ func (s *Store) Skipped() int {
 // Add merges addresses of p: a known address gets the new kind, source and
 // expiry and keeps its health; a new one starts neutral. Nil addresses are
 // ignored. Past MaxAddrsPerPeer the worst (lowest score, then oldest) go.
-func (s *Store) Add(ctx context.Context, p peer.ID, addrs []Addr) error {
+// Its only error is ErrFull: writing is the flush's.
+func (s *Store) Add(p peer.ID, addrs []Addr) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old, known := s.peers[p]
@@ -182,12 +231,13 @@ func (s *Store) Add(ctx context.Context, p peer.ID, addrs []Addr) error {
 		s.sortBest(cur)
 		cur = cur[:MaxAddrsPerPeer]
 	}
-	return s.put(ctx, p, cur)
+	s.put(p, cur)
+	return nil
 }
 
 // Success records a working dial (or connection) to addr of p.
-func (s *Store) Success(ctx context.Context, p peer.ID, addr ma.Multiaddr, rtt time.Duration) error {
-	return s.update(ctx, p, addr, func(e *Addr) {
+func (s *Store) Success(p peer.ID, addr ma.Multiaddr, rtt time.Duration) {
+	s.update(p, addr, func(e *Addr) {
 		now := s.now()
 		e.Score = s.effective(e, now)
 		e.Score += (1 - e.Score) * step
@@ -198,8 +248,8 @@ func (s *Store) Success(ctx context.Context, p peer.ID, addr ma.Multiaddr, rtt t
 }
 
 // Failure records a failed dial to addr of p.
-func (s *Store) Failure(ctx context.Context, p peer.ID, addr ma.Multiaddr) error {
-	return s.update(ctx, p, addr, func(e *Addr) {
+func (s *Store) Failure(p peer.ID, addr ma.Multiaddr) {
+	s.update(p, addr, func(e *Addr) {
 		now := s.now()
 		e.Score = s.effective(e, now)
 		e.Score -= e.Score * step
@@ -209,17 +259,17 @@ func (s *Store) Failure(ctx context.Context, p peer.ID, addr ma.Multiaddr) error
 }
 
 // AddUptime adds d to the time p was seen connected.
-func (s *Store) AddUptime(ctx context.Context, p peer.ID, d time.Duration) error {
+func (s *Store) AddUptime(p peer.ID, d time.Duration) {
 	if d <= 0 {
-		return nil
+		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cur, ok := s.peers[p]
-	if !ok {
-		return nil
+	if _, ok := s.peers[p]; !ok {
+		return
 	}
-	return s.putUp(ctx, p, clone(cur), s.uptime[p]+d)
+	s.uptime[p] += d
+	s.markLocked(p)
 }
 
 // effective is a's score at now: it fades from the score of its last
@@ -236,16 +286,16 @@ func (s *Store) effective(a *Addr, now time.Time) float64 {
 	return neutralScore + (a.Score-neutralScore)*f
 }
 
-func (s *Store) update(ctx context.Context, p peer.ID, addr ma.Multiaddr, f func(*Addr)) error {
+func (s *Store) update(p peer.ID, addr ma.Multiaddr, f func(*Addr)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cur := clone(s.peers[p])
 	e := find(cur, addr)
 	if e == nil {
-		return nil // not one of ours (e.g. learned by libp2p itself): nothing to score
+		return // not one of ours (e.g. learned by libp2p itself): nothing to score
 	}
 	f(e)
-	return s.put(ctx, p, cur)
+	s.put(p, cur)
 }
 
 // Addrs returns p's unexpired addresses, best first (score, then most
@@ -326,38 +376,42 @@ func (s *Store) Peers() []peer.ID {
 	return slices.Sorted(maps.Keys(s.peers))
 }
 
-// Forget removes p (a removed member).
-func (s *Store) Forget(ctx context.Context, p peer.ID) error {
+// Forget removes p (a removed member). Its record is deleted even if it
+// was never loaded (it did not decode, or the cache was full).
+func (s *Store) Forget(p peer.ID) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.forgetLocked(p)
+}
+
+func (s *Store) forgetLocked(p peer.ID) {
 	delete(s.peers, p)
 	delete(s.uptime, p)
-	if err := s.be.Delete(ctx, []byte(p)); err != nil {
-		return fmt.Errorf("peerstore: forget %s: %w", p, err)
-	}
-	return nil
+	s.markLocked(p)
 }
 
 // Retain forgets every peer keep rejects (those no longer members): the
-// cache holds members' records only. It returns how many went.
-func (s *Store) Retain(ctx context.Context, keep func(peer.ID) bool) (int, error) {
-	n := 0
+// cache holds members' records only. It returns how many went. keep runs
+// without the Store's lock, so it may take locks of its own.
+func (s *Store) Retain(keep func(peer.ID) bool) int {
+	var gone []peer.ID
 	for _, p := range s.Peers() {
-		if keep(p) {
-			continue
+		if !keep(p) {
+			gone = append(gone, p)
 		}
-		if err := s.Forget(ctx, p); err != nil {
-			return n, err
-		}
-		n++
 	}
-	return n, nil
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range gone {
+		s.forgetLocked(p)
+	}
+	return len(gone)
 }
 
 // Prune drops expired addresses and those not seen (announced by a box or
 // reached) for maxAge (0: no age limit), and peers left with none; it
 // returns how many addresses went.
-func (s *Store) Prune(ctx context.Context, maxAge time.Duration) (int, error) {
+func (s *Store) Prune(maxAge time.Duration) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
@@ -374,42 +428,128 @@ func (s *Store) Prune(ctx context.Context, maxAge time.Duration) (int, error) {
 		}
 		removed += len(cur) - len(kept)
 		if len(kept) == 0 {
-			delete(s.peers, p)
-			delete(s.uptime, p)
-			if err := s.be.Delete(ctx, []byte(p)); err != nil {
-				return removed, fmt.Errorf("peerstore: prune %s: %w", p, err)
-			}
+			s.forgetLocked(p)
 			continue
 		}
-		if err := s.put(ctx, p, kept); err != nil {
-			return removed, err
-		}
+		s.put(p, kept)
 	}
-	return removed, nil
+	return removed
 }
 
-// put stores cur as p's record in memory and in the backend; s.mu is held.
-func (s *Store) put(ctx context.Context, p peer.ID, cur []*Addr) error {
-	return s.putUp(ctx, p, cur, s.uptime[p])
-}
-
-func (s *Store) putUp(ctx context.Context, p peer.ID, cur []*Addr, uptime time.Duration) error {
-	val, err := encodeRecord(p, cur, uptime)
-	if err != nil {
-		return fmt.Errorf("peerstore: encode %s: %w", p, err)
-	}
-	if err := s.be.Save(ctx, []byte(p), val); err != nil {
-		return fmt.Errorf("peerstore: save %s: %w", p, err)
-	}
+// put makes cur p's record and marks p dirty; s.mu is held.
+func (s *Store) put(p peer.ID, cur []*Addr) {
 	s.peers[p] = cur
-	if uptime > 0 {
-		s.uptime[p] = uptime
+	s.markLocked(p)
+}
+
+// markLocked notes that p's record changed and schedules a flush if none
+// is; s.mu is held. After Close only an explicit Flush writes.
+func (s *Store) markLocked(p peer.ID) {
+	s.dirty[p] = struct{}{}
+	if s.timer == nil && !s.closed {
+		s.timer = s.after(s.delay, s.flushLater)
+	}
+}
+
+// flushLater is the scheduled flush. Its error is logged by flush; the
+// dirty set stays for the next change's flush, so a failing disk is tried
+// again on the next change and at Close, not in a loop of its own.
+func (s *Store) flushLater() {
+	_ = s.flush(context.Background(), true)
+}
+
+// Flush writes every change not written yet, in one Backend.Apply. On
+// failure the changes stay pending for the next flush, and the error is
+// logged and returned.
+func (s *Store) Flush(ctx context.Context) error {
+	return s.flush(ctx, false)
+}
+
+// Close writes what is pending, like Flush, and stops scheduling flushes:
+// call it before closing the backend. The Store still answers afterwards,
+// and writes later changes only on an explicit Flush.
+func (s *Store) Close(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	if err := s.flush(ctx, false); err != nil {
+		return fmt.Errorf("peerstore: close: %w", err)
 	}
 	return nil
 }
 
-// clone deep-copies l, so that a change is made in memory only once the
-// backend has stored it.
+// pending is one dirty peer's record as a flush found it.
+type pending struct {
+	addrs  []*Addr
+	uptime time.Duration
+	gone   bool // forgotten: delete the record
+}
+
+func (s *Store) flush(ctx context.Context, scheduled bool) error {
+	select {
+	case s.flushing <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("peerstore: flush: %w", ctx.Err())
+	}
+	defer func() { <-s.flushing }()
+
+	s.mu.Lock()
+	if scheduled && s.closed {
+		// Close flushed (or is flushing) already; the backend may be
+		// closed by now.
+		s.mu.Unlock()
+		return nil
+	}
+	if s.timer != nil {
+		s.timer.Stop()
+		s.timer = nil
+	}
+	dirty := s.dirty
+	if len(dirty) == 0 {
+		s.mu.Unlock()
+		return nil
+	}
+	s.dirty = map[peer.ID]struct{}{}
+	// Records are copied on write (clone), so the slices taken here stay
+	// as they are and encode without the lock.
+	snap := make(map[peer.ID]pending, len(dirty))
+	for p := range dirty {
+		addrs, ok := s.peers[p]
+		snap[p] = pending{addrs: addrs, uptime: s.uptime[p], gone: !ok}
+	}
+	s.mu.Unlock()
+
+	puts := make(map[string][]byte, len(snap))
+	var deletes []string
+	for p, r := range snap {
+		if r.gone {
+			deletes = append(deletes, string(p))
+			continue
+		}
+		val, err := encodeRecord(p, r.addrs, r.uptime)
+		if err != nil {
+			// Not kept pending: it would fail again. Its stored record,
+			// if any, stays as it was.
+			s.log.Warn("peerstore: a record does not encode; not written", "peer", p, "err", err)
+			continue
+		}
+		puts[string(p)] = val
+	}
+	if len(puts) == 0 && len(deletes) == 0 {
+		return nil
+	}
+	if err := s.be.Apply(ctx, puts, deletes); err != nil {
+		s.mu.Lock()
+		maps.Copy(s.dirty, dirty)
+		s.mu.Unlock()
+		s.log.Warn("peerstore: flush failed; the changes stay pending", "records", len(puts), "deletions", len(deletes), "err", err)
+		return fmt.Errorf("peerstore: flush %d records, %d deletions: %w", len(puts), len(deletes), err)
+	}
+	return nil
+}
+
+// clone deep-copies l. Records are copied on write, never changed in place,
+// so that a flush can encode the ones it took without holding s.mu.
 func clone(l []*Addr) []*Addr {
 	out := make([]*Addr, len(l))
 	for i, a := range l {
@@ -564,18 +704,15 @@ func (b *MemoryBackend) Load(ctx context.Context, fn func(key, value []byte) err
 	return nil
 }
 
-// Save implements Backend.
-func (b *MemoryBackend) Save(_ context.Context, key, value []byte) error {
+// Apply implements Backend.
+func (b *MemoryBackend) Apply(_ context.Context, puts map[string][]byte, deletes []string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.m[string(key)] = slices.Clone(value)
-	return nil
-}
-
-// Delete implements Backend.
-func (b *MemoryBackend) Delete(_ context.Context, key []byte) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	delete(b.m, string(key))
+	for k, v := range puts {
+		b.m[k] = slices.Clone(v)
+	}
+	for _, k := range deletes {
+		delete(b.m, k)
+	}
 	return nil
 }

@@ -256,14 +256,27 @@ func (c PeerCache) Load(ctx context.Context, fn func(key, value []byte) error) e
 	})
 }
 
-// Save stores a record.
-func (c PeerCache) Save(_ context.Context, key, value []byte) error {
-	return c.d.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bPeers).Put(key, value) })
-}
-
-// Delete drops a record.
-func (c PeerCache) Delete(_ context.Context, key []byte) error {
-	return c.d.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bPeers).Delete(key) })
+// Apply stores puts and drops deletes in one transaction: core/peerstore
+// gathers a burst of changes into one call, one fsync.
+func (c PeerCache) Apply(_ context.Context, puts map[string][]byte, deletes []string) error {
+	err := c.d.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bPeers)
+		for k, v := range puts {
+			if err := b.Put([]byte(k), v); err != nil {
+				return err
+			}
+		}
+		for _, k := range deletes {
+			if err := b.Delete([]byte(k)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: peer cache apply: %w", err)
+	}
+	return nil
 }
 
 // ---- presence sequence numbers ----

@@ -184,21 +184,29 @@ func TestCirclesPeersCounters(t *testing.T) {
 
 	pc := d.PeerCache()
 	ctx := context.Background()
-	if err := pc.Save(ctx, []byte("p1"), []byte("rec")); err != nil {
-		t.Fatal(err)
+	peerKeys := func() []string {
+		var keys []string
+		if err := pc.Load(ctx, func(k, v []byte) error { keys = append(keys, string(k)+"="+string(v)); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return keys
 	}
-	var keys []string
-	pc.Load(ctx, func(k, v []byte) error { keys = append(keys, string(k)+"="+string(v)); return nil })
-	if len(keys) != 1 || keys[0] != "p1=rec" {
-		t.Fatalf("peer cache = %v", keys)
-	}
-	if err := pc.Delete(ctx, []byte("p1")); err != nil {
-		t.Fatal(err)
-	}
-	keys = nil
-	pc.Load(ctx, func(k, v []byte) error { keys = append(keys, string(k)); return nil })
-	if len(keys) != 0 {
-		t.Fatal("peer record not deleted")
+	for _, step := range []struct {
+		name    string
+		puts    map[string][]byte
+		deletes []string
+		want    []string
+	}{
+		{"puts", map[string][]byte{"p1": []byte("rec"), "p2": []byte("rec2")}, nil, []string{"p1=rec", "p2=rec2"}},
+		{"replace and delete", map[string][]byte{"p2": []byte("new")}, []string{"p1", "missing"}, []string{"p2=new"}},
+		{"delete all", nil, []string{"p2"}, nil},
+	} {
+		if err := pc.Apply(ctx, step.puts, step.deletes); err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		if got := peerKeys(); !slices.Equal(got, step.want) {
+			t.Fatalf("%s: peer cache = %v, want %v", step.name, got, step.want)
+		}
 	}
 
 	for want := uint64(1); want <= 3; want++ {
