@@ -213,7 +213,10 @@ func restartAll(b *testing.B, nodes []*nodetest.Node, counters []*requestCounter
 	nodetest.Parallel(n, 8, func(i int) { nodes[i].Start() })
 	up = time.Since(t0) // one process starting n nodes: each member is its own machine in life
 	nodetest.Progress(b, "%d members, %s: all restarted in %v", n, label, up.Round(10*time.Millisecond))
-	converged, fresh, pairs = nodetest.AwaitPresence(nodes, t0, t0.Add(max(*scaleRound, 5*time.Minute)), func(fresh, pairs int, spread string) {
+	// the window opens once all are up: starting 100 nodes in one
+	// process takes minutes, which are not the circle's
+	deadline := time.Now().Add(max(*scaleRound, 5*time.Minute))
+	converged, fresh, pairs = nodetest.AwaitPresence(nodes, t0, deadline, func(fresh, pairs int, spread string) {
 		nodetest.Progress(b, "%d members, %s, %v after the restart: %d of %d pairs hold a fresh record; %s; %s", n, label, time.Since(t0).Round(100*time.Millisecond), fresh, pairs, nodeCounts(nodes), spread)
 	})
 	if converged == 0 {
@@ -254,7 +257,7 @@ func formJoined(b *testing.B, nodes []*nodetest.Node, counters []*requestCounter
 func nodeCounts(nodes []*nodetest.Node) string {
 	posts, fresh, handOuts := map[string]int64{}, map[string]int64{}, map[string]int64{}
 	outbox, held := 0, 0
-	var pexRefused int64 // exchanges refused for coming too soon (NACKed, sent again)
+	var pexRefused int64            // exchanges refused for coming too soon (NACKed, sent again)
 	var queued, inviterQueued int64 // waiting in the nodes' channel queues
 	for i, nd := range nodes {
 		if chs, err := nd.N.Channels(context.Background()); err == nil {
